@@ -1,0 +1,273 @@
+"""The library facade (seed 003 in Python idiom): ``Taskmill``."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from taskmill.config import Settings, load_settings
+from taskmill.core.clock import Clock
+from taskmill.core.errors import NotFound
+from taskmill.core.events import Event
+from taskmill.core.jobs import Job, JobRun
+from taskmill.core.retry import BackoffPolicy
+from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template
+from taskmill.executors.python import TaskDefinition, TaskRegistry, Validator
+from taskmill.observability.logs import configure_logging
+from taskmill.runtime import Runtime
+from taskmill.services.scheduling import ScheduleRequest
+from taskmill.store import events as event_store
+from taskmill.store import jobs as job_store
+from taskmill.store import outcomes
+from taskmill.store import runs as run_store
+from taskmill.store import templates as template_store
+from taskmill.store.events import EventFilter
+from taskmill.store.jobs import JobFilter
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Taskmill:
+    """An embedded scheduler: register tasks, schedule them, run the services.
+
+    Example::
+
+        app = Taskmill(database_url="sqlite:///taskmill.db")
+
+        @app.task("send_email", max_retries=3, timeout=30)
+        async def send_email(ctx, payload):
+            ...
+
+        await app.schedule("send_email", {"to": "a@example.com"})
+        app.run()
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+        environment: str | None = None,
+    ) -> None:
+        if settings is None:
+            overrides: dict[str, object] = {}
+            if database_url:
+                overrides["database"] = {"url": database_url}
+            settings = load_settings(environment, None, **overrides)
+        elif database_url is not None:
+            settings = settings.model_copy(
+                update={"database": settings.database.model_copy(update={"url": database_url})}
+            )
+        self.settings = settings
+        self.registry = TaskRegistry()
+        self._clock = clock
+        self._runtime: Runtime | None = None
+        self._opened = False
+        self._stop: asyncio.Event | None = None
+        self._serving: asyncio.Task[None] | None = None
+
+    # -- registration ---------------------------------------------------------
+
+    def task(
+        self,
+        name: str,
+        *,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        concurrency: int | None = None,
+        backoff: BackoffPolicy | None = None,
+        validate: Validator | None = None,
+        queue: str = "default",
+        priority: int = 0,
+    ) -> Callable[[F], F]:
+        """Register the decorated function (``fn(ctx, payload)``, sync or async) as ``name``.
+
+        ``max_retries`` retries after the first attempt (default from config);
+        ``concurrency`` caps this task's parallel runs per worker process.
+        """
+        retries = self.settings.tasks.max_retries if max_retries is None else max_retries
+
+        def register(fn: F) -> F:
+            self.registry.add(
+                TaskDefinition(
+                    name=name,
+                    handler=fn,
+                    max_attempts=retries + 1,
+                    timeout_seconds=timeout,
+                    concurrency=concurrency,
+                    backoff=backoff,
+                    validator=validate,
+                    queue=queue,
+                    priority=priority,
+                )
+            )
+            return fn
+
+        return register
+
+    # -- lifecycle ------------------------------------------------------------
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime(self.settings, self.registry, self._clock)
+        return self._runtime
+
+    async def open(self) -> Runtime:
+        """Connect and migrate (idempotent); called by every operation that needs the store."""
+        runtime = self.runtime
+        if not self._opened:
+            await runtime.open()
+            self._opened = True
+        return runtime
+
+    async def start(self) -> None:
+        """Start every service in the background of the running event loop."""
+        runtime = await self.open()
+        self._stop = asyncio.Event()
+        self._serving = asyncio.create_task(runtime.run(self._stop), name="taskmill")
+
+    async def stop(self) -> None:
+        """Stop the services (running jobs get the grace period), then close connections."""
+        if self._stop is not None and self._serving is not None:
+            self._stop.set()
+            await self._serving
+        self._stop, self._serving = None, None
+        if self._runtime is not None:
+            await self._runtime.close()
+        self._runtime, self._opened = None, False
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Run every service until ``stop`` is set."""
+        runtime = await self.open()
+        try:
+            await runtime.run(stop)
+        finally:
+            await self.stop()
+
+    def run(self) -> None:
+        """Run until SIGINT or SIGTERM (blocking): the embedded ``taskmill run``."""
+        configure_logging(self.settings.logging.level, self.settings.logging.format)
+        asyncio.run(self._run_until_signal())
+
+    async def _run_until_signal(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("taskmill running on %s; stop with Ctrl-C", self.settings.database.url)
+        await self.serve(stop)
+
+    # -- operations -----------------------------------------------------------
+
+    async def schedule(
+        self,
+        task: str,
+        payload: Any = None,
+        *,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        interval: float | timedelta | None = None,
+        cron: str | None = None,
+        timezone: str = "UTC",
+        name: str | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        depends_on: Sequence[str] = (),
+        misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE,
+        overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW,
+    ) -> Job | Template:
+        """Schedule ``task``: now (default), at ``run_at`` or after ``delay``, every
+        ``interval`` seconds, or on a ``cron`` expression (5 fields, or 6 with seconds
+        first) in ``timezone``. Immediate and one-time requests return a :class:`Job`;
+        interval and cron requests return the :class:`Template` that creates jobs."""
+        runtime = await self.open()
+        if delay is not None:
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+            run_at = runtime.clock.now() + timedelta(seconds=seconds)
+        result = await runtime.scheduler.schedule(
+            ScheduleRequest(
+                task=task,
+                payload=payload,
+                run_at=run_at,
+                interval=interval,
+                cron=cron,
+                timezone=timezone,
+                name=name,
+                start_at=start_at,
+                end_at=end_at,
+                queue=queue,
+                priority=priority,
+                max_retries=max_retries,
+                timeout=timeout,
+                idempotency_key=idempotency_key,
+                depends_on=depends_on,
+                misfire_policy=misfire_policy,
+                overlap_policy=overlap_policy,
+            )
+        )
+        if isinstance(result, Template):
+            runtime.wakers.recurrence.wake()
+        else:
+            runtime.wakers.populator.wake()
+        return result
+
+    async def cancel(self, ident: str, reason: str = "cancelled") -> Job | Template:
+        """Cancel a job (scheduled, queued or running), or switch a template off."""
+        runtime = await self.open()
+        try:
+            job = await outcomes.cancel(runtime.db, ident, reason=reason, actor="library")
+        except NotFound:
+            return await template_store.set_active(
+                runtime.db, ident, False, next_run_at=None, actor="library", now=runtime.clock.now()
+            )
+        runtime.worker.notify_lost(job.id, f"cancelled: {reason}")
+        return job
+
+    async def get(self, ident: str) -> Job | Template:
+        """The job or template with this id, or :class:`~taskmill.core.errors.NotFound`."""
+        runtime = await self.open()
+        try:
+            return await job_store.get_job(runtime.db, ident)
+        except NotFound:
+            return await template_store.get_template(runtime.db, ident)
+
+    async def list(self, flt: JobFilter | None = None) -> builtins.list[Job]:
+        """Jobs matching ``flt`` (all, oldest first, by default)."""
+        runtime = await self.open()
+        return await job_store.list_jobs(runtime.db, flt or JobFilter())
+
+    async def templates(self) -> builtins.list[Template]:
+        runtime = await self.open()
+        return await template_store.list_templates(runtime.db)
+
+    async def runs(self, job_id: str) -> builtins.list[JobRun]:
+        """Every attempt of a job."""
+        runtime = await self.open()
+        return await run_store.list_runs(runtime.db, job_id)
+
+    async def events(self, job_id: str | None = None) -> builtins.list[Event]:
+        """The event log, optionally for one job."""
+        runtime = await self.open()
+        return await event_store.list_events(runtime.db, EventFilter(job_id=job_id))
+
+    async def retry(self, job_id: str) -> Job:
+        """Give a failed job one more attempt, now."""
+        runtime = await self.open()
+        job = await outcomes.retry_failed(
+            runtime.db, job_id, actor="library", run_at=runtime.clock.now()
+        )
+        runtime.wakers.populator.wake()
+        return job

@@ -1,0 +1,1 @@
+"""Brokers carry hints ("job X is queued"); the database stays the truth (DESIGN.md §1)."""

@@ -1,0 +1,1 @@
+"""The ``taskmill`` command."""

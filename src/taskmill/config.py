@@ -1,0 +1,180 @@
+"""Settings: ``config/{environment}.toml`` plus environment variables (seed 002).
+
+Precedence, highest first: arguments to :func:`load_settings`, ``TASKMILL_*`` variables
+(nested with ``__``, e.g. ``TASKMILL_WORKER__CONCURRENCY``), ``DATABASE_URL`` /
+``REDIS_URL`` (seed 000), the TOML file, defaults. Every key is in docs/configuration.md.
+Read only above ``services``: services take their own small config objects.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from taskmill.core.errors import ConfigError
+
+_toml_file: ContextVar[Path | None] = ContextVar("taskmill_toml_file", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///taskmill.db"
+    pool_size: int = Field(default=10, gt=0)
+    migrate_on_start: bool = True
+
+
+class BrokerSettings(_Section):
+    url: str | None = None
+    """``None``: the database is the broker (embedded default)."""
+
+
+class WorkerSettings(_Section):
+    concurrency: int = Field(default=10, gt=0, le=10_000)
+    queues: tuple[str, ...] = ("default",)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    worker_id: str | None = None
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> WorkerSettings:
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError("heartbeat_seconds must be smaller than lease_seconds")
+        if not self.queues:
+            raise ValueError("queues must name at least one queue")
+        return self
+
+
+class SchedulerSettings(_Section):
+    poll_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    batch_size: int = Field(default=500, gt=0, le=100_000)
+    watcher_interval_seconds: float = Field(default=1.0, gt=0)
+    worker_dead_after_seconds: float = Field(default=60.0, gt=0)
+    misfire_grace_seconds: float = Field(default=60.0, ge=0)
+    max_catchup: int = Field(default=10, ge=1)
+
+
+class RetrySettings(_Section):
+    base_seconds: float = Field(default=60.0, ge=0)
+    factor: float = Field(default=2.0, ge=1)
+    cap_seconds: float = Field(default=3600.0, ge=0)
+    jitter: float = Field(default=0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _cap_above_base(self) -> RetrySettings:
+        if self.cap_seconds < self.base_seconds:
+            raise ValueError("cap_seconds must be >= base_seconds")
+        return self
+
+
+class TaskDefaults(_Section):
+    max_retries: int = Field(default=3, ge=0)
+    timeout_seconds: float | None = Field(default=300.0, gt=0)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(BaseSettings):
+    """Everything taskmill can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TASKMILL_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    environment: str = "development"
+    database: DatabaseSettings = DatabaseSettings()
+    broker: BrokerSettings = BrokerSettings()
+    worker: WorkerSettings = WorkerSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    retry: RetrySettings = RetrySettings()
+    tasks: TaskDefaults = TaskDefaults()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            _SeedUrls(settings_cls),
+        ]
+        toml = _toml_file.get()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+
+class _SeedUrls(PydanticBaseSettingsSource):
+    """Seed 000's ``DATABASE_URL`` and ``REDIS_URL`` (the ``TASKMILL_`` names win)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if url := os.environ.get("DATABASE_URL"):
+            values["database"] = {"url": url}
+        broker = os.environ.get("REDIS_URL") or os.environ.get("AMQP_URL")
+        if broker:
+            values["broker"] = {"url": broker}
+        return values
+
+
+def config_file(environment: str, config_dir: Path | str | None = None) -> Path:
+    """``{config_dir}/{environment}.toml``; the directory defaults to ``TASKMILL_CONFIG_DIR``
+    or ``./config``."""
+    base = Path(config_dir or os.environ.get("TASKMILL_CONFIG_DIR", "config"))
+    return base / f"{environment}.toml"
+
+
+def load_settings(
+    environment: str | None = None, config_dir: Path | str | None = None, **overrides: Any
+) -> Settings:
+    """Load settings, or raise :class:`ConfigError` naming the first bad key.
+
+    ``environment`` (or ``TASKMILL_ENV``, default ``development``) picks the TOML file;
+    a missing file is fine (defaults and environment variables apply), unless
+    ``TASKMILL_ENV`` or ``environment`` named it explicitly.
+    """
+    explicit = environment or os.environ.get("TASKMILL_ENV")
+    env_name = explicit or "development"
+    path = config_file(env_name, config_dir)
+    if explicit and config_dir is not None and not path.is_file():
+        raise ConfigError(f"environment: no config file {path}")
+    token = _toml_file.set(path if path.is_file() else None)
+    try:
+        return Settings(environment=env_name, **overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from exc
+    finally:
+        _toml_file.reset(token)
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(root)"
+        lines.append(f"{key}: {error['msg']}")
+    return f"invalid configuration ({path} and environment): " + "; ".join(lines)

@@ -1,0 +1,45 @@
+"""Event types: every state change is one row in ``events`` (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+class EventType(enum.StrEnum):
+    """The ``type`` column of ``events``."""
+
+    JOB_CREATED = "job.created"
+    JOB_QUEUED = "job.queued"
+    JOB_STARTED = "job.started"
+    JOB_SUCCEEDED = "job.succeeded"
+    JOB_FAILED = "job.failed"
+    JOB_RETRY_SCHEDULED = "job.retry_scheduled"
+    JOB_LEASE_EXPIRED = "job.lease_expired"
+    JOB_RELEASED = "job.released"
+    JOB_CANCELLED = "job.cancelled"
+    JOB_RETRIED = "job.retried"
+    TEMPLATE_CREATED = "template.created"
+    TEMPLATE_UPDATED = "template.updated"
+    TEMPLATE_DELETED = "template.deleted"
+    TEMPLATE_FIRED = "template.fired"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One row of the event log.
+
+    ``data`` for job events holds ``from``/``to`` statuses and ``changes``: every
+    ``jobs`` column the transition wrote, so the log alone rebuilds the projection.
+    """
+
+    id: int
+    occurred_at: datetime
+    type: EventType
+    merchant_id: str
+    actor: str
+    job_id: str | None
+    template_id: str | None
+    data: dict[str, Any]

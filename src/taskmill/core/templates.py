@@ -1,0 +1,147 @@
+"""Templates: recurring schedules that produce job instances, and what to do with missed ticks."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from taskmill.core.errors import ValidationError
+from taskmill.core.jobs import ScheduleType
+from taskmill.core.schedules import CronSchedule, IntervalSchedule, Schedule
+
+# Walking a schedule tick by tick is bounded: a per-second cron missed for a day is
+# 86,400 ticks; past this many we jump straight to the future (documented in ADR 0002).
+MAX_TICKS_WALKED = 10_000
+
+
+class MisfirePolicy(enum.StrEnum):
+    """What to do with ticks missed while no recurrence manager ran."""
+
+    SKIP = "skip"  # run none of them; carry on from the next future tick
+    RUN_ONCE = "run_once"  # run one instance, for the latest missed tick
+    CATCH_UP = "catch_up"  # run each missed tick, at most ``max_catchup`` (the latest)
+
+
+class OverlapPolicy(enum.StrEnum):
+    """What to do when a tick falls due while the previous instance is unfinished."""
+
+    ALLOW = "allow"
+    SKIP = "skip"
+    QUEUE = "queue"
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A recurring schedule (interval or cron) of one task type for one merchant."""
+
+    id: str
+    merchant_id: str
+    name: str
+    task_type: str
+    queue: str
+    priority: int
+    payload: Any
+    schedule_type: ScheduleType
+    cron_expression: str | None
+    interval_seconds: float | None
+    timezone: str
+    start_at: datetime | None
+    end_at: datetime | None
+    active: bool
+    next_run_at: datetime | None
+    last_scheduled_for: datetime | None
+    misfire_policy: MisfirePolicy
+    overlap_policy: OverlapPolicy
+    max_attempts: int
+    timeout_seconds: float | None
+    created_at: datetime
+
+    def schedule(self) -> Schedule:
+        return build_schedule(
+            self.schedule_type,
+            cron_expression=self.cron_expression,
+            interval_seconds=self.interval_seconds,
+            timezone=self.timezone,
+            start_at=self.start_at or self.created_at,
+            end_at=self.end_at,
+        )
+
+
+def build_schedule(
+    schedule_type: ScheduleType,
+    *,
+    cron_expression: str | None,
+    interval_seconds: float | None,
+    timezone: str,
+    start_at: datetime,
+    end_at: datetime | None,
+) -> Schedule:
+    """The :class:`Schedule` of a recurring template, or a :class:`ValidationError`."""
+    if schedule_type is ScheduleType.CRON:
+        if not cron_expression:
+            raise ValidationError("cron", "is required for a cron schedule")
+        return _bounded_cron(CronSchedule(cron_expression, timezone), start_at, end_at)
+    if schedule_type is ScheduleType.INTERVAL:
+        if interval_seconds is None:
+            raise ValidationError("interval_seconds", "is required for an interval schedule")
+        return IntervalSchedule(interval_seconds, start_at, end_at)
+    raise ValidationError("schedule_type", f"{schedule_type.value} is not recurring")
+
+
+@dataclass(frozen=True, slots=True)
+class _BoundedCron:
+    cron: CronSchedule
+    start_at: datetime
+    end_at: datetime | None
+
+    def next_after(self, after: datetime) -> datetime | None:
+        nxt = self.cron.next_after(max(after, self.start_at - timedelta(microseconds=1)))
+        if nxt is None or (self.end_at is not None and nxt > self.end_at):
+            return None
+        return nxt
+
+
+def _bounded_cron(cron: CronSchedule, start_at: datetime, end_at: datetime | None) -> Schedule:
+    return _BoundedCron(cron, start_at, end_at)
+
+
+@dataclass(frozen=True, slots=True)
+class FirePlan:
+    """The instances to create now (their ``scheduled_for``) and the tick to wait for next."""
+
+    fire_at: list[datetime]
+    next_run_at: datetime | None
+
+
+def plan_fires(
+    schedule: Schedule,
+    due_at: datetime,
+    now: datetime,
+    policy: MisfirePolicy,
+    *,
+    max_catchup: int = 10,
+    grace_seconds: float = 60.0,
+) -> FirePlan:
+    """Which ticks from ``due_at`` up to ``now`` become instances, per ``policy``.
+
+    A tick no older than ``grace_seconds`` is on time and always runs; older ones
+    were missed and follow the misfire policy.
+    """
+    ticks: list[datetime] = []
+    tick: datetime | None = due_at
+    while tick is not None and tick <= now and len(ticks) < MAX_TICKS_WALKED:
+        ticks.append(tick)
+        tick = schedule.next_after(tick)
+    if tick is not None and tick <= now:  # walked too far; jump to the future
+        tick = schedule.next_after(now)
+    on_time = [t for t in ticks if (now - t).total_seconds() <= grace_seconds]
+    missed = [t for t in ticks if t not in on_time]
+    if policy is MisfirePolicy.SKIP or not missed:
+        chosen = on_time
+    elif policy is MisfirePolicy.RUN_ONCE:
+        chosen = on_time or missed[-1:]
+    else:
+        chosen = (missed + on_time)[-max(max_catchup, len(on_time)) :]
+    return FirePlan(fire_at=chosen, next_run_at=tick)

@@ -1,0 +1,154 @@
+"""The one composition root: builds everything from settings, closes it in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+from taskmill.brokers.base import Broker
+from taskmill.brokers.database import DatabaseBroker
+from taskmill.config import Settings
+from taskmill.core.clock import Clock, SystemClock
+from taskmill.core.errors import ConfigError
+from taskmill.core.retry import BackoffPolicy
+from taskmill.executors.python import PythonExecutor, TaskRegistry
+from taskmill.services.failure_watcher import FailureWatcher, FailureWatcherConfig
+from taskmill.services.loop import PeriodicService, Waker, run_periodically
+from taskmill.services.queue_populator import QueuePopulator, QueuePopulatorConfig
+from taskmill.services.recurrence_manager import RecurrenceConfig, RecurrenceManager
+from taskmill.services.runner import ServiceMain, run_services
+from taskmill.services.scheduling import Defaults, Scheduler
+from taskmill.services.worker import Worker, WorkerConfig
+from taskmill.store import migrate
+from taskmill.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+def build_broker(settings: Settings) -> Broker:
+    """The broker named by ``broker.url``; the database when unset."""
+    url = settings.broker.url
+    if url is None or url == "database":
+        return DatabaseBroker()
+    scheme = url.split(":", 1)[0]
+    raise ConfigError(
+        f"broker.url: {scheme!r} brokers are not available in this version; "
+        "leave broker.url unset to use the database"
+    )
+
+
+@dataclass(slots=True)
+class Wakers:
+    populator: Waker
+    watcher: Waker
+    recurrence: Waker
+
+
+class Runtime:
+    """Database, broker, executor and services for one process."""
+
+    def __init__(
+        self, settings: Settings, registry: TaskRegistry, clock: Clock | None = None
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.clock: Clock = clock or SystemClock()
+        self.db = Database.from_url(settings.database.url, pool_size=settings.database.pool_size)
+        self.broker = build_broker(settings)
+        self.wakers = Wakers(Waker(), Waker(), Waker())
+        self.scheduler = Scheduler(
+            self.db,
+            registry,
+            self.clock,
+            Defaults(settings.tasks.max_retries, settings.tasks.timeout_seconds),
+        )
+        sched = settings.scheduler
+        self.populator = QueuePopulator(
+            self.db, self.broker, self.clock, QueuePopulatorConfig(batch_size=sched.batch_size)
+        )
+        self.watcher = FailureWatcher(
+            self.db,
+            FailureWatcherConfig(
+                batch_size=sched.batch_size,
+                worker_dead_after_seconds=sched.worker_dead_after_seconds,
+            ),
+            on_rescued=self.wakers.populator.wake,
+        )
+        self.recurrence = RecurrenceManager(
+            self.db,
+            self.clock,
+            RecurrenceConfig(
+                max_catchup=sched.max_catchup, misfire_grace_seconds=sched.misfire_grace_seconds
+            ),
+            on_created=self.wakers.populator.wake,
+        )
+        self.worker = Worker(
+            self.db,
+            self.broker,
+            PythonExecutor(registry, max_threads=settings.worker.concurrency),
+            self.clock,
+            self._worker_config(),
+        )
+
+    def _worker_config(self) -> WorkerConfig:
+        w, r = self.settings.worker, self.settings.retry
+        hostname = socket.gethostname()
+        return WorkerConfig(
+            worker_id=w.worker_id or f"{hostname}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+            queues=w.queues,
+            concurrency=w.concurrency,
+            lease_seconds=w.lease_seconds,
+            heartbeat_seconds=w.heartbeat_seconds,
+            poll_interval=self.settings.scheduler.poll_interval_seconds,
+            shutdown_grace_seconds=w.shutdown_grace_seconds,
+            backoff=BackoffPolicy(r.base_seconds, r.factor, r.cap_seconds, r.jitter),
+            hostname=hostname,
+            pid=os.getpid(),
+        )
+
+    async def open(self) -> None:
+        """Connect and, unless disabled, migrate the schema to the newest revision."""
+        if self.settings.database.migrate_on_start:
+            await migrate.upgrade(self.db)
+
+    async def close(self) -> None:
+        await self.broker.close()
+        await self.db.close()
+
+    def _periodic(self, service: PeriodicService, waker: Waker, interval: float) -> ServiceMain:
+        async def main(stop: asyncio.Event) -> None:
+            log.info("%s started", service.name)
+            await run_periodically(
+                service,
+                clock=self.clock,
+                stop=stop,
+                waker=waker,
+                poll_interval=interval,
+                batch_size=self.settings.scheduler.batch_size,
+            )
+            log.info("%s stopped", service.name)
+
+        return main
+
+    def services(self) -> dict[str, ServiceMain]:
+        """Every service, for ``taskmill run`` (all in one process)."""
+        sched = self.settings.scheduler
+        return {
+            "queue-populator": self._periodic(
+                self.populator, self.wakers.populator, sched.poll_interval_seconds
+            ),
+            "failure-watcher": self._periodic(
+                self.watcher, self.wakers.watcher, sched.watcher_interval_seconds
+            ),
+            "recurrence-manager": self._periodic(
+                self.recurrence, self.wakers.recurrence, sched.poll_interval_seconds
+            ),
+            "executor": self.worker.run,
+        }
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await run_services(self.services(), stop)

@@ -1,0 +1,1 @@
+"""Use cases and the long-running services (each ``run_once()`` plus a thin loop)."""

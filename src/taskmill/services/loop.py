@@ -1,0 +1,91 @@
+"""The thin loop around a service's ``run_once()`` (STYLE.md habit 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from datetime import datetime
+from typing import Protocol
+
+from taskmill.core.clock import Clock
+from taskmill.core.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+
+class PeriodicService(Protocol):
+    """A service the loop drives: do one round of work, then say when to come back."""
+
+    name: str
+
+    async def run_once(self) -> int:
+        """Do one bounded round of work; return how many items it handled."""
+        ...
+
+    async def next_wake_at(self) -> datetime | None:
+        """The next time work falls due (``None``: unknown, wait for a signal or the poll)."""
+        ...
+
+
+class Waker:
+    """Wakes a sleeping loop early (new work in this process)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        if timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
+
+
+async def run_periodically(
+    service: PeriodicService,
+    *,
+    clock: Clock,
+    stop: asyncio.Event,
+    waker: Waker,
+    poll_interval: float,
+    batch_size: int,
+    error_backoff: float = 1.0,
+) -> None:
+    """Call ``run_once`` until ``stop`` is set; between rounds wait for the earliest of a
+    wake-up, the next due time, or ``poll_interval``. A full batch loops again at once.
+
+    Database outages are logged and retried; any other exception ends the loop (and,
+    through the runner, the process), as a dead side task must not go unnoticed.
+    """
+    while not stop.is_set():
+        try:
+            handled = await service.run_once()
+            delay = (
+                0.0 if handled >= batch_size else await _until_due(service, clock, poll_interval)
+            )
+        except StoreError as exc:
+            log.warning("%s: database unavailable, retrying: %s", service.name, exc)
+            delay = error_backoff
+        if delay > 0:
+            await _sleep_or_stop(waker.wait(delay), stop)
+
+
+async def _until_due(service: PeriodicService, clock: Clock, poll_interval: float) -> float:
+    due = await service.next_wake_at()
+    if due is None:
+        return poll_interval
+    return max(0.0, min(poll_interval, (due - clock.now()).total_seconds()))
+
+
+async def _sleep_or_stop(sleep: Awaitable[None], stop: asyncio.Event) -> None:
+    sleeper = asyncio.ensure_future(sleep)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, stopper):
+            task.cancel()

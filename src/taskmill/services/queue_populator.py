@@ -1,0 +1,55 @@
+"""The queue populator (seed 000; seed 002's dispatcher): due jobs -> ``queued`` -> broker."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from taskmill.brokers.base import Broker
+from taskmill.core.clock import Clock
+from taskmill.store import claims
+from taskmill.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePopulatorConfig:
+    batch_size: int = 500
+    actor: str = "queue-populator"
+
+
+class QueuePopulator:
+    """Marks due jobs ``queued`` in batches and publishes them (DESIGN.md §2)."""
+
+    name = "queue-populator"
+
+    def __init__(
+        self, db: Database, broker: Broker, clock: Clock, config: QueuePopulatorConfig
+    ) -> None:
+        self.db = db
+        self.broker = broker
+        self.clock = clock
+        self.config = config
+
+    async def run_once(self) -> int:
+        """Queue up to one batch of due jobs; return how many were queued."""
+        queued = await claims.enqueue_due(
+            self.db, now=self.clock.now(), limit=self.config.batch_size, actor=self.config.actor
+        )
+        by_queue: dict[str, list[str]] = defaultdict(list)
+        for job in queued:
+            by_queue[job.queue].append(job.id)
+        # Publish after commit: a crash in between leaves jobs queued but unannounced,
+        # which the failure watcher re-publishes; the reverse order could announce a
+        # job that was never queued.
+        for queue, ids in by_queue.items():
+            await self.broker.publish(queue, ids)
+        if queued:
+            log.debug("queued %d jobs", len(queued))
+        return len(queued)
+
+    async def next_wake_at(self) -> datetime | None:
+        return await claims.next_due_at(self.db)

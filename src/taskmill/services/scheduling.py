@@ -1,0 +1,155 @@
+"""Use cases: turn a producer's request into a job or a template, validated first.
+
+Nothing is stored unless every check passes: unknown task, invalid payload, conflicting
+or malformed schedule arguments all raise ``ValidationError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from taskmill.core.clock import Clock
+from taskmill.core.errors import ValidationError
+from taskmill.core.jobs import DEFAULT_MERCHANT_ID, Job, ScheduleType
+from taskmill.core.schedules import utc
+from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template, build_schedule
+from taskmill.executors.python import TaskRegistry
+from taskmill.store import jobs as job_store
+from taskmill.store import templates as template_store
+from taskmill.store.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRequest:
+    """Everything ``Taskmill.schedule`` accepts; at most one of ``run_at``/``interval``/``cron``."""
+
+    task: str
+    payload: Any = None
+    run_at: datetime | None = None
+    interval: float | timedelta | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+    name: str | None = None
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    queue: str | None = None
+    priority: int | None = None
+    max_retries: int | None = None
+    timeout: float | None = None
+    idempotency_key: str | None = None
+    depends_on: Sequence[str] = field(default_factory=tuple)
+    misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
+    merchant_id: str = DEFAULT_MERCHANT_ID
+    actor: str = "library"
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """Task options used when neither the request nor the task registration sets them."""
+
+    max_retries: int = 3
+    timeout_seconds: float | None = 300.0
+
+
+class Scheduler:
+    """Validates and stores schedule requests."""
+
+    def __init__(
+        self, db: Database, registry: TaskRegistry, clock: Clock, defaults: Defaults
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.clock = clock
+        self.defaults = defaults
+
+    async def schedule(self, req: ScheduleRequest) -> Job | Template:
+        """A job for immediate/one-time requests, a template for interval/cron ones."""
+        kinds = [k for k in ("run_at", "interval", "cron") if getattr(req, k) is not None]
+        if len(kinds) > 1:
+            raise ValidationError(kinds[1], f"cannot be combined with {kinds[0]}")
+        definition = self.registry.get(req.task)
+        definition.validate(req.payload)
+        if req.interval is not None or req.cron is not None:
+            return await self._template(req)
+        return await self._job(req)
+
+    def _options(self, req: ScheduleRequest) -> tuple[int, float | None, str, int]:
+        definition = self.registry.get(req.task)
+        retries = req.max_retries
+        if retries is None:
+            retries = definition.max_attempts - 1 if definition.max_attempts > 1 else None
+        if retries is None:
+            retries = self.defaults.max_retries
+        if retries < 0:
+            raise ValidationError("max_retries", "must be >= 0")
+        timeout = req.timeout or definition.timeout_seconds or self.defaults.timeout_seconds
+        if timeout is not None and timeout <= 0:
+            raise ValidationError("timeout", "must be greater than 0")
+        queue = req.queue or definition.queue
+        priority = req.priority if req.priority is not None else definition.priority
+        return retries + 1, timeout, queue, priority
+
+    async def _job(self, req: ScheduleRequest) -> Job:
+        now = self.clock.now()
+        run_at = utc(req.run_at) if req.run_at is not None else now
+        max_attempts, timeout, queue, priority = self._options(req)
+        new = job_store.NewJob(
+            task_type=req.task,
+            run_at=run_at,
+            payload=req.payload,
+            schedule_type=ScheduleType.ONE_TIME if req.run_at else ScheduleType.IMMEDIATE,
+            merchant_id=req.merchant_id,
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout_seconds=timeout,
+            idempotency_key=req.idempotency_key,
+            depends_on=tuple(req.depends_on),
+        )
+        created = await job_store.create_job(self.db, new, actor=req.actor, now=now)
+        return created.job
+
+    async def _template(self, req: ScheduleRequest) -> Template:
+        now = self.clock.now()
+        seconds = req.interval
+        if isinstance(seconds, timedelta):
+            seconds = seconds.total_seconds()
+        kind = ScheduleType.CRON if req.cron is not None else ScheduleType.INTERVAL
+        start_at = utc(req.start_at) if req.start_at else now
+        end_at = utc(req.end_at) if req.end_at else None
+        schedule = build_schedule(
+            kind,
+            cron_expression=req.cron,
+            interval_seconds=seconds,
+            timezone=req.timezone,
+            start_at=start_at,
+            end_at=end_at,
+        )
+        # An interval fires first at start_at (now, by default); cron at its next tick.
+        first = start_at if kind is ScheduleType.INTERVAL else schedule.next_after(now)
+        max_attempts, timeout, queue, priority = self._options(req)
+        new = template_store.NewTemplate(
+            name=req.name or f"{req.task}-{uuid.uuid4().hex[:12]}",
+            task_type=req.task,
+            schedule_type=kind,
+            next_run_at=first,
+            payload=req.payload,
+            merchant_id=req.merchant_id,
+            cron_expression=req.cron,
+            interval_seconds=seconds,
+            timezone=req.timezone,
+            start_at=start_at,
+            end_at=end_at,
+            queue=queue,
+            priority=priority,
+            misfire_policy=req.misfire_policy,
+            overlap_policy=req.overlap_policy,
+            max_attempts=max_attempts,
+            timeout_seconds=timeout,
+        )
+        return await template_store.create_template(self.db, new, actor=req.actor, now=now)

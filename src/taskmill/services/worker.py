@@ -1,0 +1,315 @@
+"""The worker (``taskmill executor``): claims jobs, runs them, records outcomes, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from taskmill.brokers.base import Broker, Delivery
+from taskmill.core.clock import Clock
+from taskmill.core.errors import Retry, StoreError
+from taskmill.core.jobs import Job, RunOutcome
+from taskmill.core.retry import BackoffPolicy
+from taskmill.executors.context import TaskContext
+from taskmill.executors.python import PythonExecutor
+from taskmill.store import claims, outcomes, workers
+from taskmill.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    worker_id: str
+    queues: tuple[str, ...] = ("default",)
+    concurrency: int = 10
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 10.0
+    poll_interval: float = 1.0
+    shutdown_grace_seconds: float = 10.0
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    hostname: str = "localhost"
+    pid: int = 0
+
+
+@dataclass(slots=True)
+class _Running:
+    job: Job
+    ctx: TaskContext
+    task: asyncio.Task[None]
+    lost: bool = False
+
+
+class Worker:
+    """Runs up to ``concurrency`` jobs at once, each under a lease it keeps renewing.
+
+    A job whose lease this worker no longer holds (cancelled, or rescued after a pause)
+    is cancelled locally and its outcome is never written: the guarded write would
+    change 0 rows anyway.
+    """
+
+    name = "executor"
+
+    def __init__(
+        self,
+        db: Database,
+        broker: Broker,
+        executor: PythonExecutor,
+        clock: Clock,
+        config: WorkerConfig,
+    ) -> None:
+        self.db = db
+        self.broker = broker
+        self.executor = executor
+        self.clock = clock
+        self.config = config
+        self._running: dict[str, _Running] = {}
+        self._slot_freed = asyncio.Event()
+
+    # -- claiming -------------------------------------------------------------
+
+    def free_slots(self) -> int:
+        return self.config.concurrency - len(self._running)
+
+    def _claimable(self) -> tuple[list[str], int]:
+        """Task types with a free slot, and how many jobs one claim may take."""
+        limit = self.free_slots()
+        active = Counter(r.job.task_type for r in self._running.values())
+        types = []
+        for definition in self.executor.registry:
+            if definition.concurrency is None:
+                types.append(definition.name)
+                continue
+            room = definition.concurrency - active[definition.name]
+            if room > 0:
+                types.append(definition.name)
+                # One claim cannot split its limit by type, so never exceed the tightest.
+                limit = min(limit, room)
+        return types, limit
+
+    async def run_once(self, job_ids: Sequence[str] | None = None) -> int:
+        """Claim as many jobs as there are free slots and start them; return how many."""
+        task_types, limit = self._claimable()
+        claimed = await claims.claim(
+            self.db,
+            claims.ClaimParams(
+                worker_id=self.config.worker_id,
+                limit=limit,
+                lease_seconds=self.config.lease_seconds,
+                queues=self.config.queues,
+                task_types=task_types,
+                job_ids=job_ids,
+            ),
+        )
+        for job in claimed:
+            self._start(job)
+        return len(claimed)
+
+    def _start(self, job: Job) -> None:
+        extra = {"job_id": job.id, "attempt": job.attempt, "merchant_id": job.merchant_id}
+        ctx = TaskContext(
+            job_id=job.id,
+            task_type=job.task_type,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            merchant_id=job.merchant_id,
+            logger=logging.LoggerAdapter(
+                logging.getLogger(f"taskmill.task.{job.task_type}"), extra
+            ),
+        )
+        task = asyncio.create_task(self._execute(job, ctx), name=f"job-{job.id}")
+        self._running[job.id] = _Running(job, ctx, task)
+        task.add_done_callback(functools.partial(self._finished, job.id))
+
+    def _finished(self, job_id: str, _task: object = None) -> None:
+        self._running.pop(job_id, None)
+        self._slot_freed.set()
+
+    # -- executing ------------------------------------------------------------
+
+    async def _execute(self, job: Job, ctx: TaskContext) -> None:
+        attempt = outcomes.Attempt(job.id, job.attempt, self.config.worker_id)
+        started = time.monotonic()
+        deadline = asyncio.timeout(job.timeout_seconds)
+        try:
+            async with deadline:
+                result = await self.executor.execute(job.task_type, ctx, job.payload)
+        except asyncio.CancelledError:
+            running = self._running.get(job.id)
+            if running is not None and running.lost:
+                ctx.logger.warning("lost the lease (cancelled or rescued); stopped the handler")
+                return
+            raise  # shutdown: the runner releases the job
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            ctx.cancel("timeout")
+            failure = self._failure(job, f"timed out after {job.timeout_seconds}s", started)
+            await self._record(outcomes.fail(self.db, attempt, failure), ctx)
+        except Retry as retry:
+            failure = self._failure(job, retry.reason, started, delay=retry.delay)
+            await self._record(outcomes.fail(self.db, attempt, failure), ctx)
+        except Exception as exc:
+            failure = self._failure(job, f"{type(exc).__name__}: {exc}", started)
+            await self._record(outcomes.fail(self.db, attempt, failure), ctx)
+        else:
+            duration = time.monotonic() - started
+            await self._record(outcomes.succeed(self.db, attempt, result, duration), ctx)
+
+    def _failure(
+        self, job: Job, error: str, started: float, delay: float | None = None
+    ) -> outcomes.Failure:
+        outcome = RunOutcome.TIMED_OUT if error.startswith("timed out") else RunOutcome.FAILED
+        retry_at = None
+        if job.attempt < job.max_attempts:
+            backoff = self.executor.registry.get(job.task_type).backoff or self.config.backoff
+            seconds = delay if delay is not None else backoff.delay(job.attempt)
+            retry_at = self.clock.now() + timedelta(seconds=seconds)
+        return outcomes.Failure(error, outcome, retry_at, time.monotonic() - started)
+
+    async def _record(self, write: Any, ctx: TaskContext) -> None:
+        try:
+            if not await write:
+                ctx.logger.warning("outcome not recorded: the job is no longer ours")
+        except StoreError as exc:
+            # The lease will expire and the job run again: at-least-once, never lost.
+            ctx.logger.error("could not record the outcome: %s", exc)
+
+    # -- leases ---------------------------------------------------------------
+
+    async def heartbeat(self) -> int:
+        """Renew every held lease; cancel the jobs no longer ours. Return how many were lost."""
+        held = [(r.job.id, r.job.attempt) for r in self._running.values()]
+        owned = await claims.renew_leases(
+            self.db, self.config.worker_id, held, self.config.lease_seconds
+        )
+        await workers.beat(self.db, self.config.worker_id)
+        lost = [job_id for job_id, _ in held if job_id not in owned]
+        for job_id in lost:
+            self.notify_lost(job_id, "lease lost (cancelled or rescued)")
+        return len(lost)
+
+    def notify_lost(self, job_id: str, reason: str) -> None:
+        """Stop the local run of ``job_id`` (it was cancelled or taken over)."""
+        running = self._running.get(job_id)
+        if running is None or running.task.done():
+            return
+        running.lost = True
+        running.ctx.cancel(reason)
+        running.task.cancel()
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_seconds)
+            try:
+                await self.heartbeat()
+            except StoreError as exc:
+                log.warning("heartbeat failed, will retry: %s", exc)
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run jobs until ``stop``; then finish or release what is running."""
+        await workers.register(
+            self.db,
+            self.config.worker_id,
+            self.config.hostname,
+            self.config.pid,
+            self.config.queues,
+            self.config.concurrency,
+        )
+        log.info(
+            "worker %s started: queues=%s concurrency=%d tasks=%s",
+            self.config.worker_id,
+            ",".join(self.config.queues),
+            self.config.concurrency,
+            ",".join(self.executor.registry.names()) or "none",
+        )
+        beating = asyncio.create_task(self._heartbeat_forever(), name="heartbeat")
+        try:
+            await self._claim_loop(stop)
+        finally:
+            beating.cancel()
+            await self.shutdown()
+            await workers.stop(self.db, self.config.worker_id)
+            log.info("worker %s stopped", self.config.worker_id)
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        more = True  # the last claim was full, so queued work may remain
+        while not stop.is_set():
+            if self.free_slots() <= 0:
+                self._slot_freed.clear()
+                await _first(self._slot_freed.wait(), stop)
+                continue
+            job_ids: list[str] | None = None
+            if not more:
+                deliveries = await _first(
+                    self.broker.receive(
+                        self.config.queues, self.free_slots(), self.config.poll_interval
+                    ),
+                    stop,
+                )
+                if not deliveries:
+                    continue
+                job_ids = _hinted_ids(deliveries)
+            try:
+                free = self.free_slots()
+                started = await self.run_once(job_ids)
+            except StoreError as exc:
+                log.warning("claim failed, retrying: %s", exc)
+                await _first(asyncio.sleep(self.config.poll_interval), stop)
+                started, free = 0, 1
+            more = started >= free
+
+    async def drain(self) -> None:
+        """Wait for every running job to finish (tests and ``run_until_idle``)."""
+        while self._running:
+            await asyncio.wait([r.task for r in self._running.values()])
+
+    async def shutdown(self) -> None:
+        """Give running jobs the grace period, then cancel and release the rest."""
+        tasks = [r.task for r in self._running.values()]
+        if tasks:
+            grace = self.config.shutdown_grace_seconds
+            log.info("waiting up to %ss for %d running jobs", grace, len(tasks))
+            await asyncio.wait(tasks, timeout=self.config.shutdown_grace_seconds)
+        leftovers = list(self._running.values())
+        for running in leftovers:
+            running.ctx.cancel("worker shutting down")
+            running.task.cancel()
+        await asyncio.gather(*(r.task for r in leftovers), return_exceptions=True)
+        for running in leftovers:
+            attempt = outcomes.Attempt(running.job.id, running.job.attempt, self.config.worker_id)
+            try:
+                if await outcomes.release(self.db, attempt):
+                    running.ctx.logger.info("released at shutdown")
+            except StoreError as exc:
+                running.ctx.logger.error("could not release (the lease will expire): %s", exc)
+        self.executor.close()
+
+
+def _hinted_ids(deliveries: Sequence[Delivery]) -> list[str] | None:
+    """The job ids to claim, or ``None`` to claim any due work (a database-broker hint)."""
+    if any(d.job_id is None for d in deliveries):
+        return None
+    return [d.job_id for d in deliveries if d.job_id is not None]
+
+
+async def _first(awaitable: Any, stop: asyncio.Event) -> Any:
+    """Await ``awaitable`` unless ``stop`` is set first (then return ``None``)."""
+    work = asyncio.ensure_future(awaitable)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not work.done():
+            work.cancel()
+    return work.result() if work.done() and not work.cancelled() else None

@@ -1,0 +1,212 @@
+"""Moving jobs forward: due -> queued (populator), queued -> running (worker claims),
+lease renewal (heartbeats) and lease expiry (failure watcher)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, exists, func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskmill.core.events import EventType
+from taskmill.core.jobs import Job, JobStatus, RunOutcome
+from taskmill.store.database import Database
+from taskmill.store.records import to_job
+from taskmill.store.runs import finish_runs, start_runs
+from taskmill.store.schema import job_dependencies, jobs
+from taskmill.store.transition import Transition, transition
+
+_upstream = jobs.alias("upstream")
+
+WORKER_LOST = "worker_lost"
+
+
+def _dependencies_met() -> ColumnElement[bool]:
+    """No upstream job of this one has yet to succeed."""
+    pending = (
+        select(1)
+        .select_from(
+            job_dependencies.join(_upstream, _upstream.c.id == job_dependencies.c.depends_on_job_id)
+        )
+        .where(
+            job_dependencies.c.job_id == jobs.c.id,
+            _upstream.c.status != JobStatus.SUCCEEDED,
+        )
+    )
+    return ~exists(pending)
+
+
+async def _lock_ids(conn: AsyncConnection, db: Database, stmt: Select[Any]) -> list[str]:
+    # SKIP LOCKED lets replicas claim disjoint batches; SQLite has one writer anyway.
+    if db.dialect.supports_skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True, of=jobs)
+    return list((await conn.execute(stmt)).scalars().all())
+
+
+async def enqueue_due(db: Database, *, now: datetime, limit: int, actor: str) -> list[Job]:
+    """Move up to ``limit`` due jobs (``run_at <= now``, dependencies met) to ``queued``."""
+    candidates = (
+        select(jobs.c.id)
+        .where(jobs.c.status == JobStatus.SCHEDULED, jobs.c.run_at <= now, _dependencies_met())
+        .order_by(jobs.c.run_at)
+        .limit(limit)
+    )
+    async with db.transaction() as conn:
+        ids = await _lock_ids(conn, db, candidates)
+        rows = await transition(
+            conn,
+            db.dialect,
+            Transition(
+                job_ids=ids,
+                from_statuses=frozenset({JobStatus.SCHEDULED}),
+                to_status=JobStatus.QUEUED,
+                event_type=EventType.JOB_QUEUED,
+                actor=actor,
+                values={"queued_at": db.dialect.db_now()},
+            ),
+        )
+    return [to_job(row) for row in rows]
+
+
+async def next_due_at(db: Database) -> datetime | None:
+    """The earliest ``run_at`` of a scheduled job, so the populator can sleep until then."""
+    stmt = select(func.min(jobs.c.run_at)).where(jobs.c.status == JobStatus.SCHEDULED)
+    async with db.read() as conn:
+        # min() keeps the column type, so UtcDateTime parses the result on both databases.
+        due: datetime | None = (await conn.execute(stmt)).scalar_one_or_none()
+    return due
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimParams:
+    """What a worker can take: up to ``limit`` queued jobs of ``task_types`` in ``queues``."""
+
+    worker_id: str
+    limit: int
+    lease_seconds: float
+    queues: Sequence[str]
+    task_types: Sequence[str]
+    job_ids: Sequence[str] | None = None
+
+
+async def claim(db: Database, params: ClaimParams) -> list[Job]:
+    """Claim queued jobs for ``params.worker_id``: ``running``, attempt + 1, a lease, a run row.
+
+    Highest priority first, then oldest. Never blocks on rows another claimer holds.
+    """
+    if params.limit <= 0 or not params.task_types or not params.queues:
+        return []
+    stmt = (
+        select(jobs.c.id)
+        .where(
+            jobs.c.status == JobStatus.QUEUED,
+            jobs.c.queue.in_(list(params.queues)),
+            jobs.c.task_type.in_(list(params.task_types)),
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+        .limit(params.limit)
+    )
+    if params.job_ids is not None:
+        stmt = stmt.where(jobs.c.id.in_(list(params.job_ids)))
+    now = db.dialect.db_now()
+    async with db.transaction() as conn:
+        ids = await _lock_ids(conn, db, stmt)
+        rows = await transition(
+            conn,
+            db.dialect,
+            Transition(
+                job_ids=ids,
+                from_statuses=frozenset({JobStatus.QUEUED}),
+                to_status=JobStatus.RUNNING,
+                event_type=EventType.JOB_STARTED,
+                actor=f"worker:{params.worker_id}",
+                values={
+                    "worker_id": params.worker_id,
+                    "attempt": jobs.c.attempt + 1,
+                    "lease_expires_at": db.dialect.db_now(params.lease_seconds),
+                    "started_at": now,
+                },
+            ),
+        )
+        await start_runs(conn, rows)
+    return [to_job(row) for row in rows]
+
+
+async def renew_leases(
+    db: Database, worker_id: str, held: Sequence[tuple[str, int]], lease_seconds: float
+) -> set[str]:
+    """Extend the leases on ``held`` ``(job_id, attempt)``; return the ids still owned.
+
+    A job missing from the result was cancelled or rescued: its handler must stop.
+    """
+    if not held:
+        return set()
+    stmt = (
+        update(jobs)
+        .where(
+            tuple_(jobs.c.id, jobs.c.attempt).in_(list(held)),
+            jobs.c.status == JobStatus.RUNNING,
+            jobs.c.worker_id == worker_id,
+        )
+        .values(lease_expires_at=db.dialect.db_now(lease_seconds))
+        .returning(jobs.c.id)
+    )
+    async with db.transaction() as conn:
+        return set((await conn.execute(stmt)).scalars().all())
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredLeases:
+    """Jobs whose worker stopped renewing: rescued for another attempt, or failed for good."""
+
+    rescued: list[Job]
+    failed: list[Job]
+
+
+async def expire_leases(db: Database, *, limit: int, actor: str) -> ExpiredLeases:
+    """Treat every expired lease (database clock) as a failed attempt (DESIGN.md §7a)."""
+    expired = jobs.c.lease_expires_at < db.dialect.db_now()
+    stmt = (
+        select(jobs.c.id)
+        .where(jobs.c.status == JobStatus.RUNNING, expired)
+        .order_by(jobs.c.lease_expires_at)
+        .limit(limit)
+    )
+    running = frozenset({JobStatus.RUNNING})
+    cleared = {"worker_id": None, "lease_expires_at": None}
+    async with db.transaction() as conn:
+        ids = await _lock_ids(conn, db, stmt)
+        rescued = await transition(
+            conn,
+            db.dialect,
+            Transition(
+                job_ids=ids,
+                from_statuses=running,
+                to_status=JobStatus.SCHEDULED,
+                event_type=EventType.JOB_LEASE_EXPIRED,
+                actor=actor,
+                values={**cleared, "run_at": db.dialect.db_now(), "last_error": WORKER_LOST},
+                guards=[expired, jobs.c.attempt < jobs.c.max_attempts],
+                data={"reason": WORKER_LOST},
+            ),
+        )
+        failed = await transition(
+            conn,
+            db.dialect,
+            Transition(
+                job_ids=ids,
+                from_statuses=running,
+                to_status=JobStatus.FAILED,
+                event_type=EventType.JOB_FAILED,
+                actor=actor,
+                values={**cleared, "finished_at": db.dialect.db_now(), "last_error": WORKER_LOST},
+                guards=[expired, jobs.c.attempt >= jobs.c.max_attempts],
+                data={"reason": WORKER_LOST},
+            ),
+        )
+        lost = [(row.id, row.attempt) for row in (*rescued, *failed)]
+        await finish_runs(conn, db.dialect, lost, RunOutcome.LOST, WORKER_LOST)
+    return ExpiredLeases([to_job(r) for r in rescued], [to_job(r) for r in failed])

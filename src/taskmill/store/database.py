@@ -1,0 +1,48 @@
+"""The database handle every store function runs through."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from taskmill.store.dialect import Dialect
+from taskmill.store.engine import READ_ONLY_OPTION, create_engine
+from taskmill.store.errors import translated
+
+
+class Database:
+    """An engine plus its dialect; hands out translated transactions.
+
+    ``transaction()`` is a write transaction (``BEGIN IMMEDIATE`` on SQLite, so
+    concurrent writers wait on the busy timeout rather than fail); ``read()`` is a
+    read-only one that never blocks a writer.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = Dialect(engine.dialect.name)
+
+    @classmethod
+    def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
+        return cls(create_engine(url, pool_size=pool_size))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction, committed on exit, rolled back on error."""
+        with translated():
+            async with self.engine.begin() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction."""
+        with translated():
+            async with self.engine.connect() as raw:
+                conn = await raw.execution_options(**{READ_ONLY_OPTION: True})
+                async with conn.begin():
+                    yield conn
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,53 @@
+"""The few places where PostgreSQL and SQLite differ, behind one small object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, func, literal_column
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.types import TypeEngine
+
+from taskmill.store.types import UtcDateTime
+
+# The exact text format UtcDateTime stores on SQLite: strftime's %f gives milliseconds
+# ("SS.SSS"), padded here to the microseconds SQLAlchemy writes, so text order = time order.
+_SQLITE_NOW_FORMAT = "%Y-%m-%d %H:%M:%f000"
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """SQL fragments that depend on the database."""
+
+    name: str
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.name == "sqlite"
+
+    def db_now(self, plus_seconds: float = 0.0) -> ColumnElement[Any]:
+        """The database clock (plus an offset): leases are judged on it, never on a worker's."""
+        utc: TypeEngine[Any] = UtcDateTime()
+        if self.is_sqlite:
+            if plus_seconds:
+                return func.strftime(
+                    _SQLITE_NOW_FORMAT, "now", f"{plus_seconds:+.6f} seconds", type_=utc
+                )
+            return func.strftime(_SQLITE_NOW_FORMAT, "now", type_=utc)
+        if plus_seconds:
+            # A float formatted by Python, never user text, so inlining it is safe.
+            expr = f"clock_timestamp() + make_interval(secs => {float(plus_seconds)!r})"
+            return literal_column(expr, type_=utc)
+        return literal_column("clock_timestamp()", type_=utc)
+
+    def insert_ignoring_conflicts(self, table: Table) -> Insert:
+        """``INSERT ... ON CONFLICT DO NOTHING`` (unique violations are expected, not errors)."""
+        if self.is_sqlite:
+            return sqlite.insert(table).on_conflict_do_nothing()
+        return postgresql.insert(table).on_conflict_do_nothing()
+
+    @property
+    def supports_skip_locked(self) -> bool:
+        return not self.is_sqlite

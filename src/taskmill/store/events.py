@@ -1,0 +1,101 @@
+"""The event log: append (inside the writer's transaction) and read."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskmill.core.events import Event, EventType
+from taskmill.store.database import Database
+from taskmill.store.schema import events
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append; ``occurred_at`` comes from the row it describes."""
+
+    type: EventType
+    merchant_id: str
+    actor: str
+    occurred_at: datetime
+    data: Mapping[str, Any]
+    job_id: str | None = None
+    template_id: str | None = None
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with datetimes and enums turned into JSON text (ISO 8601, values)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+async def append(conn: AsyncConnection, new: Sequence[NewEvent]) -> None:
+    """Append ``new`` in the caller's transaction (so the change and its event commit together)."""
+    if not new:
+        return
+    await conn.execute(
+        insert(events),
+        [
+            {
+                "occurred_at": e.occurred_at,
+                "merchant_id": e.merchant_id,
+                "type": e.type.value,
+                "actor": e.actor,
+                "job_id": e.job_id,
+                "template_id": e.template_id,
+                "data": jsonable(e.data),
+            }
+            for e in new
+        ],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events to list; ``after_id`` is the keyset cursor."""
+
+    merchant_id: str | None = None
+    job_id: str | None = None
+    types: Sequence[EventType] = ()
+    after_id: int = 0
+    limit: int = 1000
+
+
+async def list_events(db: Database, flt: EventFilter) -> list[Event]:
+    """Events matching ``flt`` in log order."""
+    stmt = select(events).where(events.c.id > flt.after_id).order_by(events.c.id).limit(flt.limit)
+    if flt.merchant_id is not None:
+        stmt = stmt.where(events.c.merchant_id == flt.merchant_id)
+    if flt.job_id is not None:
+        stmt = stmt.where(events.c.job_id == flt.job_id)
+    if flt.types:
+        stmt = stmt.where(events.c.type.in_([t.value for t in flt.types]))
+    async with db.read() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return [_to_event(row) for row in rows]
+
+
+def _to_event(row: Row[Any]) -> Event:
+    return Event(
+        id=row.id,
+        occurred_at=row.occurred_at,
+        type=EventType(row.type),
+        merchant_id=row.merchant_id,
+        actor=row.actor,
+        job_id=row.job_id,
+        template_id=row.template_id,
+        data=row.data,
+    )

@@ -1,0 +1,207 @@
+"""Creating and reading jobs. Status changes go through ``transition.py`` only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskmill.core.errors import NotFound, ValidationError
+from taskmill.core.events import EventType
+from taskmill.core.jobs import DEFAULT_MERCHANT_ID, Job, JobStatus, ScheduleType
+from taskmill.store import events as event_log
+from taskmill.store.database import Database
+from taskmill.store.records import to_job
+from taskmill.store.schema import job_dependencies, jobs
+from taskmill.store.transition import NOT_REPLAYED
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What a producer asks for; validated by the service layer before it gets here."""
+
+    task_type: str
+    run_at: datetime
+    payload: Any = None
+    schedule_type: ScheduleType = ScheduleType.IMMEDIATE
+    merchant_id: str = DEFAULT_MERCHANT_ID
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = 1
+    timeout_seconds: float | None = None
+    idempotency_key: str | None = None
+    template_id: str | None = None
+    scheduled_for: datetime | None = None
+    depends_on: Sequence[str] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedJob:
+    """The job, and whether this call created it (``False``: the idempotency key matched)."""
+
+    job: Job
+    created: bool
+
+
+async def create_job(db: Database, new: NewJob, *, actor: str, now: datetime) -> CreatedJob:
+    """Insert ``new`` as ``scheduled`` with its ``job.created`` event, in one transaction.
+
+    With an ``idempotency_key`` already used by the merchant, returns that job unchanged.
+    """
+    async with db.transaction() as conn:
+        if new.idempotency_key is not None:
+            existing = await _by_idempotency_key(conn, new.merchant_id, new.idempotency_key)
+            if existing is not None:
+                return CreatedJob(existing, created=False)
+        job = await insert_job(conn, new, actor=actor, now=now)
+        return CreatedJob(job, created=True)
+
+
+async def insert_job(conn: AsyncConnection, new: NewJob, *, actor: str, now: datetime) -> Job:
+    """Insert one job and its event in the caller's transaction."""
+    await _check_dependencies(conn, new)
+    row = job_row(new, now)
+    await conn.execute(insert(jobs).values(row))
+    if new.depends_on:
+        await conn.execute(
+            insert(job_dependencies),
+            [{"job_id": row["id"], "depends_on_job_id": dep} for dep in new.depends_on],
+        )
+    await event_log.append(conn, [created_event(row, actor)])
+    return await _get(conn, row["id"])
+
+
+def created_event(row: dict[str, Any], actor: str) -> event_log.NewEvent:
+    """The ``job.created`` event for a freshly inserted row: the whole replayable row."""
+    return event_log.NewEvent(
+        type=EventType.JOB_CREATED,
+        merchant_id=row["merchant_id"],
+        actor=actor,
+        occurred_at=row["created_at"],
+        job_id=row["id"],
+        template_id=row["template_id"],
+        data={
+            "to": JobStatus.SCHEDULED,
+            "changes": {k: v for k, v in row.items() if k not in NOT_REPLAYED},
+        },
+    )
+
+
+def job_row(new: NewJob, now: datetime) -> dict[str, Any]:
+    """The full ``jobs`` row for ``new``, status ``scheduled``, attempt 0."""
+    if new.max_attempts < 1:
+        raise ValidationError("max_attempts", "must be at least 1")
+    return {
+        "id": str(uuid.uuid4()),
+        "merchant_id": new.merchant_id,
+        "template_id": new.template_id,
+        "task_type": new.task_type,
+        "queue": new.queue,
+        "priority": new.priority,
+        "payload": new.payload,
+        "status": JobStatus.SCHEDULED,
+        "schedule_type": new.schedule_type,
+        "run_at": new.run_at,
+        "scheduled_for": new.scheduled_for,
+        "attempt": 0,
+        "max_attempts": new.max_attempts,
+        "timeout_seconds": new.timeout_seconds,
+        "idempotency_key": new.idempotency_key,
+        "worker_id": None,
+        "lease_expires_at": None,
+        "queued_at": None,
+        "started_at": None,
+        "finished_at": None,
+        "result": None,
+        "last_error": None,
+        "cancel_reason": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def _check_dependencies(conn: AsyncConnection, new: NewJob) -> None:
+    if not new.depends_on:
+        return
+    stmt = select(func.count()).where(
+        jobs.c.id.in_(list(new.depends_on)), jobs.c.merchant_id == new.merchant_id
+    )
+    found = (await conn.execute(stmt)).scalar_one()
+    if found != len(set(new.depends_on)):
+        raise ValidationError("depends_on", "refers to a job that does not exist")
+
+
+async def _by_idempotency_key(conn: AsyncConnection, merchant_id: str, key: str) -> Job | None:
+    stmt = select(jobs).where(jobs.c.merchant_id == merchant_id, jobs.c.idempotency_key == key)
+    row = (await conn.execute(stmt)).first()
+    return to_job(row) if row else None
+
+
+async def _get(conn: AsyncConnection, job_id: str, merchant_id: str | None = None) -> Job:
+    stmt = select(jobs).where(jobs.c.id == job_id)
+    if merchant_id is not None:
+        stmt = stmt.where(jobs.c.merchant_id == merchant_id)
+    row = (await conn.execute(stmt)).first()
+    if row is None:
+        raise NotFound("job", job_id)
+    return to_job(row)
+
+
+async def get_job(db: Database, job_id: str, merchant_id: str | None = None) -> Job:
+    """The job, or :class:`NotFound` (also when it belongs to another merchant)."""
+    async with db.read() as conn:
+        return await _get(conn, job_id, merchant_id)
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs to list; keyset-paginated by ``(created_at, id)``."""
+
+    merchant_id: str | None = None
+    statuses: Sequence[JobStatus] = ()
+    task_type: str | None = None
+    template_id: str | None = None
+    limit: int = 100
+    after: tuple[datetime, str] | None = None
+
+
+def _filtered(flt: JobFilter) -> Select[Any]:
+    stmt = select(jobs)
+    if flt.merchant_id is not None:
+        stmt = stmt.where(jobs.c.merchant_id == flt.merchant_id)
+    if flt.statuses:
+        stmt = stmt.where(jobs.c.status.in_(list(flt.statuses)))
+    if flt.task_type is not None:
+        stmt = stmt.where(jobs.c.task_type == flt.task_type)
+    if flt.template_id is not None:
+        stmt = stmt.where(jobs.c.template_id == flt.template_id)
+    if flt.after is not None:
+        created, ident = flt.after
+        stmt = stmt.where(
+            (jobs.c.created_at > created) | ((jobs.c.created_at == created) & (jobs.c.id > ident))
+        )
+    return stmt
+
+
+async def list_jobs(db: Database, flt: JobFilter) -> list[Job]:
+    """Jobs matching ``flt``, oldest first."""
+    if not 1 <= flt.limit <= 10_000:
+        raise ValidationError("limit", "must be between 1 and 10000")
+    stmt = _filtered(flt).order_by(jobs.c.created_at, jobs.c.id).limit(flt.limit)
+    async with db.read() as conn:
+        return [to_job(row) for row in (await conn.execute(stmt)).all()]
+
+
+async def count_by_status(db: Database, merchant_id: str | None = None) -> dict[JobStatus, int]:
+    """How many jobs are in each status."""
+    stmt = select(jobs.c.status, func.count()).group_by(jobs.c.status)
+    if merchant_id is not None:
+        stmt = stmt.where(jobs.c.merchant_id == merchant_id)
+    async with db.read() as conn:
+        counts = {JobStatus(s): n for s, n in (await conn.execute(stmt)).all()}
+    return {status: counts.get(status, 0) for status in JobStatus}

@@ -1,0 +1,205 @@
+"""How a claimed job ends: success, failure (retry or final), release, cancel, manual retry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskmill.core.errors import InvalidTransition
+from taskmill.core.events import EventType
+from taskmill.core.jobs import CANCELLABLE_STATUSES, Job, JobStatus, RunOutcome
+from taskmill.store.database import Database
+from taskmill.store.jobs import get_job
+from taskmill.store.records import to_job
+from taskmill.store.runs import finish_runs
+from taskmill.store.schema import jobs
+from taskmill.store.transition import Transition, transition
+
+_RUNNING = frozenset({JobStatus.RUNNING})
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The claim a worker holds: only this worker, on this attempt, may record the outcome."""
+
+    job_id: str
+    attempt: int
+    worker_id: str
+
+    def guards(self) -> list[Any]:
+        return [jobs.c.worker_id == self.worker_id, jobs.c.attempt == self.attempt]
+
+
+async def succeed(
+    db: Database, attempt: Attempt, result: Any, duration_seconds: float | None = None
+) -> bool:
+    """Record success; ``False`` (0 rows) if the claim was lost (rescued or cancelled)."""
+    async with db.transaction() as conn:
+        rows = await transition(
+            conn,
+            db.dialect,
+            Transition(
+                job_ids=[attempt.job_id],
+                from_statuses=_RUNNING,
+                to_status=JobStatus.SUCCEEDED,
+                event_type=EventType.JOB_SUCCEEDED,
+                actor=f"worker:{attempt.worker_id}",
+                values={
+                    "result": result,
+                    "finished_at": db.dialect.db_now(),
+                    "lease_expires_at": None,
+                },
+                guards=attempt.guards(),
+            ),
+        )
+        await _close_run(conn, db, attempt, rows, RunOutcome.SUCCEEDED, None, duration_seconds)
+    return bool(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed attempt: ``retry_at`` set means another attempt, ``None`` means final."""
+
+    error: str
+    outcome: RunOutcome = RunOutcome.FAILED
+    retry_at: datetime | None = None
+    duration_seconds: float | None = None
+
+
+async def fail(db: Database, attempt: Attempt, failure: Failure) -> bool:
+    """Record a failed attempt; ``False`` (0 rows) if the claim was lost."""
+    if failure.retry_at is not None:
+        to_status, event = JobStatus.SCHEDULED, EventType.JOB_RETRY_SCHEDULED
+        values: dict[str, Any] = {"run_at": failure.retry_at, "worker_id": None}
+    else:
+        to_status, event = JobStatus.FAILED, EventType.JOB_FAILED
+        values = {"finished_at": db.dialect.db_now()}
+    async with db.transaction() as conn:
+        rows = await transition(
+            conn,
+            db.dialect,
+            Transition(
+                job_ids=[attempt.job_id],
+                from_statuses=_RUNNING,
+                to_status=to_status,
+                event_type=event,
+                actor=f"worker:{attempt.worker_id}",
+                values={**values, "last_error": failure.error, "lease_expires_at": None},
+                guards=attempt.guards(),
+                data={"reason": failure.outcome.value},
+            ),
+        )
+        await _close_run(
+            conn, db, attempt, rows, failure.outcome, failure.error, failure.duration_seconds
+        )
+    return bool(rows)
+
+
+async def release(db: Database, attempt: Attempt) -> bool:
+    """Hand an unfinished job back at shutdown, without using up an attempt.
+
+    As River's snooze does, ``max_attempts`` grows by one so the interrupted attempt
+    does not count, while ``attempt`` stays monotonic (it is the fencing token).
+    """
+    async with db.transaction() as conn:
+        rows = await transition(
+            conn,
+            db.dialect,
+            Transition(
+                job_ids=[attempt.job_id],
+                from_statuses=_RUNNING,
+                to_status=JobStatus.SCHEDULED,
+                event_type=EventType.JOB_RELEASED,
+                actor=f"worker:{attempt.worker_id}",
+                values={
+                    "run_at": db.dialect.db_now(),
+                    "max_attempts": jobs.c.max_attempts + 1,
+                    "worker_id": None,
+                    "lease_expires_at": None,
+                },
+                guards=attempt.guards(),
+            ),
+        )
+        await _close_run(conn, db, attempt, rows, RunOutcome.RELEASED, "released at shutdown")
+    return bool(rows)
+
+
+async def cancel(
+    db: Database, job_id: str, *, reason: str, actor: str, merchant_id: str | None = None
+) -> Job:
+    """Cancel a scheduled, queued or running job; a running one's worker stops at its next
+    heartbeat. Raises ``NotFound`` or ``InvalidTransition`` (already finished)."""
+    async with db.transaction() as conn:
+        rows = await transition(
+            conn,
+            db.dialect,
+            Transition(
+                job_ids=[job_id],
+                from_statuses=CANCELLABLE_STATUSES,
+                to_status=JobStatus.CANCELLED,
+                event_type=EventType.JOB_CANCELLED,
+                actor=actor,
+                values={
+                    "cancel_reason": reason,
+                    "finished_at": db.dialect.db_now(),
+                    "lease_expires_at": None,
+                },
+                merchant_id=merchant_id,
+                data={"reason": reason},
+            ),
+        )
+        if rows:
+            await finish_runs(
+                conn, db.dialect, [(rows[0].id, rows[0].attempt)], RunOutcome.CANCELLED, reason
+            )
+            return to_job(rows[0])
+    current = await get_job(db, job_id, merchant_id)
+    raise InvalidTransition(current.status.value, JobStatus.CANCELLED.value)
+
+
+async def retry_failed(
+    db: Database, job_id: str, *, actor: str, run_at: datetime, merchant_id: str | None = None
+) -> Job:
+    """Give a ``failed`` job one more attempt at ``run_at``."""
+    async with db.transaction() as conn:
+        rows = await transition(
+            conn,
+            db.dialect,
+            Transition(
+                job_ids=[job_id],
+                from_statuses=frozenset({JobStatus.FAILED}),
+                to_status=JobStatus.SCHEDULED,
+                event_type=EventType.JOB_RETRIED,
+                actor=actor,
+                values={
+                    "run_at": run_at,
+                    "max_attempts": jobs.c.attempt + 1,
+                    "finished_at": None,
+                    "worker_id": None,
+                },
+                merchant_id=merchant_id,
+            ),
+        )
+        if rows:
+            return to_job(rows[0])
+    current = await get_job(db, job_id, merchant_id)
+    raise InvalidTransition(current.status.value, JobStatus.SCHEDULED.value)
+
+
+async def _close_run(
+    conn: AsyncConnection,
+    db: Database,
+    attempt: Attempt,
+    rows: list[Any],
+    outcome: RunOutcome,
+    error: str | None,
+    duration_seconds: float | None = None,
+) -> None:
+    # Only the owner closes its run; a fenced-off zombie leaves the rescuer's record alone.
+    if rows:
+        await finish_runs(
+            conn, db.dialect, [(attempt.job_id, attempt.attempt)], outcome, error, duration_seconds
+        )

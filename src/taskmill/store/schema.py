@@ -1,0 +1,218 @@
+"""Every table, in SQLAlchemy Core. The Alembic migrations must produce exactly this.
+
+Names follow seed 002: tables plural snake_case, ``idx_{table}_{columns}``,
+``fk_{table}_{referenced_table}``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from taskmill.core.jobs import JobStatus, ScheduleType
+from taskmill.store.types import UtcDateTime, big_id, json_type
+
+NAMING_CONVENTION = {
+    "ix": "idx_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# Seed 000 asks for ENUM types; on SQLite they are plain strings (no CHECK, so adding a
+# value later needs no table rebuild).
+job_status = Enum(
+    JobStatus,
+    name="job_status",
+    values_callable=lambda e: [m.value for m in e],
+    validate_strings=True,
+)
+schedule_type = Enum(
+    ScheduleType,
+    name="schedule_type",
+    values_callable=lambda e: [m.value for m in e],
+    validate_strings=True,
+)
+
+ID = 36  # uuid4 text
+
+merchants = Table(
+    "merchants",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("merchant_id", String(ID), ForeignKey("merchants.id"), nullable=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("role", String(50), nullable=False),
+    Column("password_hash", String(200), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("merchant_id", String(ID), ForeignKey("merchants.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(40), nullable=False, unique=True),
+    Column("key_hash", String(128), nullable=False),
+    Column("scopes", json_type(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=True),
+    Column("revoked_at", UtcDateTime(), nullable=True),
+    Column("last_used_at", UtcDateTime(), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("merchant_id", String(ID), ForeignKey("merchants.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("task_type", String(200), nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("payload", json_type(), nullable=True),
+    Column("schedule_type", schedule_type, nullable=False),
+    Column("cron_expression", String(200), nullable=True),
+    Column("interval_seconds", Float, nullable=True),
+    Column("timezone", String(64), nullable=False),
+    Column("start_at", UtcDateTime(), nullable=True),
+    Column("end_at", UtcDateTime(), nullable=True),
+    Column("active", Boolean, nullable=False),
+    Column("next_run_at", UtcDateTime(), nullable=True),
+    Column("last_scheduled_for", UtcDateTime(), nullable=True),
+    Column("misfire_policy", String(20), nullable=False),
+    Column("overlap_policy", String(20), nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("timeout_seconds", Float, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("merchant_id", "name"),
+    Index("idx_templates_active_next_run_at", "active", "next_run_at"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("merchant_id", String(ID), ForeignKey("merchants.id"), nullable=False),
+    Column(
+        "template_id",
+        String(ID),
+        ForeignKey("templates.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    Column("task_type", String(200), nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("payload", json_type(), nullable=True),
+    Column("status", job_status, nullable=False),
+    Column("schedule_type", schedule_type, nullable=False),
+    Column("run_at", UtcDateTime(), nullable=False),
+    Column("scheduled_for", UtcDateTime(), nullable=True),
+    Column("attempt", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("timeout_seconds", Float, nullable=True),
+    Column("idempotency_key", String(200), nullable=True),
+    Column("worker_id", String(100), nullable=True),
+    Column("lease_expires_at", UtcDateTime(), nullable=True),
+    Column("queued_at", UtcDateTime(), nullable=True),
+    Column("started_at", UtcDateTime(), nullable=True),
+    Column("finished_at", UtcDateTime(), nullable=True),
+    Column("result", json_type(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("cancel_reason", Text, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    # One instance per template tick, whoever creates it (several recurrence managers).
+    UniqueConstraint("template_id", "scheduled_for"),
+    UniqueConstraint("merchant_id", "idempotency_key"),
+    # Due jobs: WHERE status = 'scheduled' AND run_at <= now ORDER BY run_at.
+    Index("idx_jobs_status_run_at", "status", "run_at"),
+    # Claims: WHERE status = 'queued' ORDER BY priority DESC, run_at.
+    Index("idx_jobs_status_queue_priority", "status", "queue", "priority"),
+    Index("idx_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+    Index("idx_jobs_merchant_id_created_at", "merchant_id", "created_at"),
+)
+
+job_dependencies = Table(
+    "job_dependencies",
+    metadata,
+    Column("job_id", String(ID), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "depends_on_job_id",
+        String(ID),
+        ForeignKey("jobs.id", ondelete="CASCADE", name="fk_job_dependencies_jobs_upstream"),
+        nullable=False,
+    ),
+    PrimaryKeyConstraint("job_id", "depends_on_job_id"),
+    Index("idx_job_dependencies_depends_on_job_id", "depends_on_job_id"),
+)
+
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("id", big_id(), primary_key=True, autoincrement=True),
+    Column("job_id", String(ID), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("worker_id", String(100), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime(), nullable=True),
+    Column("outcome", String(20), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_seconds", Float, nullable=True),
+    UniqueConstraint("job_id", "attempt"),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("queues", json_type(), nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("heartbeat_at", UtcDateTime(), nullable=False),
+    Column("stopped_at", UtcDateTime(), nullable=True),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", big_id(), primary_key=True, autoincrement=True),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    Column("merchant_id", String(ID), nullable=False),
+    Column("type", String(50), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("job_id", String(ID), nullable=True),
+    Column("template_id", String(ID), nullable=True),
+    Column("data", json_type(), nullable=False),
+    Index("idx_events_job_id", "job_id"),
+    Index("idx_events_merchant_id_id", "merchant_id", "id"),
+)

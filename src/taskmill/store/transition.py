@@ -1,0 +1,92 @@
+"""``transition()``: the only writer of a job's status, and of the event that records it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskmill.core.events import EventType
+from taskmill.core.jobs import JobStatus, check_transition
+from taskmill.store import events as event_log
+from taskmill.store.dialect import Dialect
+from taskmill.store.schema import jobs
+
+# Renewed by every heartbeat without an event; not part of the replayed projection.
+NOT_REPLAYED = frozenset({"updated_at", "lease_expires_at"})
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A guarded status change applied to the jobs in ``job_ids``.
+
+    Only rows still in one of ``from_statuses`` (and matching every ``guards`` clause,
+    e.g. the claiming worker and attempt) change; the others are left alone, so a late
+    or duplicate actor changes 0 rows. ``values`` may hold SQL expressions (the
+    database clock, ``attempt + 1``); the event records what was actually written.
+    """
+
+    job_ids: Sequence[str]
+    from_statuses: frozenset[JobStatus]
+    to_status: JobStatus
+    event_type: EventType
+    actor: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+    guards: Sequence[ColumnElement[bool]] = ()
+    merchant_id: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def transition(conn: AsyncConnection, dialect: Dialect, t: Transition) -> list[Row[Any]]:
+    """Apply ``t`` in the caller's transaction; return the changed rows (as written).
+
+    Appends one event per changed row, in the same transaction. Blocks only on the
+    database's row/write locks. Idempotent in effect: repeating it changes 0 rows.
+    """
+    for from_status in t.from_statuses:
+        check_transition(from_status, t.to_status)
+    if not t.job_ids:
+        return []
+    clauses = [jobs.c.id.in_(list(t.job_ids)), jobs.c.status.in_(list(t.from_statuses)), *t.guards]
+    if t.merchant_id is not None:
+        clauses.append(jobs.c.merchant_id == t.merchant_id)
+    old_status = await _old_statuses(conn, dialect, t, clauses)
+    values = {"status": t.to_status, "updated_at": dialect.db_now(), **t.values}
+    stmt = update(jobs).where(*clauses).values(values).returning(*jobs.c)
+    rows = list((await conn.execute(stmt)).all())
+    written = [name for name in values if name not in NOT_REPLAYED or name == "lease_expires_at"]
+    await event_log.append(
+        conn,
+        [
+            event_log.NewEvent(
+                type=t.event_type,
+                merchant_id=row.merchant_id,
+                actor=t.actor,
+                occurred_at=row.updated_at,
+                job_id=row.id,
+                data={
+                    "from": old_status.get(row.id, next(iter(t.from_statuses))),
+                    "to": t.to_status,
+                    "changes": {name: row._mapping[name] for name in written},
+                    **t.data,
+                },
+            )
+            for row in rows
+        ],
+    )
+    return rows
+
+
+async def _old_statuses(
+    conn: AsyncConnection, dialect: Dialect, t: Transition, clauses: list[ColumnElement[bool]]
+) -> dict[str, JobStatus]:
+    """The status each row had before, when more than one was possible (e.g. cancel)."""
+    if len(t.from_statuses) == 1:
+        return {}
+    stmt = select(jobs.c.id, jobs.c.status).where(*clauses)
+    if dialect.supports_skip_locked:
+        stmt = stmt.with_for_update()
+    return {row.id: JobStatus(row.status) for row in (await conn.execute(stmt)).all()}

@@ -1,0 +1,105 @@
+"""The worker registry (seed 002): who is running, where, and when it last spoke."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, select, update
+
+from taskmill.store.database import Database
+from taskmill.store.schema import workers
+
+
+class WorkerStatus(enum.StrEnum):
+    ALIVE = "alive"
+    STOPPED = "stopped"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    id: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    status: WorkerStatus
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+
+
+def _to_worker(row: Row[Any]) -> WorkerInfo:
+    m = row._mapping
+    return WorkerInfo(
+        id=m["id"],
+        hostname=m["hostname"],
+        pid=m["pid"],
+        queues=list(m["queues"]),
+        concurrency=m["concurrency"],
+        status=WorkerStatus(m["status"]),
+        started_at=m["started_at"],
+        heartbeat_at=m["heartbeat_at"],
+        stopped_at=m["stopped_at"],
+    )
+
+
+async def register(
+    db: Database, worker_id: str, hostname: str, pid: int, queues: Sequence[str], concurrency: int
+) -> None:
+    """Record a starting worker (its heartbeat starts now, on the database clock)."""
+    now = db.dialect.db_now()
+    async with db.transaction() as conn:
+        await conn.execute(
+            workers.insert().values(
+                id=worker_id,
+                hostname=hostname,
+                pid=pid,
+                queues=list(queues),
+                concurrency=concurrency,
+                status=WorkerStatus.ALIVE.value,
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
+
+
+async def beat(db: Database, worker_id: str) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(
+            update(workers)
+            .where(workers.c.id == worker_id)
+            .values(heartbeat_at=db.dialect.db_now())
+        )
+
+
+async def stop(db: Database, worker_id: str) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(
+            update(workers)
+            .where(workers.c.id == worker_id)
+            .values(status=WorkerStatus.STOPPED.value, stopped_at=db.dialect.db_now())
+        )
+
+
+async def mark_dead(db: Database, silent_for_seconds: float) -> list[str]:
+    """Mark workers silent for longer than ``silent_for_seconds`` dead; return their ids."""
+    cutoff = db.dialect.db_now(-silent_for_seconds)
+    stmt = (
+        update(workers)
+        .where(workers.c.status == WorkerStatus.ALIVE.value, workers.c.heartbeat_at < cutoff)
+        .values(status=WorkerStatus.DEAD.value)
+        .returning(workers.c.id)
+    )
+    async with db.transaction() as conn:
+        return list((await conn.execute(stmt)).scalars().all())
+
+
+async def list_workers(db: Database) -> list[WorkerInfo]:
+    async with db.read() as conn:
+        rows = (await conn.execute(select(workers).order_by(workers.c.started_at))).all()
+    return [_to_worker(row) for row in rows]
