@@ -80,11 +80,8 @@ class Scheduler:
 
     def _options(self, req: ScheduleRequest) -> tuple[int, float | None, str, int]:
         definition = self.registry.get(req.task)
-        retries = req.max_retries
-        if retries is None:
-            retries = definition.max_attempts - 1 if definition.max_attempts > 1 else None
-        if retries is None:
-            retries = self.defaults.max_retries
+        # The registration already folded in the configured default (Taskmill.task).
+        retries = definition.max_attempts - 1 if req.max_retries is None else req.max_retries
         if retries < 0:
             raise ValidationError("max_retries", "must be >= 0")
         timeout = req.timeout or definition.timeout_seconds or self.defaults.timeout_seconds

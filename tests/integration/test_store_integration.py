@@ -1,0 +1,237 @@
+"""The store on a real SQLite file: transitions, fencing, leases, cancel, replay."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from taskmill.core.errors import InvalidTransition, NotFound, ValidationError
+from taskmill.core.events import EventType
+from taskmill.core.jobs import JobStatus, RunOutcome
+from taskmill.store import claims, outcomes, runs
+from taskmill.store.database import Database
+from taskmill.store.events import EventFilter, list_events
+from taskmill.store.jobs import JobFilter, NewJob, create_job, get_job, list_jobs
+from taskmill.store.replay import projection_diff
+from taskmill.store.schema import events, jobs
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def _claim(worker: str = "w1", lease: float = 30.0, limit: int = 10) -> claims.ClaimParams:
+    return claims.ClaimParams(
+        worker_id=worker, limit=limit, lease_seconds=lease, queues=["default"], task_types=["t"]
+    )
+
+
+async def _running_job(db: Database, worker: str = "w1", lease: float = 30.0) -> str:
+    created = await create_job(db, NewJob("t", NOW, max_attempts=3), actor="test", now=NOW)
+    await claims.enqueue_due(db, now=NOW, limit=10, actor="test")
+    [job] = await claims.claim(db, _claim(worker, lease))
+    assert job.id == created.job.id
+    return job.id
+
+
+async def test_store_integration_create_writes_row_and_event(db: Database) -> None:
+    created = await create_job(db, NewJob("t", NOW, payload={"a": 1}), actor="test", now=NOW)
+    assert created.created and created.job.status is JobStatus.SCHEDULED
+    evs = await list_events(db, EventFilter(job_id=created.job.id))
+    assert [e.type for e in evs] == [EventType.JOB_CREATED]
+    assert evs[0].data["changes"]["payload"] == {"a": 1}
+
+
+async def test_store_integration_idempotency_key_returns_same_job(db: Database) -> None:
+    first = await create_job(db, NewJob("t", NOW, idempotency_key="k1"), actor="a", now=NOW)
+    second = await create_job(db, NewJob("t", NOW, idempotency_key="k1"), actor="a", now=NOW)
+    assert not second.created and second.job.id == first.job.id
+    assert len(await list_jobs(db, JobFilter())) == 1
+
+
+async def test_store_integration_unknown_dependency_rejected_without_row(db: Database) -> None:
+    with pytest.raises(ValidationError) as err:
+        await create_job(db, NewJob("t", NOW, depends_on=["nope"]), actor="a", now=NOW)
+    assert err.value.field == "depends_on"
+    async with db.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(jobs))).scalar_one() == 0
+        assert (await conn.execute(select(func.count()).select_from(events))).scalar_one() == 0
+
+
+async def test_store_integration_enqueue_only_due_jobs(db: Database) -> None:
+    due = await create_job(db, NewJob("t", NOW), actor="a", now=NOW)
+    await create_job(db, NewJob("t", NOW + timedelta(seconds=5)), actor="a", now=NOW)
+    queued = await claims.enqueue_due(db, now=NOW, limit=10, actor="p")
+    assert [j.id for j in queued] == [due.job.id]
+    assert await claims.next_due_at(db) == NOW + timedelta(seconds=5)
+
+
+async def test_store_integration_dependency_holds_job_until_upstream_succeeds(
+    db: Database,
+) -> None:
+    upstream = await create_job(db, NewJob("t", NOW), actor="a", now=NOW)
+    down = await create_job(
+        db, NewJob("t", NOW, depends_on=[upstream.job.id]), actor="a", now=NOW
+    )
+    assert [j.id for j in await claims.enqueue_due(db, now=NOW, limit=10, actor="p")] == [
+        upstream.job.id
+    ]
+    [job] = await claims.claim(db, _claim())
+    await outcomes.succeed(db, outcomes.Attempt(job.id, 1, "w1"), None)
+    assert [j.id for j in await claims.enqueue_due(db, now=NOW, limit=10, actor="p")] == [
+        down.job.id
+    ]
+
+
+async def test_store_integration_claim_sets_lease_attempt_and_run(db: Database) -> None:
+    job_id = await _running_job(db)
+    job = await get_job(db, job_id)
+    assert job.status is JobStatus.RUNNING and job.attempt == 1 and job.worker_id == "w1"
+    assert job.lease_expires_at is not None and job.lease_expires_at > datetime.now(UTC)
+    [run] = await runs.list_runs(db, job_id)
+    assert run.attempt == 1 and run.outcome is None
+
+
+async def test_store_integration_claim_is_exclusive(db: Database) -> None:
+    for _ in range(5):
+        await create_job(db, NewJob("t", NOW), actor="a", now=NOW)
+    await claims.enqueue_due(db, now=NOW, limit=10, actor="p")
+    first = await claims.claim(db, _claim("w1", limit=3))
+    second = await claims.claim(db, _claim("w2", limit=10))
+    assert len(first) == 3 and len(second) == 2
+    assert not {j.id for j in first} & {j.id for j in second}
+
+
+async def test_store_integration_zombie_outcome_changes_nothing(db: Database) -> None:
+    job_id = await _running_job(db, lease=0.05)
+    # The lease lapses (database clock); the watcher rescues; another worker takes over.
+    await _until_expired(db)
+    expired = await claims.expire_leases(db, limit=10, actor="watcher")
+    assert [j.id for j in expired.rescued] == [job_id]
+    await claims.enqueue_due(db, now=datetime.now(UTC), limit=10, actor="p")
+    [taken] = await claims.claim(db, _claim("w2"))
+    assert taken.attempt == 2
+    zombie = outcomes.Attempt(job_id, 1, "w1")
+    assert not await outcomes.succeed(db, zombie, "late")
+    assert not await outcomes.fail(db, zombie, outcomes.Failure("late"))
+    assert await claims.renew_leases(db, "w1", [(job_id, 1)], 30) == set()
+    assert await outcomes.succeed(db, outcomes.Attempt(job_id, 2, "w2"), "ok")
+    job = await get_job(db, job_id)
+    assert job.status is JobStatus.SUCCEEDED and job.result == "ok" and job.attempt == 2
+    lost, won = await runs.list_runs(db, job_id)
+    assert lost.outcome is RunOutcome.LOST and won.outcome is RunOutcome.SUCCEEDED
+
+
+async def _until_expired(db: Database) -> None:
+    import asyncio
+
+    for _ in range(200):
+        async with db.read() as conn:
+            expired = (
+                await conn.execute(
+                    select(func.count()).where(jobs.c.lease_expires_at < db.dialect.db_now())
+                )
+            ).scalar_one()
+        if expired:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("lease never expired")
+
+
+async def test_store_integration_lease_expiry_on_last_attempt_fails_job(db: Database) -> None:
+    created = await create_job(db, NewJob("t", NOW, max_attempts=1), actor="a", now=NOW)
+    await claims.enqueue_due(db, now=NOW, limit=10, actor="p")
+    await claims.claim(db, _claim(lease=0.05))
+    await _until_expired(db)
+    expired = await claims.expire_leases(db, limit=10, actor="watcher")
+    assert [j.id for j in expired.failed] == [created.job.id]
+    job = await get_job(db, created.job.id)
+    assert job.status is JobStatus.FAILED and job.last_error == claims.WORKER_LOST
+
+
+async def test_store_integration_cancel_running_job_fences_worker(db: Database) -> None:
+    job_id = await _running_job(db)
+    cancelled = await outcomes.cancel(db, job_id, reason="no longer needed", actor="user")
+    assert cancelled.status is JobStatus.CANCELLED
+    assert cancelled.cancel_reason == "no longer needed"
+    assert not await outcomes.succeed(db, outcomes.Attempt(job_id, 1, "w1"), "late")
+    assert await claims.renew_leases(db, "w1", [(job_id, 1)], 30) == set()
+    [run] = await runs.list_runs(db, job_id)
+    assert run.outcome is RunOutcome.CANCELLED
+    evs = await list_events(db, EventFilter(job_id=job_id, types=[EventType.JOB_CANCELLED]))
+    assert evs[0].data["from"] == "running"
+
+
+async def test_store_integration_cancel_finished_job_is_invalid(db: Database) -> None:
+    job_id = await _running_job(db)
+    await outcomes.succeed(db, outcomes.Attempt(job_id, 1, "w1"), None)
+    with pytest.raises(InvalidTransition):
+        await outcomes.cancel(db, job_id, reason="x", actor="user")
+    with pytest.raises(NotFound):
+        await outcomes.cancel(db, "00000000-0000-0000-0000-00000000dead", reason="x", actor="u")
+
+
+async def test_store_integration_other_merchant_sees_not_found(db: Database) -> None:
+    created = await create_job(db, NewJob("t", NOW), actor="a", now=NOW)
+    other = "11111111-1111-1111-1111-111111111111"
+    with pytest.raises(NotFound):
+        await get_job(db, created.job.id, merchant_id=other)
+    with pytest.raises(NotFound):
+        await outcomes.cancel(db, created.job.id, reason="x", actor="u", merchant_id=other)
+
+
+async def test_store_integration_retry_then_release_then_manual_retry(db: Database) -> None:
+    job_id = await _running_job(db)
+    retry_at = NOW + timedelta(seconds=60)
+    failure = outcomes.Failure("boom", retry_at=retry_at)
+    assert await outcomes.fail(db, outcomes.Attempt(job_id, 1, "w1"), failure)
+    job = await get_job(db, job_id)
+    assert job.status is JobStatus.SCHEDULED and job.run_at == retry_at
+    await claims.enqueue_due(db, now=retry_at, limit=10, actor="p")
+    await claims.claim(db, _claim())
+    assert await outcomes.release(db, outcomes.Attempt(job_id, 2, "w1"))
+    released = await get_job(db, job_id)
+    assert released.status is JobStatus.SCHEDULED and released.max_attempts == 4
+    await claims.enqueue_due(db, now=datetime.now(UTC) + timedelta(seconds=1), limit=10, actor="p")
+    await claims.claim(db, _claim())
+    assert await outcomes.fail(db, outcomes.Attempt(job_id, 3, "w1"), outcomes.Failure("final"))
+    assert (await get_job(db, job_id)).status is JobStatus.FAILED
+    again = await outcomes.retry_failed(db, job_id, actor="user", run_at=NOW)
+    assert again.status is JobStatus.SCHEDULED and again.max_attempts == 4
+
+
+async def test_store_integration_replay_matches_table_after_mixed_workload(db: Database) -> None:
+    ids = [
+        (await create_job(db, NewJob("t", NOW, payload=i, max_attempts=2), actor="a", now=NOW))
+        .job.id
+        for i in range(12)
+    ]
+    await outcomes.cancel(db, ids[0], reason="early", actor="user")  # cancelled while scheduled
+    await claims.enqueue_due(db, now=NOW, limit=100, actor="p")
+    await outcomes.cancel(db, ids[1], reason="queued", actor="user")  # cancelled while queued
+    claimed = await claims.claim(db, _claim(limit=100))
+    for i, job in enumerate(claimed):
+        attempt = outcomes.Attempt(job.id, job.attempt, "w1")
+        if i % 3 == 0:
+            await outcomes.succeed(db, attempt, {"i": i})
+        elif i % 3 == 1:
+            await outcomes.fail(db, attempt, outcomes.Failure("retry", retry_at=NOW))
+        else:
+            await outcomes.fail(db, attempt, outcomes.Failure("fatal"))
+    await claims.enqueue_due(db, now=NOW, limit=100, actor="p")
+    for job in await claims.claim(db, _claim(limit=100, lease=0.05)):
+        if job.attempt == 2 and int(job.payload) % 2 == 0:
+            await outcomes.succeed(db, outcomes.Attempt(job.id, 2, "w1"), "second time")
+    await _until_expired(db)
+    await claims.expire_leases(db, limit=100, actor="watcher")  # the rest die on attempt 2
+    statuses = {j.status for j in await list_jobs(db, JobFilter())}
+    assert statuses == {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+    assert await projection_diff(db) == []
+
+
+async def test_store_integration_replay_detects_tampering(db: Database) -> None:
+    created = await create_job(db, NewJob("t", NOW), actor="a", now=NOW)
+    async with db.transaction() as conn:
+        await conn.execute(jobs.update().values(priority=99))
+    diffs = await projection_diff(db)
+    assert diffs == [f"{created.job.id}.priority: events=0 table=99"]

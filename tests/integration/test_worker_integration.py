@@ -1,0 +1,320 @@
+"""Jobs through the real services on a temporary SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from taskmill import Retry, TaskContext, Taskmill
+from taskmill.config import load_settings
+from taskmill.core.errors import ValidationError
+from taskmill.core.jobs import Job, JobStatus, RunOutcome
+from taskmill.core.retry import BackoffPolicy
+from taskmill.core.templates import Template
+from taskmill.store.replay import projection_diff
+from taskmill.testing import FrozenClock, run_until_idle
+from tests.conftest import wait_for
+
+FAST = {
+    "worker": {"lease_seconds": 2.0, "heartbeat_seconds": 0.2, "shutdown_grace_seconds": 2.0},
+    "scheduler": {"poll_interval_seconds": 0.05, "watcher_interval_seconds": 0.1},
+    "retry": {"base_seconds": 0.0, "jitter": 0.0},
+}
+
+
+@pytest.fixture
+async def app(sqlite_url: str) -> AsyncIterator[Taskmill]:
+    application = Taskmill(settings=load_settings("test", None, **FAST), clock=None)
+    application.settings = application.settings.model_copy(
+        update={"database": application.settings.database.model_copy(update={"url": sqlite_url})}
+    )
+    yield application
+    await application.stop()
+
+
+async def _status(app: Taskmill, job: Job | Template) -> JobStatus:
+    got = await app.get(job.id)
+    assert isinstance(got, Job)
+    return got.status
+
+
+async def _job(app: Taskmill, ident: str) -> Job:
+    got = await app.get(ident)
+    assert isinstance(got, Job)
+    return got
+
+
+async def test_worker_integration_success_stores_result(app: Taskmill) -> None:
+    @app.task("add")
+    async def add(ctx: TaskContext, payload: dict[str, int]) -> int:
+        return payload["a"] + payload["b"]
+
+    job = await app.schedule("add", {"a": 2, "b": 3})
+    await run_until_idle(app)
+    done = await _job(app, job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.result == 5
+    [run] = await app.runs(job.id)
+    assert run.outcome is RunOutcome.SUCCEEDED and run.duration_seconds is not None
+
+
+async def test_worker_integration_fail_retry_success(app: Taskmill) -> None:
+    @app.task("flaky", max_retries=3)
+    async def flaky(ctx: TaskContext, payload: None) -> str:
+        if ctx.attempt < 3:
+            raise RuntimeError(f"boom {ctx.attempt}")
+        return "third time lucky"
+
+    job = await app.schedule("flaky")
+    await run_until_idle(app)
+    done = await _job(app, job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempt == 3
+    outcomes = [r.outcome for r in await app.runs(job.id)]
+    assert outcomes == [RunOutcome.FAILED, RunOutcome.FAILED, RunOutcome.SUCCEEDED]
+    types = [e.type.value for e in await app.events(job.id)]
+    assert types.count("job.retry_scheduled") == 2 and types[-1] == "job.succeeded"
+
+
+async def test_worker_integration_retries_exhausted_fail(app: Taskmill) -> None:
+    @app.task("broken", max_retries=1)
+    def broken(ctx: TaskContext, payload: None) -> None:
+        raise ValueError("always")
+
+    job = await app.schedule("broken")
+    await run_until_idle(app)
+    done = await _job(app, job.id)
+    assert done.status is JobStatus.FAILED and done.attempt == 2
+    assert done.last_error == "ValueError: always"
+
+
+async def test_worker_integration_backoff_waits_on_clock(sqlite_url: str) -> None:
+    clock = FrozenClock()
+    app = Taskmill(sqlite_url, clock=clock)
+
+    @app.task("later", max_retries=2, backoff=BackoffPolicy(60, 2, 600, 0))
+    async def later(ctx: TaskContext, payload: None) -> None:
+        if ctx.attempt == 1:
+            raise RuntimeError("first")
+
+    try:
+        job = await app.schedule("later")
+        await run_until_idle(app)
+        waiting = await _job(app, job.id)
+        assert waiting.status is JobStatus.SCHEDULED
+        assert waiting.run_at == clock.now() + timedelta(seconds=60)
+        clock.advance(59)
+        await run_until_idle(app)
+        assert await _status(app, job) is JobStatus.SCHEDULED
+        clock.advance(1)
+        await run_until_idle(app)
+        assert await _status(app, job) is JobStatus.SUCCEEDED
+    finally:
+        await app.stop()
+
+
+async def test_worker_integration_retry_exception_sets_delay(sqlite_url: str) -> None:
+    clock = FrozenClock()
+    app = Taskmill(sqlite_url, clock=clock)
+
+    @app.task("polite", max_retries=1)
+    async def polite(ctx: TaskContext, payload: None) -> None:
+        raise Retry(delay=5, reason="rate limited")
+
+    try:
+        job = await app.schedule("polite")
+        await run_until_idle(app)
+        waiting = await _job(app, job.id)
+        assert waiting.run_at == clock.now() + timedelta(seconds=5)
+        assert waiting.last_error == "rate limited"
+    finally:
+        await app.stop()
+
+
+async def test_worker_integration_timeout_fails_attempt(app: Taskmill) -> None:
+    @app.task("slow", max_retries=0, timeout=0.2)
+    async def slow(ctx: TaskContext, payload: None) -> None:
+        await asyncio.sleep(30)
+
+    job = await app.schedule("slow")
+    started = time.monotonic()
+    await run_until_idle(app)
+    assert time.monotonic() - started < 10
+    done = await _job(app, job.id)
+    assert done.status is JobStatus.FAILED and "timed out" in (done.last_error or "")
+    [run] = await app.runs(job.id)
+    assert run.outcome is RunOutcome.TIMED_OUT
+
+
+async def test_worker_integration_validate_rejects_bad_payload(app: Taskmill) -> None:
+    def needs_to(payload: Any) -> None:
+        if not isinstance(payload, dict) or "to" not in payload:
+            raise ValueError("payload needs 'to'")
+
+    @app.task("email", validate=needs_to)
+    async def email(ctx: TaskContext, payload: dict[str, str]) -> None:
+        return None
+
+    with pytest.raises(ValidationError) as err:
+        await app.schedule("email", {"subject": "hi"})
+    assert err.value.field == "payload" and "needs 'to'" in err.value.reason
+    with pytest.raises(ValidationError) as unknown:
+        await app.schedule("no_such_task")
+    assert unknown.value.field == "task_type"
+    with pytest.raises(ValidationError):
+        await app.schedule("email", {"to": "x"}, cron="61 * * * *")
+    assert await app.list() == []
+
+
+async def test_worker_integration_cancel_running_async_job(app: Taskmill) -> None:
+    started = asyncio.Event()
+    stopped: list[bool] = []
+
+    @app.task("long")
+    async def long(ctx: TaskContext, payload: None) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            stopped.append(True)
+            raise
+
+    await app.start()
+    job = await app.schedule("long")
+    await asyncio.wait_for(started.wait(), 10)
+    cancelled = await app.cancel(job.id, "changed my mind")
+    assert isinstance(cancelled, Job) and cancelled.status is JobStatus.CANCELLED
+    await wait_for(lambda: _true(bool(stopped)))
+    assert (await _job(app, job.id)).cancel_reason == "changed my mind"
+
+
+async def test_worker_integration_cancel_running_sync_job_sets_flag(app: Taskmill) -> None:
+    started = threading.Event()
+    saw_cancel: list[bool] = []
+
+    @app.task("sync_long")
+    def sync_long(ctx: TaskContext, payload: None) -> None:
+        started.set()
+        saw_cancel.append(ctx.wait_cancelled(timeout=20))
+
+    await app.start()
+    job = await app.schedule("sync_long")
+    await asyncio.to_thread(started.wait, 10)
+    await app.cancel(job.id, "stop")
+    await wait_for(lambda: _true(bool(saw_cancel)))
+    assert saw_cancel == [True]
+    assert await _status(app, job) is JobStatus.CANCELLED
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_worker_integration_cancel_scheduled_and_template(app: Taskmill) -> None:
+    @app.task("noop")
+    async def noop(ctx: TaskContext, payload: None) -> None:
+        return None
+
+    job = await app.schedule("noop", delay=3600)
+    assert (await app.cancel(job.id)).status is JobStatus.CANCELLED  # type: ignore[union-attr]
+    template = await app.schedule("noop", interval=60)
+    off = await app.cancel(template.id)
+    assert isinstance(off, Template) and not off.active
+
+
+async def test_worker_integration_per_task_concurrency_limit(app: Taskmill) -> None:
+    running = 0
+    peak = 0
+
+    @app.task("limited", concurrency=2)
+    async def limited(ctx: TaskContext, payload: None) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    jobs = [await app.schedule("limited") for _ in range(8)]
+    await app.start()
+    await wait_for(lambda: _all_status(app, jobs, JobStatus.SUCCEEDED))
+    assert peak == 2
+
+
+async def _all_status(app: Taskmill, jobs: list[Job | Template], status: JobStatus) -> bool:
+    return all([await _status(app, j) is status for j in jobs])
+
+
+async def test_worker_integration_graceful_stop_releases_unfinished(app: Taskmill) -> None:
+    started = asyncio.Event()
+
+    @app.task("stuck")
+    async def stuck(ctx: TaskContext, payload: None) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    @app.task("quick")
+    async def quick(ctx: TaskContext, payload: None) -> None:
+        await asyncio.sleep(0.3)
+
+    await app.start()
+    slow_job = await app.schedule("stuck")
+    await asyncio.wait_for(started.wait(), 10)
+    fast_job = await app.schedule("quick")
+    await wait_for(lambda: _is(app, fast_job, JobStatus.RUNNING))
+    await app.stop()
+    await app.open()
+    assert await _status(app, fast_job) is JobStatus.SUCCEEDED  # finished within the grace
+    released = await _job(app, slow_job.id)
+    assert released.status is JobStatus.SCHEDULED  # released, not left running
+    # 4 attempts by default; the interrupted one is given back, so 4 remain after it.
+    assert released.attempt == 1 and released.max_attempts == 5
+    types = [e.type.value for e in await app.events(slow_job.id)]
+    assert types[-1] == "job.released"
+
+
+async def _is(app: Taskmill, job: Job | Template, status: JobStatus) -> bool:
+    return await _status(app, job) is status
+
+
+async def test_worker_integration_interval_template_creates_instances(app: Taskmill) -> None:
+    @app.task("tick")
+    async def tick(ctx: TaskContext, payload: None) -> None:
+        return None
+
+    await app.start()
+    template = await app.schedule("tick", interval=0.2, name="ticker")
+
+    async def fired_three() -> bool:
+        from taskmill.store.jobs import JobFilter
+
+        done = await app.list(JobFilter(template_id=template.id, statuses=[JobStatus.SUCCEEDED]))
+        return len(done) >= 3
+
+    await wait_for(fired_three)
+    await app.cancel(template.id)
+    from taskmill.store.jobs import JobFilter
+
+    instances = await app.list(JobFilter(template_id=template.id))
+    ticks = [j.scheduled_for for j in instances]
+    assert len(ticks) == len(set(ticks))  # one instance per tick
+
+
+async def test_worker_integration_replay_after_real_run(app: Taskmill) -> None:
+    @app.task("mixed", max_retries=1)
+    async def mixed(ctx: TaskContext, payload: int) -> int:
+        if payload % 3 == 0:
+            raise RuntimeError("always fails")
+        if payload % 3 == 1 and ctx.attempt == 1:
+            raise RuntimeError("fails once")
+        return payload
+
+    jobs = [await app.schedule("mixed", i) for i in range(30)]
+    await app.cancel(jobs[-1].id)
+    await run_until_idle(app)
+    statuses = {await _status(app, j) for j in jobs}
+    assert statuses == {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+    assert await projection_diff(app.runtime.db) == []
