@@ -70,9 +70,7 @@ async def test_store_integration_dependency_holds_job_until_upstream_succeeds(
     db: Database,
 ) -> None:
     upstream = await create_job(db, NewJob("t", NOW), actor="a", now=NOW)
-    down = await create_job(
-        db, NewJob("t", NOW, depends_on=[upstream.job.id]), actor="a", now=NOW
-    )
+    down = await create_job(db, NewJob("t", NOW, depends_on=[upstream.job.id]), actor="a", now=NOW)
     assert [j.id for j in await claims.enqueue_due(db, now=NOW, limit=10, actor="p")] == [
         upstream.job.id
     ]
@@ -202,8 +200,9 @@ async def test_store_integration_retry_then_release_then_manual_retry(db: Databa
 
 async def test_store_integration_replay_matches_table_after_mixed_workload(db: Database) -> None:
     ids = [
-        (await create_job(db, NewJob("t", NOW, payload=i, max_attempts=2), actor="a", now=NOW))
-        .job.id
+        (
+            await create_job(db, NewJob("t", NOW, payload=i, max_attempts=2), actor="a", now=NOW)
+        ).job.id
         for i in range(12)
     ]
     await outcomes.cancel(db, ids[0], reason="early", actor="user")  # cancelled while scheduled

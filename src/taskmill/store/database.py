@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,10 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = Dialect(engine.dialect.name)
+        # SQLite has one writer. Queueing this process's writers here costs nothing,
+        # whereas letting them collide inside SQLite makes each loser sleep in the busy
+        # handler (1, 2, 5, 10... ms): measured 5x slower with 50 concurrent jobs.
+        self._write_lock = asyncio.Lock() if self.dialect.is_sqlite else None
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
@@ -31,9 +36,15 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction, committed on exit, rolled back on error."""
-        with translated():
-            async with self.engine.begin() as conn:
-                yield conn
+        if self._write_lock is None:
+            with translated():
+                async with self.engine.begin() as conn:
+                    yield conn
+            return
+        async with self._write_lock:
+            with translated():
+                async with self.engine.begin() as conn:
+                    yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

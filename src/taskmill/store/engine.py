@@ -41,7 +41,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 def _sqlite_engine(url: str) -> AsyncEngine:
     if ":memory:" in url or url.endswith("sqlite+aiosqlite://"):
         raise ConfigError("database.url: in-memory SQLite cannot be shared; use a file path")
-    engine = create_async_engine(url)
+    # Every transaction ends in an explicit COMMIT or ROLLBACK, so the pool's own
+    # rollback-on-return would be one more thread hop per transaction for nothing.
+    engine = create_async_engine(url, pool_reset_on_return=None, pool_size=5, max_overflow=5)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

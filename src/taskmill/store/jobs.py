@@ -16,7 +16,7 @@ from taskmill.core.events import EventType
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, Job, JobStatus, ScheduleType
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
-from taskmill.store.records import to_job
+from taskmill.store.records import to_job, to_job_dict
 from taskmill.store.schema import job_dependencies, jobs
 from taskmill.store.transition import NOT_REPLAYED
 
@@ -73,7 +73,7 @@ async def insert_job(conn: AsyncConnection, new: NewJob, *, actor: str, now: dat
             [{"job_id": row["id"], "depends_on_job_id": dep} for dep in new.depends_on],
         )
     await event_log.append(conn, [created_event(row, actor)])
-    return await _get(conn, row["id"])
+    return to_job_dict(row)
 
 
 def created_event(row: dict[str, Any], actor: str) -> event_log.NewEvent:

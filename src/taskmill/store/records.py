@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Row
@@ -10,7 +11,11 @@ from taskmill.core.jobs import Job, JobRun, JobStatus, RunOutcome, ScheduleType
 
 
 def to_job(row: Row[Any]) -> Job:
-    m = row._mapping
+    return to_job_dict(row._mapping)
+
+
+def to_job_dict(m: Mapping[Any, Any]) -> Job:
+    """A :class:`Job` from a ``jobs`` row as a mapping (a fetched row or an inserted dict)."""
     return Job(
         id=m["id"],
         merchant_id=m["merchant_id"],
