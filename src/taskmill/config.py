@@ -9,11 +9,20 @@ Read only above ``services``: services take their own small config objects.
 from __future__ import annotations
 
 import os
+import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -49,13 +58,20 @@ class WorkerSettings(_Section):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     worker_id: str | None = None
 
-    @model_validator(mode="after")
-    def _heartbeat_within_lease(self) -> WorkerSettings:
-        if self.heartbeat_seconds >= self.lease_seconds:
-            raise ValueError("heartbeat_seconds must be smaller than lease_seconds")
-        if not self.queues:
-            raise ValueError("queues must name at least one queue")
-        return self
+    @field_validator("heartbeat_seconds")
+    @classmethod
+    def _heartbeat_within_lease(cls, value: float, info: ValidationInfo) -> float:
+        lease = info.data.get("lease_seconds")
+        if lease is not None and value >= lease:
+            raise ValueError(f"must be smaller than lease_seconds ({lease})")
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _some_queue(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or any(not q.strip() for q in value):
+            raise ValueError("must name at least one queue, none of them empty")
+        return value
 
 
 class SchedulerSettings(_Section):
@@ -154,20 +170,24 @@ def load_settings(
 ) -> Settings:
     """Load settings, or raise :class:`ConfigError` naming the first bad key.
 
-    ``environment`` (or ``TASKMILL_ENV``, default ``development``) picks the TOML file;
-    a missing file is fine (defaults and environment variables apply), unless
-    ``TASKMILL_ENV`` or ``environment`` named it explicitly.
+    ``environment`` (or ``TASKMILL_ENV``, default ``development``) picks the TOML file.
+    A missing file is fine (defaults and environment variables apply) unless both the
+    environment and the directory were named (``config_dir`` or ``TASKMILL_CONFIG_DIR``):
+    then the file was clearly expected, and its absence is an error.
     """
     explicit = environment or os.environ.get("TASKMILL_ENV")
     env_name = explicit or "development"
     path = config_file(env_name, config_dir)
-    if explicit and config_dir is not None and not path.is_file():
-        raise ConfigError(f"environment: no config file {path}")
+    dir_named = config_dir is not None or "TASKMILL_CONFIG_DIR" in os.environ
+    if explicit and dir_named and not path.is_file():
+        raise ConfigError(f"environment: no config file {path} for environment {env_name!r}")
     token = _toml_file.set(path if path.is_file() else None)
     try:
         return Settings(environment=env_name, **overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     finally:
         _toml_file.reset(token)
 

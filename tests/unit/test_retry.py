@@ -167,3 +167,9 @@ def test_delay_property_non_decreasing_without_jitter(
     current = policy.delay(attempt)
     following = policy.delay(attempt + 1)
     assert base <= current <= following <= policy.cap_seconds
+
+
+def test_delay_small_factor_eventually_reaches_cap() -> None:
+    policy = BackoffPolicy(base_seconds=1, factor=1.1, cap_seconds=3600)
+    assert policy.delay(100) == 3600.0  # 1.1**99 ~ 12,527 s, so capped
+    assert policy.delay(10_000) == 3600.0

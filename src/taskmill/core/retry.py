@@ -31,9 +31,10 @@ class BackoffPolicy:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         if attempt < 1:
             raise ValueError("attempt is 1-based")
-        # Cap the exponent first so large attempt numbers cannot overflow a float.
-        exponent = min(attempt - 1, 64)
-        raw = min(self.cap_seconds, self.base_seconds * self.factor**exponent)
+        try:
+            raw = min(self.cap_seconds, self.base_seconds * float(self.factor) ** (attempt - 1))
+        except OverflowError:  # float power: past any float long ago, so the cap
+            raw = self.cap_seconds
         if self.jitter == 0:
             return raw
         spread = raw * self.jitter

@@ -72,8 +72,8 @@ class IntervalSchedule:
     end_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        if not self.seconds > 0:
-            raise ValidationError("interval_seconds", "must be greater than 0")
+        if not 0 < self.seconds < float("inf"):
+            raise ValidationError("interval_seconds", "must be a finite number greater than 0")
         if self.end_at is not None and self.end_at < self.start_at:
             raise ValidationError("end_at", "must not be before start_at")
 

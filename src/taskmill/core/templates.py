@@ -129,19 +129,48 @@ def plan_fires(
     A tick no older than ``grace_seconds`` is on time and always runs; older ones
     were missed and follow the misfire policy.
     """
-    ticks: list[datetime] = []
-    tick: datetime | None = due_at
-    while tick is not None and tick <= now and len(ticks) < MAX_TICKS_WALKED:
-        ticks.append(tick)
-        tick = schedule.next_after(tick)
-    if tick is not None and tick <= now:  # walked too far; jump to the future
-        tick = schedule.next_after(now)
+    if max_catchup < 1:
+        raise ValidationError("max_catchup", "must be at least 1")
+    ticks, upcoming = _ticks_until(schedule, due_at, now, grace_seconds, max_catchup)
     on_time = [t for t in ticks if (now - t).total_seconds() <= grace_seconds]
-    missed = [t for t in ticks if t not in on_time]
+    missed = [t for t in ticks if (now - t).total_seconds() > grace_seconds]
     if policy is MisfirePolicy.SKIP or not missed:
         chosen = on_time
     elif policy is MisfirePolicy.RUN_ONCE:
         chosen = on_time or missed[-1:]
     else:
+        # max_catchup bounds the whole burst; on-time ticks are never dropped.
         chosen = (missed + on_time)[-max(max_catchup, len(on_time)) :]
-    return FirePlan(fire_at=chosen, next_run_at=tick)
+    return FirePlan(fire_at=chosen, next_run_at=upcoming)
+
+
+def _walk(
+    schedule: Schedule, start: datetime | None, now: datetime
+) -> tuple[list[datetime], datetime | None, bool]:
+    """Ticks from ``start`` up to ``now``, the first one after, and whether the walk ended."""
+    ticks: list[datetime] = []
+    tick = start
+    while tick is not None and tick <= now:
+        if len(ticks) == MAX_TICKS_WALKED:
+            return ticks, tick, False
+        ticks.append(tick)
+        tick = schedule.next_after(tick)
+    return ticks, tick, True
+
+
+def _ticks_until(
+    schedule: Schedule, due_at: datetime, now: datetime, grace_seconds: float, keep: int
+) -> tuple[list[datetime], datetime | None]:
+    """The ticks due by ``now`` that a policy may need: all of them, or, after a long
+    outage, the on-time ones and the latest ``keep`` missed ones; plus the next tick."""
+    ticks, upcoming, complete = _walk(schedule, due_at, now)
+    if complete:
+        return ticks, upcoming
+    # Too many to walk (a per-second schedule down for hours): resume near ``now``,
+    # far enough back to see ``keep`` missed ticks at the spacing seen so far.
+    spacing = (ticks[-1] - ticks[0]) / (len(ticks) - 1)
+    resume = now - timedelta(seconds=grace_seconds) - spacing * (keep + 1)
+    tail, upcoming, complete = _walk(schedule, schedule.next_after(resume), now)
+    if not complete:  # irregular spacing defeated the estimate: jump to the future
+        upcoming = schedule.next_after(now)
+    return tail, upcoming

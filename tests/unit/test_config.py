@@ -1,0 +1,279 @@
+"""load_settings (config.py): defaults, the TOML file, environment variables, errors."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from taskmill.config import Settings, config_file, load_settings
+from taskmill.core.errors import ConfigError
+
+SEED_URL_VARS = ("DATABASE_URL", "REDIS_URL", "AMQP_URL")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No inherited TASKMILL_* / seed URL variables, and no ./config from the caller's cwd."""
+    for name in list(os.environ):
+        if name.startswith("TASKMILL_") or name in SEED_URL_VARS:
+            monkeypatch.delenv(name)
+    empty = tmp_path / "cwd"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "config"
+    directory.mkdir()
+    return directory
+
+
+def _write(config_dir: Path, body: str, environment: str = "test") -> Path:
+    path = config_dir / f"{environment}.toml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+TEST_TOML = """
+[database]
+url = "sqlite:///from-toml.db"
+pool_size = 3
+
+[worker]
+concurrency = 7
+queues = ["emails", "reports"]
+lease_seconds = 40
+heartbeat_seconds = 5
+
+[retry]
+base_seconds = 2
+jitter = 0
+
+[logging]
+level = "DEBUG"
+format = "json"
+"""
+
+
+def test_load_settings_defaults(config_dir: Path) -> None:
+    settings = load_settings(config_dir=config_dir)
+    assert isinstance(settings, Settings)
+    assert settings.environment == "development"
+    assert settings.database.url == "sqlite:///taskmill.db"
+    assert settings.database.pool_size == 10
+    assert settings.database.migrate_on_start is True
+    assert settings.broker.url is None
+    assert settings.worker.concurrency == 10
+    assert settings.worker.queues == ("default",)
+    assert settings.worker.lease_seconds == 30.0
+    assert settings.worker.heartbeat_seconds == 10.0
+    assert settings.scheduler.max_catchup == 10
+    assert settings.scheduler.misfire_grace_seconds == 60.0
+    assert settings.retry.base_seconds == 60.0
+    assert settings.retry.factor == 2.0
+    assert settings.retry.cap_seconds == 3600.0
+    assert settings.retry.jitter == 0.1
+    assert settings.tasks.max_retries == 3
+    assert settings.tasks.timeout_seconds == 300.0
+    assert settings.logging.level == "INFO"
+    assert settings.logging.format == "text"
+
+
+def test_load_settings_reads_toml(config_dir: Path) -> None:
+    _write(config_dir, TEST_TOML)
+    settings = load_settings(environment="test", config_dir=config_dir)
+    assert settings.environment == "test"
+    assert settings.database.url == "sqlite:///from-toml.db"
+    assert settings.database.pool_size == 3
+    assert settings.worker.concurrency == 7
+    assert settings.worker.queues == ("emails", "reports")
+    assert settings.worker.lease_seconds == 40.0
+    assert settings.worker.heartbeat_seconds == 5.0
+    assert settings.retry.base_seconds == 2.0
+    assert settings.retry.jitter == 0.0
+    assert settings.logging.level == "DEBUG"
+    assert settings.logging.format == "json"
+    # Keys the file leaves out keep their defaults.
+    assert settings.worker.shutdown_grace_seconds == 10.0
+    assert settings.retry.cap_seconds == 3600.0
+
+
+def test_load_settings_environment_from_taskmill_env(
+    monkeypatch: pytest.MonkeyPatch, config_dir: Path
+) -> None:
+    _write(config_dir, TEST_TOML)
+    monkeypatch.setenv("TASKMILL_ENV", "test")
+    settings = load_settings(config_dir=config_dir)
+    assert settings.environment == "test"
+    assert settings.worker.concurrency == 7
+
+
+def test_load_settings_config_dir_from_env(
+    monkeypatch: pytest.MonkeyPatch, config_dir: Path
+) -> None:
+    _write(config_dir, TEST_TOML, environment="development")
+    monkeypatch.setenv("TASKMILL_CONFIG_DIR", str(config_dir))
+    assert config_file("development") == config_dir / "development.toml"
+    assert load_settings().worker.concurrency == 7
+
+
+def test_load_settings_env_var_overrides_toml(
+    monkeypatch: pytest.MonkeyPatch, config_dir: Path
+) -> None:
+    _write(config_dir, TEST_TOML)
+    monkeypatch.setenv("TASKMILL_WORKER__CONCURRENCY", "21")
+    settings = load_settings(environment="test", config_dir=config_dir)
+    assert settings.worker.concurrency == 21
+    # The rest of the [worker] table still comes from the file.
+    assert settings.worker.queues == ("emails", "reports")
+    assert settings.worker.lease_seconds == 40.0
+
+
+def test_load_settings_overrides_beat_env_and_toml(
+    monkeypatch: pytest.MonkeyPatch, config_dir: Path
+) -> None:
+    _write(config_dir, TEST_TOML)
+    monkeypatch.setenv("TASKMILL_WORKER__CONCURRENCY", "21")
+    settings = load_settings(environment="test", config_dir=config_dir, worker={"concurrency": 3})
+    assert settings.worker.concurrency == 3
+    assert settings.worker.lease_seconds == 40.0
+
+
+def test_load_settings_database_url_honoured(
+    monkeypatch: pytest.MonkeyPatch, config_dir: Path
+) -> None:
+    _write(config_dir, TEST_TOML)
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://db.example/taskmill")
+    settings = load_settings(environment="test", config_dir=config_dir)
+    assert settings.database.url == "postgresql+asyncpg://db.example/taskmill"
+    assert settings.database.pool_size == 3  # still from the file
+
+
+def test_load_settings_redis_url_honoured(
+    monkeypatch: pytest.MonkeyPatch, config_dir: Path
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://cache.example:6379/0")
+    settings = load_settings(config_dir=config_dir)
+    assert settings.broker.url == "redis://cache.example:6379/0"
+
+
+def test_load_settings_taskmill_names_beat_seed_urls(
+    monkeypatch: pytest.MonkeyPatch, config_dir: Path
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://seed/db")
+    monkeypatch.setenv("REDIS_URL", "redis://seed")
+    monkeypatch.setenv("TASKMILL_DATABASE__URL", "sqlite:///winner.db")
+    monkeypatch.setenv("TASKMILL_BROKER__URL", "redis://winner")
+    settings = load_settings(config_dir=config_dir)
+    assert settings.database.url == "sqlite:///winner.db"
+    assert settings.broker.url == "redis://winner"
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[worker]\nconcurrency = 0\n", "worker.concurrency"),
+        ("[worker]\nconcurrency = 10001\n", "worker.concurrency"),
+        ('[worker]\nconcurrency = "many"\n', "worker.concurrency"),
+        ("[database]\npool_size = -1\n", "database.pool_size"),
+        ("[scheduler]\nmax_catchup = 0\n", "scheduler.max_catchup"),
+        ("[scheduler]\npoll_interval_seconds = 0\n", "scheduler.poll_interval_seconds"),
+        ("[retry]\njitter = 1.5\n", "retry.jitter"),
+        ("[retry]\nfactor = 0.5\n", "retry.factor"),
+        ('[logging]\nlevel = "LOUD"\n', "logging.level"),
+        ("[tasks]\ntimeout_seconds = 0\n", "tasks.timeout_seconds"),
+    ],
+)
+def test_load_settings_invalid_toml_value_names_key(config_dir: Path, toml: str, key: str) -> None:
+    _write(config_dir, toml)
+    with pytest.raises(ConfigError, match=rf"{key}: "):
+        load_settings(environment="test", config_dir=config_dir)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "abc", "1.5"])
+def test_load_settings_invalid_env_value_names_key(
+    monkeypatch: pytest.MonkeyPatch, config_dir: Path, value: str
+) -> None:
+    monkeypatch.setenv("TASKMILL_WORKER__CONCURRENCY", value)
+    with pytest.raises(ConfigError, match=r"worker\.concurrency: "):
+        load_settings(config_dir=config_dir)
+
+
+def test_load_settings_error_mentions_file(config_dir: Path) -> None:
+    path = _write(config_dir, "[worker]\nconcurrency = 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(environment="test", config_dir=config_dir)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(("heartbeat", "lease"), [(30, 30), (31, 30), (10, 5)])
+def test_load_settings_heartbeat_not_below_lease_rejected(
+    config_dir: Path, heartbeat: int, lease: int
+) -> None:
+    _write(config_dir, f"[worker]\nheartbeat_seconds = {heartbeat}\nlease_seconds = {lease}\n")
+    with pytest.raises(ConfigError, match=r"worker.heartbeat_seconds: .*lease_seconds"):
+        load_settings(environment="test", config_dir=config_dir)
+
+
+def test_load_settings_heartbeat_via_env_rejected(
+    monkeypatch: pytest.MonkeyPatch, config_dir: Path
+) -> None:
+    monkeypatch.setenv("TASKMILL_WORKER__HEARTBEAT_SECONDS", "45")
+    with pytest.raises(ConfigError, match="heartbeat_seconds"):
+        load_settings(config_dir=config_dir)
+
+
+def test_load_settings_empty_queues_rejected(config_dir: Path) -> None:
+    _write(config_dir, "[worker]\nqueues = []\n")
+    with pytest.raises(ConfigError, match="queues"):
+        load_settings(environment="test", config_dir=config_dir)
+
+
+def test_load_settings_retry_cap_below_base_rejected(config_dir: Path) -> None:
+    _write(config_dir, "[retry]\nbase_seconds = 100\ncap_seconds = 50\n")
+    with pytest.raises(ConfigError, match=r"retry: .*cap_seconds"):
+        load_settings(environment="test", config_dir=config_dir)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[worker]\nconcurency = 5\n", "worker.concurency"),
+        ("bogus = 1\n", "bogus"),
+        ("[nonsense]\nvalue = 1\n", "nonsense"),
+        ('[database]\nurl = "sqlite://"\npassword = "x"\n', "database.password"),
+    ],
+)
+def test_load_settings_unknown_toml_key_rejected(config_dir: Path, toml: str, key: str) -> None:
+    _write(config_dir, toml)
+    with pytest.raises(ConfigError, match=rf"(^|[ ;]){key}: Extra inputs"):
+        load_settings(environment="test", config_dir=config_dir)
+
+
+def test_load_settings_missing_explicit_file_rejected(config_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="environment"):
+        load_settings(environment="staging", config_dir=config_dir)
+
+
+def test_load_settings_missing_explicit_file_rejected_without_config_dir(
+    monkeypatch: pytest.MonkeyPatch, config_dir: Path
+) -> None:
+    monkeypatch.setenv("TASKMILL_CONFIG_DIR", str(config_dir))
+    with pytest.raises(ConfigError, match="environment"):
+        load_settings(environment="staging")
+
+
+def test_load_settings_malformed_toml_raises_config_error(config_dir: Path) -> None:
+    _write(config_dir, "[worker\nconcurrency = 5\n")
+    with pytest.raises(ConfigError):
+        load_settings(environment="test", config_dir=config_dir)
+
+
+def test_settings_are_frozen(config_dir: Path) -> None:
+    settings = load_settings(config_dir=config_dir)
+    with pytest.raises(ValueError, match="frozen"):
+        settings.worker.concurrency = 99  # type: ignore[misc]
