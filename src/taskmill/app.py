@@ -16,11 +16,12 @@ from taskmill.core.errors import NotFound
 from taskmill.core.events import Event
 from taskmill.core.jobs import Job, JobRun
 from taskmill.core.retry import BackoffPolicy
-from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template
+from taskmill.core.templates import FirePreview, MisfirePolicy, OverlapPolicy, Template
 from taskmill.executors.python import TaskDefinition, TaskRegistry, Validator
 from taskmill.observability.logs import configure_logging
 from taskmill.runtime import Runtime
 from taskmill.services.scheduling import ScheduleRequest
+from taskmill.services.templates import TemplateUpdate
 from taskmill.store import events as event_store
 from taskmill.store import jobs as job_store
 from taskmill.store import outcomes
@@ -230,9 +231,10 @@ class Taskmill:
         try:
             job = await outcomes.cancel(runtime.db, ident, reason=reason, actor="library")
         except NotFound:
-            return await template_store.set_active(
-                runtime.db, ident, False, next_run_at=None, actor="library", now=runtime.clock.now()
+            off = await runtime.templates.set_active(
+                ident, False, actor="library", merchant_id=None
             )
+            return off
         runtime.worker.notify_lost(job.id, f"cancelled: {reason}")
         return job
 
@@ -252,6 +254,20 @@ class Taskmill:
     async def templates(self) -> builtins.list[Template]:
         runtime = await self.open()
         return await template_store.list_templates(runtime.db)
+
+    async def update_template(self, template_id: str, update: TemplateUpdate) -> Template:
+        """Change a template (schedule, payload, policies, ``active``)."""
+        runtime = await self.open()
+        template = await runtime.templates.update(
+            template_id, update, actor="library", merchant_id=None
+        )
+        runtime.wakers.recurrence.wake()
+        return template
+
+    async def preview(self, template_id: str, count: int = 10) -> builtins.list[FirePreview]:
+        """The template's next ``count`` fire times, DST-affected ones flagged."""
+        runtime = await self.open()
+        return await runtime.templates.preview(template_id, count, merchant_id=None)
 
     async def runs(self, job_id: str) -> builtins.list[JobRun]:
         """Every attempt of a job."""

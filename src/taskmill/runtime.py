@@ -22,6 +22,7 @@ from taskmill.services.queue_populator import QueuePopulator, QueuePopulatorConf
 from taskmill.services.recurrence_manager import RecurrenceConfig, RecurrenceManager
 from taskmill.services.runner import ServiceMain, run_services
 from taskmill.services.scheduling import Defaults, Scheduler
+from taskmill.services.templates import Templates
 from taskmill.services.worker import Worker, WorkerConfig
 from taskmill.store import migrate
 from taskmill.store.database import Database
@@ -66,6 +67,7 @@ class Runtime:
             self.clock,
             Defaults(settings.tasks.max_retries, settings.tasks.timeout_seconds),
         )
+        self.templates = Templates(self.db, self.clock)
         sched = settings.scheduler
         self.populator = QueuePopulator(
             self.db, self.broker, self.clock, QueuePopulatorConfig(batch_size=sched.batch_size)

@@ -24,7 +24,7 @@ class EventType(enum.StrEnum):
     TEMPLATE_CREATED = "template.created"
     TEMPLATE_UPDATED = "template.updated"
     TEMPLATE_DELETED = "template.deleted"
-    TEMPLATE_FIRED = "template.fired"
+    TEMPLATE_TICK_SKIPPED = "template.tick_skipped"
 
 
 @dataclass(frozen=True, slots=True)

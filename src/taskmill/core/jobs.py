@@ -56,6 +56,7 @@ ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 CANCELLABLE_STATUSES = frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RUNNING})
+UNFINISHED_STATUSES = CANCELLABLE_STATUSES
 
 
 def can_transition(from_status: JobStatus, to_status: JobStatus) -> bool:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import ScheduleType
-from taskmill.core.schedules import CronSchedule, IntervalSchedule, Schedule
+from taskmill.core.schedules import CronSchedule, IntervalSchedule, Schedule, load_timezone
 
 # Walking a schedule tick by tick is bounded: a per-second cron missed for a day is
 # 86,400 ticks; past this many we jump straight to the future (documented in ADR 0002).
@@ -174,3 +174,41 @@ def _ticks_until(
     if not complete:  # irregular spacing defeated the estimate: jump to the future
         upcoming = schedule.next_after(now)
     return tail, upcoming
+
+
+@dataclass(frozen=True, slots=True)
+class FirePreview:
+    """One upcoming fire time, in UTC and in the template's zone.
+
+    ``dst_affected`` marks a fire in a repeated (fall-back) hour or exactly at a clock
+    change (where a fixed time inside a spring-forward gap is moved to).
+    """
+
+    at: datetime
+    local: datetime
+    dst_affected: bool
+
+
+def preview_fires(
+    schedule: Schedule, timezone: str, after: datetime, count: int
+) -> list[FirePreview]:
+    """The next ``count`` fire times strictly after ``after`` (fewer if the schedule ends)."""
+    if not 1 <= count <= 1000:
+        raise ValidationError("count", "must be between 1 and 1000")
+    tz = load_timezone(timezone)
+    fires: list[FirePreview] = []
+    tick = schedule.next_after(after)
+    while tick is not None and len(fires) < count:
+        fires.append(FirePreview(tick, tick.astimezone(tz), _dst_affected(tick, tz)))
+        tick = schedule.next_after(tick)
+    return fires
+
+
+def _dst_affected(instant: datetime, tz: tzinfo) -> bool:
+    local = instant.astimezone(tz)
+    wall = local.replace(tzinfo=None)
+    repeated = (
+        wall.replace(tzinfo=tz, fold=0).utcoffset() != wall.replace(tzinfo=tz, fold=1).utcoffset()
+    )
+    at_change = (instant - timedelta(seconds=1)).astimezone(tz).utcoffset() != local.utcoffset()
+    return repeated or at_change

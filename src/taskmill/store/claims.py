@@ -8,18 +8,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, func, select, tuple_, update
+from sqlalchemy import ColumnElement, Select, exists, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.events import EventType
 from taskmill.core.jobs import Job, JobStatus, RunOutcome
+from taskmill.core.templates import OverlapPolicy
 from taskmill.store.database import Database
 from taskmill.store.records import to_job
 from taskmill.store.runs import finish_runs, start_runs
-from taskmill.store.schema import job_dependencies, jobs
+from taskmill.store.schema import job_dependencies, jobs, templates
 from taskmill.store.transition import Transition, transition
 
 _upstream = jobs.alias("upstream")
+_sibling = jobs.alias("sibling")
 
 WORKER_LOST = "worker_lost"
 
@@ -39,6 +41,26 @@ def _dependencies_met() -> ColumnElement[bool]:
     return ~exists(pending)
 
 
+def _not_blocked_by_sibling() -> ColumnElement[bool]:
+    """Overlap policy ``queue``: an instance waits while an earlier one of its template is
+    unfinished, so instances run one at a time, in tick order."""
+    ahead = (
+        select(1)
+        .select_from(_sibling.join(templates, templates.c.id == _sibling.c.template_id))
+        .where(
+            _sibling.c.template_id == jobs.c.template_id,
+            templates.c.overlap_policy == OverlapPolicy.QUEUE.value,
+            _sibling.c.id != jobs.c.id,
+            or_(
+                _sibling.c.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+                (_sibling.c.status == JobStatus.SCHEDULED)
+                & (_sibling.c.scheduled_for < jobs.c.scheduled_for),
+            ),
+        )
+    )
+    return or_(jobs.c.template_id.is_(None), ~exists(ahead))
+
+
 async def _lock_ids(conn: AsyncConnection, db: Database, stmt: Select[Any]) -> list[str]:
     # SKIP LOCKED lets replicas claim disjoint batches; SQLite has one writer anyway.
     if db.dialect.supports_skip_locked:
@@ -50,7 +72,12 @@ async def enqueue_due(db: Database, *, now: datetime, limit: int, actor: str) ->
     """Move up to ``limit`` due jobs (``run_at <= now``, dependencies met) to ``queued``."""
     candidates = (
         select(jobs.c.id)
-        .where(jobs.c.status == JobStatus.SCHEDULED, jobs.c.run_at <= now, _dependencies_met())
+        .where(
+            jobs.c.status == JobStatus.SCHEDULED,
+            jobs.c.run_at <= now,
+            _dependencies_met(),
+            _not_blocked_by_sibling(),
+        )
         .order_by(jobs.c.run_at)
         .limit(limit)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.errors import Conflict, NotFound
 from taskmill.core.events import EventType
-from taskmill.core.jobs import DEFAULT_MERCHANT_ID, ScheduleType
+from taskmill.core.jobs import DEFAULT_MERCHANT_ID, UNFINISHED_STATUSES, ScheduleType
 from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
@@ -158,28 +159,57 @@ async def list_templates(db: Database, merchant_id: str | None = None) -> list[T
         return [to_template(row) for row in (await conn.execute(stmt)).all()]
 
 
-async def set_active(
+UPDATABLE_COLUMNS = frozenset(
+    {
+        "name",
+        "payload",
+        "cron_expression",
+        "interval_seconds",
+        "timezone",
+        "start_at",
+        "end_at",
+        "queue",
+        "priority",
+        "active",
+        "next_run_at",
+        "misfire_policy",
+        "overlap_policy",
+        "max_attempts",
+        "timeout_seconds",
+    }
+)
+
+
+async def update_template(
     db: Database,
     template_id: str,
-    active: bool,
+    changes: dict[str, Any],
     *,
-    next_run_at: datetime | None,
     actor: str,
     now: datetime,
     merchant_id: str | None = None,
 ) -> Template:
-    """Switch a template on (from ``next_run_at``) or off."""
+    """Apply validated ``changes`` and record them as one ``template.updated`` event."""
+    unknown = set(changes) - UPDATABLE_COLUMNS
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")  # a programming error
+    values = {k: v.value if isinstance(v, enum.Enum) else v for k, v in changes.items()}
     async with db.transaction() as conn:
         current = await _get(conn, template_id, merchant_id)
+        if "name" in values and values["name"] != current.name:
+            taken = await conn.execute(
+                select(templates.c.id).where(
+                    templates.c.merchant_id == current.merchant_id,
+                    templates.c.name == values["name"],
+                )
+            )
+            if taken.first() is not None:
+                raise Conflict(f"name: a template named {values['name']!r} already exists")
         await conn.execute(
-            update(templates)
-            .where(templates.c.id == template_id)
-            .values(active=active, next_run_at=next_run_at, updated_at=now)
+            update(templates).where(templates.c.id == template_id).values(**values, updated_at=now)
         )
-        changes = {"active": active, "next_run_at": next_run_at}
-        await _event(
-            conn, template_id, current.merchant_id, EventType.TEMPLATE_UPDATED, actor, now, changes
-        )
+        kind = EventType.TEMPLATE_UPDATED
+        await _event(conn, template_id, current.merchant_id, kind, actor, now, values)
         return await _get(conn, template_id, None)
 
 
@@ -236,6 +266,11 @@ async def fire(db: Database, plan: Fire, *, actor: str, now: datetime) -> int:
     created = 0
     async with db.transaction() as conn:
         for when in plan.fire_at:
+            if t.overlap_policy is OverlapPolicy.SKIP and await _has_unfinished(conn, t.id):
+                data = {"scheduled_for": when, "reason": "previous instance unfinished"}
+                kind = EventType.TEMPLATE_TICK_SKIPPED
+                await _event(conn, t.id, t.merchant_id, kind, actor, now, data)
+                continue
             created += await _insert_instance(conn, db, t, when, actor=actor, now=now)
         await conn.execute(
             update(templates)
@@ -247,6 +282,13 @@ async def fire(db: Database, plan: Fire, *, actor: str, now: datetime) -> int:
             )
         )
     return created
+
+
+async def _has_unfinished(conn: AsyncConnection, template_id: str) -> bool:
+    stmt = select(jobs.c.id).where(
+        jobs.c.template_id == template_id, jobs.c.status.in_(list(UNFINISHED_STATUSES))
+    )
+    return (await conn.execute(stmt.limit(1))).first() is not None
 
 
 async def _insert_instance(

@@ -1,0 +1,139 @@
+"""Use cases on templates: update (schedule, payload, policies), switch on/off, delete,
+preview. ``next_run_at`` is recomputed whenever the schedule or ``active`` changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from taskmill.core.clock import Clock
+from taskmill.core.errors import ValidationError
+from taskmill.core.jobs import ScheduleType
+from taskmill.core.schedules import utc
+from taskmill.core.templates import (
+    FirePreview,
+    MisfirePolicy,
+    OverlapPolicy,
+    Template,
+    build_schedule,
+    preview_fires,
+)
+from taskmill.store import templates as template_store
+from taskmill.store.database import Database
+
+_UNSET: Any = object()
+_SCHEDULE_FIELDS = {"cron_expression", "interval_seconds", "timezone", "start_at", "end_at"}
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateUpdate:
+    """Fields to change; anything left ``_UNSET`` stays as it is."""
+
+    name: str = _UNSET
+    payload: Any = _UNSET
+    cron_expression: str = _UNSET
+    interval_seconds: float = _UNSET
+    timezone: str = _UNSET
+    start_at: datetime | None = _UNSET
+    end_at: datetime | None = _UNSET
+    queue: str = _UNSET
+    priority: int = _UNSET
+    active: bool = _UNSET
+    misfire_policy: MisfirePolicy = _UNSET
+    overlap_policy: OverlapPolicy = _UNSET
+    max_attempts: int = _UNSET
+    timeout_seconds: float | None = _UNSET
+
+    def changes(self) -> dict[str, Any]:
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) is not _UNSET
+        }
+
+
+class Templates:
+    """Template use cases, scoped to a merchant when one is given."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def update(
+        self, template_id: str, update: TemplateUpdate, *, actor: str, merchant_id: str | None
+    ) -> Template:
+        """Validate ``update`` against the template as it is, then store it."""
+        current = await template_store.get_template(self.db, template_id, merchant_id)
+        changes = update.changes()
+        _check_simple_fields(current, changes)
+        for key in ("start_at", "end_at"):
+            if changes.get(key) is not None:
+                changes[key] = utc(changes[key])
+        now = self.clock.now()
+        if _SCHEDULE_FIELDS & changes.keys() or "active" in changes:
+            merged = {**_schedule_fields(current), **changes}
+            active = merged.get("active", current.active)
+            changes["next_run_at"] = _first_fire(current.schedule_type, merged, now, active)
+        return await template_store.update_template(
+            self.db, template_id, changes, actor=actor, now=now, merchant_id=merchant_id
+        )
+
+    async def set_active(
+        self, template_id: str, active: bool, *, actor: str, merchant_id: str | None
+    ) -> Template:
+        """Switch a template on (from its next tick after now) or off."""
+        return await self.update(
+            template_id, TemplateUpdate(active=active), actor=actor, merchant_id=merchant_id
+        )
+
+    async def preview(
+        self, template_id: str, count: int, *, merchant_id: str | None
+    ) -> list[FirePreview]:
+        """The next ``count`` fire times after now, DST-affected ones flagged."""
+        template = await template_store.get_template(self.db, template_id, merchant_id)
+        return preview_fires(template.schedule(), template.timezone, self.clock.now(), count)
+
+
+def _schedule_fields(t: Template) -> dict[str, Any]:
+    return {
+        "cron_expression": t.cron_expression,
+        "interval_seconds": t.interval_seconds,
+        "timezone": t.timezone,
+        "start_at": t.start_at or t.created_at,
+        "end_at": t.end_at,
+    }
+
+
+def _first_fire(
+    kind: ScheduleType, merged: dict[str, Any], now: datetime, active: bool
+) -> datetime | None:
+    """Validate the merged schedule and return when it next fires (``None`` when off)."""
+    schedule = build_schedule(
+        kind,
+        cron_expression=merged["cron_expression"],
+        interval_seconds=merged["interval_seconds"],
+        timezone=merged["timezone"],
+        start_at=merged["start_at"],
+        end_at=merged["end_at"],
+    )
+    if not active:
+        return None
+    start = merged["start_at"]
+    if kind is ScheduleType.INTERVAL and start > now:
+        return start  # type: ignore[no-any-return]
+    return schedule.next_after(now)
+
+
+def _check_simple_fields(current: Template, changes: dict[str, Any]) -> None:
+    if "name" in changes and not str(changes["name"]).strip():
+        raise ValidationError("name", "must not be empty")
+    if "max_attempts" in changes and changes["max_attempts"] < 1:
+        raise ValidationError("max_attempts", "must be at least 1")
+    timeout = changes.get("timeout_seconds")
+    if timeout is not None and timeout <= 0:
+        raise ValidationError("timeout_seconds", "must be greater than 0")
+    if "cron_expression" in changes and current.schedule_type is not ScheduleType.CRON:
+        raise ValidationError("cron_expression", "this template is an interval schedule")
+    if "interval_seconds" in changes and current.schedule_type is not ScheduleType.INTERVAL:
+        raise ValidationError("interval_seconds", "this template is a cron schedule")

@@ -1,0 +1,211 @@
+"""Templates through the recurrence manager on a real SQLite file, with a frozen clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from taskmill import TaskContext, Taskmill
+from taskmill.core.errors import ValidationError
+from taskmill.core.jobs import Job, JobStatus
+from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template
+from taskmill.services.recurrence_manager import RecurrenceConfig, RecurrenceManager
+from taskmill.services.templates import TemplateUpdate
+from taskmill.store.database import Database
+from taskmill.store.jobs import JobFilter
+from taskmill.store.templates import get_template
+from taskmill.testing import FrozenClock, run_until_idle
+
+START = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def clock() -> FrozenClock:
+    return FrozenClock(START)
+
+
+@pytest.fixture
+async def app(sqlite_url: str, clock: FrozenClock) -> AsyncIterator[Taskmill]:
+    application = Taskmill(sqlite_url, clock=clock)
+
+    @application.task("tick", max_retries=0)
+    async def tick(ctx: TaskContext, payload: object) -> None:
+        return None
+
+    yield application
+    await application.stop()
+
+
+async def _template(app: Taskmill, **kwargs: object) -> Template:
+    template = await app.schedule("tick", **kwargs)  # type: ignore[arg-type]
+    assert isinstance(template, Template)
+    return template
+
+
+async def _instances(app: Taskmill, template: Template) -> list[Job]:
+    return await app.list(JobFilter(template_id=template.id, limit=10_000))
+
+
+async def test_recurrence_integration_replicas_create_one_instance_per_tick(
+    app: Taskmill, clock: FrozenClock, sqlite_url: str
+) -> None:
+    template = await _template(app, cron="* * * * * *", name="every-second")
+    databases = [Database.from_url(sqlite_url) for _ in range(4)]
+    managers = [RecurrenceManager(db, clock, RecurrenceConfig()) for db in databases]
+    try:
+        for _ in range(30):
+            clock.advance(1)
+            await asyncio.gather(*(m.run_once() for m in managers))
+    finally:
+        for db in databases:
+            await db.close()
+    ticks = [j.scheduled_for for j in await _instances(app, template)]
+    assert len(ticks) == 30 and len(set(ticks)) == 30
+    current = await app.get(template.id)
+    assert isinstance(current, Template) and current.next_run_at == clock.now() + timedelta(
+        seconds=1
+    )
+
+
+async def test_recurrence_integration_backward_clock_jump_adds_nothing(
+    app: Taskmill, clock: FrozenClock
+) -> None:
+    template = await _template(app, interval=60, name="minutely")
+    for _ in range(5):
+        await run_until_idle(app)
+        clock.advance(60)
+    before = len(await _instances(app, template))
+    clock.advance(-3600)
+    await run_until_idle(app)
+    assert len(await _instances(app, template)) == before
+    current = await app.get(template.id)
+    assert isinstance(current, Template) and current.next_run_at is not None
+    assert current.next_run_at > START  # never moved backwards
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [(MisfirePolicy.SKIP, 0), (MisfirePolicy.RUN_ONCE, 1), (MisfirePolicy.CATCH_UP, 3)],
+)
+async def test_recurrence_integration_misfire_policy_after_downtime(
+    sqlite_url: str, policy: MisfirePolicy, expected: int
+) -> None:
+    clock = FrozenClock(START)
+    app = Taskmill(sqlite_url, clock=clock)
+    # A tick more than 1 s late counts as missed (the default grace is 60 s).
+    scheduler = app.settings.scheduler.model_copy(
+        update={"max_catchup": 3, "misfire_grace_seconds": 1.0}
+    )
+    app.settings = app.settings.model_copy(update={"scheduler": scheduler})
+
+    @app.task("tick")
+    async def tick(ctx: TaskContext, payload: object) -> None:
+        return None
+
+    try:
+        template = await _template(app, cron="*/1 * * * *", misfire_policy=policy)
+        clock.set(START + timedelta(minutes=10, seconds=30))  # down for 10 minutes
+        await run_until_idle(app)
+        instances = await _instances(app, template)
+        assert len(instances) == expected
+        current = await app.get(template.id)
+        assert isinstance(current, Template) and current.next_run_at is not None
+        assert current.next_run_at > clock.now()
+        if policy is MisfirePolicy.RUN_ONCE:
+            assert instances[0].scheduled_for == START + timedelta(minutes=10)
+    finally:
+        await app.stop()
+
+
+async def test_recurrence_integration_dst_gap_fires_once_after_gap(sqlite_url: str) -> None:
+    clock = FrozenClock(datetime(2026, 3, 28, 12, 0, tzinfo=UTC))
+    app = Taskmill(sqlite_url, clock=clock)
+
+    @app.task("tick")
+    async def tick(ctx: TaskContext, payload: object) -> None:
+        return None
+
+    try:
+        template = await _template(app, cron="30 2 * * *", timezone="Europe/Berlin")
+        while clock.now() < datetime(2026, 3, 30, 12, 0, tzinfo=UTC):
+            clock.advance(600)
+            await run_until_idle(app)
+        fired = [j.scheduled_for for j in await _instances(app, template)]
+        assert fired == [
+            datetime(2026, 3, 29, 1, 0, tzinfo=UTC),  # 03:00 CEST: the first instant after the gap
+            datetime(2026, 3, 30, 0, 30, tzinfo=UTC),  # 02:30 CEST
+        ]
+    finally:
+        await app.stop()
+
+
+async def test_recurrence_integration_overlap_skip(app: Taskmill, clock: FrozenClock) -> None:
+    template = await _template(app, interval=60, overlap_policy=OverlapPolicy.SKIP)
+    await app.runtime.recurrence.run_once()  # instance 1, left unfinished (nobody runs it)
+    clock.advance(60)
+    await app.runtime.recurrence.run_once()  # skipped: instance 1 is still scheduled
+    assert len(await _instances(app, template)) == 1
+    events = [e.type.value for e in await app.events() if e.template_id == template.id]
+    assert "template.tick_skipped" in events
+    await run_until_idle(app)  # instance 1 runs
+    clock.advance(60)
+    await run_until_idle(app)
+    assert len(await _instances(app, template)) == 2
+
+
+async def test_recurrence_integration_overlap_queue_runs_in_order(
+    app: Taskmill, clock: FrozenClock
+) -> None:
+    template = await _template(app, interval=60, overlap_policy=OverlapPolicy.QUEUE)
+    for _ in range(3):
+        await app.runtime.recurrence.run_once()
+        clock.advance(60)
+    instances = await _instances(app, template)
+    assert len(instances) == 3
+    queued = await app.runtime.populator.run_once()
+    assert queued == 1  # one at a time
+    await run_until_idle(app)
+    done = await _instances(app, template)
+    assert all(j.status is JobStatus.SUCCEEDED for j in done[:3])
+    started = sorted(done[:3], key=lambda j: j.started_at or START)
+    assert [j.scheduled_for for j in started] == sorted(j.scheduled_for or START for j in done[:3])
+
+
+async def test_recurrence_integration_disable_enable_and_update(
+    app: Taskmill, clock: FrozenClock, db: Database
+) -> None:
+    template = await _template(app, cron="0 * * * *", name="hourly")
+    assert template.next_run_at == datetime(2026, 5, 1, 13, 0, tzinfo=UTC)
+    off = await app.cancel(template.id)
+    assert isinstance(off, Template) and not off.active and off.next_run_at is None
+    clock.advance(7200)
+    await run_until_idle(app)
+    assert await _instances(app, template) == []
+    on = await app.update_template(template.id, TemplateUpdate(active=True))
+    assert on.next_run_at == datetime(2026, 5, 1, 15, 0, tzinfo=UTC)
+    moved = await app.update_template(
+        template.id, TemplateUpdate(cron_expression="30 9 * * *", timezone="Europe/Berlin")
+    )
+    assert moved.next_run_at == datetime(2026, 5, 2, 7, 30, tzinfo=UTC)
+    with pytest.raises(ValidationError) as err:
+        await app.update_template(template.id, TemplateUpdate(cron_expression="99 * * * *"))
+    assert err.value.field == "cron"
+    unchanged = await get_template(db, template.id)
+    assert unchanged.cron_expression == "30 9 * * *"
+
+
+async def test_recurrence_integration_preview_flags_dst(app: Taskmill, clock: FrozenClock) -> None:
+    clock.set(datetime(2026, 10, 23, 12, 0, tzinfo=UTC))
+    template = await _template(app, cron="30 2 * * *", timezone="Europe/Berlin")
+    fires = await app.preview(template.id, 4)
+    assert [f.at for f in fires] == [
+        datetime(2026, 10, 24, 0, 30, tzinfo=UTC),
+        datetime(2026, 10, 25, 0, 30, tzinfo=UTC),  # first of the two 02:30s
+        datetime(2026, 10, 26, 1, 30, tzinfo=UTC),
+        datetime(2026, 10, 27, 1, 30, tzinfo=UTC),
+    ]
+    assert [f.dst_affected for f in fires] == [False, True, False, False]
+    assert fires[1].local.isoformat() == "2026-10-25T02:30:00+02:00"
