@@ -20,6 +20,7 @@ from taskmill.core.templates import FirePreview, MisfirePolicy, OverlapPolicy, T
 from taskmill.executors.python import TaskDefinition, TaskRegistry, Validator
 from taskmill.observability.logs import configure_logging
 from taskmill.runtime import Runtime
+from taskmill.services.runner import ServiceMain
 from taskmill.services.scheduling import ScheduleRequest
 from taskmill.services.templates import TemplateUpdate
 from taskmill.store import events as event_store
@@ -32,6 +33,7 @@ from taskmill.store.jobs import JobFilter
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
+ServicesFactory = Callable[[Runtime], dict[str, ServiceMain]]
 
 
 class Taskmill:
@@ -145,26 +147,29 @@ class Taskmill:
             await self._runtime.close()
         self._runtime, self._opened = None, False
 
-    async def serve(self, stop: asyncio.Event) -> None:
-        """Run every service until ``stop`` is set."""
+    async def serve(self, stop: asyncio.Event, services: ServicesFactory | None = None) -> None:
+        """Run every service (or those ``services`` picks) until ``stop`` is set."""
         runtime = await self.open()
         try:
-            await runtime.run(stop)
+            await runtime.run(stop, services(runtime) if services else None)
         finally:
             await self.stop()
 
-    def run(self) -> None:
-        """Run until SIGINT or SIGTERM (blocking): the embedded ``taskmill run``."""
-        configure_logging(self.settings.logging.level, self.settings.logging.format)
-        asyncio.run(self._run_until_signal())
+    def run(self, services: ServicesFactory | None = None) -> None:
+        """Run until SIGINT or SIGTERM (blocking): the embedded ``taskmill run``.
 
-    async def _run_until_signal(self) -> None:
+        ``services`` picks what runs from the runtime (default: every service).
+        """
+        configure_logging(self.settings.logging.level, self.settings.logging.format)
+        asyncio.run(self._run_until_signal(services))
+
+    async def _run_until_signal(self, services: ServicesFactory | None) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("taskmill running on %s; stop with Ctrl-C", self.settings.database.url)
-        await self.serve(stop)
+        log.info("taskmill starting on %s; stop with Ctrl-C", self.settings.database.url)
+        await self.serve(stop, services)
 
     # -- operations -----------------------------------------------------------
 
@@ -198,7 +203,7 @@ class Taskmill:
         if delay is not None:
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
             run_at = runtime.clock.now() + timedelta(seconds=seconds)
-        result = await runtime.scheduler.schedule(
+        scheduled = await runtime.scheduler.schedule(
             ScheduleRequest(
                 task=task,
                 payload=payload,
@@ -219,6 +224,7 @@ class Taskmill:
                 overlap_policy=overlap_policy,
             )
         )
+        result = scheduled.item
         if isinstance(result, Template):
             runtime.wakers.recurrence.wake()
         else:

@@ -101,6 +101,19 @@ class TaskDefaults(_Section):
     timeout_seconds: float | None = Field(default=300.0, gt=0)
 
 
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    serve_in_run: bool = True
+    """Whether ``taskmill run`` also serves the API (and UI)."""
+    secret_key: str | None = Field(default=None, min_length=32)
+    """HMAC key for API key hashes; unset: read or create ``secret_key_file``."""
+    secret_key_file: str = "taskmill.secret"
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    max_json_depth: int = Field(default=32, gt=0, le=1000)
+    auth_failures_per_minute: int = Field(default=20, gt=0)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -120,6 +133,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = SchedulerSettings()
     retry: RetrySettings = RetrySettings()
     tasks: TaskDefaults = TaskDefaults()
+    api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+import secrets
 import socket
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from taskmill.brokers.base import Broker
 from taskmill.brokers.database import DatabaseBroker
-from taskmill.config import Settings
+from taskmill.config import ApiSettings, Settings
 from taskmill.core.clock import Clock, SystemClock
 from taskmill.core.errors import ConfigError
 from taskmill.core.retry import BackoffPolicy
 from taskmill.executors.python import PythonExecutor, TaskRegistry
+from taskmill.services.api_keys import ApiKeys
 from taskmill.services.failure_watcher import FailureWatcher, FailureWatcherConfig
 from taskmill.services.loop import PeriodicService, Waker, run_periodically
 from taskmill.services.queue_populator import QueuePopulator, QueuePopulatorConfig
@@ -40,6 +44,23 @@ def build_broker(settings: Settings) -> Broker:
         f"broker.url: {scheme!r} brokers are not available in this version; "
         "leave broker.url unset to use the database"
     )
+
+
+def load_hmac_secret(api: ApiSettings) -> bytes:
+    """``api.secret_key``, or the key in ``api.secret_key_file`` (created, mode 0600, on
+    first use so that an embedded install works without set-up)."""
+    if api.secret_key:
+        return api.secret_key.encode()
+    path = Path(api.secret_key_file)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+        log.info("created API key secret %s (keep it with the database)", path)
+    secret = path.read_text().strip()
+    if len(secret) < 32:
+        raise ConfigError(f"api.secret_key_file: {path} holds fewer than 32 characters")
+    return secret.encode()
 
 
 @dataclass(slots=True)
@@ -112,6 +133,11 @@ class Runtime:
             pid=os.getpid(),
         )
 
+    @functools.cached_property
+    def api_keys(self) -> ApiKeys:
+        """API key issuing and checking (built on first use: it may create the secret file)."""
+        return ApiKeys(self.db, self.clock, load_hmac_secret(self.settings.api))
+
     async def open(self) -> None:
         """Connect and, unless disabled, migrate the schema to the newest revision."""
         if self.settings.database.migrate_on_start:
@@ -152,5 +178,8 @@ class Runtime:
             "executor": self.worker.run,
         }
 
-    async def run(self, stop: asyncio.Event) -> None:
-        await run_services(self.services(), stop)
+    async def run(
+        self, stop: asyncio.Event, services: dict[str, ServiceMain] | None = None
+    ) -> None:
+        """Run ``services`` (default: all of them) until ``stop``."""
+        await run_services(self.services() if services is None else services, stop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,11 +23,21 @@ ROOT = Path(__file__).resolve().parents[2]
 LEASE = 2.0
 
 
-def _env(sqlite_url: str) -> dict[str, str]:
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _env(sqlite_url: str, api_port: int | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKMILL_")}
     env.pop("DATABASE_URL", None)
+    secret_file = Path(sqlite_url.removeprefix("sqlite:///")).with_name("taskmill.secret")
     env.update(
         TASKMILL_DATABASE__URL=sqlite_url,
+        TASKMILL_API__PORT=str(api_port or free_port()),
+        TASKMILL_API__SECRET_KEY_FILE=str(secret_file),
         TASKMILL_WORKER__LEASE_SECONDS=str(LEASE),
         TASKMILL_WORKER__HEARTBEAT_SECONDS="0.5",
         TASKMILL_WORKER__SHUTDOWN_GRACE_SECONDS="5",

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from taskmill import __version__
-from taskmill.app import Taskmill
+from taskmill.api.app import create_app
+from taskmill.api.server import api_service
+from taskmill.app import ServicesFactory
+from taskmill.cli.api_keys import api_keys_cli
+from taskmill.cli.common import (
+    AppOption,
+    ConfigDirOption,
+    EnvOption,
+    errors_to_exit_codes,
+    load_app,
+)
 from taskmill.config import load_settings
-from taskmill.core.errors import ConfigError, TaskmillError
 from taskmill.observability.logs import configure_logging
+from taskmill.runtime import Runtime
+from taskmill.services.runner import ServiceMain
 from taskmill.store import migrate
 from taskmill.store.database import Database
 
@@ -25,58 +33,64 @@ cli = typer.Typer(
 )
 db_cli = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
-
-AppOption = Annotated[
-    str | None,
-    typer.Option(
-        "--app", help="Your tasks: MODULE:ATTRIBUTE naming a Taskmill instance (e.g. tasks:app)."
-    ),
-]
-EnvOption = Annotated[
-    str | None,
-    typer.Option(
-        "--env", help="Environment: reads config/ENV.toml [default: TASKMILL_ENV or development]."
-    ),
-]
-ConfigDirOption = Annotated[
-    Path | None,
-    typer.Option("--config-dir", help="Directory of ENV.toml files [default: ./config]."),
-]
-
-EXIT_CONFIG = 2
-EXIT_ERROR = 1
+cli.add_typer(api_keys_cli, name="api-keys")
 
 
-def load_app(spec: str | None, env: str | None, config_dir: Path | None) -> Taskmill:
-    """The user's ``Taskmill`` from ``module:attribute``, or a bare one with no tasks."""
-    if spec is None:
-        return Taskmill(settings=load_settings(env, config_dir))
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ConfigError(f"--app: expected MODULE:ATTRIBUTE, got {spec!r}")
-    sys.path.insert(0, str(Path.cwd()))  # as uvicorn does: find modules next to the user
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"--app: cannot import {module_name!r}: {exc}") from exc
-    app = getattr(module, attribute, None)
-    if not isinstance(app, Taskmill):
-        raise ConfigError(f"--app: {spec!r} is not a Taskmill instance")
-    return app
+HostOption = Annotated[str | None, typer.Option("--host", help="[default: api.host]")]
+PortOption = Annotated[int | None, typer.Option("--port", help="[default: api.port]")]
+
+
+def _with_api(host: str | None, port: int | None) -> ServicesFactory:
+    def services(runtime: Runtime) -> dict[str, ServiceMain]:
+        api = runtime.settings.api
+        app = create_app(runtime)
+        return {"api": api_service(app, host or api.host, port if port is not None else api.port)}
+
+    return services
 
 
 @cli.command()
-def run(app: AppOption = None, env: EnvOption = None, config_dir: ConfigDirOption = None) -> None:
-    """Run taskmill embedded: migrations, queue populator, executor, failure watcher and
-    recurrence manager in one process, until Ctrl-C or SIGTERM."""
-    with _errors_to_exit_codes():
-        load_app(app, env, config_dir).run()
+def run(
+    app: AppOption = None,
+    env: EnvOption = None,
+    config_dir: ConfigDirOption = None,
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """Run taskmill embedded: migrations, the REST API (unless api.serve_in_run is false),
+    queue populator, executor, failure watcher and recurrence manager in one process,
+    until Ctrl-C or SIGTERM."""
+    with errors_to_exit_codes():
+        taskmill = load_app(app, env, config_dir)
+        api = _with_api(host, port)
+
+        def everything(runtime: Runtime) -> dict[str, ServiceMain]:
+            services = runtime.services()
+            if runtime.settings.api.serve_in_run:
+                services |= api(runtime)
+            return services
+
+        taskmill.run(everything)
+
+
+@cli.command("api")
+def api_command(
+    app: AppOption = None,
+    env: EnvOption = None,
+    config_dir: ConfigDirOption = None,
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """Serve only the REST API (seed 000's API service). Load the same --app as the
+    executors so that unknown task types are refused."""
+    with errors_to_exit_codes():
+        load_app(app, env, config_dir).run(_with_api(host, port))
 
 
 @db_cli.command("upgrade")
 def db_upgrade(env: EnvOption = None, config_dir: ConfigDirOption = None) -> None:
     """Migrate the database to the newest schema (also done at every start)."""
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         settings = load_settings(env, config_dir)
         configure_logging(settings.logging.level, settings.logging.format)
 
@@ -95,7 +109,7 @@ def db_upgrade(env: EnvOption = None, config_dir: ConfigDirOption = None) -> Non
 @db_cli.command("current")
 def db_current(env: EnvOption = None, config_dir: ConfigDirOption = None) -> None:
     """Print the database's schema revision and whether it is the newest."""
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         settings = load_settings(env, config_dir)
 
         async def current() -> str | None:
@@ -115,21 +129,6 @@ def db_current(env: EnvOption = None, config_dir: ConfigDirOption = None) -> Non
 def version() -> None:
     """Print the taskmill version."""
     typer.echo(__version__)
-
-
-class _errors_to_exit_codes:
-    """Map the error tree to exit codes with a one-line message (no traceback)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, ConfigError):
-            typer.echo(f"taskmill: configuration error: {exc}", err=True)
-            raise typer.Exit(EXIT_CONFIG)
-        if isinstance(exc, TaskmillError):
-            typer.echo(f"taskmill: {exc}", err=True)
-            raise typer.Exit(EXIT_ERROR)
 
 
 def main() -> None:

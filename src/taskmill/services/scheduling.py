@@ -56,6 +56,14 @@ class Defaults:
     timeout_seconds: float | None = 300.0
 
 
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """What a request produced; ``created`` is ``False`` when an idempotency key matched."""
+
+    item: Job | Template
+    created: bool = True
+
+
 class Scheduler:
     """Validates and stores schedule requests."""
 
@@ -67,7 +75,7 @@ class Scheduler:
         self.clock = clock
         self.defaults = defaults
 
-    async def schedule(self, req: ScheduleRequest) -> Job | Template:
+    async def schedule(self, req: ScheduleRequest) -> Scheduled:
         """A job for immediate/one-time requests, a template for interval/cron ones."""
         kinds = [k for k in ("run_at", "interval", "cron") if getattr(req, k) is not None]
         if len(kinds) > 1:
@@ -75,7 +83,7 @@ class Scheduler:
         definition = self.registry.get(req.task)
         definition.validate(req.payload)
         if req.interval is not None or req.cron is not None:
-            return await self._template(req)
+            return Scheduled(await self._template(req))
         return await self._job(req)
 
     def _options(self, req: ScheduleRequest) -> tuple[int, float | None, str, int]:
@@ -91,7 +99,7 @@ class Scheduler:
         priority = req.priority if req.priority is not None else definition.priority
         return retries + 1, timeout, queue, priority
 
-    async def _job(self, req: ScheduleRequest) -> Job:
+    async def _job(self, req: ScheduleRequest) -> Scheduled:
         now = self.clock.now()
         run_at = utc(req.run_at) if req.run_at is not None else now
         max_attempts, timeout, queue, priority = self._options(req)
@@ -109,7 +117,7 @@ class Scheduler:
             depends_on=tuple(req.depends_on),
         )
         created = await job_store.create_job(self.db, new, actor=req.actor, now=now)
-        return created.job
+        return Scheduled(created.job, created.created)
 
     async def _template(self, req: ScheduleRequest) -> Template:
         now = self.clock.now()

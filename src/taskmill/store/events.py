@@ -69,6 +69,7 @@ class EventFilter:
 
     merchant_id: str | None = None
     job_id: str | None = None
+    template_id: str | None = None
     types: Sequence[EventType] = ()
     after_id: int = 0
     limit: int = 1000
@@ -81,6 +82,8 @@ async def list_events(db: Database, flt: EventFilter) -> list[Event]:
         stmt = stmt.where(events.c.merchant_id == flt.merchant_id)
     if flt.job_id is not None:
         stmt = stmt.where(events.c.job_id == flt.job_id)
+    if flt.template_id is not None:
+        stmt = stmt.where(events.c.template_id == flt.template_id)
     if flt.types:
         stmt = stmt.where(events.c.type.in_([t.value for t in flt.types]))
     async with db.read() as conn:

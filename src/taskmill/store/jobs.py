@@ -166,6 +166,10 @@ class JobFilter:
     statuses: Sequence[JobStatus] = ()
     task_type: str | None = None
     template_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    run_after: datetime | None = None
+    run_before: datetime | None = None
     limit: int = 100
     after: tuple[datetime, str] | None = None
 
@@ -180,6 +184,14 @@ def _filtered(flt: JobFilter) -> Select[Any]:
         stmt = stmt.where(jobs.c.task_type == flt.task_type)
     if flt.template_id is not None:
         stmt = stmt.where(jobs.c.template_id == flt.template_id)
+    for column, low, high in (
+        (jobs.c.created_at, flt.created_after, flt.created_before),
+        (jobs.c.run_at, flt.run_after, flt.run_before),
+    ):
+        if low is not None:
+            stmt = stmt.where(column >= low)
+        if high is not None:
+            stmt = stmt.where(column < high)
     if flt.after is not None:
         created, ident = flt.after
         stmt = stmt.where(

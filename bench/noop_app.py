@@ -1,0 +1,27 @@
+"""The app ``bench.embedded_sqlite`` runs with ``taskmill run --app bench.noop_app:app``.
+
+Settings (database URL, worker concurrency, poll interval) come from the environment,
+as for any ``taskmill run``; the bench sets them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskmill import TaskContext, Taskmill
+
+TASK = "noop"
+
+
+def build_app(database_url: str | None = None) -> Taskmill:
+    """A Taskmill with one task that does nothing (the bench's producer registers it too)."""
+    app = Taskmill(database_url)
+
+    @app.task(TASK)
+    async def noop(ctx: TaskContext, payload: Any) -> None:
+        return None
+
+    return app
+
+
+app = build_app()

@@ -1,0 +1,42 @@
+"""``create_app(runtime)``: the FastAPI application, built from a runtime, never at import."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from taskmill import __version__
+from taskmill.api import errors
+from taskmill.api.auth import Authenticator, FailureLimiter
+from taskmill.api.limits import RequestLimits
+from taskmill.api.routes import admin, events, health, jobs, templates
+from taskmill.runtime import Runtime
+
+API_DESCRIPTION = """
+taskmill's REST API. Every request except `/healthz` and `/readyz` carries an
+`x-api-key` header; everything a key sees and changes belongs to its merchant.
+Errors have the body `{"error": {"type", "message", "fields": [{"field", "reason"}]}}`.
+"""
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The API for ``runtime`` (its database, clock, scheduler and API keys)."""
+    api = runtime.settings.api
+    app = FastAPI(
+        title="taskmill",
+        version=__version__,
+        description=API_DESCRIPTION,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    app.state.authenticator = Authenticator(
+        runtime.api_keys, FailureLimiter(api.auth_failures_per_minute)
+    )
+    errors.install(app)
+    for module in (jobs, templates, events, admin, health):
+        app.include_router(module.router)
+    app.add_middleware(
+        RequestLimits, max_body_bytes=api.max_body_bytes, max_json_depth=api.max_json_depth
+    )
+    return app

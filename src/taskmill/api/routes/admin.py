@@ -1,0 +1,58 @@
+"""Admin-scoped management of merchants and API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from taskmill.api.auth import Admin
+from taskmill.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, MerchantCreate, MerchantOut
+from taskmill.core.tenants import ApiKey
+
+router = APIRouter(tags=["admin"])
+
+
+def key_out(key: ApiKey) -> ApiKeyOut:
+    return ApiKeyOut(
+        id=key.id,
+        merchant_id=key.merchant_id,
+        name=key.name,
+        prefix=key.prefix,
+        scopes=sorted(key.scopes),
+        created_at=key.created_at,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+        last_used_at=key.last_used_at,
+    )
+
+
+@router.post("/merchants", status_code=201, response_model=MerchantOut)
+async def create_merchant(body: MerchantCreate, admin: Admin) -> MerchantOut:
+    return MerchantOut.model_validate(await admin.admin().create_merchant(body.name))
+
+
+@router.get("/merchants", response_model=list[MerchantOut])
+async def list_merchants(admin: Admin) -> list[MerchantOut]:
+    return [MerchantOut.model_validate(m) for m in await admin.admin().list_merchants()]
+
+
+@router.post("/api-keys", status_code=201, response_model=ApiKeyCreated)
+async def create_api_key(body: ApiKeyCreate, admin: Admin) -> ApiKeyCreated:
+    """Issue a key; the response holds the secret, which is never shown again."""
+    issued = await admin.admin().issue_key(
+        body.merchant_id, body.name, body.scopes, body.expires_at
+    )
+    return ApiKeyCreated(key=key_out(issued.key), secret=issued.plaintext)
+
+
+@router.get("/api-keys", response_model=list[ApiKeyOut])
+async def list_api_keys(
+    admin: Admin, merchant_id: Annotated[str | None, Query(max_length=36)] = None
+) -> list[ApiKeyOut]:
+    return [key_out(k) for k in await admin.admin().list_keys(merchant_id)]
+
+
+@router.post("/api-keys/{key_id}/revoke", response_model=ApiKeyOut)
+async def revoke_api_key(key_id: str, admin: Admin) -> ApiKeyOut:
+    return key_out(await admin.admin().revoke_key(key_id))

@@ -1,0 +1,48 @@
+"""/events (the audit log) and /workers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from taskmill.api.auth import JobsRead
+from taskmill.api.schemas import EventOut, EventPage, WorkerOut
+from taskmill.core.events import EventType
+from taskmill.store.events import EventFilter
+
+router = APIRouter(tags=["events"])
+
+
+@router.get("/events", response_model=EventPage)
+async def list_events(
+    tenant: JobsRead,
+    job_id: Annotated[str | None, Query(max_length=36)] = None,
+    template_id: Annotated[str | None, Query(max_length=36)] = None,
+    type: Annotated[list[EventType] | None, Query()] = None,
+    after_id: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventPage:
+    """Events of this merchant in log order, each naming its actor; ``next_cursor`` is
+    the ``after_id`` of the next page."""
+    found = await tenant.events(
+        EventFilter(
+            job_id=job_id,
+            template_id=template_id,
+            types=type or (),
+            after_id=after_id,
+            limit=limit + 1,
+        )
+    )
+    page = found[:limit]
+    more = len(found) > limit
+    return EventPage(
+        items=[EventOut.model_validate(e) for e in page],
+        next_cursor=str(page[-1].id) if more else None,
+    )
+
+
+@router.get("/workers", response_model=list[WorkerOut], tags=["workers"])
+async def list_workers(tenant: JobsRead) -> list[WorkerOut]:
+    """Workers, live and dead, with their last heartbeat (shared infrastructure)."""
+    return [WorkerOut.model_validate(w) for w in await tenant.workers()]

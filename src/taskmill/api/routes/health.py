@@ -1,0 +1,30 @@
+"""/healthz (the process is up) and /readyz (database reachable, schema current). No key."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from taskmill.core.errors import StoreError
+from taskmill.runtime import Runtime
+from taskmill.store import migrate
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    try:
+        current = await migrate.is_current(runtime.db)
+    except StoreError as exc:
+        return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
+    if not current:
+        body = {"status": "unavailable", "reason": "database schema is not at the newest revision"}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ok"})

@@ -1,0 +1,131 @@
+"""/jobs: create (any schedule kind), list, get, cancel, retry, runs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from pydantic import AwareDatetime
+
+from taskmill.api.auth import JobsRead, JobsWrite
+from taskmill.api.schemas import CancelRequest, JobCreate, JobOut, JobPage, RunOut, TemplateOut
+from taskmill.core.errors import ValidationError
+from taskmill.core.jobs import Job, JobStatus
+from taskmill.services.scheduling import ScheduleRequest
+from taskmill.store.jobs import JobFilter
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut | TemplateOut,
+    responses={200: {"description": "An earlier job with the same idempotency_key"}},
+)
+async def create_job(
+    body: JobCreate, tenant: JobsWrite, response: Response
+) -> JobOut | TemplateOut:
+    """Schedule a job now, at ``run_at`` or after ``delay_seconds``; with
+    ``interval_seconds`` or ``cron`` this creates a template (``kind: "template"``)."""
+    run_at = body.run_at
+    if body.delay_seconds is not None:
+        run_at = tenant.clock.now() + timedelta(seconds=body.delay_seconds)
+    scheduled = await tenant.schedule(
+        ScheduleRequest(
+            task=body.task_type,
+            payload=body.payload,
+            run_at=run_at,
+            interval=body.interval_seconds,
+            cron=body.cron,
+            timezone=body.timezone,
+            name=body.name,
+            queue=body.queue,
+            priority=body.priority,
+            max_retries=None if body.max_attempts is None else body.max_attempts - 1,
+            timeout=body.timeout_seconds,
+            idempotency_key=body.idempotency_key,
+            depends_on=body.depends_on,
+        )
+    )
+    if not scheduled.created:
+        response.status_code = 200
+    if isinstance(scheduled.item, Job):
+        response.headers["Location"] = f"/jobs/{scheduled.item.id}"
+        return JobOut.model_validate(scheduled.item)
+    response.headers["Location"] = f"/templates/{scheduled.item.id}"
+    return TemplateOut.model_validate(scheduled.item)
+
+
+def encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, ident = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created), str(ident)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ValidationError("cursor", "is not a cursor this API returned") from exc
+
+
+@router.get("", response_model=JobPage)
+async def list_jobs(
+    tenant: JobsRead,
+    status: Annotated[list[JobStatus] | None, Query()] = None,
+    task_type: Annotated[str | None, Query(max_length=200)] = None,
+    template_id: Annotated[str | None, Query(max_length=36)] = None,
+    created_after: AwareDatetime | None = None,
+    created_before: AwareDatetime | None = None,
+    run_after: AwareDatetime | None = None,
+    run_before: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> JobPage:
+    """Jobs oldest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    jobs = await tenant.list_jobs(
+        JobFilter(
+            statuses=status or (),
+            task_type=task_type,
+            template_id=template_id,
+            created_after=created_after,
+            created_before=created_before,
+            run_after=run_after,
+            run_before=run_before,
+            limit=limit + 1,
+            after=decode_cursor(cursor) if cursor else None,
+        )
+    )
+    page, more = jobs[:limit], len(jobs) > limit
+    return JobPage(
+        items=[JobOut.model_validate(j) for j in page],
+        next_cursor=encode_cursor(page[-1]) if more else None,
+    )
+
+
+@router.get("/{job_id}", response_model=JobOut)
+async def get_job(job_id: str, tenant: JobsRead) -> JobOut:
+    return JobOut.model_validate(await tenant.get_job(job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+async def cancel_job(job_id: str, tenant: JobsWrite, body: CancelRequest | None = None) -> JobOut:
+    """Cancel a scheduled, queued or running job (409 if it already finished)."""
+    reason = (body or CancelRequest()).reason
+    return JobOut.model_validate(await tenant.cancel_job(job_id, reason))
+
+
+@router.post("/{job_id}/retry", response_model=JobOut)
+async def retry_job(job_id: str, tenant: JobsWrite) -> JobOut:
+    """Give a failed job one more attempt now (409 unless it is ``failed``)."""
+    return JobOut.model_validate(await tenant.retry_job(job_id))
+
+
+@router.get("/{job_id}/runs", response_model=list[RunOut])
+async def list_runs(job_id: str, tenant: JobsRead) -> list[RunOut]:
+    return [RunOut.model_validate(r) for r in await tenant.runs(job_id)]

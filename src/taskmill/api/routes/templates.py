@@ -1,0 +1,82 @@
+"""/templates: create, list, get, PATCH (seed 001's ``{"active": false}``), delete, preview."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from taskmill.api.auth import TemplatesRead, TemplatesWrite
+from taskmill.api.schemas import FireOut, TemplateCreate, TemplateOut, TemplatePatch
+from taskmill.core.templates import Template
+from taskmill.services.scheduling import ScheduleRequest
+from taskmill.services.templates import TemplateUpdate
+
+router = APIRouter(prefix="/templates", tags=["templates"])
+
+_PATCH_RENAMES = {"cron": "cron_expression"}
+
+
+@router.post("", status_code=201, response_model=TemplateOut)
+async def create_template(
+    body: TemplateCreate, tenant: TemplatesWrite, response: Response
+) -> TemplateOut:
+    scheduled = await tenant.schedule(
+        ScheduleRequest(
+            task=body.task_type,
+            payload=body.payload,
+            interval=body.interval_seconds,
+            cron=body.cron,
+            timezone=body.timezone,
+            name=body.name,
+            start_at=body.start_at,
+            end_at=body.end_at,
+            queue=body.queue,
+            priority=body.priority,
+            max_retries=None if body.max_attempts is None else body.max_attempts - 1,
+            timeout=body.timeout_seconds,
+            misfire_policy=body.misfire_policy,
+            overlap_policy=body.overlap_policy,
+        )
+    )
+    assert isinstance(scheduled.item, Template)  # interval or cron always makes a template
+    response.headers["Location"] = f"/templates/{scheduled.item.id}"
+    return TemplateOut.model_validate(scheduled.item)
+
+
+@router.get("", response_model=list[TemplateOut])
+async def list_templates(tenant: TemplatesRead) -> list[TemplateOut]:
+    return [TemplateOut.model_validate(t) for t in await tenant.list_templates()]
+
+
+@router.get("/{template_id}", response_model=TemplateOut)
+async def get_template(template_id: str, tenant: TemplatesRead) -> TemplateOut:
+    return TemplateOut.model_validate(await tenant.get_template(template_id))
+
+
+@router.patch("/{template_id}", response_model=TemplateOut)
+async def update_template(
+    template_id: str, body: TemplatePatch, tenant: TemplatesWrite
+) -> TemplateOut:
+    """Change only the fields sent; schedule changes and ``active`` recompute
+    ``next_run_at``."""
+    changes = {_PATCH_RENAMES.get(k, k): getattr(body, k) for k in body.model_fields_set}
+    if "max_attempts" in changes and changes["max_attempts"] is None:
+        del changes["max_attempts"]
+    updated = await tenant.update_template(template_id, TemplateUpdate(**changes))
+    return TemplateOut.model_validate(updated)
+
+
+@router.delete("/{template_id}", status_code=204)
+async def delete_template(template_id: str, tenant: TemplatesWrite) -> Response:
+    """Delete the template; jobs it already created stay."""
+    await tenant.delete_template(template_id)
+    return Response(status_code=204)
+
+
+@router.get("/{template_id}/preview", response_model=list[FireOut])
+async def preview(
+    template_id: str, tenant: TemplatesRead, count: Annotated[int, Query(ge=1, le=1000)] = 10
+) -> list[FireOut]:
+    """The next ``count`` fire times, in UTC and local time, DST-affected ones flagged."""
+    return [FireOut.model_validate(f) for f in await tenant.preview(template_id, count)]

@@ -1,0 +1,238 @@
+"""Request and response bodies. Requests forbid unknown fields: nothing is mass-assigned."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from taskmill.core.jobs import JobStatus, RunOutcome, ScheduleType
+from taskmill.core.templates import MisfirePolicy, OverlapPolicy
+from taskmill.core.tenants import Scope
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+QueueName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Priority = Annotated[int, Field(ge=-1000, le=1000)]
+MaxAttempts = Annotated[int, Field(ge=1, le=100)]
+Timeout = Annotated[float, Field(gt=0, le=7 * 86400)]
+Interval = Annotated[float, Field(gt=0, le=366 * 86400)]
+CronText = Annotated[str, Field(min_length=1, max_length=200)]
+ZoneName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class JobCreate(_Request):
+    """A job now (default), at ``run_at``, after ``delay_seconds``; or, with
+    ``interval_seconds`` or ``cron``, a template that creates jobs."""
+
+    task_type: Name
+    payload: Any = None
+    run_at: AwareDatetime | None = None
+    delay_seconds: Annotated[float, Field(ge=0, le=366 * 86400)] | None = None
+    interval_seconds: Interval | None = None
+    cron: CronText | None = None
+    timezone: ZoneName = "UTC"
+    name: Name | None = None
+    queue: QueueName | None = None
+    priority: Priority | None = None
+    max_attempts: MaxAttempts | None = None
+    timeout_seconds: Timeout | None = None
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    depends_on: Annotated[list[str], Field(max_length=100)] = []
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> JobCreate:
+        given = [
+            name
+            for name in ("run_at", "delay_seconds", "interval_seconds", "cron")
+            if getattr(self, name) is not None
+        ]
+        if len(given) > 1:
+            raise ValueError(f"{given[1]} cannot be combined with {given[0]}")
+        return self
+
+
+class TemplateCreate(_Request):
+    name: Name
+    task_type: Name
+    payload: Any = None
+    interval_seconds: Interval | None = None
+    cron: CronText | None = None
+    timezone: ZoneName = "UTC"
+    start_at: AwareDatetime | None = None
+    end_at: AwareDatetime | None = None
+    queue: QueueName | None = None
+    priority: Priority | None = None
+    max_attempts: MaxAttempts | None = None
+    timeout_seconds: Timeout | None = None
+    misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
+
+    @model_validator(mode="after")
+    def _exactly_one_schedule(self) -> TemplateCreate:
+        if (self.interval_seconds is None) == (self.cron is None):
+            raise ValueError("give exactly one of interval_seconds or cron")
+        return self
+
+
+class TemplatePatch(_Request):
+    """Only the fields present change (``{"active": false}`` switches it off)."""
+
+    name: Name | None = None
+    payload: Any = None
+    cron: CronText | None = None
+    interval_seconds: Interval | None = None
+    timezone: ZoneName | None = None
+    start_at: AwareDatetime | None = None
+    end_at: AwareDatetime | None = None
+    queue: QueueName | None = None
+    priority: Priority | None = None
+    active: bool | None = None
+    misfire_policy: MisfirePolicy | None = None
+    overlap_policy: OverlapPolicy | None = None
+    max_attempts: MaxAttempts | None = None
+    timeout_seconds: Timeout | None = None
+
+
+class CancelRequest(_Request):
+    reason: Annotated[str, Field(min_length=1, max_length=1000)] = "cancelled via API"
+
+
+class JobOut(_Response):
+    kind: Literal["job"] = "job"
+    id: str
+    task_type: str
+    queue: str
+    priority: int
+    payload: Any
+    status: JobStatus
+    schedule_type: ScheduleType
+    run_at: datetime
+    scheduled_for: datetime | None
+    attempt: int
+    max_attempts: int
+    timeout_seconds: float | None
+    idempotency_key: str | None
+    template_id: str | None
+    worker_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: Any
+    last_error: str | None
+    cancel_reason: str | None
+
+
+class TemplateOut(_Response):
+    kind: Literal["template"] = "template"
+    id: str
+    name: str
+    task_type: str
+    queue: str
+    priority: int
+    payload: Any
+    schedule_type: ScheduleType
+    cron_expression: str | None
+    interval_seconds: float | None
+    timezone: str
+    start_at: datetime | None
+    end_at: datetime | None
+    active: bool
+    next_run_at: datetime | None
+    last_scheduled_for: datetime | None
+    misfire_policy: MisfirePolicy
+    overlap_policy: OverlapPolicy
+    max_attempts: int
+    timeout_seconds: float | None
+    created_at: datetime
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class RunOut(_Response):
+    job_id: str
+    attempt: int
+    worker_id: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: RunOutcome | None
+    error: str | None
+    duration_seconds: float | None
+
+
+class EventOut(_Response):
+    id: int
+    occurred_at: datetime
+    type: str
+    actor: str
+    job_id: str | None
+    template_id: str | None
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None
+
+
+class FireOut(_Response):
+    at: datetime
+    local: datetime
+    dst_affected: bool
+
+
+class WorkerOut(_Response):
+    id: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    status: str
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+
+
+class MerchantCreate(_Request):
+    name: Name
+
+
+class MerchantOut(_Response):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class ApiKeyCreate(_Request):
+    merchant_id: str
+    name: Name
+    scopes: Annotated[list[Scope], Field(min_length=1)]
+    expires_at: AwareDatetime | None = None
+
+
+class ApiKeyOut(_Response):
+    id: str
+    merchant_id: str
+    name: str
+    prefix: str
+    scopes: list[Scope]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class ApiKeyCreated(BaseModel):
+    key: ApiKeyOut
+    secret: str = Field(description="The API key itself. Shown once; store it now.")

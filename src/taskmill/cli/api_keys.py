@@ -1,0 +1,97 @@
+"""``taskmill api-keys``: bootstrap and manage API keys from the shell."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from taskmill.cli.common import ConfigDirOption, EnvOption, errors_to_exit_codes
+from taskmill.config import load_settings
+from taskmill.core.jobs import DEFAULT_MERCHANT_ID
+from taskmill.core.tenants import ApiKey, Scope
+from taskmill.executors.python import TaskRegistry
+from taskmill.runtime import Runtime
+from taskmill.store import tenants
+
+api_keys_cli = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+T = TypeVar("T")
+
+
+def _with_runtime(
+    env: str | None, config_dir: Path | None, work: Callable[[Runtime], Awaitable[T]]
+) -> T:
+    async def main() -> T:
+        runtime = Runtime(load_settings(env, config_dir), TaskRegistry())
+        try:
+            await runtime.open()
+            return await work(runtime)
+        finally:
+            await runtime.close()
+
+    return asyncio.run(main())
+
+
+@api_keys_cli.command("create")
+def create(
+    name: Annotated[str, typer.Option("--name", help="What the key is for.")] = "bootstrap",
+    admin: Annotated[bool, typer.Option("--admin", help="Grant every scope.")] = False,
+    scope: Annotated[
+        list[Scope] | None, typer.Option("--scope", help="A scope to grant (repeatable).")
+    ] = None,
+    merchant: Annotated[
+        str, typer.Option("--merchant", help="Merchant id [default: the embedded one].")
+    ] = DEFAULT_MERCHANT_ID,
+    expires: Annotated[
+        datetime | None, typer.Option("--expires", help="Expiry (UTC), e.g. 2027-01-01.")
+    ] = None,
+    env: EnvOption = None,
+    config_dir: ConfigDirOption = None,
+) -> None:
+    """Create a key and print it once: it cannot be shown again."""
+    scopes = {Scope.ADMIN} if admin else set(scope or [])
+    if not scopes:
+        raise typer.BadParameter("give --admin or at least one --scope", param_hint="--scope")
+    expires_at = expires.replace(tzinfo=UTC) if expires and expires.tzinfo is None else expires
+
+    async def work(runtime: Runtime) -> str:
+        issued = await runtime.api_keys.issue(
+            merchant, name, scopes, expires_at=expires_at, actor="cli"
+        )
+        return issued.plaintext
+
+    with errors_to_exit_codes():
+        typer.echo(_with_runtime(env, config_dir, work))
+
+
+@api_keys_cli.command("list")
+def list_keys(env: EnvOption = None, config_dir: ConfigDirOption = None) -> None:
+    """List keys (prefixes only; secrets are never stored)."""
+
+    async def work(runtime: Runtime) -> list[ApiKey]:
+        return await tenants.list_api_keys(runtime.db)
+
+    for key in _with_runtime(env, config_dir, work):
+        state = "revoked" if key.revoked_at else "active"
+        scopes = ",".join(sorted(key.scopes))
+        typer.echo(f"{key.id}  {key.prefix}  {state:7}  {scopes}  {key.name}")
+
+
+@api_keys_cli.command("revoke")
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `list`).")],
+    env: EnvOption = None,
+    config_dir: ConfigDirOption = None,
+) -> None:
+    """Revoke a key: it stops working on every API process at once."""
+
+    async def work(runtime: Runtime) -> None:
+        await tenants.revoke_api_key(runtime.db, key_id, actor="cli", now=runtime.clock.now())
+
+    with errors_to_exit_codes():
+        _with_runtime(env, config_dir, work)
+        typer.echo(f"revoked {key_id}")

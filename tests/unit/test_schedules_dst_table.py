@@ -1,0 +1,422 @@
+"""The DST rule (docs/adr/0002) pinned against an oracle built from zoneinfo alone.
+
+Part 1 is a table of every 2026 clock change in Europe/Berlin, America/New_York and
+Australia/Lord_Howe (a 30-minute shift). For each transition day the expected fire
+instants are computed by scanning every whole-minute UTC instant of the local day and
+reading its wall time with zoneinfo; ``CronSchedule`` is never consulted for them.
+
+Part 2 is a hypothesis property over random 5- and 6-field expressions, checked with
+``cronsim`` on naive wall times.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from functools import cache
+from itertools import pairwise
+from zoneinfo import ZoneInfo
+
+import pytest
+from cronsim import CronSim
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from taskmill.core.schedules import CronSchedule
+
+BERLIN = "Europe/Berlin"
+NEW_YORK = "America/New_York"
+LORD_HOWE = "Australia/Lord_Howe"
+DST_ZONES = (BERLIN, NEW_YORK, LORD_HOWE)
+SHORT_NAMES = {BERLIN: "berlin", NEW_YORK: "new_york", LORD_HOWE: "lord_howe", "UTC": "utc"}
+
+US = timedelta(microseconds=1)
+SECOND = timedelta(seconds=1)
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+
+
+# --- the zoneinfo oracle -------------------------------------------------------------------
+
+
+def _utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+def _wall(instant: datetime, zone: str) -> datetime:
+    """The naive local wall time of ``instant`` in ``zone``."""
+    return instant.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+
+
+def _offset(instant: datetime, zone: str) -> timedelta:
+    offset = instant.astimezone(ZoneInfo(zone)).utcoffset()
+    assert offset is not None
+    return offset
+
+
+@cache
+def _transitions(zone: str, first_year: int, last_year: int) -> tuple[datetime, ...]:
+    """Every instant in the years ``first_year..last_year`` at which ``zone``'s offset changes.
+
+    Found by an hourly scan, then a per-minute scan of the hour where the offset moved.
+    """
+    found: list[datetime] = []
+    probe = _utc(first_year, 1, 1)
+    end = _utc(last_year + 1, 1, 1)
+    while probe < end:
+        if _offset(probe, zone) != _offset(probe + HOUR, zone):
+            minute = probe + MINUTE
+            while _offset(minute, zone) == _offset(probe, zone):
+                minute += MINUTE
+            found.append(minute)
+        probe += HOUR
+    return tuple(found)
+
+
+def _local_day_bounds(zone: str, day: date) -> tuple[datetime, datetime]:
+    """Local midnight of ``day`` and of the next day, as UTC instants."""
+    tz = ZoneInfo(zone)
+    start = datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz).astimezone(UTC)
+    return start, end
+
+
+def _minutes_of_local_day(zone: str, day: date) -> list[datetime]:
+    """Every whole-minute UTC instant from local midnight of ``day`` up to the next one."""
+    start, end = _local_day_bounds(zone, day)
+    return [start + k * MINUTE for k in range(int((end - start) / MINUTE))]
+
+
+def _expected_fixed(zone: str, day: date, at: time) -> list[datetime]:
+    """A fixed time of day: its first occurrence, or the first valid instant after a gap."""
+    target = datetime.combine(day, at)
+    instants = _minutes_of_local_day(zone, day)
+    occurrences = [i for i in instants if _wall(i, zone) == target]
+    if occurrences:
+        return occurrences[:1]
+    return [next(i for i in instants if _wall(i, zone) > target)]
+
+
+def _expected_rhythm(zone: str, day: date, every_minutes: int) -> list[datetime]:
+    """A rhythm: every instant of the day whose local wall minute is a multiple of the step."""
+    return [
+        i for i in _minutes_of_local_day(zone, day) if _wall(i, zone).minute % every_minutes == 0
+    ]
+
+
+def _fires(expression: str, zone: str, day: date) -> list[datetime]:
+    """What ``CronSchedule`` fires from local midnight of ``day`` to the next local midnight."""
+    start, end = _local_day_bounds(zone, day)
+    schedule = CronSchedule(expression, zone)
+    fires: list[datetime] = []
+    nxt = schedule.next_after(start - US)
+    while nxt is not None and nxt < end:
+        fires.append(nxt)
+        nxt = schedule.next_after(nxt)
+    return fires
+
+
+# --- part 1: every 2026 transition ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One clock change, with hand-checked facts the oracle must reproduce."""
+
+    zone: str
+    day: date
+    spring: bool  # True: wall times in `window` are missing; False: they occur twice
+    at: datetime  # the first instant with the new offset
+    window: tuple[time, time]  # the missing / repeated wall times, end exclusive
+    inside: time  # a wall time inside `window`
+    inside_fires_at: datetime  # first valid instant after the gap, or first occurrence
+    hourly: int  # fires of `0 * * * *` that local day
+    half_hourly: int  # fires of `*/30 * * * *` that local day
+
+    @property
+    def label(self) -> str:
+        shift = "spring" if self.spring else "fall"
+        return f"{SHORT_NAMES[self.zone]}-{self.day.isoformat()}-{shift}"
+
+
+TRANSITIONS_2026 = (
+    # 02:00 CET -> 03:00 CEST
+    Transition(
+        BERLIN,
+        date(2026, 3, 29),
+        True,
+        _utc(2026, 3, 29, 1, 0),
+        (time(2, 0), time(3, 0)),
+        time(2, 30),
+        _utc(2026, 3, 29, 1, 0),  # 03:00 CEST
+        23,
+        46,
+    ),
+    # 03:00 CEST -> 02:00 CET
+    Transition(
+        BERLIN,
+        date(2026, 10, 25),
+        False,
+        _utc(2026, 10, 25, 1, 0),
+        (time(2, 0), time(3, 0)),
+        time(2, 30),
+        _utc(2026, 10, 25, 0, 30),  # 02:30 CEST
+        25,
+        50,
+    ),
+    # 02:00 EST -> 03:00 EDT
+    Transition(
+        NEW_YORK,
+        date(2026, 3, 8),
+        True,
+        _utc(2026, 3, 8, 7, 0),
+        (time(2, 0), time(3, 0)),
+        time(2, 30),
+        _utc(2026, 3, 8, 7, 0),  # 03:00 EDT
+        23,
+        46,
+    ),
+    # 02:00 EDT -> 01:00 EST: the repeated hour is 01:00-02:00, so 02:30 is not inside it
+    Transition(
+        NEW_YORK,
+        date(2026, 11, 1),
+        False,
+        _utc(2026, 11, 1, 6, 0),
+        (time(1, 0), time(2, 0)),
+        time(1, 30),
+        _utc(2026, 11, 1, 5, 30),  # 01:30 EDT
+        25,
+        50,
+    ),
+    # 02:00 +11:00 -> 01:30 +10:30: 01:30-02:00 occurs twice, no :00 inside it
+    Transition(
+        LORD_HOWE,
+        date(2026, 4, 5),
+        False,
+        _utc(2026, 4, 4, 15, 0),
+        (time(1, 30), time(2, 0)),
+        time(1, 45),
+        _utc(2026, 4, 4, 14, 45),  # 01:45 +11:00
+        24,
+        49,
+    ),
+    # 02:00 +10:30 -> 02:30 +11:00: 02:00 is missing, 02:30 exists
+    Transition(
+        LORD_HOWE,
+        date(2026, 10, 4),
+        True,
+        _utc(2026, 10, 3, 15, 30),
+        (time(2, 0), time(2, 30)),
+        time(2, 15),
+        _utc(2026, 10, 3, 15, 30),  # 02:30 +11:00
+        23,
+        47,
+    ),
+)
+
+
+def _six_field(expression: str) -> str:
+    """The seconds-first twin of a 5-field expression."""
+    return f"0 {expression}"
+
+
+def _minus_minute(at: time) -> time:
+    return (datetime.combine(date(2026, 1, 1), at) - MINUTE).time()
+
+
+def _fixed_time_cases() -> list[object]:
+    cases: list[object] = []
+    for tr in TRANSITIONS_2026:
+        start, end = tr.window
+        times = {
+            "inside": tr.inside,
+            "window_start": start,
+            "window_last_minute": _minus_minute(end),
+            "window_end": end,
+            "outside": time(9, 0),
+        }
+        for name, at in times.items():
+            for form in ("5f", "6f"):
+                cases.append(pytest.param(tr, at, form, id=f"{tr.label}-{name}-{at:%H%M}-{form}"))
+    return cases
+
+
+def _rhythm_cases() -> list[object]:
+    return [
+        pytest.param(tr, every, form, id=f"{tr.label}-every{every}min-{form}")
+        for tr in TRANSITIONS_2026
+        for every in (60, 30)
+        for form in ("5f", "6f")
+    ]
+
+
+@pytest.mark.parametrize("zone", DST_ZONES)
+def test_oracle_transitions_2026_match_table(zone: str) -> None:
+    found = _transitions(zone, 2026, 2026)
+    table = [tr for tr in TRANSITIONS_2026 if tr.zone == zone]
+    assert list(found) == [tr.at for tr in table]
+    for tr in table:
+        assert _wall(tr.at, zone).date() == tr.day
+        assert _offset(tr.at - SECOND, zone) != _offset(tr.at, zone)  # on the exact second
+        assert (_offset(tr.at, zone) > _offset(tr.at - SECOND, zone)) is tr.spring
+        # The window is what the clock skips (spring) or shows twice (fall).
+        before, after = _wall(tr.at - MINUTE, zone) + MINUTE, _wall(tr.at, zone)
+        window = (after, before) if not tr.spring else (before, after)
+        assert (window[0].time(), window[1].time()) == tr.window
+        assert tr.window[0] <= tr.inside < tr.window[1]
+
+
+@pytest.mark.parametrize(("tr", "at", "form"), _fixed_time_cases())
+def test_cron_next_after_dst_table_fixed_time(tr: Transition, at: time, form: str) -> None:
+    expression = f"{at.minute} {at.hour} * * *"
+    expected = _expected_fixed(tr.zone, tr.day, at)
+    if at == tr.inside:
+        assert expected == [tr.inside_fires_at]  # the oracle agrees with the hand check
+    if at == time(9, 0):
+        assert expected == [datetime.combine(tr.day, at, tzinfo=ZoneInfo(tr.zone)).astimezone(UTC)]
+    fires = _fires(_six_field(expression) if form == "6f" else expression, tr.zone, tr.day)
+    assert len(fires) == 1
+    assert fires == expected
+    if form == "6f":
+        assert fires == _fires(expression, tr.zone, tr.day)
+
+
+@pytest.mark.parametrize(("tr", "every", "form"), _rhythm_cases())
+def test_cron_next_after_dst_table_rhythm(tr: Transition, every: int, form: str) -> None:
+    expression = "0 * * * *" if every == 60 else "*/30 * * * *"
+    expected = _expected_rhythm(tr.zone, tr.day, every)
+    assert len(expected) == (tr.hourly if every == 60 else tr.half_hourly)
+    fires = _fires(_six_field(expression) if form == "6f" else expression, tr.zone, tr.day)
+    assert len(fires) == len(expected)
+    assert fires == expected
+    if form == "6f":
+        assert fires == _fires(expression, tr.zone, tr.day)
+
+
+# --- part 2: property over random expressions ----------------------------------------------
+
+PROPERTY_ZONES = ("UTC", *DST_ZONES)
+# In these zones two clock changes are always more than 120 days apart, so two fires less
+# than that apart with the same UTC offset have no clock change between them.
+NO_TWO_TRANSITIONS_WITHIN = timedelta(days=120)
+
+
+def _field(low: int, high: int) -> st.SearchStrategy[str]:
+    number = st.integers(min_value=low, max_value=high)
+    return st.one_of(
+        st.just("*"),
+        number.map(str),
+        st.integers(min_value=1, max_value=max(1, (high - low) // 2)).map(lambda n: f"*/{n}"),
+        st.tuples(number, st.integers(min_value=0, max_value=3)).map(
+            lambda p: f"{p[0]}-{min(p[0] + p[1], high)}"
+        ),
+        st.lists(number, min_size=2, max_size=3, unique=True).map(
+            lambda xs: ",".join(map(str, sorted(xs)))
+        ),
+    )
+
+
+def _mostly_wild(strategy: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Day, month and weekday: a wildcard half the time, so transition days come up."""
+    return st.one_of(st.just("*"), strategy)
+
+
+_five_fields = st.builds(
+    lambda minute, hour, day, month, weekday: f"{minute} {hour} {day} {month} {weekday}",
+    _field(0, 59),
+    _field(0, 23),
+    _mostly_wild(_field(1, 28)),
+    _mostly_wild(_field(1, 12)),
+    _mostly_wild(_field(0, 6)),
+)
+_expressions = st.one_of(
+    _five_fields,
+    st.builds(lambda second, rest: f"{second} {rest}", _field(0, 59), _five_fields),
+)
+
+
+def _instants_near(zone: str) -> st.SearchStrategy[datetime]:
+    """Instants in 2026-2027; half of them within 6 hours of one of ``zone``'s transitions."""
+    uniform = st.datetimes(
+        min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31, 23, 59, 59)
+    ).map(lambda d: d.replace(tzinfo=UTC))
+    transitions = _transitions(zone, 2026, 2027) if zone != "UTC" else ()
+    if not transitions:
+        return uniform
+    near = st.builds(
+        lambda t, s, us: t + timedelta(seconds=s, microseconds=us),
+        st.sampled_from(transitions),
+        st.integers(min_value=-6 * 3600, max_value=6 * 3600),
+        st.sampled_from([0, 0, 1, 999_999]),
+    )
+    return st.one_of(uniform, near)
+
+
+_zone_and_start = st.sampled_from(PROPERTY_ZONES).flatmap(
+    lambda zone: st.tuples(st.just(zone), _instants_near(zone))
+)
+
+
+def _hour_field(expression: str) -> str:
+    parts = expression.split()
+    return parts[2] if len(parts) == 6 else parts[1]
+
+
+def _matches(expression: str, wall: datetime) -> bool:
+    return next(CronSim(expression, wall - SECOND)) == wall
+
+
+def _check_fire(expression: str, zone: str, fire: datetime) -> None:
+    """``fire``'s wall time matches, or ``fire`` is where a gap holding a match ends."""
+    wall = _wall(fire, zone)
+    if _matches(expression, wall):
+        return
+    # Not a match: only allowed as the first instant after a spring-forward gap, for a
+    # fixed-time expression, and only if some wall time skipped by that gap matches.
+    assert _offset(fire, zone) > _offset(fire - SECOND, zone), (fire, wall)
+    hour = _hour_field(expression)
+    assert "*" not in hour, (fire, wall)
+    assert "/" not in hour, (fire, wall)
+    last_before_gap = _wall(fire - SECOND, zone)
+    assert next(CronSim(expression, last_before_gap)) < wall, (fire, wall)
+
+
+@settings(max_examples=200, deadline=None)
+@given(expression=_expressions, zone_and_start=_zone_and_start)
+def test_cron_next_after_property_fires_match_expression(
+    expression: str, zone_and_start: tuple[str, datetime]
+) -> None:
+    zone, start = zone_and_start
+    schedule = CronSchedule(expression, zone)
+    fires: list[datetime] = []
+    previous = start
+    for _ in range(30):
+        nxt = schedule.next_after(previous)
+        assert nxt is not None
+        assert nxt.tzinfo is UTC
+        assert nxt.microsecond == 0
+        assert nxt > previous
+        _check_fire(expression, zone, nxt)
+        fires.append(nxt)
+        previous = nxt
+    assert len(set(fires)) == len(fires)
+
+    walls = Counter(_wall(fire, zone) for fire in fires)
+    hour = _hour_field(expression)
+    if "*" not in hour and "/" not in hour:
+        # A fixed time of day fires at most once per local date and wall time.
+        assert max(walls.values()) == 1, walls.most_common(3)
+    else:
+        # A rhythm repeats a wall time only across a fall back, once per offset.
+        for wall, count in walls.items():
+            assert count <= 2, wall
+            if count == 2:
+                twins = [f for f in fires if _wall(f, zone) == wall]
+                assert _offset(twins[0], zone) > _offset(twins[1], zone), twins
+
+    # Where no clock change lies between two fires, nothing matching was skipped.
+    for a, b in pairwise(fires):
+        if b - a < NO_TWO_TRANSITIONS_WITHIN and _offset(a, zone) == _offset(b, zone):
+            wall = next(CronSim(expression, _wall(a, zone)))
+            assert b == wall.replace(tzinfo=timezone(_offset(a, zone))).astimezone(UTC), (a, b)
