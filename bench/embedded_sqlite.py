@@ -124,8 +124,12 @@ class Shutdown:
 # -- the subprocess -------------------------------------------------------------------------
 
 
-def worker_env(database_url: str, opts: Options) -> dict[str, str]:
-    """This process's environment without taskmill settings, plus the bench's own."""
+def worker_env(database_url: str, opts: Options, workdir: Path) -> dict[str, str]:
+    """This process's environment without taskmill settings, plus the bench's own.
+
+    The REST API is switched off: the bench measures the scheduler, and must neither take
+    a fixed port nor leave an API key secret in the project directory.
+    """
     env = {
         key: value
         for key, value in os.environ.items()
@@ -135,6 +139,8 @@ def worker_env(database_url: str, opts: Options) -> dict[str, str]:
         TASKMILL_DATABASE__URL=database_url,
         TASKMILL_WORKER__CONCURRENCY=str(opts.concurrency),
         TASKMILL_SCHEDULER__POLL_INTERVAL_SECONDS=str(opts.poll_interval),
+        TASKMILL_API__SERVE_IN_RUN="false",
+        TASKMILL_API__SECRET_KEY_FILE=str(workdir / "taskmill.secret"),
     )
     return env
 
@@ -337,7 +343,8 @@ def settings_lines(settings: dict[str, Any]) -> list[str]:
         f"scheduler.batch_size={sched['batch_size']} "
         f"worker.lease_seconds={worker['lease_seconds']}",
         f"  logging.level={settings['logging']['level']} (to a file), "
-        f"tasks.max_retries={settings['tasks']['max_retries']}",
+        f"tasks.max_retries={settings['tasks']['max_retries']}, "
+        f"api.serve_in_run={str(settings['api']['serve_in_run']).lower()}",
     ]
 
 
@@ -426,7 +433,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 
 def run(opts: Options, workdir: Path) -> None:
     database_url = f"sqlite:///{workdir / 'bench.db'}"
-    env = worker_env(database_url, opts)
+    env = worker_env(database_url, opts, workdir)
     settings = effective_settings(env)
     asyncio.run(create_schema(database_url))
     log_path = workdir / "taskmill-run.log"

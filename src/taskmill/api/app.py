@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from taskmill import __version__
 from taskmill.api import errors
@@ -16,6 +16,16 @@ taskmill's REST API. Every request except `/healthz` and `/readyz` carries an
 `x-api-key` header; everything a key sees and changes belongs to its merchant.
 Errors have the body `{"error": {"type", "message", "fields": [{"field", "reason"}]}}`.
 """
+
+
+# Every router the app serves; the route meta-test walks these.
+ROUTERS: tuple[APIRouter, ...] = (
+    jobs.router,
+    templates.router,
+    events.router,
+    admin.router,
+    health.router,
+)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -34,8 +44,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         runtime.api_keys, FailureLimiter(api.auth_failures_per_minute)
     )
     errors.install(app)
-    for module in (jobs, templates, events, admin, health):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.add_middleware(
         RequestLimits, max_body_bytes=api.max_body_bytes, max_json_depth=api.max_json_depth
     )
