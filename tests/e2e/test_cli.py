@@ -53,7 +53,7 @@ def _taskmill(*args: str) -> list[str]:
 
 
 @contextmanager
-def running(sqlite_url: str) -> Iterator[subprocess.Popen[bytes]]:
+def running(sqlite_url: str, api_port: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """``taskmill run`` with the fixture app; killed if the test leaves it running.
 
     Its output goes to ``taskmill.log`` beside the database (a pipe could fill and block).
@@ -63,7 +63,7 @@ def running(sqlite_url: str) -> Iterator[subprocess.Popen[bytes]]:
         proc = subprocess.Popen(
             _taskmill("run", "--app", "tests.fixtures.apps:app"),
             cwd=ROOT,
-            env=_env(sqlite_url),
+            env=_env(sqlite_url, api_port),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -20,7 +20,7 @@ async def list_events(
     job_id: Annotated[str | None, Query(max_length=36)] = None,
     template_id: Annotated[str | None, Query(max_length=36)] = None,
     type: Annotated[list[EventType] | None, Query()] = None,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    after_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
     """Events of this merchant in log order, each naming its actor; ``next_cursor`` is
