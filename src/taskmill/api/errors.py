@@ -5,6 +5,7 @@ Every error body is ``{"error": {"type", "message", "fields": [{"field", "reason
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +22,8 @@ from taskmill.core.errors import (
     TaskmillError,
     ValidationError,
 )
+
+log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[TaskmillError], int, str]] = [
     (ValidationError, 422, "validation_error"),
@@ -82,7 +85,13 @@ def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal error")
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _unexpected)
     app.add_exception_handler(TaskmillError, _taskmill_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
