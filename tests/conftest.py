@@ -1,43 +1,60 @@
-"""Shared fixtures: a migrated SQLite file copied per test (STYLE.md habit 9)."""
+"""Shared fixtures: real databases per test (``tests/backends.py``) and a wait helper."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from taskmill.store import migrate
 from taskmill.store.database import Database
+from tests import backends
 
 
 @pytest.fixture(scope="session")
 def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One SQLite file migrated to head, made once per session."""
     path = tmp_path_factory.mktemp("template") / "template.db"
-
-    async def build() -> None:
-        db = Database.from_url(f"sqlite:///{path}")
-        await migrate.upgrade(db)
-        await db.close()
-
-    asyncio.run(build())
+    backends.make_sqlite_template(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> str | None:
+    """Why PostgreSQL cannot be used, or ``None`` when its template database is ready."""
+    return backends.make_postgres_template()
 
 
 @pytest.fixture
 def sqlite_url(migrated_sqlite: Path, tmp_path: Path) -> str:
-    """A fresh, already migrated database file for this test."""
-    path = tmp_path / "taskmill.db"
-    shutil.copyfile(migrated_sqlite, path)
-    return f"sqlite:///{path}"
+    """A fresh, already migrated SQLite file for this test."""
+    return backends.clone_sqlite(migrated_sqlite, tmp_path / "taskmill.db")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(
+    request: pytest.FixtureRequest,
+    migrated_sqlite: Path,
+    postgres_template: str | None,
+    tmp_path: Path,
+) -> AsyncIterator[str]:
+    """A fresh, migrated database of each backend: the store suite runs on both."""
+    if request.param == "sqlite":
+        yield backends.clone_sqlite(migrated_sqlite, tmp_path / "taskmill.db")
+        return
+    if postgres_template is not None:
+        backends.unavailable(postgres_template)
+    name, url = await backends.clone_postgres()
+    try:
+        yield url
+    finally:
+        await backends.drop_postgres(name)
 
 
 @pytest.fixture
-async def db(sqlite_url: str) -> AsyncIterator[Database]:
-    database = Database.from_url(sqlite_url)
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database.from_url(database_url)
     yield database
     await database.close()
 

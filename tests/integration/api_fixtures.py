@@ -67,9 +67,9 @@ def build_app(url: str, clock: FrozenClock, tmp_path: Path) -> Taskmill:
 
 
 @pytest.fixture
-async def api(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Api]:
+async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     clock = FrozenClock(NOW)
-    app = build_app(sqlite_url, clock, tmp_path)
+    app = build_app(database_url, clock, tmp_path)
     runtime = await app.open()
     merchant_b = await tenants.create_merchant(runtime.db, "merchant B", now=NOW)
     transport = httpx.ASGITransport(app=create_app(runtime))

@@ -28,8 +28,8 @@ async def clock() -> FrozenClock:
 
 
 @pytest.fixture
-async def app(sqlite_url: str, clock: FrozenClock) -> AsyncIterator[Taskmill]:
-    application = Taskmill(sqlite_url, clock=clock)
+async def app(database_url: str, clock: FrozenClock) -> AsyncIterator[Taskmill]:
+    application = Taskmill(database_url, clock=clock)
 
     @application.task("tick", max_retries=0)
     async def tick(ctx: TaskContext, payload: object) -> None:
@@ -50,10 +50,10 @@ async def _instances(app: Taskmill, template: Template) -> list[Job]:
 
 
 async def test_recurrence_integration_replicas_create_one_instance_per_tick(
-    app: Taskmill, clock: FrozenClock, sqlite_url: str
+    app: Taskmill, clock: FrozenClock, database_url: str
 ) -> None:
     template = await _template(app, cron="* * * * * *", name="every-second")
-    databases = [Database.from_url(sqlite_url) for _ in range(4)]
+    databases = [Database.from_url(database_url) for _ in range(4)]
     managers = [RecurrenceManager(db, clock, RecurrenceConfig()) for db in databases]
     try:
         for _ in range(30):
@@ -91,10 +91,10 @@ async def test_recurrence_integration_backward_clock_jump_adds_nothing(
     [(MisfirePolicy.SKIP, 0), (MisfirePolicy.RUN_ONCE, 1), (MisfirePolicy.CATCH_UP, 3)],
 )
 async def test_recurrence_integration_misfire_policy_after_downtime(
-    sqlite_url: str, policy: MisfirePolicy, expected: int
+    database_url: str, policy: MisfirePolicy, expected: int
 ) -> None:
     clock = FrozenClock(START)
-    app = Taskmill(sqlite_url, clock=clock)
+    app = Taskmill(database_url, clock=clock)
     # A tick more than 1 s late counts as missed (the default grace is 60 s).
     scheduler = app.settings.scheduler.model_copy(
         update={"max_catchup": 3, "misfire_grace_seconds": 1.0}
@@ -120,9 +120,9 @@ async def test_recurrence_integration_misfire_policy_after_downtime(
         await app.stop()
 
 
-async def test_recurrence_integration_dst_gap_fires_once_after_gap(sqlite_url: str) -> None:
+async def test_recurrence_integration_dst_gap_fires_once_after_gap(database_url: str) -> None:
     clock = FrozenClock(datetime(2026, 3, 28, 12, 0, tzinfo=UTC))
-    app = Taskmill(sqlite_url, clock=clock)
+    app = Taskmill(database_url, clock=clock)
 
     @app.task("tick")
     async def tick(ctx: TaskContext, payload: object) -> None:

@@ -29,10 +29,10 @@ FAST = {
 
 
 @pytest.fixture
-async def app(sqlite_url: str) -> AsyncIterator[Taskmill]:
+async def app(database_url: str) -> AsyncIterator[Taskmill]:
     application = Taskmill(settings=load_settings("test", None, **FAST), clock=None)
     application.settings = application.settings.model_copy(
-        update={"database": application.settings.database.model_copy(update={"url": sqlite_url})}
+        update={"database": application.settings.database.model_copy(update={"url": database_url})}
     )
     yield application
     await application.stop()
@@ -92,9 +92,9 @@ async def test_worker_integration_retries_exhausted_fail(app: Taskmill) -> None:
     assert done.last_error == "ValueError: always"
 
 
-async def test_worker_integration_backoff_waits_on_clock(sqlite_url: str) -> None:
+async def test_worker_integration_backoff_waits_on_clock(database_url: str) -> None:
     clock = FrozenClock()
-    app = Taskmill(sqlite_url, clock=clock)
+    app = Taskmill(database_url, clock=clock)
 
     @app.task("later", max_retries=2, backoff=BackoffPolicy(60, 2, 600, 0))
     async def later(ctx: TaskContext, payload: None) -> None:
@@ -117,9 +117,9 @@ async def test_worker_integration_backoff_waits_on_clock(sqlite_url: str) -> Non
         await app.stop()
 
 
-async def test_worker_integration_retry_exception_sets_delay(sqlite_url: str) -> None:
+async def test_worker_integration_retry_exception_sets_delay(database_url: str) -> None:
     clock = FrozenClock()
-    app = Taskmill(sqlite_url, clock=clock)
+    app = Taskmill(database_url, clock=clock)
 
     @app.task("polite", max_retries=1)
     async def polite(ctx: TaskContext, payload: None) -> None:

@@ -1,0 +1,94 @@
+"""Real databases for the test suite: a migrated SQLite file or PostgreSQL database per
+test, cloned from a template migrated once per session (STYLE.md habit 9)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from taskmill.core.errors import StoreError
+from taskmill.store import migrate
+from taskmill.store.database import Database
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TASKMILL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+POSTGRES_TEMPLATE = "taskmill_test_template"
+START_POSTGRES = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+
+
+def services_required() -> bool:
+    """CI sets this: an unreachable service then fails the run instead of skipping."""
+    return os.environ.get("TASKMILL_TEST_REQUIRE_SERVICES") == "1"
+
+
+def _db_url(name: str) -> str:
+    base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def _admin(statements: list[str]) -> None:
+    admin = Database.from_url(POSTGRES_ADMIN_URL, pool_size=1)
+    try:
+        async with admin.engine.connect() as raw:
+            conn = await raw.execution_options(isolation_level="AUTOCOMMIT")
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await admin.close()
+
+
+async def _migrate(url: str) -> None:
+    db = Database.from_url(url)
+    try:
+        await migrate.upgrade(db)
+    finally:
+        await db.close()
+
+
+def make_postgres_template() -> str | None:
+    """Create and migrate the template database; ``None`` if PostgreSQL is unreachable."""
+    try:
+        asyncio.run(
+            _admin(
+                [
+                    f"DROP DATABASE IF EXISTS {POSTGRES_TEMPLATE} WITH (FORCE)",
+                    f"CREATE DATABASE {POSTGRES_TEMPLATE}",
+                ]
+            )
+        )
+    except (StoreError, OSError) as exc:
+        return f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable ({exc}); start it with: {START_POSTGRES}"
+    asyncio.run(_migrate(_db_url(POSTGRES_TEMPLATE)))
+    return None
+
+
+async def clone_postgres() -> tuple[str, str]:
+    name = f"taskmill_test_{uuid.uuid4().hex[:12]}"
+    await _admin([f"CREATE DATABASE {name} TEMPLATE {POSTGRES_TEMPLATE}"])
+    return name, _db_url(name)
+
+
+async def drop_postgres(name: str) -> None:
+    await _admin([f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"])
+
+
+def make_sqlite_template(path: Path) -> None:
+    asyncio.run(_migrate(f"sqlite:///{path}"))
+
+
+def clone_sqlite(template: Path, target: Path) -> str:
+    shutil.copyfile(template, target)
+    return f"sqlite:///{target}"
+
+
+def unavailable(reason: str) -> None:
+    if services_required():
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
