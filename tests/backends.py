@@ -64,7 +64,10 @@ def make_postgres_template() -> str | None:
             )
         )
     except (StoreError, OSError) as exc:
-        return f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable ({exc}); start it with: {START_POSTGRES}"
+        return (
+            f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable ({exc}); "
+            f"start it with: {START_POSTGRES}"
+        )
     asyncio.run(_migrate(_db_url(POSTGRES_TEMPLATE)))
     return None
 

@@ -27,6 +27,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -200,6 +201,8 @@ def load_settings(
         return Settings(environment=env_name, **overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from exc
+    except SettingsError as exc:  # e.g. a list variable that is not JSON
+        raise ConfigError(f"invalid configuration in the environment: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     finally:

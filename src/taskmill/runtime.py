@@ -105,7 +105,9 @@ class Runtime:
             self.db,
             self.clock,
             RecurrenceConfig(
-                max_catchup=sched.max_catchup, misfire_grace_seconds=sched.misfire_grace_seconds
+                batch_size=sched.batch_size,
+                max_catchup=sched.max_catchup,
+                misfire_grace_seconds=sched.misfire_grace_seconds,
             ),
             on_created=self.wakers.populator.wake,
         )

@@ -234,3 +234,10 @@ async def test_store_integration_replay_detects_tampering(db: Database) -> None:
         await conn.execute(jobs.update().values(priority=99))
     diffs = await projection_diff(db)
     assert diffs == [f"{created.job.id}.priority: events=0 table=99"]
+
+
+async def test_store_integration_next_due_ignores_jobs_held_by_dependencies(db: Database) -> None:
+    upstream = await create_job(db, NewJob("t", NOW + timedelta(hours=1)), actor="a", now=NOW)
+    await create_job(db, NewJob("t", NOW, depends_on=[upstream.job.id]), actor="a", now=NOW)
+    # The held job is past due, but only the upstream's run_at may wake the populator.
+    assert await claims.next_due_at(db) == NOW + timedelta(hours=1)

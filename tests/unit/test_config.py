@@ -276,3 +276,11 @@ def test_settings_are_frozen(config_dir: Path) -> None:
     settings = load_settings(config_dir=config_dir)
     with pytest.raises(ValueError, match="frozen"):
         settings.worker.concurrency = 99  # type: ignore[misc]
+
+
+def test_load_settings_unparsable_list_variable_is_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TASKMILL_WORKER__QUEUES", "a,b")
+    with pytest.raises(ConfigError, match="environment"):
+        load_settings()

@@ -49,6 +49,9 @@ def load_app(spec: str | None, env: str | None, config_dir: Path | None) -> Task
     app = getattr(module, attribute, None)
     if not isinstance(app, Taskmill):
         raise ConfigError(f"--app: {spec!r} is not a Taskmill instance")
+    if env is not None or config_dir is not None:
+        # The module built its settings at import; the command line wins over them.
+        app.settings = load_settings(env, config_dir)
     return app
 
 

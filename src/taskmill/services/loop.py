@@ -64,9 +64,14 @@ async def run_periodically(
     while not stop.is_set():
         try:
             handled = await service.run_once()
-            delay = (
-                0.0 if handled >= batch_size else await _until_due(service, clock, poll_interval)
-            )
+            if handled >= batch_size:
+                delay = 0.0  # a full batch: more is probably waiting
+            else:
+                delay = await _until_due(service, clock, poll_interval)
+                if handled == 0 and delay == 0:
+                    # Due but not handled (held by something the service cannot see):
+                    # never spin; the poll interval or a wake-up brings it back.
+                    delay = poll_interval
         except StoreError as exc:
             log.warning("%s: database unavailable, retrying: %s", service.name, exc)
             delay = error_backoff

@@ -100,7 +100,11 @@ async def enqueue_due(db: Database, *, now: datetime, limit: int, actor: str) ->
 
 async def next_due_at(db: Database) -> datetime | None:
     """The earliest ``run_at`` of a scheduled job, so the populator can sleep until then."""
-    stmt = select(func.min(jobs.c.run_at)).where(jobs.c.status == JobStatus.SCHEDULED)
+    # The same predicates as enqueue_due: a job held by a dependency or an unfinished
+    # sibling is not due, or the populator would spin on it.
+    stmt = select(func.min(jobs.c.run_at)).where(
+        jobs.c.status == JobStatus.SCHEDULED, _dependencies_met(), _not_blocked_by_sibling()
+    )
     async with db.read() as conn:
         # min() keeps the column type, so UtcDateTime parses the result on both databases.
         due: datetime | None = (await conn.execute(stmt)).scalar_one_or_none()
