@@ -9,13 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from taskmill import TaskContext, Taskmill
+from taskmill.config import Settings
 
 TASK = "noop"
 
 
-def build_app(database_url: str | None = None) -> Taskmill:
-    """A Taskmill with one task that does nothing (the bench's producer registers it too)."""
-    app = Taskmill(database_url)
+def build_app(database_url: str | None = None, settings: Settings | None = None) -> Taskmill:
+    """A Taskmill with one task that does nothing (the bench's producer registers it too).
+
+    ``settings``, when given, replace config/ENV.toml and the environment (the in-process
+    benches pass the worker and scheduler settings they measure).
+    """
+    app = Taskmill(database_url, settings=settings)
 
     @app.task(TASK)
     async def noop(ctx: TaskContext, payload: Any) -> None:

@@ -48,7 +48,12 @@ class DatabaseSettings(_Section):
 
 class BrokerSettings(_Section):
     url: str | None = None
-    """``None``: the database is the broker (embedded default)."""
+    """``None``: the database is the broker (embedded default); ``redis://…`` for Redis."""
+    prefix: str = Field(default="taskmill", min_length=1, max_length=100)
+    """Redis key prefix, so several deployments can share one Redis."""
+    reclaim_idle_seconds: float = Field(default=30.0, gt=0)
+    """A hint a worker took but neither acked nor returned for this long is handed to
+    another worker (the first one died between taking and claiming)."""
 
 
 class WorkerSettings(_Section):
@@ -80,6 +85,9 @@ class SchedulerSettings(_Section):
     batch_size: int = Field(default=500, gt=0, le=100_000)
     watcher_interval_seconds: float = Field(default=1.0, gt=0)
     worker_dead_after_seconds: float = Field(default=60.0, gt=0)
+    requeue_after_seconds: float = Field(default=30.0, gt=0)
+    """A job ``queued`` this long without being claimed is published again (its hint
+    was lost: a broker flush or restart)."""
     misfire_grace_seconds: float = Field(default=60.0, ge=0)
     max_catchup: int = Field(default=10, ge=1)
 

@@ -9,6 +9,7 @@ import os
 import secrets
 import socket
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,21 +29,32 @@ from taskmill.services.runner import ServiceMain, run_services
 from taskmill.services.scheduling import Defaults, Scheduler
 from taskmill.services.templates import Templates
 from taskmill.services.worker import Worker, WorkerConfig
-from taskmill.store import migrate
+from taskmill.store import migrate, notify
 from taskmill.store.database import Database
 
 log = logging.getLogger(__name__)
 
 
-def build_broker(settings: Settings) -> Broker:
+def build_broker(settings: Settings, consumer: str) -> Broker:
     """The broker named by ``broker.url``; the database when unset."""
     url = settings.broker.url
     if url is None or url == "database":
         return DatabaseBroker()
     scheme = url.split(":", 1)[0]
+    if scheme in ("redis", "rediss"):
+        try:
+            from taskmill.brokers.redis import RedisBroker
+        except ImportError as exc:
+            raise ConfigError("broker.url: Redis needs `pip install taskmill[redis]`") from exc
+        return RedisBroker(
+            url,
+            prefix=settings.broker.prefix,
+            consumer=consumer,
+            reclaim_idle_seconds=settings.broker.reclaim_idle_seconds,
+        )
     raise ConfigError(
-        f"broker.url: {scheme!r} brokers are not available in this version; "
-        "leave broker.url unset to use the database"
+        f"broker.url: {scheme!r} brokers are not available in this version "
+        "(use redis://…, or leave it unset to use the database)"
     )
 
 
@@ -80,7 +92,8 @@ class Runtime:
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
         self.db = Database.from_url(settings.database.url, pool_size=settings.database.pool_size)
-        self.broker = build_broker(settings)
+        worker_config = self._worker_config()
+        self.broker = build_broker(settings, worker_config.worker_id)
         self.wakers = Wakers(Waker(), Waker(), Waker())
         self.scheduler = Scheduler(
             self.db,
@@ -95,9 +108,11 @@ class Runtime:
         )
         self.watcher = FailureWatcher(
             self.db,
+            self.broker,
             FailureWatcherConfig(
                 batch_size=sched.batch_size,
                 worker_dead_after_seconds=sched.worker_dead_after_seconds,
+                requeue_after_seconds=sched.requeue_after_seconds,
             ),
             on_rescued=self.wakers.populator.wake,
         )
@@ -116,7 +131,7 @@ class Runtime:
             self.broker,
             PythonExecutor(registry, max_threads=settings.worker.concurrency),
             self.clock,
-            self._worker_config(),
+            worker_config,
         )
 
     def _worker_config(self) -> WorkerConfig:
@@ -164,8 +179,31 @@ class Runtime:
 
         return main
 
-    def services(self) -> dict[str, ServiceMain]:
-        """Every service, for ``taskmill run`` (all in one process)."""
+    def _on_notify(self, channel: str) -> None:
+        if channel == notify.DUE:
+            self.wakers.populator.wake()
+        elif channel == notify.TEMPLATES:
+            self.wakers.recurrence.wake()
+        elif channel == notify.QUEUED and isinstance(self.broker, DatabaseBroker):
+            self.broker.wake()
+
+    def _listener(self) -> ServiceMain:
+        async def main(stop: asyncio.Event) -> None:
+            log.info("listening for PostgreSQL notifications")
+            await notify.listen(self.settings.database.url, notify.CHANNELS, self._on_notify, stop)
+
+        return main
+
+    def services(self, only: Collection[str] | None = None) -> dict[str, ServiceMain]:
+        """Every service (``taskmill run``), or those named in ``only`` (one per process:
+        ``taskmill executor`` and the like). On PostgreSQL a notification listener joins
+        them, so work queued by other processes is seen at once."""
+        chosen = {k: v for k, v in self._all_services().items() if only is None or k in only}
+        if self.db.dialect.name == "postgresql" and set(chosen) - {"failure-watcher"}:
+            chosen["pg-listener"] = self._listener()
+        return chosen
+
+    def _all_services(self) -> dict[str, ServiceMain]:
         sched = self.settings.scheduler
         return {
             "queue-populator": self._periodic(

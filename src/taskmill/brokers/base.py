@@ -8,11 +8,21 @@ from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
+class Message:
+    """ "Job ``job_id`` is queued on ``queue``": all a broker ever carries (never payloads)."""
+
+    job_id: str
+    queue: str
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """One hint from the broker.
 
     ``job_id`` names a queued job to claim; ``None`` means "queued work may exist, claim
-    whatever is due" (the database broker, which has no messages of its own).
+    whatever is due" (the database broker, which has no messages of its own). ``token``
+    is the broker's handle for ``ack``/``nack``.
     """
 
     job_id: str | None
@@ -24,22 +34,29 @@ class Broker(Protocol):
     """Carries "this job is queued" hints from the queue populator to workers.
 
     Losing a hint never loses a job: the failure watcher re-publishes jobs left in
-    ``queued``, and a worker's claim ignores hints for jobs no longer queued.
+    ``queued``, and a worker's claim ignores hints for jobs no longer queued. So every
+    method may deliver a hint twice; none may be relied on to deliver it at all.
+
+    ``carries_ids`` is ``False`` for a broker whose deliveries only say "look in the
+    database" (``job_id`` ``None``): workers then also look after every timeout.
     """
 
-    async def publish(self, queue: str, job_ids: Sequence[str]) -> None:
-        """Announce ``job_ids`` as queued on ``queue``. One round trip; duplicates are harmless."""
+    carries_ids: bool
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Announce ``messages``. One round trip; duplicates are harmless. Raises
+        :class:`~taskmill.core.errors.BrokerError` if the broker is unreachable."""
         ...
 
     async def receive(
         self, queues: Sequence[str], max_count: int, timeout: float
     ) -> list[Delivery]:
-        """Wait up to ``timeout`` seconds for hints; return ``[]`` on timeout. Never raises on
-        timeout; raises :class:`~taskmill.core.errors.BrokerError` if the broker is gone."""
+        """Wait up to ``timeout`` seconds for at most ``max_count`` hints, highest priority
+        first; return ``[]`` on timeout. Raises ``BrokerError`` if the broker is gone."""
         ...
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        """Forget ``deliveries`` (the claim or outcome is committed). Idempotent."""
+        """Forget ``deliveries`` (their claim committed, or they were stale). Idempotent."""
         ...
 
     async def nack(self, deliveries: Sequence[Delivery]) -> None:

@@ -7,31 +7,38 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-from taskmill.brokers.base import Delivery
+from taskmill.brokers.base import Delivery, Message
 
 
 class DatabaseBroker:
-    """Hints without messages: ``receive`` answers "look in the database" when woken
-    by ``publish`` in this process, or when ``timeout`` (the poll interval) passes."""
+    """Hints without messages: ``receive`` answers "look in the database" when woken by
+    ``publish`` in this process (or a PostgreSQL notification), and ``[]`` on timeout,
+    after which workers poll the database anyway (``carries_ids`` is ``False``)."""
+
+    carries_ids = False
 
     def __init__(self) -> None:
         self._published = asyncio.Event()
         self._closed = False
 
-    async def publish(self, queue: str, job_ids: Sequence[str]) -> None:
-        if job_ids:
+    async def publish(self, messages: Sequence[Message]) -> None:
+        if messages:
             self._published.set()
+
+    def wake(self) -> None:
+        """Another process queued work (a PostgreSQL notification): look now."""
+        self._published.set()
 
     async def receive(
         self, queues: Sequence[str], max_count: int, timeout: float
     ) -> list[Delivery]:
         if self._closed:
             return []
-        # On timeout, poll anyway: another process may have queued work.
+        woken = False
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._published.wait(), timeout)
+            woken = await asyncio.wait_for(self._published.wait(), timeout)
         self._published.clear()
-        if self._closed:
+        if self._closed or not woken:
             return []
         return [Delivery(job_id=None, queue=queue) for queue in queues]
 

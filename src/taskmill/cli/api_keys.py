@@ -44,7 +44,7 @@ def create(
         list[Scope] | None, typer.Option("--scope", help="A scope to grant (repeatable).")
     ] = None,
     merchant: Annotated[
-        str, typer.Option("--merchant", help="Merchant id [default: the embedded one].")
+        str, typer.Option("--merchant", help="Merchant id (default: the embedded one).")
     ] = DEFAULT_MERCHANT_ID,
     expires: Annotated[
         datetime | None, typer.Option("--expires", help="Expiry (UTC), e.g. 2027-01-01.")

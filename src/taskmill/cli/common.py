@@ -27,7 +27,7 @@ EnvOption = Annotated[
 ]
 ConfigDirOption = Annotated[
     Path | None,
-    typer.Option("--config-dir", help="Directory of ENV.toml files [default: ./config]."),
+    typer.Option("--config-dir", help="Directory of ENV.toml files (default: ./config)."),
 ]
 
 EXIT_CONFIG = 2

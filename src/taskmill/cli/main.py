@@ -36,8 +36,8 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(api_keys_cli, name="api-keys")
 
 
-HostOption = Annotated[str | None, typer.Option("--host", help="[default: api.host]")]
-PortOption = Annotated[int | None, typer.Option("--port", help="[default: api.port]")]
+HostOption = Annotated[str | None, typer.Option("--host", help="(default: api.host)")]
+PortOption = Annotated[int | None, typer.Option("--port", help="(default: api.port)")]
 
 
 def _with_api(host: str | None, port: int | None) -> ServicesFactory:
@@ -85,6 +85,37 @@ def api_command(
     executors so that unknown task types are refused."""
     with errors_to_exit_codes():
         load_app(app, env, config_dir).run(_with_api(host, port))
+
+
+def _only(name: str) -> ServicesFactory:
+    def services(runtime: Runtime) -> dict[str, ServiceMain]:
+        return runtime.services(only={name})
+
+    return services
+
+
+def _service_command(name: str, summary: str) -> None:
+    """Register ``taskmill NAME``: one service in its own process (seed 000)."""
+
+    def command(
+        app: AppOption = None, env: EnvOption = None, config_dir: ConfigDirOption = None
+    ) -> None:
+        with errors_to_exit_codes():
+            load_app(app, env, config_dir).run(_only(name))
+
+    command.__doc__ = f"{summary} Safe to run as several replicas; stops on SIGTERM."
+    cli.command(name)(command)
+
+
+_service_command(
+    "executor", "Run jobs: claim queued jobs, execute them under a lease, record outcomes."
+)
+_service_command("queue-populator", "Move due jobs to queued and publish them to the broker.")
+_service_command(
+    "failure-watcher",
+    "Rescue jobs whose worker died, re-publish lost hints, mark silent workers dead.",
+)
+_service_command("recurrence-manager", "Turn due templates into job instances.")
 
 
 @db_cli.command("upgrade")

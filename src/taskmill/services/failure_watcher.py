@@ -1,12 +1,15 @@
-"""The failure watcher (seed 000): expired leases become failed attempts; silent workers die."""
+"""The failure watcher (seed 000): expired leases become failed attempts, jobs whose hint
+was lost are published again, silent workers are marked dead."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from taskmill.brokers.base import Broker, Message
 from taskmill.store import claims, workers
 from taskmill.store.database import Database
 
@@ -17,26 +20,39 @@ log = logging.getLogger(__name__)
 class FailureWatcherConfig:
     batch_size: int = 500
     worker_dead_after_seconds: float = 60.0
+    requeue_after_seconds: float = 30.0
     actor: str = "failure-watcher"
 
 
 class FailureWatcher:
-    """Rescues jobs whose worker stopped renewing its lease (judged on the database clock)."""
+    """Rescues jobs whose worker stopped renewing its lease (judged on the database clock)
+    and re-announces jobs stuck in ``queued`` (the broker lost their hint)."""
 
     name = "failure-watcher"
 
     def __init__(
         self,
         db: Database,
+        broker: Broker,
         config: FailureWatcherConfig,
         on_rescued: Callable[[], None] = lambda: None,
     ) -> None:
         self.db = db
+        self.broker = broker
         self.config = config
         self.on_rescued = on_rescued
+        self._republished: dict[str, float] = {}
 
     async def run_once(self) -> int:
-        """Expire one batch of leases and mark silent workers dead; return jobs handled."""
+        """One round of each duty; return how many jobs it touched."""
+        touched = await self._expire_leases()
+        touched += await self._republish_stuck()
+        dead = await workers.mark_dead(self.db, self.config.worker_dead_after_seconds)
+        if dead:
+            log.warning("workers marked dead: %s", ", ".join(dead))
+        return touched
+
+    async def _expire_leases(self) -> int:
         expired = await claims.expire_leases(
             self.db, limit=self.config.batch_size, actor=self.config.actor
         )
@@ -52,10 +68,27 @@ class FailureWatcher:
             )
         if expired.rescued:
             self.on_rescued()
-        dead = await workers.mark_dead(self.db, self.config.worker_dead_after_seconds)
-        if dead:
-            log.warning("workers marked dead: %s", ", ".join(dead))
         return len(expired.rescued) + len(expired.failed)
+
+    async def _republish_stuck(self) -> int:
+        if not self.broker.carries_ids:
+            return 0  # workers read queued jobs straight from the database
+        stuck = await claims.stuck_in_queue(
+            self.db,
+            older_than_seconds=self.config.requeue_after_seconds,
+            limit=self.config.batch_size,
+        )
+        now = time.monotonic()
+        # Not again before another threshold has passed (the first hint may be in flight).
+        horizon = now - self.config.requeue_after_seconds
+        self._republished = {k: t for k, t in self._republished.items() if t > horizon}
+        due = [job for job in stuck if job.id not in self._republished]
+        if not due:
+            return 0
+        await self.broker.publish([Message(j.id, j.queue, j.priority) for j in due])
+        self._republished.update((job.id, now) for job in due)
+        log.warning("published %d jobs again: queued without a claim for too long", len(due))
+        return 0  # hints are not progress: do not loop on them
 
     async def next_wake_at(self) -> datetime | None:
         return None  # leases expire on the database clock; check every poll interval

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from taskmill.brokers.base import Broker
+from taskmill.brokers.base import Broker, Message
 from taskmill.core.clock import Clock
 from taskmill.store import claims
 from taskmill.store.database import Database
@@ -39,14 +38,10 @@ class QueuePopulator:
         queued = await claims.enqueue_due(
             self.db, now=self.clock.now(), limit=self.config.batch_size, actor=self.config.actor
         )
-        by_queue: dict[str, list[str]] = defaultdict(list)
-        for job in queued:
-            by_queue[job.queue].append(job.id)
         # Publish after commit: a crash in between leaves jobs queued but unannounced,
         # which the failure watcher re-publishes; the reverse order could announce a
         # job that was never queued.
-        for queue, ids in by_queue.items():
-            await self.broker.publish(queue, ids)
+        await self.broker.publish([Message(j.id, j.queue, j.priority) for j in queued])
         if queued:
             log.debug("queued %d jobs", len(queued))
         return len(queued)

@@ -14,7 +14,7 @@ from typing import Any
 
 from taskmill.brokers.base import Broker, Delivery
 from taskmill.core.clock import Clock
-from taskmill.core.errors import Retry, StoreError
+from taskmill.core.errors import BrokerError, Retry, StoreError
 from taskmill.core.jobs import Job, RunOutcome
 from taskmill.core.retry import BackoffPolicy
 from taskmill.executors.context import TaskContext
@@ -96,6 +96,9 @@ class Worker:
 
     async def run_once(self, job_ids: Sequence[str] | None = None) -> int:
         """Claim as many jobs as there are free slots and start them; return how many."""
+        return len(await self._claim_and_start(job_ids))
+
+    async def _claim_and_start(self, job_ids: Sequence[str] | None) -> list[Job]:
         task_types, limit = self._claimable()
         claimed = await claims.claim(
             self.db,
@@ -110,7 +113,7 @@ class Worker:
         )
         for job in claimed:
             self._start(job)
-        return len(claimed)
+        return claimed
 
     def _start(self, job: Job) -> None:
         extra = {"job_id": job.id, "attempt": job.attempt, "merchant_id": job.merchant_id}
@@ -248,25 +251,46 @@ class Worker:
                 self._slot_freed.clear()
                 await _first(self._slot_freed.wait(), stop)
                 continue
-            job_ids: list[str] | None = None
-            if not more:
-                deliveries = await _first(
-                    self.broker.receive(
-                        self.config.queues, self.free_slots(), self.config.poll_interval
-                    ),
-                    stop,
-                )
-                if not deliveries:
-                    continue
-                job_ids = _hinted_ids(deliveries)
             try:
-                free = self.free_slots()
-                started = await self.run_once(job_ids)
-            except StoreError as exc:
+                more = await self._receive_and_claim(stop, more)
+            except (StoreError, BrokerError) as exc:
                 log.warning("claim failed, retrying: %s", exc)
                 await _first(asyncio.sleep(self.config.poll_interval), stop)
-                started, free = 0, 1
-            more = started >= free
+                more = False
+
+    async def _receive_and_claim(self, stop: asyncio.Event, more: bool) -> bool:
+        """One round: wait for hints (unless work is known to remain), claim, settle the
+        hints. Returns whether the claim was full (so more work may be waiting)."""
+        free = self.free_slots()
+        deliveries: list[Delivery] = []
+        if not more or self.broker.carries_ids:
+            received = await _first(
+                self.broker.receive(self.config.queues, free, self.config.poll_interval), stop
+            )
+            deliveries = received or []
+            if not deliveries and self.broker.carries_ids:
+                return False
+        ids = _hinted_ids(deliveries) if self.broker.carries_ids else None
+        _, limit = self._claimable()
+        claimed = await self._claim_and_start(ids)
+        await self._settle(deliveries, {job.id for job in claimed}, limit)
+        return len(claimed) >= min(free, limit) and bool(claimed)
+
+    async def _settle(self, deliveries: list[Delivery], claimed: set[str], limit: int) -> None:
+        """Ack hints after the claim committed. If the claim stopped at this worker's
+        limit, the unclaimed hints go back for other workers; otherwise they were stale
+        (job no longer queued, or unknown) and are dropped."""
+        if not deliveries or not self.broker.carries_ids:
+            return
+        taken = [d for d in deliveries if d.job_id in claimed]
+        rest = [d for d in deliveries if d.job_id not in claimed]
+        await self.broker.ack(taken)
+        if len(claimed) >= limit and rest:
+            await self.broker.nack(rest)
+        else:
+            if rest:
+                log.info("dropped %d stale hints (jobs no longer queued)", len(rest))
+            await self.broker.ack(rest)
 
     async def drain(self) -> None:
         """Wait for every running job to finish (tests and ``run_until_idle``)."""

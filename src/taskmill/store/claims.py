@@ -241,3 +241,19 @@ async def expire_leases(db: Database, *, limit: int, actor: str) -> ExpiredLease
         lost = [(row.id, row.attempt) for row in (*rescued, *failed)]
         await finish_runs(conn, db.dialect, lost, RunOutcome.LOST, WORKER_LOST)
     return ExpiredLeases([to_job(r) for r in rescued], [to_job(r) for r in failed])
+
+
+async def stuck_in_queue(db: Database, *, older_than_seconds: float, limit: int) -> list[Job]:
+    """Jobs ``queued`` for longer than ``older_than_seconds`` (database clock): their
+    broker hint was probably lost."""
+    stmt = (
+        select(jobs)
+        .where(
+            jobs.c.status == JobStatus.QUEUED,
+            jobs.c.queued_at < db.dialect.db_now(-older_than_seconds),
+        )
+        .order_by(jobs.c.queued_at)
+        .limit(limit)
+    )
+    async with db.read() as conn:
+        return [to_job(row) for row in (await conn.execute(stmt)).all()]

@@ -16,6 +16,8 @@ from taskmill.core.events import EventType
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, Job, JobStatus, ScheduleType
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
+from taskmill.store.dialect import Dialect
+from taskmill.store.notify import DUE, notify
 from taskmill.store.records import to_job, to_job_dict
 from taskmill.store.schema import job_dependencies, jobs
 from taskmill.store.transition import NOT_REPLAYED
@@ -58,11 +60,13 @@ async def create_job(db: Database, new: NewJob, *, actor: str, now: datetime) ->
             existing = await _by_idempotency_key(conn, new.merchant_id, new.idempotency_key)
             if existing is not None:
                 return CreatedJob(existing, created=False)
-        job = await insert_job(conn, new, actor=actor, now=now)
+        job = await insert_job(conn, db.dialect, new, actor=actor, now=now)
         return CreatedJob(job, created=True)
 
 
-async def insert_job(conn: AsyncConnection, new: NewJob, *, actor: str, now: datetime) -> Job:
+async def insert_job(
+    conn: AsyncConnection, dialect: Dialect, new: NewJob, *, actor: str, now: datetime
+) -> Job:
     """Insert one job and its event in the caller's transaction."""
     await _check_dependencies(conn, new)
     row = job_row(new, now)
@@ -73,6 +77,7 @@ async def insert_job(conn: AsyncConnection, new: NewJob, *, actor: str, now: dat
             [{"job_id": row["id"], "depends_on_job_id": dep} for dep in new.depends_on],
         )
     await event_log.append(conn, [created_event(row, actor)])
+    await notify(conn, dialect, DUE)
     return to_job_dict(row)
 
 

@@ -18,6 +18,7 @@ from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
 from taskmill.store.jobs import NewJob, created_event, job_row
+from taskmill.store.notify import DUE, TEMPLATES, notify
 from taskmill.store.schema import jobs, templates
 
 
@@ -109,6 +110,7 @@ async def create_template(db: Database, new: NewTemplate, *, actor: str, now: da
             raise Conflict(f"name: a template named {new.name!r} already exists")
         await conn.execute(templates.insert().values(row))
         await _event(conn, row["id"], new.merchant_id, EventType.TEMPLATE_CREATED, actor, now, row)
+        await notify(conn, db.dialect, TEMPLATES)
         return await _get(conn, row["id"], None)
 
 
@@ -210,6 +212,7 @@ async def update_template(
         )
         kind = EventType.TEMPLATE_UPDATED
         await _event(conn, template_id, current.merchant_id, kind, actor, now, values)
+        await notify(conn, db.dialect, TEMPLATES)
         return await _get(conn, template_id, None)
 
 
@@ -312,4 +315,5 @@ async def _insert_instance(
     if (await conn.execute(stmt)).first() is None:
         return 0  # another manager created this tick's instance first
     await event_log.append(conn, [created_event(row, actor)])
+    await notify(conn, db.dialect, DUE)
     return 1

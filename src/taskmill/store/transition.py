@@ -13,7 +13,11 @@ from taskmill.core.events import EventType
 from taskmill.core.jobs import JobStatus, check_transition
 from taskmill.store import events as event_log
 from taskmill.store.dialect import Dialect
+from taskmill.store.notify import DUE, QUEUED, notify
 from taskmill.store.schema import jobs
+
+# Who to wake in other processes when jobs enter a status (PostgreSQL only).
+_WAKES = {JobStatus.SCHEDULED: DUE, JobStatus.QUEUED: QUEUED}
 
 # Renewed by every heartbeat without an event; not part of the replayed projection.
 NOT_REPLAYED = frozenset({"updated_at", "lease_expires_at"})
@@ -57,6 +61,8 @@ async def transition(conn: AsyncConnection, dialect: Dialect, t: Transition) -> 
     values = {"status": t.to_status, "updated_at": dialect.db_now(), **t.values}
     stmt = update(jobs).where(*clauses).values(values).returning(*jobs.c)
     rows = list((await conn.execute(stmt)).all())
+    if rows and t.to_status in _WAKES:
+        await notify(conn, dialect, _WAKES[t.to_status])
     written = [name for name in values if name not in NOT_REPLAYED or name == "lease_expires_at"]
     await event_log.append(
         conn,

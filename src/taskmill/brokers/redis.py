@@ -1,0 +1,198 @@
+"""The Redis broker (seed 000): one stream per queue and priority band, read through a
+consumer group, so a hint taken by a worker that dies stays pending and is claimed by
+another worker (docs/adr/0004-redis-streams.md).
+
+Hints are acked as soon as the worker's claim commits (or shows the job is no longer
+queued): the database lease, not Redis, guarantees at-least-once execution.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from taskmill.brokers.base import Delivery, Message
+from taskmill.core.errors import BrokerError
+
+GROUP = "taskmill"
+BANDS = ("high", "normal", "low")  # read in this order
+T = TypeVar("T")
+
+
+def band(priority: int) -> str:
+    """Priorities fold into three bands; FIFO within a band."""
+    if priority > 0:
+        return "high"
+    return "low" if priority < 0 else "normal"
+
+
+class RedisBroker:
+    """Hints in Redis streams ``{prefix}:q:{queue}:{band}``, consumer group ``taskmill``."""
+
+    carries_ids = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "taskmill",
+        consumer: str = "taskmill",
+        reclaim_idle_seconds: float = 30.0,
+    ) -> None:
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, decode_responses=True, health_check_interval=15
+        )
+        self.prefix = prefix
+        self.consumer = consumer
+        self.reclaim_idle_seconds = reclaim_idle_seconds
+        self._groups: set[str] = set()
+        self._last_reclaim = 0.0
+
+    def stream(self, queue: str, band_name: str) -> str:
+        return f"{self.prefix}:q:{queue}:{band_name}"
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation``, recreating consumer groups once if Redis lost them (FLUSHALL,
+        a restart without persistence); connection errors become ``BrokerError``."""
+        try:
+            try:
+                return await operation()
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._groups.clear()
+                return await operation()
+        except RedisError as exc:
+            self._groups.clear()
+            raise BrokerError(f"redis: {exc}") from exc
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+
+        async def send() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for m in messages:
+                pipe.xadd(self.stream(m.queue, band(m.priority)), {"job_id": m.job_id})
+            await pipe.execute()
+
+        await self._call(send)
+
+    async def _ensure_groups(self, streams: Sequence[str]) -> None:
+        for name in streams:
+            if name in self._groups:
+                continue
+            try:
+                # From id 0: hints published before the group existed are delivered too.
+                await self._redis.xgroup_create(name, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._groups.add(name)
+
+    async def receive(
+        self, queues: Sequence[str], max_count: int, timeout: float
+    ) -> list[Delivery]:
+        if max_count <= 0:
+            return []
+        streams = [self.stream(q, b) for b in BANDS for q in queues]
+
+        async def read() -> list[Delivery]:
+            await self._ensure_groups(streams)
+            found = await self._reclaim(streams, max_count)
+            for band_name in BANDS:  # non-blocking, highest band first
+                if len(found) >= max_count:
+                    return found
+                wanted = {self.stream(q, band_name): ">" for q in queues}
+                found += await self._read(wanted, max_count - len(found), None)
+            if found:
+                return found
+            return await self._read(dict.fromkeys(streams, ">"), max_count, timeout)
+
+        return await self._call(read)
+
+    async def _read(
+        self, streams: dict[str, str], count: int, block: float | None
+    ) -> list[Delivery]:
+        block_ms = None if block is None else max(1, int(block * 1000))
+        wanted: dict[Any, Any] = dict(streams)
+        reply = await self._redis.xreadgroup(
+            GROUP, self.consumer, wanted, count=count, block=block_ms
+        )
+        return [
+            _delivery(name, entry_id, fields)
+            for name, entries in _stream_entries(reply)
+            for entry_id, fields in entries
+        ]
+
+    async def _reclaim(self, streams: Sequence[str], max_count: int) -> list[Delivery]:
+        """Take over hints left pending by a consumer that went quiet (it died before
+        acking); checked at most twice per idle period."""
+        now = time.monotonic()
+        if now - self._last_reclaim < self.reclaim_idle_seconds / 2:
+            return []
+        self._last_reclaim = now
+        idle_ms = int(self.reclaim_idle_seconds * 1000)
+        found: list[Delivery] = []
+        for name in streams:
+            if len(found) >= max_count:
+                break
+            reply = await self._redis.xautoclaim(
+                name, GROUP, self.consumer, idle_ms, "0-0", count=max_count - len(found)
+            )
+            found += [_delivery(name, entry_id, fields) for entry_id, fields in reply[1]]
+        return found
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+
+        async def forget() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for d in deliveries:
+                name, entry_id = _token(d)
+                pipe.xack(name, GROUP, entry_id)
+                pipe.xdel(name, entry_id)
+            await pipe.execute()
+
+        await self._call(forget)
+
+    async def nack(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+
+        async def give_back() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for d in deliveries:
+                name, entry_id = _token(d)
+                pipe.xadd(name, {"job_id": d.job_id or ""})
+                pipe.xack(name, GROUP, entry_id)
+                pipe.xdel(name, entry_id)
+            await pipe.execute()
+
+        await self._call(give_back)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _stream_entries(reply: Any) -> list[tuple[str, list[tuple[str, dict[str, str]]]]]:
+    """XREADGROUP's reply as (stream, entries)."""
+    # RESP2 (the client's default): [[stream, [(id, fields), ...]], ...]
+    return [(name, entries) for name, entries in reply or []]
+
+
+def _delivery(stream: str, entry_id: str, fields: dict[str, str]) -> Delivery:
+    queue = stream.split(":q:", 1)[1].rsplit(":", 1)[0]
+    # A malformed entry gets job_id "" (never None, which means "claim anything"): its
+    # claim matches no job and it is acked away.
+    return Delivery(job_id=fields.get("job_id", ""), queue=queue, token=(stream, entry_id))
+
+
+def _token(delivery: Delivery) -> tuple[str, str]:
+    token: tuple[str, str] = delivery.token  # type: ignore[assignment]
+    return token

@@ -1,0 +1,95 @@
+"""PostgreSQL ``LISTEN/NOTIFY`` wake-ups, so other processes react to new work at once
+instead of at their next poll. On SQLite these are no-ops (one process, in-process
+wake-ups); a lost notification only costs a poll interval, never a job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskmill.store.dialect import Dialect
+
+log = logging.getLogger(__name__)
+
+DUE = "taskmill_due"  # a job became scheduled (created, retried, rescued, released)
+QUEUED = "taskmill_queued"  # jobs became queued (for workers on the database broker)
+TEMPLATES = "taskmill_templates"  # a template was created or changed
+CHANNELS = (DUE, QUEUED, TEMPLATES)
+
+
+async def notify(conn: AsyncConnection, dialect: Dialect, channel: str) -> None:
+    """Queue a notification on ``channel``; PostgreSQL delivers it when the caller's
+    transaction commits (and folds duplicates within one transaction)."""
+    if dialect.name == "postgresql":
+        await conn.execute(sa.select(sa.func.pg_notify(channel, "")))
+
+
+def _dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def listen(
+    url: str,
+    channels: Sequence[str],
+    on_notify: Callable[[str], None],
+    stop: asyncio.Event,
+    *,
+    retry_seconds: float = 1.0,
+) -> None:
+    """Call ``on_notify(channel)`` for each notification until ``stop``; reconnect after
+    a database restart, and signal every channel after each (re)connect, since
+    notifications sent while disconnected are lost."""
+    import asyncpg  # the PostgreSQL extra; only this function needs it directly
+
+    while not stop.is_set():
+        try:
+            conn = await asyncpg.connect(_dsn(url))
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("LISTEN connection failed, retrying: %s", exc)
+            await _sleep_or_stop(retry_seconds, stop)
+            continue
+        try:
+            await _listen_on(conn, channels, on_notify, stop)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("LISTEN connection failed, reconnecting: %s", exc)
+        finally:
+            if not conn.is_closed():
+                await conn.close(timeout=2)
+        await _sleep_or_stop(0 if stop.is_set() else retry_seconds, stop)
+
+
+async def _listen_on(
+    conn: Any, channels: Sequence[str], on_notify: Callable[[str], None], stop: asyncio.Event
+) -> None:
+    """Listen on an open connection until ``stop`` or until the connection drops."""
+    lost = asyncio.Event()
+    conn.add_termination_listener(lambda _conn: lost.set())
+    for channel in channels:
+        await conn.add_listener(channel, lambda _c, _pid, ch, _payload: on_notify(ch))
+    for channel in channels:
+        on_notify(channel)
+    await _first_set(stop, lost)
+    if lost.is_set() and not stop.is_set():
+        log.warning("LISTEN connection lost, reconnecting")
+
+
+async def _first_set(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+async def _sleep_or_stop(seconds: float, stop: asyncio.Event) -> None:
+    if seconds > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
