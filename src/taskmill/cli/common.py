@@ -22,7 +22,8 @@ AppOption = Annotated[
 EnvOption = Annotated[
     str | None,
     typer.Option(
-        "--env", help="Environment: reads config/ENV.toml [default: TASKMILL_ENV or development]."
+        "--env",
+        help="Environment: reads config/ENV.toml (default: $TASKMILL_ENV, else development).",
     ),
 ]
 ConfigDirOption = Annotated[
