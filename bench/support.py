@@ -146,10 +146,8 @@ def scratch_database_sync(backend: str, workdir: Path, admin_url: str) -> Iterat
 def job_row(i: int, count: int, now: datetime, due: bool) -> dict[str, Any]:
     """Seeded job ``i`` of ``count``: every column, as ``store.jobs.job_row`` fills them."""
     created = now - CREATED_SPAN + CREATED_SPAN * (i / count)
-    if due:
-        run_at = now - timedelta(seconds=1)
-    else:
-        run_at = now + FUTURE_OFFSET + FUTURE_SPAN * (i / count)
+    future = now + FUTURE_OFFSET + FUTURE_SPAN * (i / count)
+    run_at = now - timedelta(seconds=1) if due else future
     return {
         "id": str(uuid.uuid4()),
         "merchant_id": DEFAULT_MERCHANT_ID,
@@ -231,7 +229,9 @@ async def _seed(
     started = time.monotonic()
     last_report = started
     for first in range(0, count, SEED_BATCH):
-        rows = [make(i, count, now, i in due_at) for i in range(first, min(count, first + SEED_BATCH))]
+        rows = [
+            make(i, count, now, i in due_at) for i in range(first, min(count, first + SEED_BATCH))
+        ]
         async with db.transaction() as conn:
             await conn.execute(table.insert(), rows)
         if time.monotonic() - last_report > 15:
@@ -317,8 +317,9 @@ async def explain(db: Database, stmt: Statement) -> list[str]:
         depth: dict[int, int] = {0: -1}
         lines = []
         for row in rows:
-            level = depth.get(row[1], -1) + 1
-            depth[row[0]] = level
-            lines.append("  " * level + str(row[3]))
+            node, parent, _, detail = tuple[Any, ...](row)
+            level = depth.get(parent, -1) + 1
+            depth[node] = level
+            lines.append("  " * level + str(detail))
         return lines
     return [str(row[0]) for row in rows]

@@ -95,3 +95,35 @@ def unavailable(reason: str) -> None:
     if services_required():
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
+
+
+REDIS_URL = os.environ.get("TASKMILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+START_REDIS = 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no'
+
+
+async def redis_reachable() -> str | None:
+    """Why Redis cannot be used, or ``None``."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        return f"Redis at {REDIS_URL} is unreachable ({exc}); start it with: {START_REDIS}"
+    finally:
+        await client.aclose()
+    return None
+
+
+async def delete_prefix(prefix: str) -> None:
+    """Remove this test's keys only (never FLUSHALL what the suite did not create)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

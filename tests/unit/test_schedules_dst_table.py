@@ -5,8 +5,11 @@ Australia/Lord_Howe (a 30-minute shift). For each transition day the expected fi
 instants are computed by scanning every whole-minute UTC instant of the local day and
 reading its wall time with zoneinfo; ``CronSchedule`` is never consulted for them.
 
-Part 2 is a hypothesis property over random 5- and 6-field expressions, checked with
-``cronsim`` on naive wall times.
+Part 2 is a hypothesis property over random 5- and 6-field expressions: every fire's wall
+time matches per ``cronsim`` on naive wall times (or ends a gap holding a match), and a
+second oracle (naive cronsim walls mapped to instants with zoneinfo's ``fold``) confirms
+that nothing was skipped between consecutive fires. It runs twice: once over broad random
+draws, once concentrated on the skipped and repeated wall times.
 """
 
 from __future__ import annotations
@@ -142,75 +145,75 @@ class Transition:
 TRANSITIONS_2026 = (
     # 02:00 CET -> 03:00 CEST
     Transition(
-        BERLIN,
-        date(2026, 3, 29),
-        True,
-        _utc(2026, 3, 29, 1, 0),
-        (time(2, 0), time(3, 0)),
-        time(2, 30),
-        _utc(2026, 3, 29, 1, 0),  # 03:00 CEST
-        23,
-        46,
+        zone=BERLIN,
+        day=date(2026, 3, 29),
+        spring=True,
+        at=_utc(2026, 3, 29, 1, 0),
+        window=(time(2, 0), time(3, 0)),
+        inside=time(2, 30),
+        inside_fires_at=_utc(2026, 3, 29, 1, 0),  # 03:00 CEST
+        hourly=23,
+        half_hourly=46,
     ),
     # 03:00 CEST -> 02:00 CET
     Transition(
-        BERLIN,
-        date(2026, 10, 25),
-        False,
-        _utc(2026, 10, 25, 1, 0),
-        (time(2, 0), time(3, 0)),
-        time(2, 30),
-        _utc(2026, 10, 25, 0, 30),  # 02:30 CEST
-        25,
-        50,
+        zone=BERLIN,
+        day=date(2026, 10, 25),
+        spring=False,
+        at=_utc(2026, 10, 25, 1, 0),
+        window=(time(2, 0), time(3, 0)),
+        inside=time(2, 30),
+        inside_fires_at=_utc(2026, 10, 25, 0, 30),  # 02:30 CEST
+        hourly=25,
+        half_hourly=50,
     ),
     # 02:00 EST -> 03:00 EDT
     Transition(
-        NEW_YORK,
-        date(2026, 3, 8),
-        True,
-        _utc(2026, 3, 8, 7, 0),
-        (time(2, 0), time(3, 0)),
-        time(2, 30),
-        _utc(2026, 3, 8, 7, 0),  # 03:00 EDT
-        23,
-        46,
+        zone=NEW_YORK,
+        day=date(2026, 3, 8),
+        spring=True,
+        at=_utc(2026, 3, 8, 7, 0),
+        window=(time(2, 0), time(3, 0)),
+        inside=time(2, 30),
+        inside_fires_at=_utc(2026, 3, 8, 7, 0),  # 03:00 EDT
+        hourly=23,
+        half_hourly=46,
     ),
     # 02:00 EDT -> 01:00 EST: the repeated hour is 01:00-02:00, so 02:30 is not inside it
     Transition(
-        NEW_YORK,
-        date(2026, 11, 1),
-        False,
-        _utc(2026, 11, 1, 6, 0),
-        (time(1, 0), time(2, 0)),
-        time(1, 30),
-        _utc(2026, 11, 1, 5, 30),  # 01:30 EDT
-        25,
-        50,
+        zone=NEW_YORK,
+        day=date(2026, 11, 1),
+        spring=False,
+        at=_utc(2026, 11, 1, 6, 0),
+        window=(time(1, 0), time(2, 0)),
+        inside=time(1, 30),
+        inside_fires_at=_utc(2026, 11, 1, 5, 30),  # 01:30 EDT
+        hourly=25,
+        half_hourly=50,
     ),
     # 02:00 +11:00 -> 01:30 +10:30: 01:30-02:00 occurs twice, no :00 inside it
     Transition(
-        LORD_HOWE,
-        date(2026, 4, 5),
-        False,
-        _utc(2026, 4, 4, 15, 0),
-        (time(1, 30), time(2, 0)),
-        time(1, 45),
-        _utc(2026, 4, 4, 14, 45),  # 01:45 +11:00
-        24,
-        49,
+        zone=LORD_HOWE,
+        day=date(2026, 4, 5),
+        spring=False,
+        at=_utc(2026, 4, 4, 15, 0),
+        window=(time(1, 30), time(2, 0)),
+        inside=time(1, 45),
+        inside_fires_at=_utc(2026, 4, 4, 14, 45),  # 01:45 +11:00
+        hourly=24,
+        half_hourly=49,
     ),
     # 02:00 +10:30 -> 02:30 +11:00: 02:00 is missing, 02:30 exists
     Transition(
-        LORD_HOWE,
-        date(2026, 10, 4),
-        True,
-        _utc(2026, 10, 3, 15, 30),
-        (time(2, 0), time(2, 30)),
-        time(2, 15),
-        _utc(2026, 10, 3, 15, 30),  # 02:30 +11:00
-        23,
-        47,
+        zone=LORD_HOWE,
+        day=date(2026, 10, 4),
+        spring=True,
+        at=_utc(2026, 10, 3, 15, 30),
+        window=(time(2, 0), time(2, 30)),
+        inside=time(2, 15),
+        inside_fires_at=_utc(2026, 10, 3, 15, 30),  # 02:30 +11:00
+        hourly=23,
+        half_hourly=47,
     ),
 )
 

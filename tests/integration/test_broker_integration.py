@@ -1,0 +1,171 @@
+"""The broker contract, run on every implementation: the database broker and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from taskmill.brokers.base import Broker, Message
+from taskmill.brokers.database import DatabaseBroker
+from taskmill.brokers.redis import RedisBroker
+from tests import backends
+
+BrokerFactory = Callable[[str], Broker]  # consumer name -> broker
+
+
+@pytest.fixture(params=["database", "redis"])
+async def make_broker(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
+    made: list[Broker] = []
+    prefix = f"taskmill-test-{uuid.uuid4().hex[:10]}"
+    if request.param == "redis":
+        reason = await backends.redis_reachable()
+        if reason is not None:
+            backends.unavailable(reason)
+    shared = DatabaseBroker()  # one process: publishers and receivers share its wake-up
+
+    def factory(consumer: str) -> Broker:
+        if request.param == "database":
+            return shared
+        broker = RedisBroker(
+            backends.REDIS_URL, prefix=prefix, consumer=consumer, reclaim_idle_seconds=0.5
+        )
+        made.append(broker)
+        return broker
+
+    yield factory
+    for broker in made:
+        await broker.close()
+    if request.param == "redis":
+        await backends.delete_prefix(prefix)
+
+
+async def test_broker_integration_receive_times_out_empty(make_broker: BrokerFactory) -> None:
+    broker = make_broker("w1")
+    started = time.monotonic()
+    assert await broker.receive(["default"], 10, timeout=0.2) == []
+    assert 0.15 <= time.monotonic() - started < 2
+
+
+async def test_broker_integration_publish_wakes_a_waiting_receiver(
+    make_broker: BrokerFactory,
+) -> None:
+    producer, consumer = make_broker("producer"), make_broker("w1")
+    waiting = asyncio.create_task(consumer.receive(["default"], 10, timeout=5))
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    await producer.publish([Message("job-1", "default"), Message("job-2", "default")])
+    got = await waiting
+    assert got and time.monotonic() - started < 1
+    if consumer.carries_ids:
+        # A blocked reader wakes on the first hint; the rest are there at once.
+        got += await consumer.receive(["default"], 10, timeout=0.5)
+        assert sorted(d.job_id or "" for d in got) == ["job-1", "job-2"]
+    else:
+        assert all(d.job_id is None for d in got)
+
+
+async def test_broker_integration_acked_hints_are_not_redelivered(
+    make_broker: BrokerFactory,
+) -> None:
+    broker = make_broker("w1")
+    await broker.publish([Message("job-1", "default")])
+    got = await broker.receive(["default"], 10, timeout=1)
+    await broker.ack(got)
+    await broker.ack(got)  # idempotent
+    assert await broker.receive(["default"], 10, timeout=0.2) == []
+
+
+async def test_broker_integration_close_ends_receive(make_broker: BrokerFactory) -> None:
+    broker = make_broker("w1")
+    await broker.close()
+    if broker.carries_ids:
+        return  # a closed Redis client raises on use; the worker never receives after close
+    assert await broker.receive(["default"], 10, timeout=1) == []
+
+
+# Hints that carry ids: the rest of the contract.
+
+
+@pytest.fixture
+async def redis_only() -> AsyncIterator[BrokerFactory]:
+    """Redis brokers sharing one test prefix (the behaviours of brokers that carry ids)."""
+    reason = await backends.redis_reachable()
+    if reason is not None:
+        backends.unavailable(reason)
+    prefix = f"taskmill-test-{uuid.uuid4().hex[:10]}"
+    made: list[RedisBroker] = []
+
+    def factory(consumer: str) -> Broker:
+        broker = RedisBroker(
+            backends.REDIS_URL, prefix=prefix, consumer=consumer, reclaim_idle_seconds=0.5
+        )
+        made.append(broker)
+        return broker
+
+    yield factory
+    for broker in made:
+        await broker.close()
+    await backends.delete_prefix(prefix)
+
+
+async def test_broker_integration_priorities_and_queue_names(redis_only: BrokerFactory) -> None:
+    broker = redis_only("w1")
+    await broker.publish(
+        [
+            Message("low", "default", -5),
+            Message("normal", "default", 0),
+            Message("high", "default", 10),
+            Message("elsewhere", "reports", 10),
+        ]
+    )
+    got = await broker.receive(["default"], 10, timeout=1)
+    assert [d.job_id for d in got] == ["high", "normal", "low"]
+    assert all(d.queue == "default" for d in got)
+    other = await broker.receive(["reports"], 10, timeout=1)
+    assert [(d.job_id, d.queue) for d in other] == [("elsewhere", "reports")]
+
+
+async def test_broker_integration_max_count_respected(redis_only: BrokerFactory) -> None:
+    broker = redis_only("w1")
+    await broker.publish([Message(f"job-{i}", "default") for i in range(7)])
+    first = await broker.receive(["default"], 3, timeout=1)
+    second = await broker.receive(["default"], 10, timeout=1)
+    assert len(first) == 3 and len(second) == 4
+    assert {d.job_id for d in first}.isdisjoint({d.job_id for d in second})
+
+
+async def test_broker_integration_dead_consumers_hints_are_reclaimed(
+    redis_only: BrokerFactory,
+) -> None:
+    dead, alive = redis_only("dead-worker"), redis_only("live-worker")
+    await dead.publish([Message("job-1", "default")])
+    taken = await dead.receive(["default"], 10, timeout=1)
+    assert [d.job_id for d in taken] == ["job-1"]  # ...and then the worker dies, no ack
+    assert await alive.receive(["default"], 10, timeout=0.1) == []  # not yet idle long enough
+    await asyncio.sleep(0.6)
+    rescued = await alive.receive(["default"], 10, timeout=1)
+    assert [d.job_id for d in rescued] == ["job-1"]
+
+
+async def test_broker_integration_nack_hands_back(redis_only: BrokerFactory) -> None:
+    first, second = redis_only("w1"), redis_only("w2")
+    await first.publish([Message("job-1", "default")])
+    got = await first.receive(["default"], 10, timeout=1)
+    await first.nack(got)
+    again = await second.receive(["default"], 10, timeout=1)
+    assert [d.job_id for d in again] == ["job-1"]
+
+
+async def test_broker_integration_survives_losing_its_keys(redis_only: BrokerFactory) -> None:
+    broker = redis_only("w1")
+    await broker.publish([Message("job-1", "default")])
+    assert await broker.receive(["default"], 10, timeout=1)
+    assert isinstance(broker, RedisBroker)
+    await backends.delete_prefix(broker.prefix)  # what FLUSHALL does to this test's keys
+    await broker.publish([Message("job-2", "default")])
+    got = await broker.receive(["default"], 10, timeout=1)
+    assert [d.job_id for d in got] == ["job-2"]

@@ -1,0 +1,103 @@
+"""PostgreSQL + Redis in one process: hints flow through Redis, the database stays the
+truth (a flushed Redis loses no job, garbage hints run nothing)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from taskmill import TaskContext, Taskmill
+from taskmill.brokers.base import Message
+from taskmill.brokers.redis import RedisBroker
+from taskmill.config import load_settings
+from taskmill.core.jobs import Job, JobStatus
+from taskmill.store.jobs import JobFilter
+from tests import backends
+from tests.conftest import wait_for
+
+
+@pytest.fixture
+async def postgres_url(postgres_template: str | None) -> AsyncIterator[str]:
+    if postgres_template is not None:
+        backends.unavailable(postgres_template)
+    name, url = await backends.clone_postgres()
+    try:
+        yield url
+    finally:
+        await backends.drop_postgres(name)
+
+
+@pytest.fixture
+async def app(postgres_url: str) -> AsyncIterator[Taskmill]:
+    reason = await backends.redis_reachable()
+    if reason is not None:
+        backends.unavailable(reason)
+    prefix = f"taskmill-test-{uuid.uuid4().hex[:10]}"
+    settings = load_settings(
+        "test",
+        None,
+        database={"url": postgres_url},
+        broker={"url": backends.REDIS_URL, "prefix": prefix, "reclaim_idle_seconds": 1.0},
+        worker={"lease_seconds": 3.0, "heartbeat_seconds": 0.5, "concurrency": 20},
+        scheduler={
+            "poll_interval_seconds": 0.2,
+            "watcher_interval_seconds": 0.2,
+            "requeue_after_seconds": 1.0,
+        },
+        retry={"base_seconds": 0.0, "jitter": 0.0},
+    )
+    application = Taskmill(settings=settings)
+    runs: list[str] = []
+
+    @application.task("count")
+    async def count(ctx: TaskContext, payload: Any) -> None:
+        runs.append(ctx.job_id)
+
+    application.runs_seen = runs  # type: ignore[attr-defined]
+    yield application
+    await application.stop()
+    await backends.delete_prefix(prefix)
+
+
+async def _all_succeeded(app: Taskmill, n: int) -> bool:
+    done = await app.list(JobFilter(statuses=[JobStatus.SUCCEEDED], limit=10_000))
+    return len(done) == n
+
+
+async def test_production_integration_jobs_flow_through_redis(app: Taskmill) -> None:
+    await app.start()
+    jobs = [await app.schedule("count", i) for i in range(200)]
+    await wait_for(lambda: _all_succeeded(app, 200), timeout=30)
+    runs: list[str] = app.runs_seen  # type: ignore[attr-defined]
+    assert sorted(runs) == sorted(j.id for j in jobs)  # each exactly once
+
+
+async def test_production_integration_lost_hints_are_republished(app: Taskmill) -> None:
+    runtime = await app.open()
+    broker = runtime.broker
+    assert isinstance(broker, RedisBroker)
+    jobs = [await app.schedule("count", i) for i in range(50)]
+    queued = await runtime.populator.run_once()  # queued and hinted, no worker running yet
+    assert queued == 50
+    await backends.delete_prefix(broker.prefix)  # Redis flushed: every hint is gone
+    await app.start()
+    await wait_for(lambda: _all_succeeded(app, 50), timeout=30)
+    runs: list[str] = app.runs_seen  # type: ignore[attr-defined]
+    assert sorted(runs) == sorted(j.id for j in jobs)
+
+
+async def test_production_integration_garbage_hints_run_nothing(app: Taskmill) -> None:
+    runtime = await app.open()
+    real = await app.schedule("count", "real")
+    assert isinstance(real, Job)
+    other_tenant_like = str(uuid.uuid4())
+    await runtime.broker.publish(
+        [Message("not-a-job", "default"), Message(other_tenant_like, "default")]
+    )
+    await app.start()
+    await wait_for(lambda: _all_succeeded(app, 1), timeout=30)
+    runs: list[str] = app.runs_seen  # type: ignore[attr-defined]
+    assert runs == [real.id]
