@@ -8,12 +8,14 @@ from taskmill import __version__
 from taskmill.api import errors
 from taskmill.api.auth import Authenticator, FailureLimiter
 from taskmill.api.limits import RequestLimits
-from taskmill.api.routes import admin, events, health, jobs, templates
+from taskmill.api.routes import admin, events, health, jobs, metrics, stats, templates
 from taskmill.runtime import Runtime
+from taskmill.ui import ui_router
 
 API_DESCRIPTION = """
-taskmill's REST API. Every request except `/healthz` and `/readyz` carries an
-`x-api-key` header; everything a key sees and changes belongs to its merchant.
+taskmill's REST API. Every request except `/healthz`, `/readyz` and the UI's files
+(`/ui`) carries an `x-api-key` header (`/metrics` also takes `Authorization: Bearer`);
+everything a key sees and changes belongs to its merchant.
 Errors have the body `{"error": {"type", "message", "fields": [{"field", "reason"}]}}`.
 """
 
@@ -25,6 +27,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     events.router,
     admin.router,
     health.router,
+    stats.router,
+    metrics.router,
 )
 
 
@@ -46,7 +50,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    # Outside ROUTERS: static files with no data and no key (the page asks for one).
+    app.include_router(ui_router())
     app.add_middleware(
         RequestLimits, max_body_bytes=api.max_body_bytes, max_json_depth=api.max_json_depth
     )
+    # Added last, so outermost: it also times requests the limits reject.
+    app.add_middleware(metrics.RequestMetrics, routes=[r for x in ROUTERS for r in x.routes])
     return app

@@ -19,6 +19,7 @@ from taskmill.core.jobs import Job, RunOutcome
 from taskmill.core.retry import BackoffPolicy
 from taskmill.executors.context import TaskContext
 from taskmill.executors.python import PythonExecutor
+from taskmill.observability import metrics
 from taskmill.store import claims, outcomes, workers
 from taskmill.store.database import Database
 
@@ -45,6 +46,7 @@ class _Running:
     ctx: TaskContext
     task: asyncio.Task[None]
     lost: bool = False
+    recording: bool = False  # the handler returned; its outcome is being written
 
 
 class Worker:
@@ -129,10 +131,12 @@ class Worker:
         )
         task = asyncio.create_task(self._execute(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task)
+        metrics.job_started(job)
         task.add_done_callback(functools.partial(self._finished, job.id))
 
     def _finished(self, job_id: str, _task: object = None) -> None:
         self._running.pop(job_id, None)
+        metrics.slot_freed()
         self._slot_freed.set()
 
     # -- executing ------------------------------------------------------------
@@ -147,7 +151,7 @@ class Worker:
         except asyncio.CancelledError:
             running = self._running.get(job.id)
             if running is not None and running.lost:
-                ctx.logger.warning("lost the lease (cancelled or rescued); stopped the handler")
+                ctx.logger.warning("lost lease (cancelled or rescued): stopped the handler")
                 return
             raise  # shutdown: the runner releases the job
         except TimeoutError:
@@ -164,6 +168,7 @@ class Worker:
             await self._record(outcomes.fail(self.db, attempt, failure), ctx)
         else:
             duration = time.monotonic() - started
+            metrics.job_succeeded(job, duration)
             await self._record(outcomes.succeed(self.db, attempt, result, duration), ctx)
 
     def _failure(
@@ -175,12 +180,18 @@ class Worker:
             backoff = self.executor.registry.get(job.task_type).backoff or self.config.backoff
             seconds = delay if delay is not None else backoff.delay(job.attempt)
             retry_at = self.clock.now() + timedelta(seconds=seconds)
+        metrics.job_failed(job, outcome, time.monotonic() - started, retrying=retry_at is not None)
         return outcomes.Failure(error, outcome, retry_at, time.monotonic() - started)
 
     async def _record(self, write: Any, ctx: TaskContext) -> None:
+        running = self._running.get(ctx.job_id)
+        if running is not None:
+            # From here a lost lease must not cancel us mid-write: the guarded write
+            # itself finds out (0 rows) and says so.
+            running.recording = True
         try:
             if not await write:
-                ctx.logger.warning("outcome not recorded: the job is no longer ours")
+                ctx.logger.warning("lost lease: outcome not recorded (the job was rescued or cancelled)")
         except StoreError as exc:
             # The lease will expire and the job run again: at-least-once, never lost.
             ctx.logger.error("could not record the outcome: %s", exc)
@@ -206,7 +217,8 @@ class Worker:
             return
         running.lost = True
         running.ctx.cancel(reason)
-        running.task.cancel()
+        if not running.recording:
+            running.task.cancel()
 
     async def _heartbeat_forever(self) -> None:
         while True:
@@ -228,6 +240,7 @@ class Worker:
             self.config.queues,
             self.config.concurrency,
         )
+        metrics.EXECUTOR_SLOTS.set(self.config.concurrency)
         log.info(
             "worker %s started: queues=%s concurrency=%d tasks=%s",
             self.config.worker_id,

@@ -1,0 +1,215 @@
+"""Faults on the real services (PostgreSQL + Redis, separate processes): the pass
+criteria of the production issue and RELIABILITY.md S1, S2, S4, S8 and S11."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from taskmill.core.jobs import JobStatus
+from taskmill.store.database import Database
+from taskmill.store.replay import projection_diff
+from taskmill.store.schema import events, job_runs, jobs
+from tests import backends
+from tests.conftest import wait_for
+from tests.e2e.cluster import LEASE, WATCHER, cluster, effects
+from tests.fixtures.apps import build_app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def postgres_url(postgres_template: str | None) -> AsyncIterator[str]:
+    if postgres_template is not None:
+        backends.unavailable(postgres_template)
+    reason = await backends.redis_reachable()
+    if reason is not None:
+        backends.unavailable(reason)
+    name, url = await backends.clone_postgres()
+    try:
+        yield url
+    finally:
+        await backends.drop_postgres(name)
+
+
+@pytest.fixture
+async def db(postgres_url: str) -> AsyncIterator[Database]:
+    database = Database.from_url(postgres_url)
+    yield database
+    await database.close()
+
+
+async def _enqueue(url: str, count: int, payload: dict[str, Any]) -> list[str]:
+    producer = build_app(url)
+    try:
+        return [(await producer.schedule("sleepy", payload)).id for _ in range(count)]
+    finally:
+        await producer.stop()
+
+
+async def _statuses(db: Database) -> Counter[str]:
+    async with db.read() as conn:
+        rows = (
+            await conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status))
+        ).all()
+    return Counter({JobStatus(s).value: n for s, n in rows})
+
+
+async def _succeeded(db: Database, n: int) -> bool:
+    return (await _statuses(db))["succeeded"] == n
+
+
+async def _event_counts(db: Database, kind: str) -> Counter[str]:
+    async with db.read() as conn:
+        stmt = select(events.c.job_id).where(events.c.type == kind)
+        return Counter(row.job_id for row in (await conn.execute(stmt)).all())
+
+
+async def test_faults_executor_sigkill_with_200_running(
+    postgres_url: str, db: Database, tmp_path: Path
+) -> None:
+    log = tmp_path / "effects.log"
+    ids = await _enqueue(postgres_url, 200, {"effects": str(log), "seconds": 3})
+    with cluster(postgres_url, backends.REDIS_URL, tmp_path) as c:
+        c.start("queue-populator")
+        c.start("failure-watcher")
+        victim = c.start("executor", TASKMILL_WORKER__CONCURRENCY="200")
+
+        async def all_running() -> bool:
+            return len(effects(log)) == 200
+
+        await wait_for(all_running, timeout=60)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        killed_at = time.monotonic()
+        c.start("executor", TASKMILL_WORKER__CONCURRENCY="200")
+        await wait_for(lambda: _succeeded(db, 200), timeout=LEASE + WATCHER + 3 + 30)
+        recovered_in = time.monotonic() - killed_at
+    runs = Counter(job for job, _, _ in effects(log))
+    assert set(runs) == set(ids)  # 0 lost
+    assert max(runs.values()) <= 2 and sum(runs.values()) - 200 <= 200
+    assert set((await _event_counts(db, "job.lease_expired")).values()) == {1}
+    assert await projection_diff(db) == []
+    print(f"recovered 200 killed jobs in {recovered_in:.1f}s")  # noqa: T201
+
+
+async def test_faults_paused_executor_is_fenced(
+    postgres_url: str, db: Database, tmp_path: Path
+) -> None:
+    log = tmp_path / "effects.log"
+    [job_id] = await _enqueue(postgres_url, 1, {"effects": str(log), "seconds": 8})
+    with cluster(postgres_url, backends.REDIS_URL, tmp_path) as c:
+        c.start("queue-populator")
+        c.start("failure-watcher")
+        zombie = c.start("executor")
+
+        async def started() -> bool:
+            return len(effects(log)) == 1
+
+        await wait_for(started, timeout=30)
+        zombie.send_signal(signal.SIGSTOP)
+        c.start("executor")
+        await wait_for(lambda: _succeeded(db, 1), timeout=LEASE + WATCHER + 8 + 30)
+        async with db.read() as conn:
+            before = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one()
+        zombie.send_signal(signal.SIGCONT)  # it wakes up, still "running" attempt 1
+        await asyncio.sleep(LEASE)  # its heartbeat and its late outcome write both run
+        async with db.read() as conn:
+            after = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one()
+            attempts = (
+                await conn.execute(
+                    select(job_runs.c.attempt, job_runs.c.outcome)
+                    .where(job_runs.c.job_id == job_id)
+                    .order_by(job_runs.c.attempt)
+                )
+            ).all()
+    assert before == after and after.attempt == 2 and after.status == JobStatus.SUCCEEDED
+    assert [(a, o) for a, o in attempts] == [(1, "lost"), (2, "succeeded")]
+    assert (await _event_counts(db, "job.succeeded"))[job_id] == 1
+    assert "lost lease" in c.logs()
+
+
+async def test_faults_redis_flushed_with_1000_queued(
+    postgres_url: str, db: Database, tmp_path: Path
+) -> None:
+    log = tmp_path / "effects.log"
+    ids = await _enqueue(postgres_url, 1000, {"effects": str(log)})
+    with cluster(postgres_url, backends.REDIS_URL, tmp_path) as c:
+        populator = c.start("queue-populator")
+
+        async def all_queued() -> bool:
+            return (await _statuses(db))["queued"] == 1000
+
+        await wait_for(all_queued, timeout=60)
+        populator.send_signal(signal.SIGTERM)
+        populator.wait(timeout=20)
+        await backends.delete_prefix(c.prefix)  # Redis loses every hint of this deployment
+        c.start("failure-watcher")
+        c.start("executor", TASKMILL_WORKER__CONCURRENCY="50")
+        await wait_for(lambda: _succeeded(db, 1000), timeout=120)
+    runs = Counter(job for job, _, _ in effects(log))
+    assert set(runs) == set(ids) and max(runs.values()) == 1  # 0 lost, 0 duplicates
+
+
+async def test_faults_three_replicas_of_every_service(
+    postgres_url: str, db: Database, tmp_path: Path
+) -> None:
+    log = tmp_path / "effects.log"
+    count = 2000
+    ids = await _enqueue(postgres_url, count, {"effects": str(log)})
+    with cluster(postgres_url, backends.REDIS_URL, tmp_path) as c:
+        for _ in range(3):
+            for service in ("queue-populator", "failure-watcher", "recurrence-manager"):
+                c.start(service)
+            c.start("executor", TASKMILL_WORKER__CONCURRENCY="30")
+        await wait_for(lambda: _succeeded(db, count), timeout=240)
+    assert set((await _event_counts(db, "job.queued")).values()) == {1}
+    assert set((await _event_counts(db, "job.succeeded")).values()) == {1}
+    runs = Counter(job for job, _, _ in effects(log))
+    assert set(runs) == set(ids) and set(runs.values()) == {1}
+    assert await projection_diff(db) == []
+
+
+def _pg_cluster(action: str) -> None:
+    version = subprocess.run(["ls", "/etc/postgresql"], capture_output=True, text=True).stdout
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version.split()[0], "main", action],
+        check=True,
+        timeout=120,
+    )
+
+
+async def test_faults_postgres_restart_mid_run(
+    postgres_url: str, db: Database, tmp_path: Path
+) -> None:
+    log = tmp_path / "effects.log"
+    count = 300
+    ids = await _enqueue(postgres_url, count, {"effects": str(log), "seconds": 0.2})
+    with cluster(postgres_url, backends.REDIS_URL, tmp_path) as c:
+        services = [
+            c.start("queue-populator"),
+            c.start("failure-watcher"),
+            c.start("executor", TASKMILL_WORKER__CONCURRENCY="20"),
+        ]
+
+        async def some_done() -> bool:
+            return len(effects(log)) >= 50
+
+        await wait_for(some_done, timeout=60)
+        await db.engine.dispose()
+        _pg_cluster("stop")
+        await asyncio.sleep(3)
+        _pg_cluster("start")
+        await wait_for(lambda: _succeeded(db, count), timeout=90)
+        assert all(p.poll() is None for p in services)  # nobody exited or crash-looped
+    runs = Counter(job for job, _, _ in effects(log))
+    assert set(runs) == set(ids)
