@@ -19,7 +19,8 @@ from taskmill.store.database import Database
 POSTGRES_ADMIN_URL = os.environ.get(
     "TASKMILL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-POSTGRES_TEMPLATE = "taskmill_test_template"
+# Per test session, so that concurrent sessions (two developers' runs) do not collide.
+POSTGRES_TEMPLATE = f"taskmill_test_template_{os.getpid()}"
 START_POSTGRES = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 
 
@@ -70,6 +71,10 @@ def make_postgres_template() -> str | None:
         )
     asyncio.run(_migrate(_db_url(POSTGRES_TEMPLATE)))
     return None
+
+
+def drop_postgres_template() -> None:
+    asyncio.run(_admin([f"DROP DATABASE IF EXISTS {POSTGRES_TEMPLATE} WITH (FORCE)"]))
 
 
 async def clone_postgres() -> tuple[str, str]:

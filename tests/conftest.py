@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +21,12 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_template() -> str | None:
+def postgres_template() -> Iterator[str | None]:
     """Why PostgreSQL cannot be used, or ``None`` when its template database is ready."""
-    return backends.make_postgres_template()
+    reason = backends.make_postgres_template()
+    yield reason
+    if reason is None:
+        backends.drop_postgres_template()
 
 
 @pytest.fixture
