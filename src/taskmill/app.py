@@ -231,6 +231,19 @@ class Taskmill:
             runtime.wakers.populator.wake()
         return result
 
+    async def schedule_many(
+        self, task: str, payloads: Sequence[Any], *, run_at: datetime | None = None
+    ) -> builtins.list[Job]:
+        """Schedule ``task`` once per payload, now or at ``run_at``, in one transaction:
+        much faster than one ``schedule`` call each. All payloads are validated first;
+        if one is invalid, none is stored."""
+        runtime = await self.open()
+        jobs = await runtime.scheduler.schedule_many(
+            [ScheduleRequest(task=task, payload=p, run_at=run_at) for p in payloads]
+        )
+        runtime.wakers.populator.wake()
+        return jobs
+
     async def cancel(self, ident: str, reason: str = "cancelled") -> Job | Template:
         """Cancel a job (scheduled, queued or running), or switch a template off."""
         runtime = await self.open()

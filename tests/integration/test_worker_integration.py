@@ -17,6 +17,7 @@ from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import Job, JobStatus, RunOutcome
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.templates import Template
+from taskmill.store.jobs import JobFilter
 from taskmill.store.replay import projection_diff
 from taskmill.testing import FrozenClock, run_until_idle
 from tests.conftest import wait_for
@@ -317,4 +318,24 @@ async def test_worker_integration_replay_after_real_run(app: Taskmill) -> None:
     await run_until_idle(app)
     statuses = {await _status(app, j) for j in jobs}
     assert statuses == {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+    assert await projection_diff(app.runtime.db) == []
+
+
+async def test_worker_integration_schedule_many_all_or_nothing(app: Taskmill) -> None:
+    def positive(payload: Any) -> None:
+        if payload <= 0:
+            raise ValueError("must be positive")
+
+    @app.task("square", validate=positive)
+    async def square(ctx: TaskContext, payload: int) -> int:
+        return payload * payload
+
+    with pytest.raises(ValidationError):
+        await app.schedule_many("square", [1, 2, -3])
+    assert await app.list() == []  # nothing half-written
+    jobs = await app.schedule_many("square", list(range(1, 101)))
+    assert len(jobs) == 100
+    await run_until_idle(app)
+    done = await app.list(JobFilter(statuses=[JobStatus.SUCCEEDED], limit=1000))
+    assert sorted(j.result for j in done) == [i * i for i in range(1, 101)]
     assert await projection_diff(app.runtime.db) == []

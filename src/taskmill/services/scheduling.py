@@ -99,11 +99,22 @@ class Scheduler:
         priority = req.priority if req.priority is not None else definition.priority
         return retries + 1, timeout, queue, priority
 
-    async def _job(self, req: ScheduleRequest) -> Scheduled:
+    async def schedule_many(self, requests: Sequence[ScheduleRequest]) -> list[Job]:
+        """Many immediate or one-time jobs in one transaction (all valid, or none stored)."""
         now = self.clock.now()
+        news = []
+        for index, req in enumerate(requests):
+            if req.interval is not None or req.cron is not None:
+                raise ValidationError(f"jobs[{index}]", "recurring schedules are templates")
+            definition = self.registry.get(req.task)
+            definition.validate(req.payload)
+            news.append(self._new_job(req, now))
+        return await job_store.create_jobs(self.db, news, actor="library", now=now)
+
+    def _new_job(self, req: ScheduleRequest, now: datetime) -> job_store.NewJob:
         run_at = utc(req.run_at) if req.run_at is not None else now
         max_attempts, timeout, queue, priority = self._options(req)
-        new = job_store.NewJob(
+        return job_store.NewJob(
             task_type=req.task,
             run_at=run_at,
             payload=req.payload,
@@ -116,6 +127,10 @@ class Scheduler:
             idempotency_key=req.idempotency_key,
             depends_on=tuple(req.depends_on),
         )
+
+    async def _job(self, req: ScheduleRequest) -> Scheduled:
+        now = self.clock.now()
+        new = self._new_job(req, now)
         created = await job_store.create_job(self.db, new, actor=req.actor, now=now)
         return Scheduled(created.job, created.created)
 

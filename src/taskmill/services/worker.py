@@ -191,7 +191,9 @@ class Worker:
             running.recording = True
         try:
             if not await write:
-                ctx.logger.warning("lost lease: outcome not recorded (the job was rescued or cancelled)")
+                ctx.logger.warning(
+                    "lost lease: outcome not recorded (the job was rescued or cancelled)"
+                )
         except StoreError as exc:
             # The lease will expire and the job run again: at-least-once, never lost.
             ctx.logger.error("could not record the outcome: %s", exc)

@@ -61,6 +61,7 @@ function plural(n, unit) {
 /** "12 s", "3 min", "2 h", "4 days" for a number of seconds. */
 export function span(seconds) {
   const abs = Math.abs(seconds);
+  if (abs < 0.001) return "<1 ms";
   if (abs < 1) return `${Math.round(abs * 1000)} ms`;
   if (abs < 90) return `${Math.round(abs)} s`;
   if (abs < 90 * 60) return `${Math.round(abs / 60)} min`;

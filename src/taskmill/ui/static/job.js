@@ -138,15 +138,17 @@ export function mount(container, { id }, app) {
       ? h("section", { class: "panel" }, h("h2", {}, "Last error"), h("pre", { class: "json error" }, job.last_error)) : null;
     const cancelled = job.cancel_reason
       ? h("section", { class: "panel" }, h("h2", {}, "Cancelled"), h("p", {}, job.cancel_reason)) : null;
-    clear(body).append(
+    const sections = [
       h("section", { class: "panel" }, facts(job)),
       problem, cancelled,
       h("div", { class: "grid two" },
-        h("section", { class: "panel" }, h("h2", {}, "Payload"), json(job.payload)),
-        h("section", { class: "panel" }, h("h2", {}, "Result"), json(job.result))),
-      h("div", { class: "grid two" },
         h("section", { class: "panel" }, h("h2", {}, `Timeline · ${events.items.length} events`), timeline(events.items)),
-        h("section", { class: "panel flush" }, h("h2", { class: "inset" }, "Attempts"), runsTable(runs))));
+        h("div", {},
+          h("section", { class: "panel" }, h("h2", {}, "Payload"), json(job.payload)),
+          h("section", { class: "panel" }, h("h2", {}, "Result"), json(job.result)))),
+      h("section", { class: "panel flush" }, h("h2", { class: "inset" }, `Attempts · ${runs.length}`), runsTable(runs)),
+    ];
+    clear(body).append(...sections.filter(Boolean));
   }
 
   return { refresh: load };

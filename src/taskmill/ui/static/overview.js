@@ -27,19 +27,25 @@ function cards(stats, alive) {
   const now = stats.unfinished;
   const hour = stats.window_totals;
   const attempts = hour.succeeded + hour.failed + hour.retried;
+  const failedAttempts = hour.failed + hour.retried;
   const lag = stats.start_lag;
-  return h("div", { class: "cards" },
-    card({ id: "scheduled", label: "Scheduled", value: now.scheduled, sub: "waiting for their time", tone: "scheduled", href: "#/jobs?status=scheduled" }),
-    card({ id: "queued", label: "Queued", value: now.queued, sub: "ready for an executor", tone: "queued", href: "#/jobs?status=queued" }),
-    card({ id: "running", label: "Running", value: now.running, sub: "right now", tone: "running", href: "#/jobs?status=running" }),
-    card({ id: "succeeded", label: "Succeeded", value: hour.succeeded, sub: "last hour", tone: "succeeded", href: "#/jobs?status=succeeded" }),
-    card({ id: "failed", label: "Failed", value: hour.failed, sub: `last hour · ${hour.retried} retried`, tone: "failed", href: "#/jobs?status=failed" }),
-    card({ id: "cancelled", label: "Cancelled", value: hour.cancelled, sub: "last hour", tone: "cancelled", href: "#/jobs?status=cancelled" }),
-    card({ id: "failure-rate", label: "Failed attempts", value: percent(hour.failed + hour.retried, attempts), sub: `of ${attempts} finished, last hour`, tone: attempts && hour.failed + hour.retried ? "retried" : "neutral" }),
-    card({ id: "lag", label: "Start lag p95", value: lag.samples ? duration(lag.p95_seconds) : "—", sub: lag.samples ? `p50 ${duration(lag.p50_seconds)} · max ${duration(lag.max_seconds)}` : "no job started yet", tone: "neutral" }),
-    card({ id: "backlog", label: "Oldest due job", value: stats.due ? span(stats.oldest_due_age_seconds) : "—", sub: stats.due ? `${stats.due} due, not running` : "nothing waiting", tone: stats.due && stats.oldest_due_age_seconds > 60 ? "retried" : "neutral" }),
-    card({ id: "workers", label: "Workers alive", value: alive === null ? "—" : alive, sub: "with heartbeats", tone: alive ? "succeeded" : "failed", href: "#/workers" }),
-  );
+  const waiting = stats.due && stats.oldest_due_age_seconds > 60;
+  return [
+    h("h2", {}, "Now"),
+    h("div", { class: "cards", id: "cards-now" },
+      card({ id: "scheduled", label: "Scheduled", value: now.scheduled, sub: "waiting for their time", tone: "scheduled", href: "#/jobs?status=scheduled" }),
+      card({ id: "queued", label: "Queued", value: now.queued, sub: "ready for an executor", tone: "queued", href: "#/jobs?status=queued" }),
+      card({ id: "running", label: "Running", value: now.running, sub: "on an executor", tone: "running", href: "#/jobs?status=running" }),
+      card({ id: "backlog", label: "Oldest due job", value: stats.due ? span(stats.oldest_due_age_seconds) : "—", sub: stats.due ? `${stats.due} due, not started` : "nothing waiting", tone: waiting ? "retried" : "neutral" }),
+      card({ id: "workers", label: "Workers alive", value: alive === null ? "—" : alive, sub: "heartbeating", tone: alive ? "succeeded" : "failed", href: "#/workers" })),
+    h("h2", {}, "Last hour"),
+    h("div", { class: "cards", id: "cards-hour" },
+      card({ id: "succeeded", label: "Succeeded", value: hour.succeeded, sub: "jobs", tone: "succeeded", href: "#/jobs?status=succeeded&age=1h" }),
+      card({ id: "failed", label: "Failed", value: hour.failed, sub: `jobs · ${hour.retried} attempts retried`, tone: "failed", href: "#/jobs?status=failed&age=1h" }),
+      card({ id: "cancelled", label: "Cancelled", value: hour.cancelled, sub: "jobs", tone: "cancelled", href: "#/jobs?status=cancelled&age=1h" }),
+      card({ id: "failure-rate", label: "Failed attempts", value: percent(failedAttempts, attempts), sub: `of ${attempts} finished attempts`, tone: failedAttempts ? "retried" : "neutral" }),
+      card({ id: "lag", label: "Start lag p95", value: lag.samples ? duration(lag.p95_seconds) : "—", sub: lag.samples ? `p50 ${duration(lag.p50_seconds)} · max ${duration(lag.max_seconds)}` : "no job started yet", tone: "neutral" })),
+  ];
 }
 
 function charts(stats) {
