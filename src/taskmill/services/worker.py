@@ -14,12 +14,13 @@ from typing import Any
 
 from taskmill.brokers.base import Broker, Delivery
 from taskmill.core.clock import Clock
-from taskmill.core.errors import BrokerError, Retry, StoreError
+from taskmill.core.errors import BrokerError, Retry, StoreError, TaskmillError
 from taskmill.core.jobs import Job, RunOutcome
 from taskmill.core.retry import BackoffPolicy
 from taskmill.executors.context import TaskContext
 from taskmill.executors.python import PythonExecutor
 from taskmill.observability import metrics
+from taskmill.services.group_commit import GroupCommitter
 from taskmill.store import claims, outcomes, workers
 from taskmill.store.database import Database
 
@@ -73,6 +74,7 @@ class Worker:
         self.clock = clock
         self.config = config
         self._running: dict[str, _Running] = {}
+        self._commits = GroupCommitter(db)
         self._slot_freed = asyncio.Event()
 
     # -- claiming -------------------------------------------------------------
@@ -159,17 +161,27 @@ class Worker:
                 raise
             ctx.cancel("timeout")
             failure = self._failure(job, f"timed out after {job.timeout_seconds}s", started)
-            await self._record(outcomes.fail(self.db, attempt, failure), ctx)
+            await self._record(self._failed(attempt, failure), ctx)
         except Retry as retry:
             failure = self._failure(job, retry.reason, started, delay=retry.delay)
-            await self._record(outcomes.fail(self.db, attempt, failure), ctx)
+            await self._record(self._failed(attempt, failure), ctx)
         except Exception as exc:
             failure = self._failure(job, f"{type(exc).__name__}: {exc}", started)
-            await self._record(outcomes.fail(self.db, attempt, failure), ctx)
+            await self._record(self._failed(attempt, failure), ctx)
         else:
             duration = time.monotonic() - started
             metrics.job_succeeded(job, duration)
-            await self._record(outcomes.succeed(self.db, attempt, result, duration), ctx)
+            await self._record(self._succeeded(attempt, result, duration), ctx)
+
+    def _succeeded(self, attempt: outcomes.Attempt, result: Any, duration: float) -> Any:
+        dialect = self.db.dialect
+        return self._commits.write(
+            lambda conn: outcomes.succeed_in(conn, dialect, attempt, result, duration)
+        )
+
+    def _failed(self, attempt: outcomes.Attempt, failure: outcomes.Failure) -> Any:
+        dialect = self.db.dialect
+        return self._commits.write(lambda conn: outcomes.fail_in(conn, dialect, attempt, failure))
 
     def _failure(
         self, job: Job, error: str, started: float, delay: float | None = None
@@ -194,7 +206,7 @@ class Worker:
                 ctx.logger.warning(
                     "lost lease: outcome not recorded (the job was rescued or cancelled)"
                 )
-        except StoreError as exc:
+        except TaskmillError as exc:
             # The lease will expire and the job run again: at-least-once, never lost.
             ctx.logger.error("could not record the outcome: %s", exc)
 
@@ -308,9 +320,10 @@ class Worker:
             await self.broker.ack(rest)
 
     async def drain(self) -> None:
-        """Wait for every running job to finish (tests and ``run_until_idle``)."""
+        """Wait for every running job to finish and its outcome to be committed."""
         while self._running:
             await asyncio.wait([r.task for r in self._running.values()])
+        await self._commits.flush()
 
     async def shutdown(self) -> None:
         """Give running jobs the grace period, then cancel and release the rest."""
@@ -324,6 +337,7 @@ class Worker:
             running.ctx.cancel("worker shutting down")
             running.task.cancel()
         await asyncio.gather(*(r.task for r in leftovers), return_exceptions=True)
+        await self._commits.close()  # outcomes of jobs that finished are written first
         for running in leftovers:
             attempt = outcomes.Attempt(running.job.id, running.job.attempt, self.config.worker_id)
             try:

@@ -12,6 +12,7 @@ from taskmill.core.errors import InvalidTransition
 from taskmill.core.events import EventType
 from taskmill.core.jobs import CANCELLABLE_STATUSES, Job, JobStatus, RunOutcome
 from taskmill.store.database import Database
+from taskmill.store.dialect import Dialect
 from taskmill.store.jobs import get_job
 from taskmill.store.records import to_job
 from taskmill.store.runs import finish_runs
@@ -38,24 +39,31 @@ async def succeed(
 ) -> bool:
     """Record success; ``False`` (0 rows) if the claim was lost (rescued or cancelled)."""
     async with db.transaction() as conn:
-        rows = await transition(
-            conn,
-            db.dialect,
-            Transition(
-                job_ids=[attempt.job_id],
-                from_statuses=_RUNNING,
-                to_status=JobStatus.SUCCEEDED,
-                event_type=EventType.JOB_SUCCEEDED,
-                actor=f"worker:{attempt.worker_id}",
-                values={
-                    "result": result,
-                    "finished_at": db.dialect.db_now(),
-                    "lease_expires_at": None,
-                },
-                guards=attempt.guards(),
-            ),
-        )
-        await _close_run(conn, db, attempt, rows, RunOutcome.SUCCEEDED, None, duration_seconds)
+        return await succeed_in(conn, db.dialect, attempt, result, duration_seconds)
+
+
+async def succeed_in(
+    conn: AsyncConnection,
+    dialect: Dialect,
+    attempt: Attempt,
+    result: Any,
+    duration_seconds: float | None = None,
+) -> bool:
+    """:func:`succeed` in the caller's transaction (several outcomes share one commit)."""
+    rows = await transition(
+        conn,
+        dialect,
+        Transition(
+            job_ids=[attempt.job_id],
+            from_statuses=_RUNNING,
+            to_status=JobStatus.SUCCEEDED,
+            event_type=EventType.JOB_SUCCEEDED,
+            actor=f"worker:{attempt.worker_id}",
+            values={"result": result, "finished_at": dialect.db_now(), "lease_expires_at": None},
+            guards=attempt.guards(),
+        ),
+    )
+    await _close_run(conn, dialect, attempt, rows, RunOutcome.SUCCEEDED, None, duration_seconds)
     return bool(rows)
 
 
@@ -71,30 +79,37 @@ class Failure:
 
 async def fail(db: Database, attempt: Attempt, failure: Failure) -> bool:
     """Record a failed attempt; ``False`` (0 rows) if the claim was lost."""
+    async with db.transaction() as conn:
+        return await fail_in(conn, db.dialect, attempt, failure)
+
+
+async def fail_in(
+    conn: AsyncConnection, dialect: Dialect, attempt: Attempt, failure: Failure
+) -> bool:
+    """:func:`fail` in the caller's transaction."""
     if failure.retry_at is not None:
         to_status, event = JobStatus.SCHEDULED, EventType.JOB_RETRY_SCHEDULED
         values: dict[str, Any] = {"run_at": failure.retry_at, "worker_id": None}
     else:
         to_status, event = JobStatus.FAILED, EventType.JOB_FAILED
-        values = {"finished_at": db.dialect.db_now()}
-    async with db.transaction() as conn:
-        rows = await transition(
-            conn,
-            db.dialect,
-            Transition(
-                job_ids=[attempt.job_id],
-                from_statuses=_RUNNING,
-                to_status=to_status,
-                event_type=event,
-                actor=f"worker:{attempt.worker_id}",
-                values={**values, "last_error": failure.error, "lease_expires_at": None},
-                guards=attempt.guards(),
-                data={"reason": failure.outcome.value},
-            ),
-        )
-        await _close_run(
-            conn, db, attempt, rows, failure.outcome, failure.error, failure.duration_seconds
-        )
+        values = {"finished_at": dialect.db_now()}
+    rows = await transition(
+        conn,
+        dialect,
+        Transition(
+            job_ids=[attempt.job_id],
+            from_statuses=_RUNNING,
+            to_status=to_status,
+            event_type=event,
+            actor=f"worker:{attempt.worker_id}",
+            values={**values, "last_error": failure.error, "lease_expires_at": None},
+            guards=attempt.guards(),
+            data={"reason": failure.outcome.value},
+        ),
+    )
+    await _close_run(
+        conn, dialect, attempt, rows, failure.outcome, failure.error, failure.duration_seconds
+    )
     return bool(rows)
 
 
@@ -123,7 +138,9 @@ async def release(db: Database, attempt: Attempt) -> bool:
                 guards=attempt.guards(),
             ),
         )
-        await _close_run(conn, db, attempt, rows, RunOutcome.RELEASED, "released at shutdown")
+        await _close_run(
+            conn, db.dialect, attempt, rows, RunOutcome.RELEASED, "released at shutdown"
+        )
     return bool(rows)
 
 
@@ -191,7 +208,7 @@ async def retry_failed(
 
 async def _close_run(
     conn: AsyncConnection,
-    db: Database,
+    dialect: Dialect,
     attempt: Attempt,
     rows: list[Any],
     outcome: RunOutcome,
@@ -201,5 +218,5 @@ async def _close_run(
     # Only the owner closes its run; a fenced-off zombie leaves the rescuer's record alone.
     if rows:
         await finish_runs(
-            conn, db.dialect, [(attempt.job_id, attempt.attempt)], outcome, error, duration_seconds
+            conn, dialect, [(attempt.job_id, attempt.attempt)], outcome, error, duration_seconds
         )

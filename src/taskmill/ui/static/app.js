@@ -15,7 +15,7 @@ const liveButton = document.getElementById("live");
 const liveLabel = document.getElementById("live-label");
 const toastBox = document.getElementById("toast");
 
-const state = { page: null, live: true, busy: false, lastOk: null, route: "" };
+const state = { page: null, live: true, lastOk: null };
 
 function route() {
   const hash = location.hash.replace(/^#/, "") || "/";
@@ -57,20 +57,32 @@ function showAlert(error) {
   if (error) slot.append(notice("error", error instanceof ApiError ? error.explanation : String(error)));
 }
 
+// One refresh at a time per page; a request made meanwhile (a filter changed) runs right
+// after, so it is never lost. A page replaced mid-refresh is ignored when it answers.
 async function refresh() {
-  if (!state.page || state.busy) return;
-  state.busy = true;
+  const page = state.page;
+  if (!page) return;
+  if (page.busy) { page.again = true; return; }
+  page.busy = true;
   try {
-    await state.page.refresh();
-    state.lastOk = new Date();
-    liveButton.classList.remove("stale");
-    showAlert(null);
+    await page.refresh();
+    if (page === state.page) {
+      state.lastOk = new Date();
+      liveButton.classList.remove("stale");
+      showAlert(null);
+    }
   } catch (error) {
-    liveButton.classList.add("stale");
-    if (!(error instanceof ApiError && error.status === 401)) showAlert(error);
+    if (page === state.page) {
+      liveButton.classList.add("stale");
+      if (!(error instanceof ApiError && error.status === 401)) showAlert(error);
+    }
   } finally {
-    state.busy = false;
+    page.busy = false;
     paintLive();
+  }
+  if (page.again && page === state.page) {
+    page.again = false;
+    await refresh();
   }
 }
 

@@ -76,7 +76,7 @@ export function mount(container) {
       const alive = workers ? workers.filter((w) => w.status === "alive").length : null;
       clear(body);
       if (stats.truncated) body.append(notice("warn", "More happened in the last hour than one refresh reads; the hourly numbers are partial."));
-      body.append(cards(stats, alive), charts(stats));
+      body.append(...cards(stats, alive), charts(stats));
     },
   };
 }

@@ -1,0 +1,88 @@
+"""Group commit: outcomes that arrive while a commit is in flight share the next one.
+
+Each outcome is still its own guarded ``UPDATE`` with its own event; what is shared is
+the ``BEGIN``/``COMMIT`` (on PostgreSQL, the WAL flush; on SQLite, the write lock). At
+low load a batch is one outcome and nothing waits; under load batches grow by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskmill.store.database import Database
+
+log = logging.getLogger(__name__)
+
+Write = Callable[[AsyncConnection], Awaitable[bool]]
+
+
+class GroupCommitter:
+    """Runs writes in shared transactions, one writer task, batches of up to ``max_batch``."""
+
+    def __init__(self, db: Database, max_batch: int = 256) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._pending: asyncio.Queue[tuple[Write, asyncio.Future[bool]]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def write(self, write: Write) -> bool:
+        """Run ``write`` in a transaction shared with others; return its result.
+
+        Raises what the write raised (a ``StoreError`` or ``Conflict`` from the database).
+        The write runs even if the caller is cancelled meanwhile.
+        """
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_forever(), name="group-commit")
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.put_nowait((write, done))
+        return await asyncio.shield(done)
+
+    async def _write_forever(self) -> None:
+        while True:
+            batch = [await self._pending.get()]
+            while len(batch) < self.max_batch and not self._pending.empty():
+                batch.append(self._pending.get_nowait())
+            await self._commit(batch)
+            for _ in batch:
+                self._pending.task_done()
+
+    async def _commit(self, batch: list[tuple[Write, asyncio.Future[bool]]]) -> None:
+        try:
+            async with self.db.transaction() as conn:
+                results = [await write(conn) for write, _ in batch]
+        except Exception as exc:  # the writer must outlive any write: hand errors back
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            # One bad write must not fail the others: try each in its own transaction.
+            log.warning("a grouped commit failed (%s); writing %d one by one", exc, len(batch))
+            for item in batch:
+                await self._commit([item])
+            return
+        for (_, done), result in zip(batch, results, strict=True):
+            _settle(done, result)
+
+    async def flush(self) -> None:
+        """Wait until every write submitted so far is committed (or failed)."""
+        if self._writer is not None and not self._writer.done():
+            await self._pending.join()
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+
+
+def _settle(done: asyncio.Future[bool], outcome: bool | BaseException) -> None:
+    if done.done():
+        return
+    if isinstance(outcome, BaseException):
+        done.set_exception(outcome)
+    else:
+        done.set_result(outcome)
