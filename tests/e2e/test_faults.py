@@ -213,3 +213,22 @@ async def test_faults_postgres_restart_mid_run(
         assert all(p.poll() is None for p in services)  # nobody exited or crash-looped
     runs = Counter(job for job, _, _ in effects(log))
     assert set(runs) == set(ids)
+
+
+@pytest.mark.parametrize("broker", ["database", "redis"])
+async def test_notify_wakes_other_processes_before_the_poll(
+    postgres_url: str, db: Database, tmp_path: Path, broker: str
+) -> None:
+    log = tmp_path / "effects.log"
+    with cluster(postgres_url, backends.REDIS_URL, tmp_path) as c:
+        slow_poll = {"TASKMILL_SCHEDULER__POLL_INTERVAL_SECONDS": "30"}
+        if broker == "database":
+            slow_poll["TASKMILL_BROKER__URL"] = "database"
+        c.start("queue-populator", **slow_poll)
+        c.start("executor", **slow_poll)
+        await asyncio.sleep(3)  # both are listening
+        started = time.monotonic()
+        await _enqueue(postgres_url, 1, {"effects": str(log)})
+        await wait_for(lambda: _succeeded(db, 1), timeout=10)
+        # Far inside the 30 s poll: the LISTEN/NOTIFY wake-up did it.
+        assert time.monotonic() - started < 5
