@@ -241,3 +241,24 @@ async def test_store_integration_next_due_ignores_jobs_held_by_dependencies(db: 
     await create_job(db, NewJob("t", NOW, depends_on=[upstream.job.id]), actor="a", now=NOW)
     # The held job is past due, but only the upstream's run_at may wake the populator.
     assert await claims.next_due_at(db) == NOW + timedelta(hours=1)
+
+
+async def test_store_integration_succeed_many_is_fenced_and_replayable(db: Database) -> None:
+    for i in range(3):
+        await create_job(db, NewJob("t", NOW, payload=i, max_attempts=2), actor="a", now=NOW)
+    await claims.enqueue_due(db, now=NOW, limit=10, actor="p")
+    first, second, third = await claims.claim(db, _claim())
+    zombie = outcomes.Attempt(second.id, 1, "someone-else")  # not the claim's worker
+    batch = [
+        outcomes.Success(outcomes.Attempt(first.id, 1, "w1"), {"n": 1}, 0.5),
+        outcomes.Success(zombie, "late", 0.1),
+        outcomes.Success(outcomes.Attempt(third.id, 1, "w1"), [1, 2], None),
+    ]
+    async with db.transaction() as conn:
+        assert await outcomes.succeed_many(conn, db.dialect, batch) == [True, False, True]
+    assert (await get_job(db, first.id)).result == {"n": 1}
+    assert (await get_job(db, second.id)).status is JobStatus.RUNNING  # untouched
+    assert (await get_job(db, third.id)).result == [1, 2]
+    [run] = await runs.list_runs(db, first.id)
+    assert run.outcome is RunOutcome.SUCCEEDED and run.duration_seconds == 0.5
+    assert await projection_diff(db) == []

@@ -1,8 +1,9 @@
 """Group commit: outcomes that arrive while a commit is in flight share the next one.
 
-Each outcome is still its own guarded ``UPDATE`` with its own event; what is shared is
-the ``BEGIN``/``COMMIT`` (on PostgreSQL, the WAL flush; on SQLite, the write lock). At
-low load a batch is one outcome and nothing waits; under load batches grow by themselves.
+Successes — the common case — are also written together, with a handful of multi-row
+statements for the whole batch (``outcomes.succeed_many``); other writes run one by one
+inside the shared transaction. At low load a batch is one outcome and nothing waits;
+under load batches grow by themselves.
 """
 
 from __future__ import annotations
@@ -10,14 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from taskmill.store import outcomes
 from taskmill.store.database import Database
 
 log = logging.getLogger(__name__)
 
 Write = Callable[[AsyncConnection], Awaitable[bool]]
+
+
+@dataclass(slots=True)
+class _Item:
+    done: asyncio.Future[bool]
+    write: Write | None = None
+    success: outcomes.Success | None = None
 
 
 class GroupCommitter:
@@ -26,7 +36,7 @@ class GroupCommitter:
     def __init__(self, db: Database, max_batch: int = 256) -> None:
         self.db = db
         self.max_batch = max_batch
-        self._pending: asyncio.Queue[tuple[Write, asyncio.Future[bool]]] = asyncio.Queue()
+        self._pending: asyncio.Queue[_Item] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
     async def write(self, write: Write) -> bool:
@@ -35,11 +45,20 @@ class GroupCommitter:
         Raises what the write raised (a ``StoreError`` or ``Conflict`` from the database).
         The write runs even if the caller is cancelled meanwhile.
         """
+        return await self._submit(write=write)
+
+    async def succeed(self, success: outcomes.Success) -> bool:
+        """Record a success (batched with others); ``False`` if the claim was lost."""
+        return await self._submit(success=success)
+
+    async def _submit(
+        self, write: Write | None = None, success: outcomes.Success | None = None
+    ) -> bool:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_forever(), name="group-commit")
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.put_nowait((write, done))
-        return await asyncio.shield(done)
+        item = _Item(asyncio.get_running_loop().create_future(), write, success)
+        self._pending.put_nowait(item)
+        return await asyncio.shield(item.done)
 
     async def _write_forever(self) -> None:
         while True:
@@ -50,21 +69,26 @@ class GroupCommitter:
             for _ in batch:
                 self._pending.task_done()
 
-    async def _commit(self, batch: list[tuple[Write, asyncio.Future[bool]]]) -> None:
+    async def _commit(self, batch: list[_Item]) -> None:
+        successes = [item for item in batch if item.success is not None]
+        others = [item for item in batch if item.write is not None]
         try:
             async with self.db.transaction() as conn:
-                results = [await write(conn) for write, _ in batch]
+                done = await outcomes.succeed_many(
+                    conn, self.db.dialect, [i.success for i in successes if i.success]
+                )
+                results = [await i.write(conn) for i in others if i.write]
         except Exception as exc:  # the writer must outlive any write: hand errors back
             if len(batch) == 1:
-                _settle(batch[0][1], exc)
+                _settle(batch[0].done, exc)
                 return
             # One bad write must not fail the others: try each in its own transaction.
             log.warning("a grouped commit failed (%s); writing %d one by one", exc, len(batch))
             for item in batch:
                 await self._commit([item])
             return
-        for (_, done), result in zip(batch, results, strict=True):
-            _settle(done, result)
+        for item, result in zip([*successes, *others], [*done, *results], strict=True):
+            _settle(item.done, result)
 
     async def flush(self) -> None:
         """Wait until every write submitted so far is committed (or failed)."""

@@ -174,10 +174,7 @@ class Worker:
             await self._record(self._succeeded(attempt, result, duration), ctx)
 
     def _succeeded(self, attempt: outcomes.Attempt, result: Any, duration: float) -> Any:
-        dialect = self.db.dialect
-        return self._commits.write(
-            lambda conn: outcomes.succeed_in(conn, dialect, attempt, result, duration)
-        )
+        return self._commits.succeed(outcomes.Success(attempt, result, duration))
 
     def _failed(self, attempt: outcomes.Attempt, failure: outcomes.Failure) -> Any:
         dialect = self.db.dialect

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,9 +16,15 @@ from taskmill.store.database import Database
 from taskmill.store.dialect import Dialect
 from taskmill.store.jobs import get_job
 from taskmill.store.records import to_job
-from taskmill.store.runs import finish_runs
+from taskmill.store.runs import close_runs, finish_runs
 from taskmill.store.schema import jobs
-from taskmill.store.transition import Transition, transition
+from taskmill.store.transition import (
+    Claimed,
+    Transition,
+    db_clock,
+    transition,
+    transition_claimed,
+)
 
 _RUNNING = frozenset({JobStatus.RUNNING})
 
@@ -220,3 +227,46 @@ async def _close_run(
         await finish_runs(
             conn, dialect, [(attempt.job_id, attempt.attempt)], outcome, error, duration_seconds
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    """One attempt's success, for :func:`succeed_many`."""
+
+    attempt: Attempt
+    result: Any
+    duration_seconds: float | None = None
+
+
+async def succeed_many(
+    conn: AsyncConnection, dialect: Dialect, successes: Sequence[Success]
+) -> list[bool]:
+    """Record many successes in the caller's transaction with a handful of statements
+    (what :func:`succeed` does one by one); ``False`` where the claim was lost."""
+    if not successes:
+        return []
+    now = await db_clock(conn, dialect)
+    owned = await transition_claimed(
+        conn,
+        dialect,
+        [Claimed(s.attempt.job_id, s.attempt.attempt, s.attempt.worker_id) for s in successes],
+        [{"result": s.result, "finished_at": now, "lease_expires_at": None} for s in successes],
+        to_status=JobStatus.SUCCEEDED,
+        event_type=EventType.JOB_SUCCEEDED,
+        now=now,
+    )
+    await close_runs(
+        conn,
+        [
+            (
+                successes[i].attempt.job_id,
+                successes[i].attempt.attempt,
+                successes[i].duration_seconds,
+            )
+            for i in owned
+        ],
+        RunOutcome.SUCCEEDED,
+        now,
+    )
+    done = set(owned)
+    return [i in done for i in range(len(successes))]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select, tuple_, update
+from sqlalchemy import Row, bindparam, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.jobs import JobRun, RunOutcome
@@ -68,3 +69,29 @@ async def list_runs(db: Database, job_id: str, merchant_id: str | None = None) -
         )
     async with db.read() as conn:
         return [to_run(row) for row in (await conn.execute(stmt)).all()]
+
+
+async def close_runs(
+    conn: AsyncConnection,
+    runs: Sequence[tuple[str, int, float | None]],
+    outcome: RunOutcome,
+    now: datetime,
+) -> None:
+    """Close many open runs ``(job_id, attempt, duration)`` with one multi-row update."""
+    if not runs:
+        return
+    stmt = (
+        update(job_runs)
+        .where(
+            job_runs.c.job_id == bindparam("b_job_id"),
+            job_runs.c.attempt == bindparam("b_attempt"),
+            job_runs.c.finished_at.is_(None),
+        )
+        .values(
+            finished_at=now,
+            outcome=outcome.value,
+            duration_seconds=bindparam("b_duration", type_=job_runs.c.duration_seconds.type),
+        )
+    )
+    params = [{"b_job_id": j, "b_attempt": a, "b_duration": d} for j, a, d in runs]
+    await conn.execute(stmt, params)

@@ -58,6 +58,8 @@ class Backlog:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
+    """A live worker and the age of its last heartbeat (database clock)."""
+
     worker_id: str
     age_seconds: float
 

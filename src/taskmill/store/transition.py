@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, select, update
+from sqlalchemy import ColumnElement, Row, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.events import EventType
@@ -96,3 +97,84 @@ async def _old_statuses(
     if dialect.supports_skip_locked:
         stmt = stmt.with_for_update()
     return {row.id: JobStatus(row.status) for row in (await conn.execute(stmt)).all()}
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A running job as its worker holds it: the fence a batched outcome must match."""
+
+    job_id: str
+    attempt: int
+    worker_id: str
+
+
+async def db_clock(conn: AsyncConnection, dialect: Dialect) -> datetime:
+    """The database clock, read once (a batch of outcomes shares one timestamp)."""
+    now: datetime = (await conn.execute(select(dialect.db_now()))).scalar_one()
+    return now
+
+
+async def transition_claimed(
+    conn: AsyncConnection,
+    dialect: Dialect,
+    claimed: Sequence[Claimed],
+    values: Sequence[Mapping[str, Any]],
+    *,
+    to_status: JobStatus,
+    event_type: EventType,
+    now: datetime,
+) -> list[int]:
+    """:func:`transition` for many running jobs at once, each with its own plain values
+    (same keys): one locking read, one multi-row update, one multi-row event insert.
+
+    Only jobs still ``running`` under the same worker and attempt change (the fence);
+    returns the indexes in ``claimed`` that did. Call it in the caller's transaction.
+    """
+    check_transition(JobStatus.RUNNING, to_status)
+    if not claimed:
+        return []
+    stmt = select(jobs.c.id, jobs.c.merchant_id, jobs.c.worker_id, jobs.c.attempt).where(
+        jobs.c.id.in_([c.job_id for c in claimed]), jobs.c.status == JobStatus.RUNNING
+    )
+    if dialect.supports_skip_locked:
+        stmt = stmt.with_for_update()
+    current = {row.id: row for row in (await conn.execute(stmt)).all()}
+    owned = [
+        i
+        for i, c in enumerate(claimed)
+        if (row := current.get(c.job_id)) is not None
+        and (row.worker_id, row.attempt) == (c.worker_id, c.attempt)
+    ]
+    if not owned:
+        return []
+    names = sorted(values[owned[0]])
+    update_stmt = (
+        update(jobs)
+        .where(jobs.c.id == bindparam("b_id"), jobs.c.status == JobStatus.RUNNING)
+        .values(
+            status=to_status,
+            updated_at=now,
+            **{name: bindparam(f"b_{name}", type_=jobs.c[name].type) for name in names},
+        )
+    )
+    params = [{"b_id": claimed[i].job_id, **{f"b_{n}": values[i][n] for n in names}} for i in owned]
+    await conn.execute(update_stmt, params)
+    await event_log.append(
+        conn,
+        [
+            event_log.NewEvent(
+                type=event_type,
+                merchant_id=current[claimed[i].job_id].merchant_id,
+                actor=f"worker:{claimed[i].worker_id}",
+                occurred_at=now,
+                job_id=claimed[i].job_id,
+                data={
+                    "from": JobStatus.RUNNING,
+                    "to": to_status,
+                    "changes": {"status": to_status, **{n: values[i][n] for n in names}},
+                },
+            )
+            for i in owned
+        ],
+    )
+    return owned

@@ -35,6 +35,8 @@ SECURITY_HEADERS = {
 
 @dataclass(frozen=True, slots=True)
 class Asset:
+    """One static file, its content type and an ETag for revalidation."""
+
     body: bytes
     content_type: str
     etag: str

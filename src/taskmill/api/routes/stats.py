@@ -14,6 +14,8 @@ router = APIRouter(tags=["stats"])
 
 
 class MinuteOut(BaseModel):
+    """Finished attempts in one minute."""
+
     minute: datetime = Field(description="Start of the minute (UTC).")
     succeeded: int
     failed: int = Field(description="Attempts that failed with no attempt left.")
@@ -22,6 +24,8 @@ class MinuteOut(BaseModel):
 
 
 class StartLagOut(BaseModel):
+    """Due-to-start lag of the merchant's recent jobs that have started."""
+
     samples: int = Field(description="Recently created jobs that have started.")
     p50_seconds: float | None
     p95_seconds: float | None
@@ -29,6 +33,8 @@ class StartLagOut(BaseModel):
 
 
 class StatsOut(BaseModel):
+    """The merchant's jobs now, over the last hour, and their start lag."""
+
     generated_at: datetime
     window_minutes: int
     unfinished: dict[str, int] = Field(description="Jobs scheduled, queued, running now.")
