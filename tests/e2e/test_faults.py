@@ -209,6 +209,13 @@ async def test_faults_postgres_restart_mid_run(
         _pg_cluster("stop")
         await asyncio.sleep(3)
         _pg_cluster("start")
+        back = (await _statuses(db))["succeeded"]
+
+        async def progressing() -> bool:
+            return (await _statuses(db))["succeeded"] > back
+
+        # Services reconnect by themselves: work resumes within 5 s of the database.
+        await wait_for(progressing, timeout=5)
         await wait_for(lambda: _succeeded(db, count), timeout=90)
         assert all(p.poll() is None for p in services)  # nobody exited or crash-looped
     runs = Counter(job for job, _, _ in effects(log))
