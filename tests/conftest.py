@@ -56,6 +56,26 @@ async def database_url(
 
 
 @pytest.fixture
+async def postgres_url(postgres_template: str | None) -> AsyncIterator[str]:
+    """A fresh, migrated PostgreSQL database (for tests of the production set-up)."""
+    if postgres_template is not None:
+        backends.unavailable(postgres_template)
+    name, url = await backends.clone_postgres()
+    try:
+        yield url
+    finally:
+        await backends.drop_postgres(name)
+
+
+@pytest.fixture
+async def redis_available() -> None:
+    """Fail in CI, skip elsewhere, when Redis is not reachable."""
+    reason = await backends.redis_reachable()
+    if reason is not None:
+        backends.unavailable(reason)
+
+
+@pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database.from_url(database_url)
     yield database

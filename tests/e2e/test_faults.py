@@ -28,21 +28,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-async def postgres_url(postgres_template: str | None) -> AsyncIterator[str]:
-    if postgres_template is not None:
-        backends.unavailable(postgres_template)
-    reason = await backends.redis_reachable()
-    if reason is not None:
-        backends.unavailable(reason)
-    name, url = await backends.clone_postgres()
-    try:
-        yield url
-    finally:
-        await backends.drop_postgres(name)
-
-
-@pytest.fixture
-async def db(postgres_url: str) -> AsyncIterator[Database]:
+async def db(postgres_url: str, redis_available: None) -> AsyncIterator[Database]:
     database = Database.from_url(postgres_url)
     yield database
     await database.close()

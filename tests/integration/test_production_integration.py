@@ -20,21 +20,7 @@ from tests.conftest import wait_for
 
 
 @pytest.fixture
-async def postgres_url(postgres_template: str | None) -> AsyncIterator[str]:
-    if postgres_template is not None:
-        backends.unavailable(postgres_template)
-    name, url = await backends.clone_postgres()
-    try:
-        yield url
-    finally:
-        await backends.drop_postgres(name)
-
-
-@pytest.fixture
-async def app(postgres_url: str) -> AsyncIterator[Taskmill]:
-    reason = await backends.redis_reachable()
-    if reason is not None:
-        backends.unavailable(reason)
+async def app(postgres_url: str, redis_available: None) -> AsyncIterator[Taskmill]:
     prefix = f"taskmill-test-{uuid.uuid4().hex[:10]}"
     settings = load_settings(
         "test",
