@@ -55,8 +55,9 @@ async def test_metrics_integration_executor_counters_and_histograms(api: Api) ->
     assert delta("taskmill_jobs_failed_total", **job) == 1
     assert delta("taskmill_jobs_retried_total", **job) == 1
     assert delta("taskmill_job_start_lag_seconds_count", task_type="echo") == 4
-    assert delta("taskmill_job_run_duration_seconds_count", task_type="echo", outcome="succeeded") == 2
-    assert delta("taskmill_job_run_duration_seconds_count", task_type="echo", outcome="failed") == 2
+    runs = "taskmill_job_run_duration_seconds_count"
+    assert delta(runs, task_type="echo", outcome="succeeded") == 2
+    assert delta(runs, task_type="echo", outcome="failed") == 2
     assert delta("taskmill_executor_busy_slots") == 0  # every slot given back
     assert value(after, "taskmill_jobs", state="scheduled") == 1  # the retry
     assert value(after, "taskmill_store_up") == 1

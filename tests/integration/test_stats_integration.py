@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -35,7 +36,8 @@ async def test_stats_integration_counts_window_and_lag(api: Api) -> None:
     minutes = body["per_minute"]
     assert len(minutes) == body["window_minutes"] == 60
     assert sum(m["succeeded"] for m in minutes) == 2 and sum(m["failed"] for m in minutes) == 1
-    assert minutes[0]["minute"] < minutes[-1]["minute"] <= body["generated_at"]
+    first, last = (datetime.fromisoformat(minutes[i]["minute"]) for i in (0, -1))
+    assert first < last <= datetime.fromisoformat(body["generated_at"])
     assert body["start_lag"]["samples"] == 3
     assert body["start_lag"]["p50_seconds"] <= body["start_lag"]["max_seconds"]
     assert body["due"] == 0 and body["oldest_due_age_seconds"] is None

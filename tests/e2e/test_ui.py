@@ -1,0 +1,334 @@
+"""The monitoring UI in a real browser (Debian's Chromium, driven by Playwright) against a
+real ``taskmill run``: every page with data, filters, a job's timeline, a template
+switch, a cancel, and a bad key. Screenshots go to ``test-artifacts/ui/``."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from tests import backends
+from tests.e2e.test_cli import ROOT, _env, _taskmill, free_port, running
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = ROOT / "test-artifacts" / "ui"
+QUICK_JOBS = 30  # more than one 25-row page
+
+
+@dataclass
+class Server:
+    """A running ``taskmill run`` with seeded data, and its admin key."""
+
+    url: str
+    key: str
+    log: Path
+    effects: Path
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"x-api-key": self.key}, timeout=10)
+
+    def job(self, body: dict[str, Any]) -> str:
+        with self.client() as client:
+            response = client.post("/jobs", json=body)
+        assert response.status_code == 201, response.text
+        ident: str = response.json()["id"]
+        return ident
+
+    def get(self, path: str) -> Any:
+        with self.client() as client:
+            response = client.get(path)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+def poll(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait until ``predicate`` holds (STYLE.md habit 11: conditions, not sleeps)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.1)
+
+
+def _status(server: Server, job_id: str) -> str:
+    status: str = server.get(f"/jobs/{job_id}")["status"]
+    return status
+
+
+def _seed(server: Server) -> None:
+    effects = str(server.effects)
+    quick = [server.job({"task_type": "sleepy", "payload": {"effects": effects}})]
+    quick += [
+        server.job({"task_type": "sleepy", "payload": {"effects": effects}})
+        for _ in range(QUICK_JOBS - 1)
+    ]
+    server.ids["succeeded"] = quick[0]
+    server.ids["failed"] = server.job({"task_type": "declined", "payload": {"card": "4242"}})
+    server.ids["running"] = server.job(
+        {"task_type": "sleepy", "payload": {"effects": effects, "seconds": 600}}
+    )
+    with server.client() as client:
+        schedules: dict[str, dict[str, Any]] = {
+            "nightly-report": {"cron": "30 2 * * *", "timezone": "Europe/Berlin"},
+            "hourly-sync": {"interval_seconds": 3600},
+        }
+        for name, schedule in schedules.items():
+            body = {"name": name, "task_type": "sleepy", "payload": {"effects": effects}}
+            response = client.post("/templates", json=body | schedule)
+            assert response.status_code == 201, response.text
+            server.ids[name] = response.json()["id"]
+    poll(lambda: all(_status(server, j) == "succeeded" for j in quick))
+    # An interval template fires at once: its first job is part of the seeded data.
+    hourly = f"/jobs?template_id={server.ids['hourly-sync']}&status=succeeded"
+    poll(lambda: len(server.get(hourly)["items"]) == 1)
+    poll(lambda: _status(server, server.ids["failed"]) == "failed")
+    poll(lambda: _status(server, server.ids["running"]) == "running")
+
+
+@pytest.fixture(scope="module")
+def server(migrated_sqlite: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp("ui")
+    sqlite_url = backends.clone_sqlite(migrated_sqlite, workdir / "taskmill.db")
+    port = free_port()
+    created = subprocess.run(
+        _taskmill("api-keys", "create", "--admin", "--name", "ui-test"),
+        cwd=ROOT,
+        env=_env(sqlite_url, port),
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    with running(sqlite_url, port) as proc:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            assert proc.poll() is None, "taskmill run exited; see taskmill.log"
+            try:
+                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        poll(up)
+        key = created.stdout.decode().strip()
+        found = Server(url, key, workdir / "taskmill.log", workdir / "effects.log")
+        _seed(found)
+        yield found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        # CI installs it (.ci/run) and fails here without it; a laptop skips with the fix.
+        backends.unavailable(
+            f"{CHROMIUM} is missing: install it with `apt-get install -y chromium`"
+        )
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, server: Server) -> Iterator[Page]:
+    """A fresh tab (its own sessionStorage); fails the test on any script error."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900}, base_url=server.url)
+    tab = context.new_page()
+    problems: list[str] = []
+    tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+
+    def on_console(message: ConsoleMessage) -> None:
+        # Bad keys and missing scopes are provoked on purpose, and the browser logs each
+        # such response; the page explains them (asserted by the tests).
+        expected = any(f"status of {code} " in message.text for code in (401, 403))
+        if message.type == "error" and not expected:
+            problems.append(f"console: {message.text}")
+
+    tab.on("console", on_console)
+    yield tab
+    context.close()
+    assert problems == []
+
+
+def sign_in(page: Page, key: str) -> None:
+    page.goto("/ui")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Open dashboard").click()
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def card(page: Page, name: str) -> Any:
+    return page.locator(f'[data-card="{name}"] .value')
+
+
+def test_ui_sign_in_rejects_bad_key_then_shows_overview(page: Page, server: Server) -> None:
+    sign_in(page, "tm_notakey")
+    expect(page.locator("#signin-error")).to_contain_text("not accepted")
+    shot(page, "sign-in-error")
+
+    sign_in(page, server.key)
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    expect(card(page, "succeeded")).to_have_text(str(QUICK_JOBS + 1))  # + the template's
+    expect(card(page, "failed")).to_have_text("1")
+    expect(card(page, "running")).to_have_text("1")
+    expect(card(page, "workers")).to_have_text("1")
+    expect(page.locator("svg rect.fill-succeeded").first).to_be_visible()
+    expect(page.locator("svg circle.point").first).to_be_attached()
+    shot(page, "overview")
+    page.emulate_media(color_scheme="dark")
+    shot(page, "overview-dark")
+
+    # A key that stops working (revoked, expired) sends the user back to sign in.
+    page.evaluate("sessionStorage.setItem('taskmill.apiKey', 'tm_revoked')")
+    page.reload()
+    expect(page.locator("#signin-error")).to_contain_text("not accepted")
+
+
+def test_ui_key_without_scope_says_so(page: Page, server: Server) -> None:
+    with server.client() as client:
+        created = client.post(
+            "/api-keys",
+            json={
+                "merchant_id": "00000000-0000-0000-0000-000000000000",
+                "name": "templates only",
+                "scopes": ["templates:read"],
+            },
+        )
+    sign_in(page, created.json()["secret"])
+    expect(page.locator("#alert")).to_contain_text("not allowed")
+    page.goto("/ui#/templates")
+    expect(page.locator("tr[data-template-id]")).to_have_count(2)
+
+
+def test_ui_jobs_filter_and_pages(page: Page, server: Server) -> None:
+    sign_in(page, server.key)
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    rows = page.locator("tr[data-job-id]")
+    total = len(server.get("/jobs?limit=500")["items"])
+    assert QUICK_JOBS < total < 50
+    expect(rows).to_have_count(total)  # one page at the default 50 per page
+
+    page.locator("#page-size").select_option("25")
+    expect(rows).to_have_count(25)
+    expect(page.locator("#page-number")).to_have_text("Page 1")
+    page.locator("#next-page").click()
+    expect(page.locator("#page-number")).to_have_text("Page 2")
+    expect(rows).to_have_count(total - 25)
+    page.locator("#prev-page").click()
+    expect(rows).to_have_count(25)
+
+    page.locator('.status-filter button[data-status="failed"]').click()
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator(".pill")).to_have_text("failed")
+    expect(rows.first).to_contain_text("card declined")
+    assert "status=failed" in page.url  # shareable
+
+    page.locator('.status-filter button[data-status="failed"]').click()
+    page.locator("#filter-task-type").fill("declined")
+    page.locator("#filter-task-type").press("Enter")
+    expect(rows).to_have_count(1)
+    page.locator("#filter-task-type").fill("no-such-task")
+    page.locator("#filter-task-type").press("Enter")
+    expect(page.get_by_text("No jobs match these filters")).to_be_visible()
+    page.locator("#filter-task-type").fill("")
+    page.locator("#filter-task-type").press("Enter")
+    page.locator("#filter-template").select_option(label="hourly-sync")
+    expect(rows).to_have_count(1)
+    page.locator("#filter-template").select_option("")
+    page.locator('.status-filter button[data-status="succeeded"]').click()
+    page.locator('.status-filter button[data-status="running"]').click()
+    expect(rows).to_have_count(25)
+    shot(page, "jobs")
+
+
+def test_ui_job_detail_shows_timeline_and_runs(page: Page, server: Server) -> None:
+    sign_in(page, server.key)
+    page.goto("/ui#/jobs?status=failed")
+    page.locator(f'tr[data-job-id="{server.ids["failed"]}"]').click()
+    expect(page.locator("#job-id")).to_have_text(server.ids["failed"])
+    timeline = page.locator("#timeline li")
+    expect(timeline).to_have_count(4)
+    events = [timeline.nth(i).get_attribute("data-event") for i in range(4)]
+    assert events == ["job.created", "job.queued", "job.started", "job.failed"]
+    expect(timeline.last).to_contain_text("card declined")
+    expect(page.locator("#runs tbody tr")).to_have_count(1)
+    expect(page.locator("#runs")).to_contain_text("RuntimeError: card declined")
+    expect(page.locator("pre.error")).to_contain_text("card declined")
+    expect(page.locator("#retry-job")).to_be_visible()
+    shot(page, "job-failed")
+
+
+def test_ui_cancel_running_job(page: Page, server: Server) -> None:
+    effects = str(server.effects)
+    victim = server.job({"task_type": "sleepy", "payload": {"effects": effects, "seconds": 600}})
+    poll(lambda: _status(server, victim) == "running")
+    sign_in(page, server.key)
+    page.goto(f"/ui#/jobs/{victim}")
+    expect(page.locator(".page-head .pill")).to_have_text("running")
+    page.locator("#cancel-job").click()
+    page.locator("#confirm-cancel").click()
+    expect(page.locator(".page-head .pill")).to_have_text("cancelled")
+    expect(page.locator("#timeline li").last).to_have_attribute("data-event", "job.cancelled")
+    expect(page.locator("#toast")).to_have_text("Job cancelled")
+    assert _status(server, victim) == "cancelled"
+    shot(page, "job-cancelled")
+
+
+def test_ui_template_switch_and_next_fires(page: Page, server: Server) -> None:
+    template_id = server.ids["nightly-report"]
+    sign_in(page, server.key)
+    page.get_by_role("link", name="Templates").click()
+    row = page.locator(f'tr[data-template-id="{template_id}"]')
+    expect(row.locator(".fires li")).to_have_count(3)
+    switch = row.get_by_role("switch")
+    expect(switch).to_have_attribute("aria-checked", "true")
+    shot(page, "templates")
+
+    switch.click()
+    expect(switch).to_have_attribute("aria-checked", "false")
+    expect(row.locator(".fires")).to_have_text("paused")
+    assert server.get(f"/templates/{template_id}")["active"] is False
+    switch.click()
+    expect(switch).to_have_attribute("aria-checked", "true")
+    assert server.get(f"/templates/{template_id}")["active"] is True
+
+
+def test_ui_workers_show_heartbeats(page: Page, server: Server) -> None:
+    sign_in(page, server.key)
+    page.get_by_role("link", name="Workers").click()
+    rows = page.locator("tr[data-worker-id]")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator(".pill").first).to_have_text("alive")
+    expect(rows.first).to_contain_text("ago")
+    shot(page, "workers")
+
+
+def test_run_logs_carry_service_and_job_context(server: Server) -> None:
+    failed = server.ids["failed"]
+    lines = [line for line in server.log.read_text().splitlines() if "charging 4242" in line]
+    assert len(lines) == 1, lines
+    assert "service=executor" in lines[0]
+    assert f"job_id={failed}" in lines[0] and "attempt=1" in lines[0]
+    assert "merchant_id=00000000-0000-0000-0000-000000000000" in lines[0]
