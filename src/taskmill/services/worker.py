@@ -190,6 +190,18 @@ class Worker:
             seconds = delay if delay is not None else backoff.delay(job.attempt)
             retry_at = self.clock.now() + timedelta(seconds=seconds)
         metrics.job_failed(job, outcome, time.monotonic() - started, retrying=retry_at is not None)
+        extra = {"job_id": job.id, "attempt": job.attempt, "merchant_id": job.merchant_id}
+        then = "no retries left" if retry_at is None else f"retrying at {retry_at.isoformat()}"
+        level = logging.WARNING if retry_at is None else logging.INFO
+        log.log(
+            level,
+            "attempt %d/%d failed, %s: %s",
+            job.attempt,
+            job.max_attempts,
+            then,
+            error,
+            extra=extra,
+        )
         return outcomes.Failure(error, outcome, retry_at, time.monotonic() - started)
 
     async def _record(self, write: Any, ctx: TaskContext) -> None:
