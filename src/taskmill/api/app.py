@@ -9,6 +9,7 @@ from taskmill.api import errors
 from taskmill.api.auth import Authenticator, FailureLimiter
 from taskmill.api.limits import RequestLimits
 from taskmill.api.routes import admin, events, health, jobs, metrics, stats, templates
+from taskmill.api.tracing import RequestSpans
 from taskmill.runtime import Runtime
 from taskmill.ui import ui_router
 
@@ -55,6 +56,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(
         RequestLimits, max_body_bytes=api.max_body_bytes, max_json_depth=api.max_json_depth
     )
+    app.add_middleware(RequestSpans)
     # Added last, so outermost: it also times requests the limits reject.
     app.add_middleware(metrics.RequestMetrics, routes=[r for x in ROUTERS for r in x.routes])
     return app

@@ -121,6 +121,7 @@ class Job:
     result: Any = None
     last_error: str | None = None
     cancel_reason: str | None = None
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

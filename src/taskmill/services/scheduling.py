@@ -18,6 +18,7 @@ from taskmill.core.jobs import DEFAULT_MERCHANT_ID, Job, ScheduleType
 from taskmill.core.schedules import utc
 from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template, build_schedule
 from taskmill.executors.python import TaskRegistry
+from taskmill.observability import tracing
 from taskmill.store import jobs as job_store
 from taskmill.store import templates as template_store
 from taskmill.store.database import Database
@@ -126,6 +127,7 @@ class Scheduler:
             timeout_seconds=timeout,
             idempotency_key=req.idempotency_key,
             depends_on=tuple(req.depends_on),
+            trace_context=tracing.current_context(),
         )
 
     async def _job(self, req: ScheduleRequest) -> Scheduled:

@@ -19,7 +19,7 @@ from taskmill.core.jobs import Job, RunOutcome
 from taskmill.core.retry import BackoffPolicy
 from taskmill.executors.context import TaskContext
 from taskmill.executors.python import PythonExecutor
-from taskmill.observability import metrics
+from taskmill.observability import metrics, tracing
 from taskmill.services.group_commit import GroupCommitter
 from taskmill.store import claims, outcomes, workers
 from taskmill.store.database import Database
@@ -147,9 +147,11 @@ class Worker:
         attempt = outcomes.Attempt(job.id, job.attempt, self.config.worker_id)
         started = time.monotonic()
         deadline = asyncio.timeout(job.timeout_seconds)
+        attributes = {"taskmill.job_id": job.id, "taskmill.attempt": job.attempt}
         try:
-            async with deadline:
-                result = await self.executor.execute(job.task_type, ctx, job.payload)
+            with tracing.span(f"run {job.task_type}", job.trace_context, attributes):
+                async with deadline:
+                    result = await self.executor.execute(job.task_type, ctx, job.payload)
         except asyncio.CancelledError:
             running = self._running.get(job.id)
             if running is not None and running.lost:

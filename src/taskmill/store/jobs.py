@@ -40,6 +40,7 @@ class NewJob:
     template_id: str | None = None
     scheduled_for: datetime | None = None
     depends_on: Sequence[str] = field(default_factory=tuple)
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,7 @@ def job_row(new: NewJob, now: datetime) -> dict[str, Any]:
         "cancel_reason": None,
         "created_at": now,
         "updated_at": now,
+        "trace_context": new.trace_context,
     }
 
 

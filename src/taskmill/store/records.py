@@ -40,6 +40,7 @@ def to_job_dict(m: Mapping[Any, Any]) -> Job:
         result=m["result"],
         last_error=m["last_error"],
         cancel_reason=m["cancel_reason"],
+        trace_context=m["trace_context"],
     )
 
 

@@ -148,6 +148,7 @@ jobs = Table(
     Column("cancel_reason", Text, nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+    Column("trace_context", String(512), nullable=True),
     # One instance per template tick, whoever creates it (several recurrence managers).
     UniqueConstraint("template_id", "scheduled_for"),
     UniqueConstraint("merchant_id", "idempotency_key"),
