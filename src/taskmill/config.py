@@ -123,6 +123,13 @@ class ApiSettings(_Section):
     auth_failures_per_minute: int = Field(default=20, gt=0)
 
 
+class MetricsSettings(_Section):
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Where a separate service process (``taskmill executor`` …) serves its own
+    Prometheus counters; unset: not served (the API's ``/metrics`` covers ``taskmill run``)."""
+    host: str = "127.0.0.1"
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -143,6 +150,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     tasks: TaskDefaults = TaskDefaults()
     api: ApiSettings = ApiSettings()
+    metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -225,3 +225,24 @@ async def test_notify_wakes_other_processes_before_the_poll(
         await wait_for(lambda: _succeeded(db, 1), timeout=10)
         # Far inside the 30 s poll: the LISTEN/NOTIFY wake-up did it.
         assert time.monotonic() - started < 5
+
+
+async def test_executor_process_serves_its_own_metrics(
+    postgres_url: str, db: Database, tmp_path: Path
+) -> None:
+    import httpx
+
+    from tests.e2e.test_cli import free_port
+
+    log = tmp_path / "effects.log"
+    port = free_port()
+    with cluster(postgres_url, backends.REDIS_URL, tmp_path) as c:
+        c.start("queue-populator")
+        c.start("executor", TASKMILL_METRICS__PORT=str(port))
+        await _enqueue(postgres_url, 5, {"effects": str(log)})
+        await wait_for(lambda: _succeeded(db, 5), timeout=30)
+        async with httpx.AsyncClient() as client:
+            body = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    name = "taskmill_jobs_started_total"
+    started = [line for line in body.splitlines() if line.startswith(name)]
+    assert started and sum(float(line.rsplit(" ", 1)[1]) for line in started) == 5

@@ -21,6 +21,7 @@ from taskmill.cli.common import (
 )
 from taskmill.config import load_settings
 from taskmill.observability.logs import configure_logging
+from taskmill.observability.metrics import serve_process_metrics
 from taskmill.runtime import Runtime
 from taskmill.services.runner import ServiceMain
 from taskmill.store import migrate
@@ -101,7 +102,11 @@ def _service_command(name: str, summary: str) -> None:
         app: AppOption = None, env: EnvOption = None, config_dir: ConfigDirOption = None
     ) -> None:
         with errors_to_exit_codes():
-            load_app(app, env, config_dir).run(_only(name))
+            taskmill = load_app(app, env, config_dir)
+            metrics = taskmill.settings.metrics
+            if metrics.port is not None:
+                serve_process_metrics(metrics.host, metrics.port)
+            taskmill.run(_only(name))
 
     command.__doc__ = f"{summary} Safe to run as several replicas; stops on SIGTERM."
     cli.command(name)(command)

@@ -247,3 +247,14 @@ def exposition(snapshot: StoreSnapshot, registry: CollectorRegistry = REGISTRY) 
     scraped = CollectorRegistry(auto_describe=False)
     scraped.register(_Families(store_families(snapshot)))
     return generate_latest(registry) + generate_latest(scraped)
+
+
+def serve_process_metrics(host: str, port: int) -> None:
+    """Serve this process's own counters and histograms on ``host:port`` (a thread).
+
+    For the separate service processes (``taskmill executor`` and the like), whose
+    counters the API's ``/metrics`` cannot see; the database-wide gauges stay on the API.
+    """
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=host)
