@@ -37,7 +37,11 @@ async def db(postgres_url: str, redis_available: None) -> AsyncIterator[Database
 async def _enqueue(url: str, count: int, payload: dict[str, Any]) -> list[str]:
     producer = build_app(url)
     try:
-        return [(await producer.schedule("sleepy", payload)).id for _ in range(count)]
+        ids: list[str] = []
+        for start in range(0, count, 1000):
+            batch = [payload] * min(1000, count - start)
+            ids += [job.id for job in await producer.schedule_many("sleepy", batch)]
+        return ids
     finally:
         await producer.stop()
 
@@ -150,7 +154,7 @@ async def test_faults_three_replicas_of_every_service(
     postgres_url: str, db: Database, tmp_path: Path
 ) -> None:
     log = tmp_path / "effects.log"
-    count = 2000
+    count = 5000  # the production issue's pass criterion
     ids = await _enqueue(postgres_url, count, {"effects": str(log)})
     with cluster(postgres_url, backends.REDIS_URL, tmp_path) as c:
         for _ in range(3):
