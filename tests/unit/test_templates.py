@@ -221,3 +221,17 @@ def test_build_schedule_invalid_input_names_field(
             end_at=None,
         )
     assert info.value.field == field
+
+
+def test_plan_fires_counts_dropped_ticks() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from taskmill.core.schedules import IntervalSchedule
+
+    start = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    schedule = IntervalSchedule(60, start)
+    now = start + timedelta(minutes=10, seconds=30)  # ticks 12:00 .. 12:10, all missed
+    skip = plan_fires(schedule, start, now, MisfirePolicy.SKIP, grace_seconds=1)
+    once = plan_fires(schedule, start, now, MisfirePolicy.RUN_ONCE, grace_seconds=1)
+    assert (skip.dropped, len(skip.fire_at)) == (11, 0)
+    assert (once.dropped, len(once.fire_at)) == (10, 1)

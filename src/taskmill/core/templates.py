@@ -113,6 +113,7 @@ class FirePlan:
 
     fire_at: list[datetime]
     next_run_at: datetime | None
+    dropped: int = 0  # missed ticks the misfire policy chose not to run
 
 
 def plan_fires(
@@ -141,7 +142,7 @@ def plan_fires(
     else:
         # max_catchup bounds the whole burst; on-time ticks are never dropped.
         chosen = (missed + on_time)[-max(max_catchup, len(on_time)) :]
-    return FirePlan(fire_at=chosen, next_run_at=upcoming)
+    return FirePlan(fire_at=chosen, next_run_at=upcoming, dropped=len(ticks) - len(chosen))
 
 
 def _walk(

@@ -45,7 +45,7 @@ class RecurrenceManager:
         """Fire every due template once; return how many templates were handled."""
         now = self.clock.now()
         due = await templates.due_templates(self.db, now, self.config.batch_size)
-        created = 0
+        plans: list[templates.Fire] = []
         for template in due:
             assert template.next_run_at is not None  # due_templates filters on it
             try:
@@ -60,8 +60,15 @@ class RecurrenceManager:
             except TaskmillError as exc:  # a template that can no longer be evaluated
                 log.error("template %s cannot be scheduled: %s", template.id, exc)
                 continue
-            fire = templates.Fire(template, plan.fire_at, plan.next_run_at)
-            created += await templates.fire(self.db, fire, actor=self.config.actor, now=now)
+            if plan.dropped:
+                log.warning(
+                    "template %s: %d missed ticks not run (misfire policy %s)",
+                    template.id,
+                    plan.dropped,
+                    template.misfire_policy.value,
+                )
+            plans.append(templates.Fire(template, plan.fire_at, plan.next_run_at))
+        created = await templates.fire(self.db, plans, actor=self.config.actor, now=now)
         if created:
             log.info("created %d job instances from templates", created)
             self.on_created()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Select, exists, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.events import EventType
@@ -102,11 +102,15 @@ async def next_due_at(db: Database) -> datetime | None:
     """The earliest ``run_at`` of a scheduled job, so the populator can sleep until then."""
     # The same predicates as enqueue_due: a job held by a dependency or an unfinished
     # sibling is not due, or the populator would spin on it.
-    stmt = select(func.min(jobs.c.run_at)).where(
-        jobs.c.status == JobStatus.SCHEDULED, _dependencies_met(), _not_blocked_by_sibling()
+    # ORDER BY ... LIMIT 1, not min(): with the NOT EXISTS conditions PostgreSQL computes
+    # min() by reading every job; this walks idx_jobs_status_run_at and stops at the first.
+    stmt = (
+        select(jobs.c.run_at)
+        .where(jobs.c.status == JobStatus.SCHEDULED, _dependencies_met(), _not_blocked_by_sibling())
+        .order_by(jobs.c.run_at)
+        .limit(1)
     )
     async with db.read() as conn:
-        # min() keeps the column type, so UtcDateTime parses the result on both databases.
         due: datetime | None = (await conn.execute(stmt)).scalar_one_or_none()
     return due
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, func, literal_column
+from sqlalchemy import Column, ColumnElement, Table, func, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeEngine
@@ -47,6 +47,17 @@ class Dialect:
         if self.is_sqlite:
             return sqlite.insert(table).on_conflict_do_nothing()
         return postgresql.insert(table).on_conflict_do_nothing()
+
+    def by_key_only(self, column: Column[Any]) -> ColumnElement[Any]:
+        """``column`` in a form SQLite will not pick an index for (``+column``).
+
+        Guards like ``id IN (...) AND status IN (...)`` must be found through the primary
+        key; without statistics SQLite may pick the status index instead and read every
+        job in that status (measured: 550 ms instead of 6 ms with 1M scheduled jobs).
+        """
+        if not self.is_sqlite:
+            return column
+        return literal_column(f"+{column.table.name}.{column.name}", type_=column.type)
 
     @property
     def supports_skip_locked(self) -> bool:

@@ -223,8 +223,11 @@ def _filtered(flt: JobFilter) -> Select[Any]:
             stmt = stmt.where(column < high)
     if flt.after is not None:
         created, ident = flt.after
+        # The first condition is implied by the second; it lets the index seek straight
+        # to the cursor instead of filtering every earlier row.
         stmt = stmt.where(
-            (jobs.c.created_at > created) | ((jobs.c.created_at == created) & (jobs.c.id > ident))
+            jobs.c.created_at >= created,
+            (jobs.c.created_at > created) | ((jobs.c.created_at == created) & (jobs.c.id > ident)),
         )
     return stmt
 

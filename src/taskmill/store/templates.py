@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -258,32 +259,44 @@ class Fire:
     next_run_at: datetime | None
 
 
-async def fire(db: Database, plan: Fire, *, actor: str, now: datetime) -> int:
-    """Create the planned instances and advance ``next_run_at``; return how many were new.
+async def fire(db: Database, plans: Sequence[Fire], *, actor: str, now: datetime) -> int:
+    """Create the planned instances and advance each ``next_run_at``, all templates in one
+    transaction (one commit per round, not per template); return how many were new.
 
     Several recurrence managers may fire the same tick: the unique
     ``(template_id, scheduled_for)`` makes the second insert a no-op, and the guarded
     ``next_run_at`` update never moves the schedule backwards.
     """
-    t = plan.template
     created = 0
     async with db.transaction() as conn:
-        for when in plan.fire_at:
-            if t.overlap_policy is OverlapPolicy.SKIP and await _has_unfinished(conn, t.id):
-                data = {"scheduled_for": when, "reason": "previous instance unfinished"}
-                kind = EventType.TEMPLATE_TICK_SKIPPED
-                await _event(conn, t.id, t.merchant_id, kind, actor, now, data)
-                continue
-            created += await _insert_instance(conn, db, t, when, actor=actor, now=now)
-        await conn.execute(
-            update(templates)
-            .where(templates.c.id == t.id, templates.c.next_run_at == t.next_run_at)
-            .values(
-                next_run_at=plan.next_run_at,
-                last_scheduled_for=max(plan.fire_at, default=t.last_scheduled_for),
-                updated_at=now,
-            )
+        for plan in plans:
+            created += await _fire_one(conn, db, plan, actor=actor, now=now)
+        if created:
+            await notify(conn, db.dialect, DUE)  # once per round, not per instance
+    return created
+
+
+async def _fire_one(
+    conn: AsyncConnection, db: Database, plan: Fire, *, actor: str, now: datetime
+) -> int:
+    t = plan.template
+    created = 0
+    for when in plan.fire_at:
+        if t.overlap_policy is OverlapPolicy.SKIP and await _has_unfinished(conn, t.id):
+            data = {"scheduled_for": when, "reason": "previous instance unfinished"}
+            kind = EventType.TEMPLATE_TICK_SKIPPED
+            await _event(conn, t.id, t.merchant_id, kind, actor, now, data)
+            continue
+        created += await _insert_instance(conn, db, t, when, actor=actor, now=now)
+    await conn.execute(
+        update(templates)
+        .where(templates.c.id == t.id, templates.c.next_run_at == t.next_run_at)
+        .values(
+            next_run_at=plan.next_run_at,
+            last_scheduled_for=max(plan.fire_at, default=t.last_scheduled_for),
+            updated_at=now,
         )
+    )
     return created
 
 
@@ -315,5 +328,4 @@ async def _insert_instance(
     if (await conn.execute(stmt)).first() is None:
         return 0  # another manager created this tick's instance first
     await event_log.append(conn, [created_event(row, actor)])
-    await notify(conn, db.dialect, DUE)
     return 1

@@ -55,7 +55,8 @@ async def transition(conn: AsyncConnection, dialect: Dialect, t: Transition) -> 
         check_transition(from_status, t.to_status)
     if not t.job_ids:
         return []
-    clauses = [jobs.c.id.in_(list(t.job_ids)), jobs.c.status.in_(list(t.from_statuses)), *t.guards]
+    status = dialect.by_key_only(jobs.c.status)
+    clauses = [jobs.c.id.in_(list(t.job_ids)), status.in_(list(t.from_statuses)), *t.guards]
     if t.merchant_id is not None:
         clauses.append(jobs.c.merchant_id == t.merchant_id)
     old_status = await _old_statuses(conn, dialect, t, clauses)
