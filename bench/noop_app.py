@@ -1,7 +1,9 @@
-"""The app ``bench.embedded_sqlite`` runs with ``taskmill run --app bench.noop_app:app``.
+"""The app ``bench.embedded_sqlite`` runs with ``taskmill run --app bench.noop_app:app``
+(and ``bench.api`` with ``taskmill api --app bench.noop_app:app``).
 
 Settings (database URL, worker concurrency, poll interval) come from the environment,
-as for any ``taskmill run``; the bench sets them.
+as for any ``taskmill run``; the bench sets them. ``bench.schedules`` builds the same app
+in its own process with :func:`build_app` and explicit settings.
 """
 
 from __future__ import annotations

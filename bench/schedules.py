@@ -43,7 +43,9 @@ from bench.support import (
     StatementLog,
     analyze,
     explain,
+    machine,
     progress,
+    revision,
     scratch_database,
     seed_jobs,
     seed_templates,
@@ -112,6 +114,7 @@ class TemplateLag:
     not_succeeded: int
     start: Spread
     queued: Spread
+    created: Spread
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,16 +146,6 @@ class Scale:
     seed_templates_seconds: float
     timings: list[Timed]
     plans: list[Plan]
-
-
-@dataclass(slots=True)
-class BackendResults:
-    backend: str
-    settings: Settings
-    fire: FireLag | None = None
-    template: TemplateLag | None = None
-    scale: Scale | None = None
-    log: LogCounter | None = None
 
 
 class LogCounter(logging.Handler):
@@ -292,6 +285,7 @@ async def template_lag(app: Taskmill, opts: Options) -> TemplateLag:
         select(
             jobs.c.template_id,
             jobs.c.scheduled_for,
+            jobs.c.created_at,
             jobs.c.queued_at,
             jobs.c.status,
             jobs.c.attempt,
@@ -322,20 +316,21 @@ async def template_lag(app: Taskmill, opts: Options) -> TemplateLag:
         not_succeeded=sum(r.status != JobStatus.SUCCEEDED for r in rows),
         start=spread_of([millis(r.started_at, r.scheduled_for) for r in rows]),
         queued=spread_of([millis(r.queued_at, r.scheduled_for) for r in rows]),
+        created=spread_of([millis(r.created_at, r.scheduled_for) for r in rows]),
     )
 
 
-async def live(database_url: str, opts: Options, results: BackendResults) -> None:
+async def live(backend: str, database_url: str, opts: Options) -> None:
     """(a) and (b) on one database, with every service running in this process."""
-    app = build_app(settings=results.settings)
+    app = build_app(settings=bench_settings(database_url, opts))
     await app.start()
     try:
         if "a" in opts.phases:
-            progress(f"{results.backend}: (a) one-time fire lag")
-            results.fire = await fire_lag(app, opts)
+            progress(f"{backend}: (a) one-time fire lag")
+            report_fire(await fire_lag(app, opts))
         if "b" in opts.phases:
-            progress(f"{results.backend}: (b) template fire lag")
-            results.template = await template_lag(app, opts)
+            progress(f"{backend}: (b) template fire lag")
+            report_template(await template_lag(app, opts))
     finally:
         await app.stop()
 
@@ -351,15 +346,15 @@ async def timed(label: str, call: Callable[[], Awaitable[object]]) -> Timed:
     return Timed(label, time.perf_counter() - started, handled)
 
 
-async def scale(database_url: str, opts: Options, results: BackendResults) -> None:
+async def scale(backend: str, database_url: str, opts: Options) -> Scale:
     """(c) One run_once of the populator and the recurrence manager on big tables."""
-    app = build_app(settings=results.settings)
+    app = build_app(settings=bench_settings(database_url, opts))
     runtime = await app.open()  # migrated; no service runs
     try:
         db = runtime.db
-        progress(f"{results.backend}: (c) seeding {opts.jobs:,} jobs")
+        progress(f"{backend}: (c) seeding {opts.jobs:,} jobs")
         job_seconds = await seed_jobs(db, opts.jobs, due=opts.due_jobs, now=datetime.now(UTC))
-        progress(f"{results.backend}: (c) seeding {opts.templates:,} templates")
+        progress(f"{backend}: (c) seeding {opts.templates:,} templates")
         template_seconds = await seed_templates(
             db, opts.templates, due=opts.due_templates, now=datetime.now(UTC)
         )
@@ -394,7 +389,7 @@ async def scale(database_url: str, opts: Options, results: BackendResults) -> No
             if stmt is None:
                 raise BenchError(f"no statement for {label} was captured")
             plans.append(Plan(label, " ".join(stmt.sql.split()), index, await explain(db, stmt)))
-        results.scale = Scale(
+        return Scale(
             jobs=opts.jobs,
             templates=opts.templates,
             due_jobs=opts.due_jobs,
@@ -408,26 +403,22 @@ async def scale(database_url: str, opts: Options, results: BackendResults) -> No
         await app.stop()
 
 
-async def run_backend(backend: str, opts: Options, workdir: Path) -> BackendResults:
+async def run_backend(backend: str, opts: Options, workdir: Path) -> None:
+    """Every phase asked for on ``backend``, each reported as soon as it is measured."""
     counter = LogCounter()
     logger = logging.getLogger("taskmill")
     logger.addHandler(counter)
     try:
-        results: BackendResults | None = None
+        report_header(backend, bench_settings("(scratch)", opts))
         if "a" in opts.phases or "b" in opts.phases:
             async with scratch_database(backend, workdir, opts.postgres_url) as url:
-                results = BackendResults(backend, bench_settings(url, opts))
-                await live(url, opts, results)
+                await live(backend, url, opts)
         if "c" in opts.phases:
             async with scratch_database(backend, workdir, opts.postgres_url) as url:
-                if results is None:
-                    results = BackendResults(backend, bench_settings(url, opts))
-                await scale(url, opts, results)
-        assert results is not None  # parse_args requires a phase
-        results.log = counter
-        return results
+                report_scale(await scale(backend, url, opts))
     finally:
         logger.removeHandler(counter)
+        report_log(counter)
 
 
 # -- reporting ------------------------------------------------------------------------------
@@ -437,26 +428,24 @@ def spread_line(label: str, s: Spread) -> str:
     return f"  {label:<36} {s.p50:>9.1f} {s.p99:>9.1f} {s.max:>9.1f}   (n={s.count})"
 
 
-def report(results: BackendResults) -> None:
-    st = results.settings
-    print(f"\n== {results.backend} (python {sys.version.split()[0]})")
+def report_header(backend: str, st: Settings) -> None:
+    print(f"\n== {backend} (python {sys.version.split()[0]})")
     print(
         f"  worker.concurrency={st.worker.concurrency} "
         f"scheduler.poll_interval_seconds={st.scheduler.poll_interval_seconds} "
         f"scheduler.batch_size={st.scheduler.batch_size} "
-        f"database.pool_size={st.database.pool_size}"
+        f"scheduler.misfire_grace_seconds={st.scheduler.misfire_grace_seconds} "
+        f"database.pool_size={st.database.pool_size}",
+        flush=True,
     )
-    if results.fire is not None:
-        report_fire(results.fire)
-    if results.template is not None:
-        report_template(results.template)
-    if results.scale is not None:
-        report_scale(results.scale)
-    if results.log is not None:
-        counts = results.log.counts
-        print(f"\n  taskmill log: {counts['WARNING']} warning and {counts['ERROR']} error records")
-        for line in results.log.samples:
-            print(f"    | {line}")
+
+
+def report_log(counter: LogCounter) -> None:
+    counts = counter.counts
+    print(f"\n  taskmill log: {counts['WARNING']} warning and {counts['ERROR']} error records")
+    for line in counter.samples:
+        print(f"    | {line}")
+    sys.stdout.flush()
 
 
 def report_fire(f: FireLag) -> None:
@@ -469,6 +458,7 @@ def report_fire(f: FireLag) -> None:
     for what, count in notes.items():
         if count:
             print(f"  note: {count} jobs {what}")
+    sys.stdout.flush()
 
 
 def report_template(t: TemplateLag) -> None:
@@ -476,6 +466,7 @@ def report_template(t: TemplateLag) -> None:
     print(f"  {'ms':<36} {'p50':>9} {'p99':>9} {'max':>9}")
     print(spread_line("started_at - scheduled_for", t.start))
     print(spread_line("  of which queued_at - scheduled_for", t.queued))
+    print(spread_line("  of which created_at - scheduled_for", t.created))
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(t.per_template.items()))
     print(f"  instances per template (instances: templates): {counts}")
     print(
@@ -488,6 +479,13 @@ def report_template(t: TemplateLag) -> None:
     for what, count in notes.items():
         if count:
             print(f"  note: {count} {what}")
+    if t.missing:
+        print(
+            "  note: a missing tick is one the recurrence manager reached more than "
+            "scheduler.misfire_grace_seconds late (see (b)'s created_at lag); the templates' "
+            "misfire policy, run_once, drops it while a later tick is on time"
+        )
+    sys.stdout.flush()
 
 
 def report_scale(s: Scale) -> None:
@@ -510,6 +508,7 @@ def report_scale(s: Scale) -> None:
         print(f"    sql: {plan.sql}")
         for line in plan.lines:
             print(f"    {line}")
+    sys.stdout.flush()
 
 
 # -- entry point ----------------------------------------------------------------------------
@@ -562,15 +561,15 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     started = time.monotonic()
+    print(f"commit {revision()}; machine at start: {machine()}")
     with tempfile.TemporaryDirectory(prefix="taskmill-bench-") as tmp:
         for backend in opts.backends:
             try:
-                results = asyncio.run(run_backend(backend, opts, Path(tmp)))
+                asyncio.run(run_backend(backend, opts, Path(tmp)))
             except BenchError as exc:
                 print(f"bench failed on {backend}: {exc}", file=sys.stderr)
                 return 1
-            report(results)
-    print(f"\nwhole run: {time.monotonic() - started:.0f} s")
+    print(f"\nwhole run: {time.monotonic() - started:.0f} s; machine at end: {machine()}")
     return 0
 
 

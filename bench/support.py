@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import secrets
+import subprocess
 import sys
 import time
 import uuid
@@ -23,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import Table, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench.noop_app import TASK
@@ -35,6 +38,8 @@ from taskmill.store.schema import jobs, templates
 BACKENDS = ("sqlite", "postgresql")
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SEED_BATCH = 10_000
+DROP_ATTEMPTS = 10
+DROP_RETRY_SECONDS = 3.0
 # Seeded jobs: created over the day before the seed (distinct, increasing created_at),
 # due from an hour after it over the next 30 days, except the few made due on purpose.
 CREATED_SPAN = timedelta(days=1)
@@ -51,6 +56,27 @@ class BenchError(Exception):
 
 def progress(message: str) -> None:
     print(f"... {message}", file=sys.stderr, flush=True)
+
+
+def machine() -> str:
+    """CPU count and load average: other work on the machine skews every figure here."""
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} CPUs, load average {load} (1, 5, 15 min)"
+
+
+def revision() -> str:
+    """The commit measured, and whether src/ differed from it (uncommitted changes)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "src"], cwd=root, capture_output=True, text=True
+        ).stdout.splitlines()
+    except OSError:
+        return "unknown (no git)"
+    return f"{head or 'unknown'}" + (f" + {len(dirty)} uncommitted files in src/" if dirty else "")
 
 
 def percentile(sorted_values: Sequence[float], pct: float) -> float:
@@ -99,18 +125,34 @@ async def create_postgres_database(admin_url: str, name: str) -> str:
 
 
 async def drop_postgres_database(admin_url: str, name: str) -> None:
-    """Drop the bench's own database (its remaining sessions, all the bench's, are ended)."""
-    engine = _admin_engine(admin_url)
-    try:
-        async with engine.connect() as conn:
-            await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await engine.dispose()
+    """Drop the bench's own database (its remaining sessions, all the bench's, are ended).
+
+    Retried for a while: a server restarting under the bench would otherwise leave it.
+    """
+    for attempt in range(1, DROP_ATTEMPTS + 1):
+        engine = _admin_engine(admin_url)
+        try:
+            async with engine.connect() as conn:
+                await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except SQLAlchemyError as exc:
+            if attempt == DROP_ATTEMPTS:
+                raise BenchError(
+                    f'could not drop database {name} (drop it by hand: DROP DATABASE "{name}"):'
+                    f" {exc}"
+                ) from exc
+            progress(f"dropping {name} failed, retrying: {str(exc).splitlines()[0]}")
+            await asyncio.sleep(DROP_RETRY_SECONDS)
+        finally:
+            await engine.dispose()
 
 
 @contextlib.asynccontextmanager
 async def scratch_database(backend: str, workdir: Path, admin_url: str) -> AsyncIterator[str]:
-    """A fresh, empty database for ``backend``; a PostgreSQL one is dropped on exit."""
+    """A fresh, empty database for ``backend``; a PostgreSQL one is dropped on exit.
+
+    A failed drop is reported on stderr, and raised only if nothing else failed first.
+    """
     if backend == "sqlite":
         yield f"sqlite:///{workdir / f'{scratch_name()}.db'}"
         return
@@ -119,9 +161,14 @@ async def scratch_database(backend: str, workdir: Path, admin_url: str) -> Async
     progress(f"created PostgreSQL database {name}")
     try:
         yield url
-    finally:
-        await drop_postgres_database(admin_url, name)
-        progress(f"dropped PostgreSQL database {name}")
+    except BaseException:
+        try:
+            await drop_postgres_database(admin_url, name)
+        except BenchError as exc:
+            progress(str(exc))
+        raise
+    await drop_postgres_database(admin_url, name)
+    progress(f"dropped PostgreSQL database {name}")
 
 
 @contextlib.contextmanager
@@ -135,9 +182,14 @@ def scratch_database_sync(backend: str, workdir: Path, admin_url: str) -> Iterat
     progress(f"created PostgreSQL database {name}")
     try:
         yield url
-    finally:
-        asyncio.run(drop_postgres_database(admin_url, name))
-        progress(f"dropped PostgreSQL database {name}")
+    except BaseException:
+        try:
+            asyncio.run(drop_postgres_database(admin_url, name))
+        except BenchError as exc:
+            progress(str(exc))
+        raise
+    asyncio.run(drop_postgres_database(admin_url, name))
+    progress(f"dropped PostgreSQL database {name}")
 
 
 # -- bulk seeding ---------------------------------------------------------------------------
