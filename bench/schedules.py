@@ -65,7 +65,7 @@ TEMPLATES_INDEX = "idx_templates_active_next_run_at"
 UNFINISHED = (JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RUNNING)
 # How (c) recognises the statements it explains among those run_once sent.
 DUE_JOBS_SQL = ("FROM jobs", "jobs.run_at <=")
-NEXT_JOB_SQL = ("min(jobs.run_at)",)
+NEXT_JOB_SQL = ("SELECT jobs.run_at", "ORDER BY jobs.run_at")
 DUE_SQL = ("FROM templates", "templates.next_run_at <=")
 NEXT_TEMPLATE_SQL = ("FROM templates", "templates.next_run_at IS NOT NULL")
 
