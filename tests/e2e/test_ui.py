@@ -299,7 +299,7 @@ def test_ui_cancel_running_job(page: Page, server: Server) -> None:
 def test_ui_template_switch_and_next_fires(page: Page, server: Server) -> None:
     template_id = server.ids["nightly-report"]
     sign_in(page, server.key)
-    page.get_by_role("link", name="Templates").click()
+    page.get_by_role("link", name="Templates", exact=True).click()
     row = page.locator(f'tr[data-template-id="{template_id}"]')
     expect(row.locator(".fires li")).to_have_count(3)
     switch = row.get_by_role("switch")
@@ -317,7 +317,7 @@ def test_ui_template_switch_and_next_fires(page: Page, server: Server) -> None:
 
 def test_ui_workers_show_heartbeats(page: Page, server: Server) -> None:
     sign_in(page, server.key)
-    page.get_by_role("link", name="Workers").click()
+    page.get_by_role("link", name="Workers", exact=True).click()
     rows = page.locator("tr[data-worker-id]")
     expect(rows).to_have_count(1)
     expect(rows.first.locator(".pill").first).to_have_text("alive")
