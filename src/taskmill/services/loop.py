@@ -7,12 +7,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from taskmill.core.clock import Clock
 from taskmill.core.errors import StoreError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class PeriodicService(Protocol):
@@ -76,7 +77,7 @@ async def run_periodically(
             log.warning("%s: database unavailable, retrying: %s", service.name, exc)
             delay = error_backoff
         if delay > 0:
-            await _sleep_or_stop(waker.wait(delay), stop)
+            await unless_stopped(waker.wait(delay), stop)
 
 
 async def _until_due(service: PeriodicService, clock: Clock, poll_interval: float) -> float:
@@ -86,11 +87,14 @@ async def _until_due(service: PeriodicService, clock: Clock, poll_interval: floa
     return max(0.0, min(poll_interval, (due - clock.now()).total_seconds()))
 
 
-async def _sleep_or_stop(sleep: Awaitable[None], stop: asyncio.Event) -> None:
-    sleeper = asyncio.ensure_future(sleep)
+async def unless_stopped(awaitable: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """Await ``awaitable`` unless ``stop`` is set first (then cancel it, return ``None``)."""
+    work = asyncio.ensure_future(awaitable)
     stopper = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (sleeper, stopper):
-            task.cancel()
+        stopper.cancel()
+        if not work.done():
+            work.cancel()
+    return work.result() if work.done() and not work.cancelled() else None

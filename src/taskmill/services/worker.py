@@ -21,6 +21,7 @@ from taskmill.executors.context import TaskContext
 from taskmill.executors.python import PythonExecutor
 from taskmill.observability import metrics, tracing
 from taskmill.services.group_commit import GroupCommitter
+from taskmill.services.loop import unless_stopped
 from taskmill.store import claims, outcomes, workers
 from taskmill.store.database import Database
 
@@ -287,13 +288,13 @@ class Worker:
         while not stop.is_set():
             if self.free_slots() <= 0:
                 self._slot_freed.clear()
-                await _first(self._slot_freed.wait(), stop)
+                await unless_stopped(self._slot_freed.wait(), stop)
                 continue
             try:
                 more = await self._receive_and_claim(stop, more)
             except (StoreError, BrokerError) as exc:
                 log.warning("claim failed, retrying: %s", exc)
-                await _first(asyncio.sleep(self.config.poll_interval), stop)
+                await unless_stopped(asyncio.sleep(self.config.poll_interval), stop)
                 more = False
 
     async def _receive_and_claim(self, stop: asyncio.Event, more: bool) -> bool:
@@ -302,7 +303,7 @@ class Worker:
         free = self.free_slots()
         deliveries: list[Delivery] = []
         if not more or self.broker.carries_ids:
-            received = await _first(
+            received = await unless_stopped(
                 self.broker.receive(self.config.queues, free, self.config.poll_interval), stop
             )
             deliveries = received or []
@@ -364,16 +365,3 @@ def _hinted_ids(deliveries: Sequence[Delivery]) -> list[str] | None:
     if any(d.job_id is None for d in deliveries):
         return None
     return [d.job_id for d in deliveries if d.job_id is not None]
-
-
-async def _first(awaitable: Any, stop: asyncio.Event) -> Any:
-    """Await ``awaitable`` unless ``stop`` is set first (then return ``None``)."""
-    work = asyncio.ensure_future(awaitable)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
-        if not work.done():
-            work.cancel()
-    return work.result() if work.done() and not work.cancelled() else None

@@ -44,34 +44,13 @@ class Attempt:
 async def succeed(
     db: Database, attempt: Attempt, result: Any, duration_seconds: float | None = None
 ) -> bool:
-    """Record success; ``False`` (0 rows) if the claim was lost (rescued or cancelled)."""
+    """Record one success; ``False`` (0 rows) if the claim was lost (rescued or cancelled).
+
+    Workers batch theirs through :func:`succeed_many`; this is the single-job form.
+    """
     async with db.transaction() as conn:
-        return await succeed_in(conn, db.dialect, attempt, result, duration_seconds)
-
-
-async def succeed_in(
-    conn: AsyncConnection,
-    dialect: Dialect,
-    attempt: Attempt,
-    result: Any,
-    duration_seconds: float | None = None,
-) -> bool:
-    """:func:`succeed` in the caller's transaction (several outcomes share one commit)."""
-    rows = await transition(
-        conn,
-        dialect,
-        Transition(
-            job_ids=[attempt.job_id],
-            from_statuses=_RUNNING,
-            to_status=JobStatus.SUCCEEDED,
-            event_type=EventType.JOB_SUCCEEDED,
-            actor=f"worker:{attempt.worker_id}",
-            values={"result": result, "finished_at": dialect.db_now(), "lease_expires_at": None},
-            guards=attempt.guards(),
-        ),
-    )
-    await _close_run(conn, dialect, attempt, rows, RunOutcome.SUCCEEDED, None, duration_seconds)
-    return bool(rows)
+        [done] = await succeed_many(conn, db.dialect, [Success(attempt, result, duration_seconds)])
+    return done
 
 
 @dataclass(frozen=True, slots=True)
