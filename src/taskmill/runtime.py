@@ -19,7 +19,7 @@ from taskmill.config import ApiSettings, Settings
 from taskmill.core.clock import Clock, SystemClock
 from taskmill.core.errors import ConfigError
 from taskmill.core.retry import BackoffPolicy
-from taskmill.executors.python import PythonExecutor, TaskRegistry
+from taskmill.executors.python import PythonExecutor, TaskDefinition, TaskRegistry
 from taskmill.services.api_keys import ApiKeys
 from taskmill.services.failure_watcher import FailureWatcher, FailureWatcherConfig
 from taskmill.services.loop import PeriodicService, Waker, run_periodically
@@ -58,6 +58,12 @@ def build_broker(settings: Settings, consumer: str) -> Broker:
     )
 
 
+def builtin_tasks(settings: Settings) -> list[TaskDefinition]:
+    """Task types taskmill itself provides (seed 004's executors), as configured."""
+    tasks: list[TaskDefinition] = []
+    return tasks
+
+
 def load_hmac_secret(api: ApiSettings) -> bytes:
     """``api.secret_key``, or the key in ``api.secret_key_file`` (created, mode 0600, on
     first use so that an embedded install works without set-up)."""
@@ -89,6 +95,8 @@ class Runtime:
         self, settings: Settings, registry: TaskRegistry, clock: Clock | None = None
     ) -> None:
         self.settings = settings
+        for definition in builtin_tasks(settings):
+            registry.add(definition)
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
         self.db = Database.from_url(settings.database.url, pool_size=settings.database.pool_size)

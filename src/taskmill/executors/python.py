@@ -31,6 +31,7 @@ class TaskDefinition:
     validator: Validator | None = None
     queue: str = "default"
     priority: int = 0
+    builtin: bool = False  # provided by taskmill (http, process), not by the app
 
     @property
     def is_async(self) -> bool:
@@ -55,7 +56,9 @@ class TaskRegistry:
         self._tasks: dict[str, TaskDefinition] = {}
 
     def add(self, definition: TaskDefinition) -> None:
-        if definition.name in self._tasks:
+        existing = self._tasks.get(definition.name)
+        if existing is not None and not (existing.builtin and definition.builtin):
+            # Registering a built-in again (a second Runtime on one app) replaces it.
             raise ValidationError("task", f"{definition.name!r} is already registered")
         if definition.max_attempts < 1:
             raise ValidationError("max_retries", "must be >= 0")
