@@ -84,7 +84,9 @@ class SchedulerSettings(_Section):
     poll_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
     batch_size: int = Field(default=500, gt=0, le=100_000)
     watcher_interval_seconds: float = Field(default=1.0, gt=0)
-    worker_dead_after_seconds: float = Field(default=60.0, gt=0)
+    worker_dead_after_seconds: float = Field(default=25.0, gt=0)
+    """A worker silent this long is marked dead and its jobs rescued at once (2.5 missed
+    heartbeats by default: sooner than the 30 s lease)."""
     requeue_after_seconds: float = Field(default=30.0, gt=0)
     """A job ``queued`` this long without being claimed is published again (its hint
     was lost: a broker flush or restart)."""
@@ -152,6 +154,17 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _dead_after_beats(self) -> Settings:
+        # A live worker must get a heartbeat in before it is judged dead, or its jobs
+        # would be rescued (and run twice) while it is healthy.
+        if self.scheduler.worker_dead_after_seconds <= self.worker.heartbeat_seconds:
+            raise ValueError(
+                "scheduler.worker_dead_after_seconds must be greater than "
+                "worker.heartbeat_seconds"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

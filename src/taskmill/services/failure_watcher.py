@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class FailureWatcherConfig:
     batch_size: int = 500
-    worker_dead_after_seconds: float = 60.0
+    worker_dead_after_seconds: float = 25.0
     requeue_after_seconds: float = 30.0
     actor: str = "failure-watcher"
 
@@ -45,11 +45,12 @@ class FailureWatcher:
 
     async def run_once(self) -> int:
         """One round of each duty; return how many jobs it touched."""
-        touched = await self._expire_leases()
-        touched += await self._republish_stuck()
+        # Dead workers first: their jobs are rescued in the same round.
         dead = await workers.mark_dead(self.db, self.config.worker_dead_after_seconds)
         if dead:
-            log.warning("workers marked dead: %s", ", ".join(dead))
+            log.warning("workers marked dead (their jobs are rescued now): %s", ", ".join(dead))
+        touched = await self._expire_leases()
+        touched += await self._republish_stuck()
         return touched
 
     async def _expire_leases(self) -> int:

@@ -17,8 +17,9 @@ from taskmill.core.templates import OverlapPolicy
 from taskmill.store.database import Database
 from taskmill.store.records import to_job
 from taskmill.store.runs import finish_runs, start_runs
-from taskmill.store.schema import job_dependencies, jobs, templates
+from taskmill.store.schema import job_dependencies, jobs, templates, workers
 from taskmill.store.transition import Transition, transition
+from taskmill.store.workers import WorkerStatus
 
 _upstream = jobs.alias("upstream")
 _sibling = jobs.alias("sibling")
@@ -201,9 +202,18 @@ class ExpiredLeases:
     failed: list[Job]
 
 
+def _held_by_dead_worker() -> ColumnElement[bool]:
+    dead = select(workers.c.id).where(workers.c.status == WorkerStatus.DEAD.value)
+    return jobs.c.worker_id.in_(dead)
+
+
 async def expire_leases(db: Database, *, limit: int, actor: str) -> ExpiredLeases:
-    """Treat every expired lease (database clock) as a failed attempt (DESIGN.md §7a)."""
-    expired = jobs.c.lease_expires_at < db.dialect.db_now()
+    """Treat every expired lease (database clock) as a failed attempt (DESIGN.md §7a).
+
+    A lease held by a worker the registry marked dead counts as expired already: its
+    jobs are rescued as soon as the worker is known dead, not one lease later.
+    """
+    expired = or_(jobs.c.lease_expires_at < db.dialect.db_now(), _held_by_dead_worker())
     stmt = (
         select(jobs.c.id)
         .where(jobs.c.status == JobStatus.RUNNING, expired)

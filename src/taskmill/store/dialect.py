@@ -48,6 +48,17 @@ class Dialect:
             return sqlite.insert(table).on_conflict_do_nothing()
         return postgresql.insert(table).on_conflict_do_nothing()
 
+    def upsert(
+        self,
+        table: Table,
+        key: list[str],
+        values: dict[str, Any],
+        updates: dict[str, Any],
+    ) -> Insert:
+        """``INSERT ... ON CONFLICT (key) DO UPDATE SET updates``."""
+        stmt = (sqlite.insert if self.is_sqlite else postgresql.insert)(table).values(values)
+        return stmt.on_conflict_do_update(index_elements=key, set_=updates)
+
     def by_key_only(self, column: Column[Any]) -> ColumnElement[Any]:
         """``column`` in a form SQLite will not pick an index for (``+column``).
 

@@ -51,29 +51,33 @@ def _to_worker(row: Row[Any]) -> WorkerInfo:
 async def register(
     db: Database, worker_id: str, hostname: str, pid: int, queues: Sequence[str], concurrency: int
 ) -> None:
-    """Record a starting worker (its heartbeat starts now, on the database clock)."""
+    """Record a starting worker (its heartbeat starts now, on the database clock).
+
+    A configured ``worker.worker_id`` is reused across restarts: the row is taken over.
+    """
     now = db.dialect.db_now()
+    values = {
+        "hostname": hostname,
+        "pid": pid,
+        "queues": list(queues),
+        "concurrency": concurrency,
+        "status": WorkerStatus.ALIVE.value,
+        "started_at": now,
+        "heartbeat_at": now,
+        "stopped_at": None,
+    }
     async with db.transaction() as conn:
-        await conn.execute(
-            workers.insert().values(
-                id=worker_id,
-                hostname=hostname,
-                pid=pid,
-                queues=list(queues),
-                concurrency=concurrency,
-                status=WorkerStatus.ALIVE.value,
-                started_at=now,
-                heartbeat_at=now,
-            )
-        )
+        await conn.execute(db.dialect.upsert(workers, ["id"], {"id": worker_id, **values}, values))
 
 
 async def beat(db: Database, worker_id: str) -> None:
+    """Say "still here". A worker marked dead while paused comes back to life: its
+    rescued jobs are already fenced off (its leases no longer match)."""
     async with db.transaction() as conn:
         await conn.execute(
             update(workers)
             .where(workers.c.id == worker_id)
-            .values(heartbeat_at=db.dialect.db_now())
+            .values(heartbeat_at=db.dialect.db_now(), status=WorkerStatus.ALIVE.value)
         )
 
 
@@ -87,7 +91,10 @@ async def stop(db: Database, worker_id: str) -> None:
 
 
 async def mark_dead(db: Database, silent_for_seconds: float) -> list[str]:
-    """Mark workers silent for longer than ``silent_for_seconds`` dead; return their ids."""
+    """Mark workers silent for longer than ``silent_for_seconds`` dead; return their ids.
+
+    The jobs a dead worker holds are rescued at once (``claims.expire_leases``), without
+    waiting for each lease to run out."""
     cutoff = db.dialect.db_now(-silent_for_seconds)
     stmt = (
         update(workers)
