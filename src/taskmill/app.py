@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 
 from taskmill.config import Settings, load_settings
 from taskmill.core.clock import Clock
+from taskmill.core.dependencies import JobDependencies
 from taskmill.core.errors import NotFound
 from taskmill.core.events import Event
-from taskmill.core.jobs import Job, JobRun
+from taskmill.core.jobs import DependencyFailurePolicy, Job, JobRun
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.templates import FirePreview, MisfirePolicy, OverlapPolicy, Template
 from taskmill.executors.python import TaskDefinition, TaskRegistry, Validator
@@ -23,6 +24,7 @@ from taskmill.runtime import Runtime
 from taskmill.services.runner import ServiceMain
 from taskmill.services.scheduling import ScheduleRequest
 from taskmill.services.templates import TemplateUpdate
+from taskmill.store import dependencies as dependency_store
 from taskmill.store import events as event_store
 from taskmill.store import jobs as job_store
 from taskmill.store import outcomes
@@ -192,13 +194,18 @@ class Taskmill:
         timeout: float | None = None,
         idempotency_key: str | None = None,
         depends_on: Sequence[str] = (),
+        on_dependency_failure: DependencyFailurePolicy | str = DependencyFailurePolicy.CANCEL,
         misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE,
         overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW,
     ) -> Job | Template:
         """Schedule ``task``: now (default), at ``run_at`` or after ``delay``, every
         ``interval`` seconds, or on a ``cron`` expression (5 fields, or 6 with seconds
         first) in ``timezone``. Immediate and one-time requests return a :class:`Job`;
-        interval and cron requests return the :class:`Template` that creates jobs."""
+        interval and cron requests return the :class:`Template` that creates jobs.
+
+        ``depends_on`` holds the job until those jobs succeeded; if one fails or is
+        cancelled, ``on_dependency_failure`` says whether this job is cancelled too
+        (``"cancel"``, default) or runs once all of them finished (``"run"``)."""
         runtime = await self.open()
         if delay is not None:
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
@@ -220,6 +227,7 @@ class Taskmill:
                 timeout=timeout,
                 idempotency_key=idempotency_key,
                 depends_on=depends_on,
+                on_dependency_failure=on_dependency_failure,
                 misfire_policy=misfire_policy,
                 overlap_policy=overlap_policy,
             )
@@ -287,6 +295,12 @@ class Taskmill:
         """The template's next ``count`` fire times, DST-affected ones flagged."""
         runtime = await self.open()
         return await runtime.templates.preview(template_id, count, merchant_id=None)
+
+    async def dependencies(self, job_id: str) -> JobDependencies:
+        """The jobs ``job_id`` waits on (``upstream``) and those waiting on it
+        (``downstream``), each with its status and task type."""
+        runtime = await self.open()
+        return await dependency_store.get_dependencies(runtime.db, job_id)
 
     async def runs(self, job_id: str) -> builtins.list[JobRun]:
         """Every attempt of a job."""

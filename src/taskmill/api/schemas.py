@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from taskmill.core.jobs import JobStatus, RunOutcome, ScheduleType
+from taskmill.core.jobs import DependencyFailurePolicy, JobStatus, RunOutcome, ScheduleType
 from taskmill.core.templates import MisfirePolicy, OverlapPolicy
 from taskmill.core.tenants import Scope
 
@@ -47,6 +47,7 @@ class JobCreate(_Request):
     timeout_seconds: Timeout | None = None
     idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     depends_on: Annotated[list[str], Field(max_length=100)] = []
+    on_dependency_failure: DependencyFailurePolicy = DependencyFailurePolicy.CANCEL
 
     @model_validator(mode="after")
     def _one_schedule(self) -> JobCreate:
@@ -129,6 +130,24 @@ class JobOut(_Response):
     result: Any
     last_error: str | None
     cancel_reason: str | None
+    on_dependency_failure: DependencyFailurePolicy
+
+
+class JobLinkOut(_Response):
+    """A job at the other end of a dependency."""
+
+    id: str
+    status: JobStatus
+    task_type: str
+
+
+class DependenciesOut(_Response):
+    """What a job waits on (``upstream``) and what waits on it (``downstream``)."""
+
+    job_id: str
+    on_dependency_failure: DependencyFailurePolicy
+    upstream: list[JobLinkOut]
+    downstream: list[JobLinkOut]
 
 
 class TemplateOut(_Response):

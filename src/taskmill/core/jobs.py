@@ -79,6 +79,18 @@ class ScheduleType(enum.StrEnum):
     CRON = "cron"
 
 
+class DependencyFailurePolicy(enum.StrEnum):
+    """What a job does when an upstream job it depends on ends ``failed`` or ``cancelled``.
+
+    ``cancel`` (default): the job is cancelled at once, and so are its own waiting
+    dependents with the same policy. ``run``: it runs anyway, once every upstream job
+    has finished (succeeded, failed or cancelled).
+    """
+
+    CANCEL = "cancel"
+    RUN = "run"
+
+
 class RunOutcome(enum.StrEnum):
     """How one attempt (a ``job_runs`` row) ended; ``None`` while it runs."""
 
@@ -122,6 +134,7 @@ class Job:
     last_error: str | None = None
     cancel_reason: str | None = None
     trace_context: str | None = None
+    on_dependency_failure: DependencyFailurePolicy = DependencyFailurePolicy.CANCEL
 
 
 @dataclass(frozen=True, slots=True)

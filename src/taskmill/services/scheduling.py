@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from taskmill.core.clock import Clock
+from taskmill.core.dependencies import parse_policy
 from taskmill.core.errors import ValidationError
-from taskmill.core.jobs import DEFAULT_MERCHANT_ID, Job, ScheduleType
+from taskmill.core.jobs import DEFAULT_MERCHANT_ID, DependencyFailurePolicy, Job, ScheduleType
 from taskmill.core.schedules import utc
 from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template, build_schedule
 from taskmill.executors.python import TaskRegistry
@@ -43,6 +44,7 @@ class ScheduleRequest:
     timeout: float | None = None
     idempotency_key: str | None = None
     depends_on: Sequence[str] = field(default_factory=tuple)
+    on_dependency_failure: DependencyFailurePolicy | str = DependencyFailurePolicy.CANCEL
     misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
     overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
     merchant_id: str = DEFAULT_MERCHANT_ID
@@ -84,6 +86,8 @@ class Scheduler:
         definition = self.registry.get(req.task)
         definition.validate(req.payload)
         if req.interval is not None or req.cron is not None:
+            if req.depends_on:
+                raise ValidationError("depends_on", "recurring schedules cannot depend on jobs")
             return Scheduled(await self._template(req))
         return await self._job(req)
 
@@ -127,6 +131,7 @@ class Scheduler:
             timeout_seconds=timeout,
             idempotency_key=req.idempotency_key,
             depends_on=tuple(req.depends_on),
+            on_dependency_failure=parse_policy(req.on_dependency_failure),
             trace_context=tracing.current_context(),
         )
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from taskmill.core.clock import Clock
+from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event
 from taskmill.core.jobs import Job, JobRun
 from taskmill.core.templates import FirePreview, Template
@@ -18,6 +19,7 @@ from taskmill.core.tenants import ApiKey, Merchant, Scope
 from taskmill.services.api_keys import ApiKeys, IssuedKey
 from taskmill.services.scheduling import Scheduled, Scheduler, ScheduleRequest
 from taskmill.services.templates import Templates, TemplateUpdate
+from taskmill.store import dependencies as dependency_store
 from taskmill.store import events as event_store
 from taskmill.store import jobs as job_store
 from taskmill.store import outcomes, tenants
@@ -62,6 +64,10 @@ class TenantScope:
         return await outcomes.retry_failed(
             self.db, job_id, actor=self.actor, run_at=self.clock.now(), merchant_id=self.merchant_id
         )
+
+    async def dependencies(self, job_id: str) -> JobDependencies:
+        """The job's upstream and downstream jobs (404 for another merchant's job)."""
+        return await dependency_store.get_dependencies(self.db, job_id, self.merchant_id)
 
     async def runs(self, job_id: str) -> list[JobRun]:
         await self.get_job(job_id)  # 404 for another merchant's job

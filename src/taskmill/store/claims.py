@@ -15,31 +15,22 @@ from taskmill.core.events import EventType
 from taskmill.core.jobs import Job, JobStatus, RunOutcome
 from taskmill.core.templates import OverlapPolicy
 from taskmill.store.database import Database
+from taskmill.store.dependencies import dependencies_met
 from taskmill.store.records import to_job
 from taskmill.store.runs import finish_runs, start_runs
-from taskmill.store.schema import job_dependencies, jobs, templates, workers
+from taskmill.store.schema import jobs, templates, workers
 from taskmill.store.transition import Transition, transition
 from taskmill.store.workers import WorkerStatus
 
-_upstream = jobs.alias("upstream")
 _sibling = jobs.alias("sibling")
 
 WORKER_LOST = "worker_lost"
 
 
 def _dependencies_met() -> ColumnElement[bool]:
-    """No upstream job of this one has yet to succeed."""
-    pending = (
-        select(1)
-        .select_from(
-            job_dependencies.join(_upstream, _upstream.c.id == job_dependencies.c.depends_on_job_id)
-        )
-        .where(
-            job_dependencies.c.job_id == jobs.c.id,
-            _upstream.c.status != JobStatus.SUCCEEDED,
-        )
-    )
-    return ~exists(pending)
+    """No upstream job holds this one back (its ``on_dependency_failure`` policy decides
+    whether a failed or cancelled upstream does)."""
+    return dependencies_met()
 
 
 def _not_blocked_by_sibling() -> ColumnElement[bool]:

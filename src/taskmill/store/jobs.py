@@ -11,11 +11,19 @@ from typing import Any
 from sqlalchemy import Select, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from taskmill.core.dependencies import parse_policy
 from taskmill.core.errors import NotFound, ValidationError
 from taskmill.core.events import EventType
-from taskmill.core.jobs import DEFAULT_MERCHANT_ID, Job, JobStatus, ScheduleType
+from taskmill.core.jobs import (
+    DEFAULT_MERCHANT_ID,
+    DependencyFailurePolicy,
+    Job,
+    JobStatus,
+    ScheduleType,
+)
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
+from taskmill.store.dependencies import check_upstream
 from taskmill.store.dialect import Dialect
 from taskmill.store.notify import DUE, notify
 from taskmill.store.records import to_job, to_job_dict
@@ -41,6 +49,7 @@ class NewJob:
     scheduled_for: datetime | None = None
     depends_on: Sequence[str] = field(default_factory=tuple)
     trace_context: str | None = None
+    on_dependency_failure: DependencyFailurePolicy = DependencyFailurePolicy.CANCEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +78,14 @@ async def insert_job(
     conn: AsyncConnection, dialect: Dialect, new: NewJob, *, actor: str, now: datetime
 ) -> Job:
     """Insert one job and its event in the caller's transaction."""
-    await _check_dependencies(conn, new)
+    policy = parse_policy(new.on_dependency_failure)
+    upstream = await check_upstream(conn, dialect, new.merchant_id, new.depends_on, policy)
     row = job_row(new, now)
     await conn.execute(insert(jobs).values(row))
-    if new.depends_on:
+    if upstream:
         await conn.execute(
             insert(job_dependencies),
-            [{"job_id": row["id"], "depends_on_job_id": dep} for dep in new.depends_on],
+            [{"job_id": row["id"], "depends_on_job_id": dep} for dep in upstream],
         )
     await event_log.append(conn, [created_event(row, actor)])
     await notify(conn, dialect, DUE)
@@ -151,18 +161,8 @@ def job_row(new: NewJob, now: datetime) -> dict[str, Any]:
         "created_at": now,
         "updated_at": now,
         "trace_context": new.trace_context,
+        "on_dependency_failure": parse_policy(new.on_dependency_failure),
     }
-
-
-async def _check_dependencies(conn: AsyncConnection, new: NewJob) -> None:
-    if not new.depends_on:
-        return
-    stmt = select(func.count()).where(
-        jobs.c.id.in_(list(new.depends_on)), jobs.c.merchant_id == new.merchant_id
-    )
-    found = (await conn.execute(stmt)).scalar_one()
-    if found != len(set(new.depends_on)):
-        raise ValidationError("depends_on", "refers to a job that does not exist")
 
 
 async def _by_idempotency_key(conn: AsyncConnection, merchant_id: str, key: str) -> Job | None:

@@ -7,7 +7,14 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from taskmill.core.jobs import Job, JobRun, JobStatus, RunOutcome, ScheduleType
+from taskmill.core.jobs import (
+    DependencyFailurePolicy,
+    Job,
+    JobRun,
+    JobStatus,
+    RunOutcome,
+    ScheduleType,
+)
 
 
 def to_job(row: Row[Any]) -> Job:
@@ -41,6 +48,7 @@ def to_job_dict(m: Mapping[Any, Any]) -> Job:
         last_error=m["last_error"],
         cancel_reason=m["cancel_reason"],
         trace_context=m["trace_context"],
+        on_dependency_failure=DependencyFailurePolicy(m["on_dependency_failure"]),
     )
 
 

@@ -13,6 +13,10 @@ from taskmill.store.transition import NOT_REPLAYED
 
 ProjectedJob = dict[str, Any]
 
+# Columns added after ``job.created`` events were first written, with the value the
+# migration gave existing rows: an older event replays to what the table holds.
+_ADDED_LATER: ProjectedJob = {"on_dependency_failure": "cancel"}
+
 
 async def replay_jobs(db: Database) -> dict[str, ProjectedJob]:
     """Fold every ``job.*`` event, in log order, into the job rows they describe."""
@@ -27,7 +31,7 @@ async def replay_jobs(db: Database) -> dict[str, ProjectedJob]:
         async for job_id, event_type, data in result:
             changes = data.get("changes", {})
             if event_type == "job.created":
-                projection[job_id] = dict(changes)
+                projection[job_id] = {**_ADDED_LATER, **changes}
             else:
                 projection.setdefault(job_id, {}).update(changes)
     return {job_id: _comparable(state) for job_id, state in projection.items()}

@@ -149,6 +149,8 @@ jobs = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Column("trace_context", String(512), nullable=True),
+    # DependencyFailurePolicy; the server default fills rows older than migration 0003.
+    Column("on_dependency_failure", String(20), nullable=False, server_default="cancel"),
     # One instance per template tick, whoever creates it (several recurrence managers).
     UniqueConstraint("template_id", "scheduled_for"),
     UniqueConstraint("merchant_id", "idempotency_key"),

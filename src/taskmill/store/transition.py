@@ -10,9 +10,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, Row, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from taskmill.core.dependencies import CASCADE_ACTOR, cascade_reason
 from taskmill.core.events import EventType
-from taskmill.core.jobs import JobStatus, check_transition
+from taskmill.core.jobs import DependencyFailurePolicy, JobStatus, check_transition
 from taskmill.store import events as event_log
+from taskmill.store.dependencies import FAILURE_STATUSES, waiting_dependents
 from taskmill.store.dialect import Dialect
 from taskmill.store.notify import DUE, QUEUED, notify
 from taskmill.store.schema import jobs
@@ -50,7 +52,62 @@ async def transition(conn: AsyncConnection, dialect: Dialect, t: Transition) -> 
 
     Appends one event per changed row, in the same transaction. Blocks only on the
     database's row/write locks. Idempotent in effect: repeating it changes 0 rows.
+
+    A job that ends ``failed`` or ``cancelled`` takes its waiting dependents with it
+    (:func:`_propagate_failure`), in the same transaction, whichever path ended it.
     """
+    rows = await _apply(conn, dialect, t)
+    if rows and t.to_status in FAILURE_STATUSES:
+        await _propagate_failure(conn, dialect, {row.id: (row.id, t.to_status) for row in rows})
+    return rows
+
+
+async def _propagate_failure(
+    conn: AsyncConnection, dialect: Dialect, ended: dict[str, tuple[str, JobStatus]]
+) -> None:
+    """Cancel the ``scheduled`` dependents (policy ``cancel``) of the jobs in ``ended``,
+    then theirs, level by level, each through :func:`_apply` so each gets its event.
+
+    ``ended`` maps a job that just failed or was cancelled to the job that started the
+    cascade and how it ended (for the reason). Dependents with policy ``run`` stay
+    scheduled; the populator is woken, as they may now be due.
+    """
+    while ended:
+        waiting = await waiting_dependents(conn, dialect, list(ended))
+        by_upstream: dict[str, list[str]] = {}
+        chosen: set[str] = set()
+        may_run = False
+        for w in waiting:
+            if w.policy is DependencyFailurePolicy.RUN:
+                may_run = True
+            elif w.job_id not in chosen:  # first upstream by id names the reason
+                chosen.add(w.job_id)
+                by_upstream.setdefault(w.upstream_id, []).append(w.job_id)
+        if may_run:
+            await notify(conn, dialect, DUE)
+        cancelled: dict[str, tuple[str, JobStatus]] = {}
+        for upstream_id, job_ids in by_upstream.items():
+            root_id, root_status = ended[upstream_id]
+            reason = cascade_reason(upstream_id, root_id, root_status)
+            rows = await _apply(
+                conn,
+                dialect,
+                Transition(
+                    job_ids=job_ids,
+                    from_statuses=frozenset({JobStatus.SCHEDULED}),
+                    to_status=JobStatus.CANCELLED,
+                    event_type=EventType.JOB_CANCELLED,
+                    actor=CASCADE_ACTOR,
+                    values={"cancel_reason": reason, "finished_at": dialect.db_now()},
+                    data={"reason": reason, "dependency_id": upstream_id, "root_job_id": root_id},
+                ),
+            )
+            cancelled.update({row.id: (root_id, root_status) for row in rows})
+        ended = cancelled
+
+
+async def _apply(conn: AsyncConnection, dialect: Dialect, t: Transition) -> list[Row[Any]]:
+    """:func:`transition` without failure propagation."""
     for from_status in t.from_statuses:
         check_transition(from_status, t.to_status)
     if not t.job_ids:
@@ -178,4 +235,7 @@ async def transition_claimed(
             for i in owned
         ],
     )
+    if to_status in FAILURE_STATUSES:
+        ended = {claimed[i].job_id: (claimed[i].job_id, to_status) for i in owned}
+        await _propagate_failure(conn, dialect, ended)
     return owned

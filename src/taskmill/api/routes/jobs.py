@@ -1,4 +1,4 @@
-"""/jobs: create (any schedule kind), list, get, cancel, retry, runs."""
+"""/jobs: create (any schedule kind), list, get, cancel, retry, runs, dependencies."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime
 
 from taskmill.api.auth import JobsRead, JobsWrite
-from taskmill.api.schemas import CancelRequest, JobCreate, JobOut, JobPage, RunOut, TemplateOut
+from taskmill.api.schemas import (
+    CancelRequest,
+    DependenciesOut,
+    JobCreate,
+    JobOut,
+    JobPage,
+    RunOut,
+    TemplateOut,
+)
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import Job, JobStatus
 from taskmill.services.scheduling import ScheduleRequest
@@ -50,6 +58,7 @@ async def create_job(
             timeout=body.timeout_seconds,
             idempotency_key=body.idempotency_key,
             depends_on=body.depends_on,
+            on_dependency_failure=body.on_dependency_failure,
         )
     )
     if not scheduled.created:
@@ -129,3 +138,9 @@ async def retry_job(job_id: str, tenant: JobsWrite) -> JobOut:
 @router.get("/{job_id}/runs", response_model=list[RunOut])
 async def list_runs(job_id: str, tenant: JobsRead) -> list[RunOut]:
     return [RunOut.model_validate(r) for r in await tenant.runs(job_id)]
+
+
+@router.get("/{job_id}/dependencies", response_model=DependenciesOut)
+async def get_dependencies(job_id: str, tenant: JobsRead) -> DependenciesOut:
+    """The jobs this one waits on (``upstream``) and those waiting on it (``downstream``)."""
+    return DependenciesOut.model_validate(await tenant.dependencies(job_id))
