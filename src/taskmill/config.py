@@ -92,6 +92,9 @@ class SchedulerSettings(_Section):
     was lost: a broker flush or restart)."""
     misfire_grace_seconds: float = Field(default=60.0, ge=0)
     max_catchup: int = Field(default=10, ge=1)
+    max_running_per_merchant: int | None = Field(default=None, gt=0)
+    """At most this many jobs of one merchant run at once, across all workers, so one
+    tenant's backlog cannot starve the others; unset: no cap."""
 
 
 class RetrySettings(_Section):

@@ -156,6 +156,7 @@ class Runtime:
             backoff=BackoffPolicy(r.base_seconds, r.factor, r.cap_seconds, r.jitter),
             hostname=hostname,
             pid=os.getpid(),
+            max_running_per_merchant=self.settings.scheduler.max_running_per_merchant,
         )
 
     @functools.cached_property

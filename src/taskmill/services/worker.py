@@ -40,6 +40,7 @@ class WorkerConfig:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     hostname: str = "localhost"
     pid: int = 0
+    max_running_per_merchant: int | None = None
 
 
 @dataclass(slots=True)
@@ -77,6 +78,10 @@ class Worker:
         self._running: dict[str, _Running] = {}
         self._commits = GroupCommitter(db)
         self._slot_freed = asyncio.Event()
+        # With a per-merchant cap the claim must choose among all queued jobs, so a
+        # broker's hints only wake the worker: hints arrive in queue order, and a
+        # tenant's backlog would sit in front of everyone else's.
+        self._claims_hinted_ids = broker.carries_ids and config.max_running_per_merchant is None
 
     # -- claiming -------------------------------------------------------------
 
@@ -114,6 +119,7 @@ class Worker:
                 queues=self.config.queues,
                 task_types=task_types,
                 job_ids=job_ids,
+                max_running_per_merchant=self.config.max_running_per_merchant,
             ),
         )
         for job in claimed:
@@ -302,14 +308,14 @@ class Worker:
         hints. Returns whether the claim was full (so more work may be waiting)."""
         free = self.free_slots()
         deliveries: list[Delivery] = []
-        if not more or self.broker.carries_ids:
+        if not more or self._claims_hinted_ids:
             received = await unless_stopped(
                 self.broker.receive(self.config.queues, free, self.config.poll_interval), stop
             )
             deliveries = received or []
-            if not deliveries and self.broker.carries_ids:
+            if not deliveries and self._claims_hinted_ids:
                 return False
-        ids = _hinted_ids(deliveries) if self.broker.carries_ids else None
+        ids = _hinted_ids(deliveries) if self._claims_hinted_ids else None
         _, limit = self._claimable()
         claimed = await self._claim_and_start(ids)
         await self._settle(deliveries, {job.id for job in claimed}, limit)
@@ -318,8 +324,12 @@ class Worker:
     async def _settle(self, deliveries: list[Delivery], claimed: set[str], limit: int) -> None:
         """Ack hints after the claim committed. If the claim stopped at this worker's
         limit, the unclaimed hints go back for other workers; otherwise they were stale
-        (job no longer queued, or unknown) and are dropped."""
+        (job no longer queued, or unknown) and are dropped. Hints that only woke the
+        worker (no ids, or a per-merchant cap) are simply acked."""
         if not deliveries or not self.broker.carries_ids:
+            return
+        if not self._claims_hinted_ids:
+            await self.broker.ack(deliveries)
             return
         taken = [d for d in deliveries if d.job_id in claimed]
         rest = [d for d in deliveries if d.job_id not in claimed]

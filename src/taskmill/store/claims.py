@@ -3,12 +3,13 @@ lease renewal (heartbeats) and lease expiry (failure watcher)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Row, Select, exists, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.events import EventType
@@ -53,11 +54,15 @@ def _not_blocked_by_sibling() -> ColumnElement[bool]:
     return or_(jobs.c.template_id.is_(None), ~exists(ahead))
 
 
-async def _lock_ids(conn: AsyncConnection, db: Database, stmt: Select[Any]) -> list[str]:
+async def _lock_rows(conn: AsyncConnection, db: Database, stmt: Select[Any]) -> list[Row[Any]]:
     # SKIP LOCKED lets replicas claim disjoint batches; SQLite has one writer anyway.
     if db.dialect.supports_skip_locked:
         stmt = stmt.with_for_update(skip_locked=True, of=jobs)
-    return list((await conn.execute(stmt)).scalars().all())
+    return list((await conn.execute(stmt)).all())
+
+
+async def _lock_ids(conn: AsyncConnection, db: Database, stmt: Select[Any]) -> list[str]:
+    return [row[0] for row in await _lock_rows(conn, db, stmt)]
 
 
 async def enqueue_due(db: Database, *, now: datetime, limit: int, actor: str) -> list[Job]:
@@ -109,7 +114,11 @@ async def next_due_at(db: Database) -> datetime | None:
 
 @dataclass(frozen=True, slots=True)
 class ClaimParams:
-    """What a worker can take: up to ``limit`` queued jobs of ``task_types`` in ``queues``."""
+    """What a worker can take: up to ``limit`` queued jobs of ``task_types`` in ``queues``.
+
+    ``max_running_per_merchant`` caps how many jobs of one merchant run at once (across
+    all workers), so that one tenant's backlog cannot starve the others.
+    """
 
     worker_id: str
     limit: int
@@ -117,6 +126,66 @@ class ClaimParams:
     queues: Sequence[str]
     task_types: Sequence[str]
     job_ids: Sequence[str] | None = None
+    max_running_per_merchant: int | None = None
+
+
+# A fair claim excludes each merchant that fills up and looks again; bounded so that a
+# claim stays a handful of statements however many tenants there are.
+_FAIR_CLAIM_ROUNDS = 4
+
+
+def _candidates(params: ClaimParams, limit: int) -> Select[Any]:
+    """Queued jobs ``params`` may take, highest priority first, then oldest."""
+    stmt = (
+        select(jobs.c.id, jobs.c.merchant_id)
+        .where(
+            jobs.c.status == JobStatus.QUEUED,
+            jobs.c.queue.in_(list(params.queues)),
+            jobs.c.task_type.in_(list(params.task_types)),
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+        .limit(limit)
+    )
+    if params.job_ids is not None:
+        stmt = stmt.where(jobs.c.id.in_(list(params.job_ids)))
+    return stmt
+
+
+async def _fair_ids(
+    conn: AsyncConnection, db: Database, params: ClaimParams, cap: int
+) -> list[str]:
+    """Up to ``params.limit`` ids in claim order, skipping merchants with ``cap`` running.
+
+    A soft cap: two workers claiming at the same instant may each take a merchant's last
+    free place (at most one batch over the cap).
+    """
+    counted = await conn.execute(
+        select(jobs.c.merchant_id, func.count())
+        .where(jobs.c.status == JobStatus.RUNNING)
+        .group_by(jobs.c.merchant_id)
+    )
+    running: Counter[str] = Counter()
+    for merchant, n in counted.all():
+        running[merchant] = n
+    full = {merchant for merchant, n in running.items() if n >= cap}
+    chosen: list[str] = []
+    for _ in range(_FAIR_CLAIM_ROUNDS):
+        want = params.limit - len(chosen)
+        stmt = _candidates(params, want).where(
+            jobs.c.merchant_id.not_in(full), jobs.c.id.not_in(chosen)
+        )
+        rows = await _lock_rows(conn, db, stmt)
+        filled = False
+        for row in rows:
+            if running[row.merchant_id] < cap:
+                chosen.append(row.id)
+                running[row.merchant_id] += 1
+            else:
+                full.add(row.merchant_id)
+                filled = True
+        if len(rows) < want or not filled or len(chosen) >= params.limit:
+            break
+    return chosen
 
 
 async def claim(db: Database, params: ClaimParams) -> list[Job]:
@@ -126,21 +195,13 @@ async def claim(db: Database, params: ClaimParams) -> list[Job]:
     """
     if params.limit <= 0 or not params.task_types or not params.queues:
         return []
-    stmt = (
-        select(jobs.c.id)
-        .where(
-            jobs.c.status == JobStatus.QUEUED,
-            jobs.c.queue.in_(list(params.queues)),
-            jobs.c.task_type.in_(list(params.task_types)),
-        )
-        .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
-        .limit(params.limit)
-    )
-    if params.job_ids is not None:
-        stmt = stmt.where(jobs.c.id.in_(list(params.job_ids)))
     now = db.dialect.db_now()
+    cap = params.max_running_per_merchant
     async with db.transaction() as conn:
-        ids = await _lock_ids(conn, db, stmt)
+        if cap is None:
+            ids = [row.id for row in await _lock_rows(conn, db, _candidates(params, params.limit))]
+        else:
+            ids = await _fair_ids(conn, db, params, cap)
         rows = await transition(
             conn,
             db.dialect,
