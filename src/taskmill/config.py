@@ -8,11 +8,12 @@ Read only above ``services``: services take their own small config objects.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -32,6 +33,9 @@ from pydantic_settings import (
 )
 
 from taskmill.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from taskmill.executors.http import HttpExecutorConfig
 
 _toml_file: ContextVar[Path | None] = ContextVar("taskmill_toml_file", default=None)
 
@@ -140,6 +144,59 @@ class LoggingSettings(_Section):
     format: Literal["text", "json"] = "text"
 
 
+class HttpSettings(_Section):
+    """The built-in ``http`` task type (docs/howto/http-and-process-jobs.md)."""
+
+    enabled: bool = True
+    allowed_networks: tuple[str, ...] = ()
+    """CIDRs jobs may reach although private, loopback or link-local (``127.0.0.1/32``)."""
+    allow_private_networks: bool = False
+    """Allow private (RFC 1918, fc00::/7), shared (100.64/10) and loopback addresses."""
+    follow_redirects: bool = False
+    max_redirects: int = Field(default=5, ge=0, le=50)
+    max_response_bytes: int = Field(default=65_536, gt=0, le=16_777_216)
+    """Most of a response body kept in the job's result (and ever read)."""
+    default_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_timeout_seconds: float = Field(default=300.0, gt=0)
+    user_agent: str = Field(default="taskmill", min_length=1)
+    response_headers: tuple[str, ...] = ()
+    """Response headers kept in the result; empty: all of them."""
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a network in CIDR notation") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> HttpSettings:
+        if self.default_timeout_seconds > self.max_timeout_seconds:
+            raise ValueError("default_timeout_seconds must be <= max_timeout_seconds")
+        return self
+
+    def executor_config(self, max_retries: int) -> HttpExecutorConfig:
+        """The executor's own config (it never sees the settings); ``max_retries`` is the
+        ``tasks.max_retries`` default."""
+        from taskmill.executors.http import HttpExecutorConfig  # httpx only when used
+
+        return HttpExecutorConfig(
+            allowed_networks=self.allowed_networks,
+            allow_private_networks=self.allow_private_networks,
+            follow_redirects=self.follow_redirects,
+            max_redirects=self.max_redirects,
+            max_response_bytes=self.max_response_bytes,
+            default_timeout_seconds=self.default_timeout_seconds,
+            max_timeout_seconds=self.max_timeout_seconds,
+            user_agent=self.user_agent,
+            response_headers=self.response_headers,
+            max_attempts=max_retries + 1,
+        )
+
+
 class Settings(BaseSettings):
     """Everything taskmill can be configured with."""
 
@@ -157,6 +214,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
+    http: HttpSettings = HttpSettings()
 
     @model_validator(mode="after")
     def _dead_after_beats(self) -> Settings:

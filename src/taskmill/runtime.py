@@ -19,6 +19,7 @@ from taskmill.config import ApiSettings, Settings
 from taskmill.core.clock import Clock, SystemClock
 from taskmill.core.errors import ConfigError
 from taskmill.core.retry import BackoffPolicy
+from taskmill.executors.http import http_task
 from taskmill.executors.python import PythonExecutor, TaskDefinition, TaskRegistry
 from taskmill.services.api_keys import ApiKeys
 from taskmill.services.failure_watcher import FailureWatcher, FailureWatcherConfig
@@ -61,6 +62,8 @@ def build_broker(settings: Settings, consumer: str) -> Broker:
 def builtin_tasks(settings: Settings) -> list[TaskDefinition]:
     """Task types taskmill itself provides (seed 004's executors), as configured."""
     tasks: list[TaskDefinition] = []
+    if settings.http.enabled:
+        tasks.append(http_task(settings.http.executor_config(settings.tasks.max_retries)))
     return tasks
 
 
