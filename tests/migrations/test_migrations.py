@@ -7,12 +7,12 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import Connection, inspect, select, text
 
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID
 from taskmill.store import migrate
 from taskmill.store.database import Database
-from taskmill.store.schema import merchants, metadata
+from taskmill.store.schema import jobs, merchants, metadata
 
 
 def _diff(connection: Connection) -> list[Any]:
@@ -60,5 +60,33 @@ async def test_migrations_upgrade_is_idempotent(tmp_path: Path) -> None:
         await migrate.upgrade(db)
         await migrate.upgrade(db)  # every start runs it
         assert await migrate.current_revision(db) == migrate.head_revision()
+    finally:
+        await db.close()
+
+
+async def test_migrations_0003_gives_existing_jobs_the_cancel_policy(tmp_path: Path) -> None:
+    db = Database.from_url(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        await migrate.upgrade(db, "0002")
+        async with db.transaction() as conn:  # a job written before the column existed
+            await conn.execute(
+                text(
+                    "INSERT INTO jobs (id, merchant_id, task_type, queue, priority, status,"
+                    " schedule_type, run_at, attempt, max_attempts, created_at, updated_at)"
+                    " VALUES ('j1', :m, 't', 'default', 0, 'scheduled', 'immediate',"
+                    " '2026-11-23 12:00:00', 0, 1, '2026-11-23 12:00:00', '2026-11-23 12:00:00')"
+                ),
+                {"m": DEFAULT_MERCHANT_ID},
+            )
+        await migrate.upgrade(db)
+        async with db.read() as conn:
+            policy = (await conn.execute(select(jobs.c.on_dependency_failure))).scalar_one()
+        assert policy == "cancel"
+        await migrate.downgrade(db, "0002")
+        async with db.engine.connect() as conn:
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in inspect(c).get_columns("jobs")}
+            )
+        assert "on_dependency_failure" not in columns
     finally:
         await db.close()
