@@ -2,8 +2,9 @@
 
 Who moves a job out of each status (DESIGN.md §3)::
 
-    scheduled  -> queued      the queue populator, once ``run_at`` is due
-               -> cancelled   a user (``cancel``)
+    scheduled  -> queued      the queue populator, once ``run_at`` is due and dependencies allow
+               -> cancelled   a user (``cancel``), or the dependency checker when an upstream
+                              job failed or was cancelled (policy ``cancel``)
     queued     -> running     a worker's claim (sets worker, attempt + 1, lease)
                -> cancelled   a user
     running    -> succeeded   the claiming worker (guarded on worker and attempt)
