@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
 
 from taskmill.config import load_settings
-from taskmill.core.errors import ValidationError
+from taskmill.core.errors import ConfigError, ValidationError
 from taskmill.executors.http import HttpExecutorConfig, http_task, parse_payload
 from taskmill.runtime import builtin_tasks
 
@@ -98,3 +99,27 @@ def test_builtin_tasks_http_enabled_by_config() -> None:
     assert task.builtin and task.is_async and task.max_attempts == 3
     off = load_settings("test", None, http={"enabled": False})
     assert all(t.name != "http" for t in builtin_tasks(off))
+
+
+def test_load_settings_http_section_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKMILL_HTTP__ALLOWED_NETWORKS", '["127.0.0.1/32", "fd00::/8"]')
+    monkeypatch.setenv("TASKMILL_HTTP__FOLLOW_REDIRECTS", "true")
+    settings = load_settings("test", None)
+    assert settings.http.allowed_networks == ("127.0.0.1/32", "fd00::/8")
+    config = settings.http.executor_config(max_retries=0)
+    assert config.follow_redirects and config.max_attempts == 1
+    assert config.policy().refusal(ipaddress.ip_address("127.0.0.1")) is None
+
+
+@pytest.mark.parametrize(
+    ("http", "message"),
+    [
+        ({"allowed_networks": ["10.0.0.0/33"]}, "http.allowed_networks"),
+        ({"default_timeout_seconds": 60, "max_timeout_seconds": 10}, "max_timeout_seconds"),
+        ({"max_response_bytes": 0}, "http.max_response_bytes"),
+        ({"allow_privat_networks": True}, "http.allow_privat_networks"),
+    ],
+)
+def test_load_settings_http_section_errors_name_the_key(http: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings("test", None, http=http)
