@@ -36,6 +36,7 @@ from taskmill.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from taskmill.executors.http import HttpExecutorConfig
+    from taskmill.executors.process import ProcessExecutorConfig
 
 _toml_file: ContextVar[Path | None] = ContextVar("taskmill_toml_file", default=None)
 
@@ -197,6 +198,58 @@ class HttpSettings(_Section):
         )
 
 
+class ProcessSettings(_Section):
+    """The built-in ``process`` task type: off unless enabled and allow-listed."""
+
+    enabled: bool = False
+    allowed_programs: tuple[str, ...] = Field(default=(), validate_default=True)
+    """Absolute paths of the programs jobs may run (symlinks are resolved on both sides)."""
+    allowed_cwds: tuple[str, ...] = ()
+    """Directories a job's ``cwd`` must be in; empty: any existing directory."""
+    path: str = Field(default="/usr/local/bin:/usr/bin:/bin", min_length=1)
+    """``PATH`` of the child, and where a bare program name is looked up."""
+    max_output_bytes: int = Field(default=65_536, gt=0, le=16_777_216)
+    """Bytes kept of each of stdout and stderr (the first and the last half)."""
+    max_timeout_seconds: float = Field(default=300.0, gt=0)
+    kill_grace_seconds: float = Field(default=2.0, ge=0, le=60)
+    reap_orphans: bool = True
+    """Linux: the worker becomes a child subreaper and reaps what a killed group orphans."""
+
+    @field_validator("allowed_programs")
+    @classmethod
+    def _programs(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if info.data.get("enabled") and not value:
+            raise ValueError("must list at least one program when process.enabled is true")
+        return _absolute_paths(value)
+
+    @field_validator("allowed_cwds")
+    @classmethod
+    def _cwds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _absolute_paths(value)
+
+    def executor_config(self, max_retries: int) -> ProcessExecutorConfig:
+        """The executor's own config; ``max_retries`` is the ``tasks.max_retries`` default."""
+        from taskmill.executors.process import ProcessExecutorConfig
+
+        return ProcessExecutorConfig(
+            allowed_programs=self.allowed_programs,
+            allowed_cwds=self.allowed_cwds,
+            path=self.path,
+            max_output_bytes=self.max_output_bytes,
+            max_timeout_seconds=self.max_timeout_seconds,
+            kill_grace_seconds=self.kill_grace_seconds,
+            reap_orphans=self.reap_orphans,
+            max_attempts=max_retries + 1,
+        )
+
+
+def _absolute_paths(value: tuple[str, ...]) -> tuple[str, ...]:
+    for path in value:
+        if not os.path.isabs(path):
+            raise ValueError(f"{path!r} is not an absolute path")
+    return value
+
+
 class Settings(BaseSettings):
     """Everything taskmill can be configured with."""
 
@@ -215,6 +268,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
     http: HttpSettings = HttpSettings()
+    process: ProcessSettings = ProcessSettings()
 
     @model_validator(mode="after")
     def _dead_after_beats(self) -> Settings:

@@ -20,6 +20,7 @@ from taskmill.core.clock import Clock, SystemClock
 from taskmill.core.errors import ConfigError
 from taskmill.core.retry import BackoffPolicy
 from taskmill.executors.http import http_task
+from taskmill.executors.process import process_task
 from taskmill.executors.python import PythonExecutor, TaskDefinition, TaskRegistry
 from taskmill.services.api_keys import ApiKeys
 from taskmill.services.failure_watcher import FailureWatcher, FailureWatcherConfig
@@ -64,6 +65,8 @@ def builtin_tasks(settings: Settings) -> list[TaskDefinition]:
     tasks: list[TaskDefinition] = []
     if settings.http.enabled:
         tasks.append(http_task(settings.http.executor_config(settings.tasks.max_retries)))
+    if settings.process.enabled:  # off by default: it runs programs on the worker's machine
+        tasks.append(process_task(settings.process.executor_config(settings.tasks.max_retries)))
     return tasks
 
 

@@ -1,0 +1,287 @@
+"""Process jobs through a real worker on SQLite: real programs, real process groups.
+
+The key property: a timed-out, cancelled or shut-down run leaves no process of its group
+alive and no zombie behind, even when the program started grandchildren.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from taskmill import Taskmill
+from taskmill.api.app import create_app
+from taskmill.config import load_settings
+from taskmill.core.errors import ValidationError
+from taskmill.core.jobs import DEFAULT_MERCHANT_ID, Job, JobStatus, RunOutcome
+from taskmill.core.tenants import Scope
+from taskmill.store.schema import jobs as jobs_table
+from taskmill.testing import run_until_idle
+from tests.conftest import wait_for
+
+log = logging.getLogger(__name__)
+SH = "/bin/sh"
+ENV = "/usr/bin/env"
+MAX_OUTPUT = 4096
+# Two grandchildren, then the group leader's pid (its group id) written to "$1/<pid>".
+SPAWN_AND_WAIT = 'sleep 60 & sleep 60 & echo $$ > "$1/$$"; wait'
+
+
+def _settings(url: str, tmp_path: Path, **process: Any) -> Any:
+    return load_settings(
+        "test",
+        None,
+        database={"url": url},
+        worker={
+            "concurrency": 20,
+            "lease_seconds": 2.0,
+            "heartbeat_seconds": 0.2,
+            "shutdown_grace_seconds": 0.2,
+        },
+        scheduler={"poll_interval_seconds": 0.05, "watcher_interval_seconds": 0.1},
+        retry={"base_seconds": 0.0, "jitter": 0.0},
+        tasks={"max_retries": 0},
+        api={"secret_key_file": str(tmp_path / "secret")},
+        process={
+            "enabled": True,
+            "allowed_programs": [SH, ENV],
+            "max_output_bytes": MAX_OUTPUT,
+            "kill_grace_seconds": 1.0,
+            **process,
+        },
+    )
+
+
+@pytest.fixture
+async def app(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Taskmill]:
+    application = Taskmill(settings=_settings(sqlite_url, tmp_path))
+    yield application
+    await application.stop()
+
+
+async def _job(app: Taskmill, ident: str) -> Job:
+    got = await app.get(ident)
+    assert isinstance(got, Job)
+    return got
+
+
+async def _run(app: Taskmill, payload: dict[str, Any], **options: Any) -> Job:
+    job = await app.schedule("process", payload, **options)
+    await run_until_idle(app)
+    return await _job(app, job.id)
+
+
+def _scan(groups: set[int]) -> tuple[list[int], list[int]]:
+    """(survivors, zombies): processes in ``groups``, and zombie children of this process."""
+    survivors: list[int] = []
+    zombies: list[int] = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        state, ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) in groups or (int(ppid) == me and state == "Z"):
+            (zombies if state == "Z" else survivors).append(int(entry))
+    return survivors, zombies
+
+
+def _groups(pid_dir: Path) -> set[int]:
+    return {int(p.name) for p in pid_dir.iterdir()}
+
+
+async def test_process_integration_success_captures_output(app: Taskmill) -> None:
+    done = await _run(app, {"argv": [SH, "-c", "echo hello; echo careful >&2"]})
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result == {
+        "exit_code": 0,
+        "stdout": "hello\n",
+        "stderr": "careful\n",
+        "truncated_stdout": False,
+        "truncated_stderr": False,
+    }
+
+
+async def test_process_integration_nonzero_exit_fails_with_code(app: Taskmill) -> None:
+    script = "echo 'disk full' >&2; exit 3"
+    done = await _run(app, {"argv": [SH, "-c", script]}, max_retries=1)
+    assert done.status is JobStatus.FAILED and done.attempt == 2  # retried by the policy
+    assert done.last_error == "ProcessFailed: exit code 3; stderr: disk full\n"
+
+
+async def test_process_integration_output_bounded(app: Taskmill) -> None:
+    fifty_mb = 50 * 1024 * 1024
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    script = f"yes 0123456789 | head -c {fifty_mb}; echo end >&2"
+    done = await _run(app, {"argv": [SH, "-c", script]})
+    elapsed = time.monotonic() - started
+    assert done.status is JobStatus.SUCCEEDED and isinstance(done.result, dict)
+    stdout = done.result["stdout"]
+    assert done.result["truncated_stdout"] and not done.result["truncated_stderr"]
+    head, tail = stdout.split(" bytes omitted ...]\n")
+    assert head.startswith("0123456789\n") and set(tail) <= set("0123456789\n")
+    assert f"{fifty_mb - MAX_OUTPUT} bytes omitted" in stdout
+    assert len(stdout) < MAX_OUTPUT + 100
+    # ru_maxrss is in KiB: buffering the output would have raised the peak by 50 MiB.
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert grown_mib < 25
+    log.info("50 MiB of output in %.2fs, peak RSS grew %.1f MiB", elapsed, grown_mib)
+
+
+async def test_process_integration_env_does_not_leak(
+    app: Taskmill, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROCESS_TEST_SECRET", "hunter2")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:secret@db/prod")
+    done = await _run(app, {"argv": [ENV], "env": {"GREETING": "hi"}})
+    assert isinstance(done.result, dict)
+    seen = dict(line.split("=", 1) for line in done.result["stdout"].splitlines())
+    assert seen == {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "GREETING": "hi"}
+    assert "hunter2" not in done.result["stdout"]
+
+
+async def test_process_integration_cwd_honoured(app: Taskmill, tmp_path: Path) -> None:
+    (tmp_path / "marker.txt").write_text("here")
+    real = await asyncio.to_thread(os.path.realpath, tmp_path)
+    done = await _run(app, {"argv": [SH, "-c", "pwd; cat marker.txt"], "cwd": str(tmp_path)})
+    assert isinstance(done.result, dict)
+    assert done.result["stdout"] == f"{real}\nhere"
+
+
+async def test_process_integration_program_not_allowed_refused(app: Taskmill) -> None:
+    with pytest.raises(ValidationError) as err:
+        await app.schedule("process", {"argv": ["/bin/bash", "-c", "id"]})
+    assert err.value.field == "payload.argv" and "not allowed" in err.value.reason
+    assert await app.list() == []
+
+
+async def test_process_integration_api_refuses_program_with_422(app: Taskmill) -> None:
+    runtime = await app.open()
+    issued = await runtime.api_keys.issue(
+        DEFAULT_MERCHANT_ID, "test", [Scope.JOBS_WRITE], actor="test"
+    )
+    headers = {"x-api-key": issued.plaintext}
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://taskmill") as client:
+        for argv in (["/bin/bash", "-c", "id"], ["../../../bin/sh"], "/bin/sh -c id"):
+            body = {"task_type": "process", "payload": {"argv": argv}}
+            response = await client.post("/jobs", json=body, headers=headers)
+            assert response.status_code == 422, response.text
+            [problem] = response.json()["error"]["fields"]
+            assert problem["field"] == "payload.argv"
+        async with runtime.db.read() as conn:
+            count = await conn.execute(select(func.count()).select_from(jobs_table))
+            assert count.scalar_one() == 0  # nothing written
+        body = {"task_type": "process", "payload": {"argv": [SH, "-c", "true"]}}
+        assert (await client.post("/jobs", json=body, headers=headers)).status_code == 201
+
+
+async def test_process_integration_disabled_by_default(sqlite_url: str) -> None:
+    app = Taskmill(sqlite_url)
+    try:
+        with pytest.raises(ValidationError) as err:
+            await app.schedule("process", {"argv": [SH, "-c", "true"]})
+        assert err.value.field == "task_type" and "unknown task 'process'" in err.value.reason
+    finally:
+        await app.stop()
+
+
+@pytest.mark.slow
+async def test_process_integration_timeouts_leave_no_process(app: Taskmill, tmp_path: Path) -> None:
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    payload = {"argv": [SH, "-c", SPAWN_AND_WAIT, "sh", str(pid_dir)], "timeout_seconds": 0.5}
+    started = time.monotonic()
+    jobs = await app.schedule_many("process", [payload] * 100)
+    await run_until_idle(app)
+    elapsed = time.monotonic() - started
+    for job in jobs:
+        done = await _job(app, job.id)
+        assert done.status is JobStatus.FAILED
+        assert (done.last_error or "").startswith("ProcessTimedOut: timed out after 0.5s")
+    groups = _groups(pid_dir)
+    assert len(groups) == 100  # every leader got as far as starting its grandchildren
+    survivors, zombies = _scan(groups)
+    log.info(
+        "100 timed-out runs in %.2fs: %d survivors, %d zombies",
+        elapsed,
+        len(survivors),
+        len(zombies),
+    )
+    assert (survivors, zombies) == ([], [])
+
+
+async def test_process_integration_job_timeout_kills_group(app: Taskmill, tmp_path: Path) -> None:
+    """The worker's own deadline (the job's timeout) cancels the handler: same cleanup."""
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    payload = {"argv": [SH, "-c", SPAWN_AND_WAIT, "sh", str(pid_dir)]}
+    jobs = [await app.schedule("process", payload, timeout=0.5) for _ in range(20)]
+    await run_until_idle(app)
+    for job in jobs:
+        assert (await _job(app, job.id)).last_error == "timed out after 0.5s"
+        [run] = await app.runs(job.id)
+        assert run.outcome is RunOutcome.TIMED_OUT
+    groups = _groups(pid_dir)
+    assert len(groups) == 20
+    assert _scan(groups) == ([], [])
+
+
+async def test_process_integration_cancel_kills_group(app: Taskmill, tmp_path: Path) -> None:
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    await app.start()
+    job = await app.schedule("process", {"argv": [SH, "-c", SPAWN_AND_WAIT, "sh", str(pid_dir)]})
+    await wait_for(lambda: _true(any(pid_dir.iterdir())))
+    groups = _groups(pid_dir)
+    survivors, _ = _scan(groups)
+    assert len(survivors) == 3  # the shell and its two sleeps
+    await app.cancel(job.id, "no longer needed")
+    await wait_for(lambda: _true(_scan(groups) == ([], [])))
+    assert (await _job(app, job.id)).status is JobStatus.CANCELLED
+
+
+async def test_process_integration_shutdown_kills_group(app: Taskmill, tmp_path: Path) -> None:
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    await app.start()
+    job = await app.schedule("process", {"argv": [SH, "-c", SPAWN_AND_WAIT, "sh", str(pid_dir)]})
+    await wait_for(lambda: _true(any(pid_dir.iterdir())))
+    await app.stop()  # grace 0.2 s, then the run is cancelled
+    assert _scan(_groups(pid_dir)) == ([], [])  # already gone when stop() returns
+    await app.open()
+    assert (await _job(app, job.id)).status is JobStatus.SCHEDULED  # released
+
+
+async def test_process_integration_leftover_background_killed(
+    app: Taskmill, tmp_path: Path
+) -> None:
+    """A program that exits leaving a child in its group: the child is stopped too, and
+    its hold on the pipes does not keep the job running."""
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    script = 'sleep 60 & echo $$ > "$1/$$"; echo started'
+    started = time.monotonic()
+    done = await _run(app, {"argv": [SH, "-c", script, "sh", str(pid_dir)]})
+    assert time.monotonic() - started < 10
+    assert done.status is JobStatus.SUCCEEDED and isinstance(done.result, dict)
+    assert done.result["stdout"] == "started\n"
+    assert _scan(_groups(pid_dir)) == ([], [])
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -1,0 +1,169 @@
+"""The process executor's payload checks, output capture and settings (no processes run)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskmill.config import load_settings
+from taskmill.core.errors import ConfigError, ValidationError
+from taskmill.executors.process import (
+    Capture,
+    PayloadChecker,
+    ProcessExecutorConfig,
+    ProcessFailed,
+    process_task,
+)
+
+SH = "/bin/sh"
+CONFIG = ProcessExecutorConfig(allowed_programs=(SH, "/usr/bin/env"), max_timeout_seconds=60)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "reason"),
+    [
+        (None, "payload", "must be an object"),
+        ("/bin/sh -c 'rm -rf /'", "payload", "must be an object"),
+        ({}, "payload.argv", "required"),
+        ({"argv": "/bin/sh -c true"}, "payload.argv", "not a string"),
+        ({"argv": []}, "payload.argv", "must not be empty"),
+        ({"argv": [SH, 1]}, "payload.argv", "item 1 must be a string"),
+        ({"argv": [SH, "-c", "true\x00rm"]}, "payload.argv", "item 2 contains a NUL byte"),
+        ({"argv": [""]}, "payload.argv", "must not be empty"),
+        ({"argv": ["/bin/bash"]}, "payload.argv", "not allowed"),
+        ({"argv": ["/usr/bin/python3"]}, "payload.argv", "not allowed"),
+        ({"argv": ["../../bin/sh"]}, "payload.argv", "absolute path or a bare name"),
+        ({"argv": ["bin/sh"]}, "payload.argv", "absolute path or a bare name"),
+        ({"argv": ["bash"]}, "payload.argv", "not allowed"),
+        ({"argv": ["no-such-program-anywhere"]}, "payload.argv", "not allowed"),
+        ({"argv": [SH], "shell": True}, "payload.shell", "unknown field"),
+        ({"argv": [SH], "env": ["A=1"]}, "payload.env", "must be an object"),
+        ({"argv": [SH], "env": {"A": 1}}, "payload.env", "must be a string"),
+        ({"argv": [SH], "env": {"A": "x\x00y"}}, "payload.env", "without NUL"),
+        ({"argv": [SH], "env": {"A=B": "x"}}, "payload.env", "not a valid variable name"),
+        ({"argv": [SH], "env": {"": "x"}}, "payload.env", "not a valid variable name"),
+        ({"argv": [SH], "env": {"LD_PRELOAD": "/tmp/x.so"}}, "payload.env", "loader"),
+        ({"argv": [SH], "env": {"DYLD_INSERT_LIBRARIES": "x"}}, "payload.env", "loader"),
+        ({"argv": [SH], "cwd": "tmp"}, "payload.cwd", "absolute path"),
+        ({"argv": [SH], "cwd": 5}, "payload.cwd", "absolute path"),
+        ({"argv": [SH], "cwd": "/no/such/dir"}, "payload.cwd", "not an existing directory"),
+        ({"argv": [SH], "cwd": SH}, "payload.cwd", "not an existing directory"),
+        ({"argv": [SH], "timeout_seconds": 0}, "payload.timeout_seconds", "greater than 0"),
+        ({"argv": [SH], "timeout_seconds": -1}, "payload.timeout_seconds", "greater than 0"),
+        ({"argv": [SH], "timeout_seconds": 61}, "payload.timeout_seconds", "at most 60"),
+        ({"argv": [SH], "timeout_seconds": float("nan")}, "payload.timeout_seconds", "at most"),
+        ({"argv": [SH], "timeout_seconds": "5"}, "payload.timeout_seconds", "a number"),
+        ({"argv": [SH], "timeout_seconds": True}, "payload.timeout_seconds", "a number"),
+    ],
+)
+def test_process_payload_invalid_named(payload: Any, field: str, reason: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        process_task(CONFIG).validate(payload)
+    assert err.value.field == field
+    assert reason in err.value.reason
+
+
+def test_process_payload_program_resolved_through_symlinks_and_path() -> None:
+    checker = PayloadChecker(CONFIG)
+    real = os.path.realpath(SH)
+    assert checker.check({"argv": ["/bin/../bin/sh"]}).program == real
+    assert checker.check({"argv": ["sh"]}).program == real  # found on process.path
+    assert checker.check({"argv": [real]}).program == real  # the same program, by its name
+
+
+def test_process_payload_defaults() -> None:
+    spec = PayloadChecker(CONFIG).check({"argv": [SH, "-c", "true"]})
+    assert spec.args == ("-c", "true")
+    assert spec.env == {"PATH": CONFIG.path, "LANG": "C.UTF-8"}
+    assert spec.cwd == "/"  # never the worker's directory (taskmill.db, the secret file)
+    assert spec.timeout_seconds == 60
+
+
+def test_process_payload_env_over_base() -> None:
+    spec = PayloadChecker(CONFIG).check({"argv": [SH], "env": {"LANG": "C", "X": "1"}})
+    assert spec.env == {"PATH": CONFIG.path, "LANG": "C", "X": "1"}
+
+
+def test_process_payload_cwd_allow_list(tmp_path: Path) -> None:
+    inside = tmp_path / "jobs" / "a"
+    inside.mkdir(parents=True)
+    outside = tmp_path / "other"
+    outside.mkdir()
+    config = ProcessExecutorConfig(allowed_programs=(SH,), allowed_cwds=(str(tmp_path / "jobs"),))
+    checker = PayloadChecker(config)
+    assert checker.check({"argv": [SH], "cwd": str(inside)}).cwd == str(inside.resolve())
+    assert checker.check({"argv": [SH]}).cwd == str((tmp_path / "jobs").resolve())
+    for escape in (str(outside), str(inside / ".." / ".." / "other")):
+        with pytest.raises(ValidationError) as err:
+            checker.check({"argv": [SH], "cwd": escape})
+        assert err.value.field == "payload.cwd" and "allowed directory" in err.value.reason
+    link = tmp_path / "jobs" / "link"
+    link.symlink_to(outside)
+    with pytest.raises(ValidationError):
+        checker.check({"argv": [SH], "cwd": str(link)})
+
+
+def test_process_payload_allow_listed_but_not_executable(tmp_path: Path) -> None:
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh\n")
+    with pytest.raises(ValidationError) as err:
+        PayloadChecker(ProcessExecutorConfig(allowed_programs=(str(script),))).check(
+            {"argv": [str(script)]}
+        )
+    assert "not an executable file" in err.value.reason
+
+
+def test_process_capture_keeps_head_and_tail_only() -> None:
+    capture = Capture(10)
+    for i in range(1000):
+        capture.feed(bytes([65 + i % 26]) * 100)
+    assert capture.total == 100_000 and capture.truncated
+    assert len(capture.head) == 5 and len(capture.tail) == 5
+    assert capture.text() == "AAAAA\n[... 99990 bytes omitted ...]\nLLLLL"
+
+
+def test_process_capture_short_output_whole() -> None:
+    capture = Capture(16)
+    capture.feed(b"abc\x00")
+    capture.feed(b"\xffdefghi")
+    assert not capture.truncated
+    assert capture.text() == "abc\ufffd\ufffddefghi"  # NUL and bad UTF-8 replaced
+
+
+def test_process_failed_message_names_code_and_signal() -> None:
+    assert str(ProcessFailed(3, "x" * 5000 + "boom")).startswith("exit code 3; stderr: x")
+    assert str(ProcessFailed(3, "boom")).endswith("boom")
+    assert len(str(ProcessFailed(3, "x" * 5000))) < 1100
+    assert str(ProcessFailed(-9, "")).startswith("killed by signal SIGKILL")
+
+
+def test_process_definition_is_builtin_async_with_backstop_timeout() -> None:
+    definition = process_task(CONFIG)
+    assert definition.name == "process" and definition.builtin and definition.is_async
+    assert definition.timeout_seconds is not None and definition.timeout_seconds > 60
+
+
+def test_process_settings_disabled_by_default() -> None:
+    assert not load_settings("test", None).process.enabled
+
+
+def test_process_settings_enabled_needs_allow_list() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings("test", None, process={"enabled": True})
+    assert "process.allowed_programs" in str(err.value)
+
+
+def test_process_settings_paths_absolute() -> None:
+    for key in ("allowed_programs", "allowed_cwds"):
+        with pytest.raises(ConfigError) as err:
+            load_settings("test", None, process={key: ["bin/sh"]})
+        assert f"process.{key}" in str(err.value) and "absolute" in str(err.value)
+
+
+def test_process_settings_to_executor_config() -> None:
+    settings = load_settings("test", None, process={"enabled": True, "allowed_programs": [SH]})
+    config = settings.process.executor_config(max_retries=2)
+    assert config.allowed_programs == (SH,) and config.max_attempts == 3
