@@ -132,3 +132,57 @@ async def delete_prefix(prefix: str) -> None:
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+AMQP_URL = os.environ.get("TASKMILL_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+START_RABBITMQ = "rabbitmq-server -detached (then: rabbitmqctl await_startup)"
+
+
+async def rabbitmq_reachable() -> str | None:
+    """Why RabbitMQ cannot be used, or ``None``."""
+    import aio_pika
+    from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+
+    try:
+        connection = await aio_pika.connect(AMQP_URL, timeout=5)
+    except (TimeoutError, *CONNECTION_EXCEPTIONS) as exc:
+        return f"RabbitMQ at {AMQP_URL} is unreachable ({exc!r}); start it with: {START_RABBITMQ}"
+    await connection.close()
+    return None
+
+
+async def delete_queues(prefix: str, queues: tuple[str, ...] = ("default",)) -> None:
+    """Remove this test's RabbitMQ queues ``{prefix}.{queue}`` (deleting a missing one is
+    a no-op in RabbitMQ)."""
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL, timeout=5)
+    try:
+        channel = await connection.channel()
+        for queue in queues:
+            await channel.queue_delete(f"{prefix}.{queue}")
+    finally:
+        await connection.close()
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run ``rabbitmqctl`` (needs root or the rabbitmq user's Erlang cookie)."""
+    import subprocess
+
+    done = subprocess.run(
+        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=120, check=True
+    )
+    return done.stdout
+
+
+def close_rabbitmq_connections(name: str) -> None:
+    """Close, server-side, the RabbitMQ connections named ``name`` (``?name=`` in the URL):
+    a dropped connection for these tests only, not for other users of the broker."""
+    rabbitmqctl(
+        "eval",
+        '[rabbit_networking:close_connection(P, "taskmill test: dropped") '
+        "|| P <- rabbit_networking:connections(), "
+        f'lists:member({{<<"connection_name">>, longstr, <<"{name}">>}}, '
+        "proplists:get_value(client_properties, "
+        "rabbit_networking:connection_info(P, [client_properties])))].",
+    )

@@ -53,12 +53,17 @@ class DatabaseSettings(_Section):
 
 class BrokerSettings(_Section):
     url: str | None = None
-    """``None``: the database is the broker (embedded default); ``redis://…`` for Redis."""
+    """``None``: the database is the broker (embedded default); ``redis://…`` for Redis,
+    ``amqp://…`` / ``amqps://…`` for RabbitMQ."""
     prefix: str = Field(default="taskmill", min_length=1, max_length=100)
-    """Redis key prefix, so several deployments can share one Redis."""
+    """Redis key prefix / RabbitMQ queue-name prefix, so several deployments can share one
+    broker."""
     reclaim_idle_seconds: float = Field(default=30.0, gt=0)
     """A hint a worker took but neither acked nor returned for this long is handed to
     another worker (the first one died between taking and claiming)."""
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    """RabbitMQ: how long connecting, declaring a queue or publishing (until every publisher
+    confirm is in) may take, also while reconnecting, before the call fails."""
 
 
 class WorkerSettings(_Section):

@@ -54,9 +54,21 @@ def build_broker(settings: Settings, consumer: str) -> Broker:
             consumer=consumer,
             reclaim_idle_seconds=settings.broker.reclaim_idle_seconds,
         )
+    if scheme in ("amqp", "amqps"):
+        try:
+            from taskmill.brokers.rabbitmq import RabbitMQBroker
+        except ImportError as exc:
+            raise ConfigError(
+                "broker.url: RabbitMQ needs `pip install taskmill[rabbitmq]`"
+            ) from exc
+        return RabbitMQBroker(
+            url, prefix=settings.broker.prefix, timeout_seconds=settings.broker.timeout_seconds
+        )
     raise ConfigError(
         f"broker.url: {scheme!r} brokers are not available in this version "
-        "(use redis://…, or leave it unset to use the database)"
+    raise ConfigError(
+        f"broker.url: {scheme!r} brokers are not available in this version "
+        "(use redis://…, amqp://…, or leave it unset to use the database)"
     )
 
 

@@ -1,4 +1,5 @@
-"""The broker contract, run on every implementation: the database broker and Redis."""
+"""The broker contract, run on every implementation: the database broker, Redis and
+RabbitMQ."""
 
 from __future__ import annotations
 
@@ -6,41 +7,62 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 
 from taskmill.brokers.base import Broker, Message
 from taskmill.brokers.database import DatabaseBroker
+from taskmill.brokers.rabbitmq import RabbitMQBroker
 from taskmill.brokers.redis import RedisBroker
 from tests import backends
 
 BrokerFactory = Callable[[str], Broker]  # consumer name -> broker
+QUEUES = ("default", "reports")  # every queue name these tests use
 
 
-@pytest.fixture(params=["database", "redis"])
-async def make_broker(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
-    made: list[Broker] = []
-    prefix = f"taskmill-test-{uuid.uuid4().hex[:10]}"
-    if request.param == "redis":
-        reason = await backends.redis_reachable()
-        if reason is not None:
-            backends.unavailable(reason)
-    shared = DatabaseBroker()  # one process: publishers and receivers share its wake-up
-
-    def factory(consumer: str) -> Broker:
-        if request.param == "database":
-            return shared
-        broker = RedisBroker(
+def _new_broker(kind: str, prefix: str, consumer: str) -> Broker:
+    if kind == "redis":
+        return RedisBroker(
             backends.REDIS_URL, prefix=prefix, consumer=consumer, reclaim_idle_seconds=0.5
         )
+    return RabbitMQBroker(backends.AMQP_URL, prefix=prefix, timeout_seconds=5)
+
+
+@asynccontextmanager
+async def _brokers(kind: str) -> AsyncIterator[BrokerFactory]:
+    """Brokers of ``kind`` sharing one test prefix; their keys or queues go afterwards."""
+    reachable = backends.redis_reachable if kind == "redis" else backends.rabbitmq_reachable
+    reason = await reachable()
+    if reason is not None:
+        backends.unavailable(reason)
+    prefix = f"taskmill-test-{uuid.uuid4().hex[:10]}"
+    made: list[Broker] = []
+
+    def factory(consumer: str) -> Broker:
+        broker = _new_broker(kind, prefix, consumer)
         made.append(broker)
         return broker
 
-    yield factory
-    for broker in made:
-        await broker.close()
-    if request.param == "redis":
-        await backends.delete_prefix(prefix)
+    try:
+        yield factory
+    finally:
+        for broker in made:
+            await broker.close()
+        if kind == "redis":
+            await backends.delete_prefix(prefix)
+        else:
+            await backends.delete_queues(prefix, QUEUES)
+
+
+@pytest.fixture(params=["database", "redis", "rabbitmq"])
+async def make_broker(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
+    if request.param == "database":
+        shared = DatabaseBroker()  # one process: publishers and receivers share its wake-up
+        yield lambda consumer: shared
+        return
+    async with _brokers(request.param) as factory:
+        yield factory
 
 
 async def test_broker_integration_receive_times_out_empty(make_broker: BrokerFactory) -> None:
@@ -90,30 +112,22 @@ async def test_broker_integration_close_ends_receive(make_broker: BrokerFactory)
 # Hints that carry ids: the rest of the contract.
 
 
+@pytest.fixture(params=["redis", "rabbitmq"])
+async def id_broker(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
+    """Brokers whose hints carry job ids, sharing one test prefix."""
+    async with _brokers(request.param) as factory:
+        yield factory
+
+
 @pytest.fixture
 async def redis_only() -> AsyncIterator[BrokerFactory]:
-    """Redis brokers sharing one test prefix (the behaviours of brokers that carry ids)."""
-    reason = await backends.redis_reachable()
-    if reason is not None:
-        backends.unavailable(reason)
-    prefix = f"taskmill-test-{uuid.uuid4().hex[:10]}"
-    made: list[RedisBroker] = []
-
-    def factory(consumer: str) -> Broker:
-        broker = RedisBroker(
-            backends.REDIS_URL, prefix=prefix, consumer=consumer, reclaim_idle_seconds=0.5
-        )
-        made.append(broker)
-        return broker
-
-    yield factory
-    for broker in made:
-        await broker.close()
-    await backends.delete_prefix(prefix)
+    """Redis brokers sharing one test prefix (behaviours only Redis has)."""
+    async with _brokers("redis") as factory:
+        yield factory
 
 
-async def test_broker_integration_priorities_and_queue_names(redis_only: BrokerFactory) -> None:
-    broker = redis_only("w1")
+async def test_broker_integration_priorities_and_queue_names(id_broker: BrokerFactory) -> None:
+    broker = id_broker("w1")
     await broker.publish(
         [
             Message("low", "default", -5),
@@ -129,8 +143,8 @@ async def test_broker_integration_priorities_and_queue_names(redis_only: BrokerF
     assert [(d.job_id, d.queue) for d in other] == [("elsewhere", "reports")]
 
 
-async def test_broker_integration_max_count_respected(redis_only: BrokerFactory) -> None:
-    broker = redis_only("w1")
+async def test_broker_integration_max_count_respected(id_broker: BrokerFactory) -> None:
+    broker = id_broker("w1")
     await broker.publish([Message(f"job-{i}", "default") for i in range(7)])
     first = await broker.receive(["default"], 3, timeout=1)
     second = await broker.receive(["default"], 10, timeout=1)
@@ -151,8 +165,8 @@ async def test_broker_integration_dead_consumers_hints_are_reclaimed(
     assert [d.job_id for d in rescued] == ["job-1"]
 
 
-async def test_broker_integration_nack_hands_back(redis_only: BrokerFactory) -> None:
-    first, second = redis_only("w1"), redis_only("w2")
+async def test_broker_integration_nack_hands_back(id_broker: BrokerFactory) -> None:
+    first, second = id_broker("w1"), id_broker("w2")
     await first.publish([Message("job-1", "default")])
     got = await first.receive(["default"], 10, timeout=1)
     await first.nack(got)
