@@ -7,13 +7,13 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from taskmill import TaskContext, Taskmill
-from taskmill.config import load_settings
+from taskmill import Taskmill
 from taskmill.core.dependencies import CASCADE_ACTOR
 from taskmill.core.errors import ValidationError
 from taskmill.core.events import EventType
@@ -25,8 +25,8 @@ from taskmill.store.events import EventFilter, list_events
 from taskmill.store.jobs import NewJob, create_job, get_job
 from taskmill.store.replay import projection_diff
 from taskmill.store.schema import events, job_dependencies, jobs
-from taskmill.testing import run_until_idle
-from tests.integration.api_fixtures import Api, api
+from taskmill.testing import FrozenClock, run_until_idle
+from tests.integration.api_fixtures import Api, api, build_app
 
 __all__ = ["api"]
 
@@ -331,24 +331,18 @@ async def test_dependencies_integration_dependencies_read_both_ways(db: Database
 
 
 @pytest.fixture
-async def app(database_url: str) -> AsyncIterator[Taskmill]:
-    application = Taskmill(database_url, settings=load_settings("test", None))
-
-    @application.task("step", max_retries=0)
-    async def step(ctx: TaskContext, payload: str) -> str:
-        if payload == "fail":
-            raise RuntimeError("asked to fail")
-        return payload
-
+async def app(database_url: str, tmp_path: Path) -> AsyncIterator[Taskmill]:
+    """The API tests' app without the API: task ``echo`` fails on payload ``"fail"``."""
+    application = build_app(database_url, FrozenClock(NOW), tmp_path)
     yield application
     await application.stop()
 
 
 async def test_dependencies_integration_worker_failure_cancels_chain(app: Taskmill) -> None:
-    a = await app.schedule("step", "fail")
-    b = await app.schedule("step", "b", depends_on=[a.id])
-    c = await app.schedule("step", "c", depends_on=[b.id])
-    d = await app.schedule("step", "d", depends_on=[a.id], on_dependency_failure="run")
+    a = await app.schedule("echo", "fail")
+    b = await app.schedule("echo", "b", depends_on=[a.id])
+    c = await app.schedule("echo", "c", depends_on=[b.id])
+    d = await app.schedule("echo", "d", depends_on=[a.id], on_dependency_failure="run")
     await run_until_idle(app)
     got = {j.id: j for j in await app.list()}
     assert got[a.id].status is JobStatus.FAILED
@@ -366,12 +360,12 @@ async def test_dependencies_integration_worker_failure_cancels_chain(app: Taskmi
 async def test_dependencies_integration_facade_refuses_bad_policy_and_template(
     app: Taskmill,
 ) -> None:
-    a = await app.schedule("step", "a")
+    a = await app.schedule("echo", "a")
     with pytest.raises(ValidationError) as err:
-        await app.schedule("step", "b", depends_on=[a.id], on_dependency_failure="ignore")
+        await app.schedule("echo", "b", depends_on=[a.id], on_dependency_failure="ignore")
     assert err.value.field == "on_dependency_failure"
     with pytest.raises(ValidationError) as err:
-        await app.schedule("step", "b", depends_on=[a.id], interval=60)
+        await app.schedule("echo", "b", depends_on=[a.id], interval=60)
     assert err.value.field == "depends_on"
     assert [j.id for j in await app.list()] == [a.id]
 
