@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,20 @@ from taskmill.store.replay import projection_diff
 from taskmill.store.schema import events, job_runs, jobs
 from tests import backends
 from tests.conftest import wait_for
-from tests.e2e.cluster import LEASE, WATCHER, cluster, effects
+from tests.e2e.cluster import LEASE, REQUEUE, WATCHER, cluster, effects
 from tests.fixtures.apps import build_app
+from tests.history import check_history, create_effects_table
+
+
+async def _check_history(db: Database, faults_per_job: Mapping[str, int] | None = None) -> None:
+    """I1-I5, with the cluster's Q + W in queued and W past a lease as grace (I1)."""
+    await check_history(
+        db,
+        faults_per_job=faults_per_job,
+        queued_grace_s=REQUEUE + WATCHER,
+        running_grace_s=WATCHER,
+    )
+
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +42,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 async def db(postgres_url: str, redis_available: None) -> AsyncIterator[Database]:
     database = Database.from_url(postgres_url)
+    await create_effects_table(database)  # record_effect counts executions there too (I5)
     yield database
     await database.close()
 
@@ -89,6 +102,8 @@ async def test_faults_executor_sigkill_with_200_running(
     assert max(runs.values()) <= 2 and sum(runs.values()) - 200 <= 200
     assert set((await _event_counts(db, "job.lease_expired")).values()) == {1}
     assert await projection_diff(db) == []
+    hit = Counter(job for job, _, pid in effects(log) if pid == victim.pid)
+    await _check_history(db, hit)
     print(f"recovered 200 killed jobs in {recovered_in:.1f}s")  # noqa: T201
 
 
@@ -126,6 +141,7 @@ async def test_faults_paused_executor_is_fenced(
     assert [(a, o) for a, o in attempts] == [(1, "lost"), (2, "succeeded")]
     assert (await _event_counts(db, "job.succeeded"))[job_id] == 1
     assert "lost lease" in c.logs()
+    await _check_history(db, {job_id: 1})
 
 
 async def test_faults_redis_flushed_with_1000_queued(
@@ -148,6 +164,7 @@ async def test_faults_redis_flushed_with_1000_queued(
         await wait_for(lambda: _succeeded(db, 1000), timeout=120)
     runs = Counter(job for job, _, _ in effects(log))
     assert set(runs) == set(ids) and max(runs.values()) == 1  # 0 lost, 0 duplicates
+    await _check_history(db)
 
 
 async def test_faults_three_replicas_of_every_service(
@@ -167,6 +184,7 @@ async def test_faults_three_replicas_of_every_service(
     runs = Counter(job for job, _, _ in effects(log))
     assert set(runs) == set(ids) and set(runs.values()) == {1}
     assert await projection_diff(db) == []
+    await _check_history(db)
 
 
 def _pg_cluster(action: str) -> None:
@@ -210,6 +228,8 @@ async def test_faults_postgres_restart_mid_run(
         assert all(p.poll() is None for p in services)  # nobody exited or crash-looped
     runs = Counter(job for job, _, _ in effects(log))
     assert set(runs) == set(ids)
+    # The restart is one fault; it can cost each job in flight one more execution.
+    await _check_history(db, dict.fromkeys(ids, 1))
 
 
 @pytest.mark.parametrize("broker", ["database", "redis"])
@@ -229,6 +249,7 @@ async def test_notify_wakes_other_processes_before_the_poll(
         await wait_for(lambda: _succeeded(db, 1), timeout=10)
         # Far inside the 30 s poll: the LISTEN/NOTIFY wake-up did it.
         assert time.monotonic() - started < 5
+    await _check_history(db)
 
 
 async def test_executor_process_serves_its_own_metrics(
@@ -250,3 +271,4 @@ async def test_executor_process_serves_its_own_metrics(
     name = "taskmill_jobs_started_total"
     started = [line for line in body.splitlines() if line.startswith(name)]
     assert started and sum(float(line.rsplit(" ", 1)[1]) for line in started) == 5
+    await _check_history(db)
