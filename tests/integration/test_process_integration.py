@@ -69,6 +69,14 @@ async def app(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Taskmill]:
     await application.stop()
 
 
+@pytest.fixture
+def pid_dir(tmp_path: Path) -> Path:
+    """Where each run's shell writes its pid (= its process group id)."""
+    directory = tmp_path / "pids"
+    directory.mkdir()
+    return directory
+
+
 async def _job(app: Taskmill, ident: str) -> Job:
     got = await app.get(ident)
     assert isinstance(got, Job)
@@ -201,9 +209,7 @@ async def test_process_integration_disabled_by_default(sqlite_url: str) -> None:
 
 
 @pytest.mark.slow
-async def test_process_integration_timeouts_leave_no_process(app: Taskmill, tmp_path: Path) -> None:
-    pid_dir = tmp_path / "pids"
-    pid_dir.mkdir()
+async def test_process_integration_timeouts_leave_no_process(app: Taskmill, pid_dir: Path) -> None:
     payload = {"argv": [SH, "-c", SPAWN_AND_WAIT, "sh", str(pid_dir)], "timeout_seconds": 0.5}
     started = time.monotonic()
     jobs = await app.schedule_many("process", [payload] * 100)
@@ -225,10 +231,8 @@ async def test_process_integration_timeouts_leave_no_process(app: Taskmill, tmp_
     assert (survivors, zombies) == ([], [])
 
 
-async def test_process_integration_job_timeout_kills_group(app: Taskmill, tmp_path: Path) -> None:
+async def test_process_integration_job_timeout_kills_group(app: Taskmill, pid_dir: Path) -> None:
     """The worker's own deadline (the job's timeout) cancels the handler: same cleanup."""
-    pid_dir = tmp_path / "pids"
-    pid_dir.mkdir()
     payload = {"argv": [SH, "-c", SPAWN_AND_WAIT, "sh", str(pid_dir)]}
     jobs = [await app.schedule("process", payload, timeout=0.5) for _ in range(20)]
     await run_until_idle(app)
@@ -241,39 +245,36 @@ async def test_process_integration_job_timeout_kills_group(app: Taskmill, tmp_pa
     assert _scan(groups) == ([], [])
 
 
-async def test_process_integration_cancel_kills_group(app: Taskmill, tmp_path: Path) -> None:
-    pid_dir = tmp_path / "pids"
-    pid_dir.mkdir()
+async def _running_spawner(app: Taskmill, pid_dir: Path) -> tuple[Job, set[int]]:
+    """Start the services and a job; return once its shell has started both sleeps."""
     await app.start()
     job = await app.schedule("process", {"argv": [SH, "-c", SPAWN_AND_WAIT, "sh", str(pid_dir)]})
+    assert isinstance(job, Job)
     await wait_for(lambda: _true(any(pid_dir.iterdir())))
     groups = _groups(pid_dir)
     survivors, _ = _scan(groups)
     assert len(survivors) == 3  # the shell and its two sleeps
+    return job, groups
+
+
+async def test_process_integration_cancel_kills_group(app: Taskmill, pid_dir: Path) -> None:
+    job, groups = await _running_spawner(app, pid_dir)
     await app.cancel(job.id, "no longer needed")
     await wait_for(lambda: _true(_scan(groups) == ([], [])))
     assert (await _job(app, job.id)).status is JobStatus.CANCELLED
 
 
-async def test_process_integration_shutdown_kills_group(app: Taskmill, tmp_path: Path) -> None:
-    pid_dir = tmp_path / "pids"
-    pid_dir.mkdir()
-    await app.start()
-    job = await app.schedule("process", {"argv": [SH, "-c", SPAWN_AND_WAIT, "sh", str(pid_dir)]})
-    await wait_for(lambda: _true(any(pid_dir.iterdir())))
+async def test_process_integration_shutdown_kills_group(app: Taskmill, pid_dir: Path) -> None:
+    job, groups = await _running_spawner(app, pid_dir)
     await app.stop()  # grace 0.2 s, then the run is cancelled
-    assert _scan(_groups(pid_dir)) == ([], [])  # already gone when stop() returns
+    assert _scan(groups) == ([], [])  # already gone when stop() returns
     await app.open()
     assert (await _job(app, job.id)).status is JobStatus.SCHEDULED  # released
 
 
-async def test_process_integration_leftover_background_killed(
-    app: Taskmill, tmp_path: Path
-) -> None:
+async def test_process_integration_leftover_background_killed(app: Taskmill, pid_dir: Path) -> None:
     """A program that exits leaving a child in its group: the child is stopped too, and
     its hold on the pipes does not keep the job running."""
-    pid_dir = tmp_path / "pids"
-    pid_dir.mkdir()
     script = 'sleep 60 & echo $$ > "$1/$$"; echo started'
     started = time.monotonic()
     done = await _run(app, {"argv": [SH, "-c", script, "sh", str(pid_dir)]})

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from taskmill.config import load_settings
+from taskmill.config import ProcessSettings, load_settings
 from taskmill.core.errors import ConfigError, ValidationError
 from taskmill.executors.process import (
     Capture,
@@ -167,3 +167,10 @@ def test_process_settings_to_executor_config() -> None:
     settings = load_settings("test", None, process={"enabled": True, "allowed_programs": [SH]})
     config = settings.process.executor_config(max_retries=2)
     assert config.allowed_programs == (SH,) and config.max_attempts == 3
+
+
+def test_process_settings_every_key_documented() -> None:
+    docs = Path(__file__).parents[2] / "docs" / "configuration.md"
+    section = docs.read_text().split("### `[process]`")[1].split("\n## ")[0]
+    for key in ProcessSettings.model_fields:
+        assert f"| `{key}` |" in section and f"TASKMILL_PROCESS__{key.upper()}" in section
