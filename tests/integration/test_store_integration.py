@@ -16,6 +16,7 @@ from taskmill.store.events import EventFilter, list_events
 from taskmill.store.jobs import JobFilter, NewJob, create_job, get_job, list_jobs
 from taskmill.store.replay import projection_diff
 from taskmill.store.schema import events, jobs
+from tests.history import check_invariants
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -118,6 +119,7 @@ async def test_store_integration_zombie_outcome_changes_nothing(db: Database) ->
     assert job.status is JobStatus.SUCCEEDED and job.result == "ok" and job.attempt == 2
     lost, won = await runs.list_runs(db, job_id)
     assert lost.outcome is RunOutcome.LOST and won.outcome is RunOutcome.SUCCEEDED
+    await check_invariants(db)
 
 
 async def _until_expired(db: Database) -> None:
@@ -145,6 +147,7 @@ async def test_store_integration_lease_expiry_on_last_attempt_fails_job(db: Data
     assert [j.id for j in expired.failed] == [created.job.id]
     job = await get_job(db, created.job.id)
     assert job.status is JobStatus.FAILED and job.last_error == claims.WORKER_LOST
+    await check_invariants(db)
 
 
 async def test_store_integration_cancel_running_job_fences_worker(db: Database) -> None:
@@ -158,6 +161,7 @@ async def test_store_integration_cancel_running_job_fences_worker(db: Database) 
     assert run.outcome is RunOutcome.CANCELLED
     evs = await list_events(db, EventFilter(job_id=job_id, types=[EventType.JOB_CANCELLED]))
     assert evs[0].data["from"] == "running"
+    await check_invariants(db)
 
 
 async def test_store_integration_cancel_finished_job_is_invalid(db: Database) -> None:

@@ -17,16 +17,20 @@ from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import Job, JobStatus, RunOutcome
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.templates import Template
+from taskmill.store.database import Database
 from taskmill.store.jobs import JobFilter
 from taskmill.store.replay import projection_diff
 from taskmill.testing import FrozenClock, run_until_idle
 from tests.conftest import wait_for
+from tests.history import check_history
 
 FAST = {
     "worker": {"lease_seconds": 2.0, "heartbeat_seconds": 0.2, "shutdown_grace_seconds": 2.0},
     "scheduler": {"poll_interval_seconds": 0.05, "watcher_interval_seconds": 0.1},
     "retry": {"base_seconds": 0.0, "jitter": 0.0},
 }
+# I1 grace: nothing here is meant to wait in queued, or past a lease, for this long.
+QUEUED_GRACE, RUNNING_GRACE = 5.0, 1.0
 
 
 @pytest.fixture
@@ -37,6 +41,11 @@ async def app(database_url: str) -> AsyncIterator[Taskmill]:
     )
     yield application
     await application.stop()
+    db = Database.from_url(database_url)
+    try:  # whatever the test did, the history it left must hold I1-I4
+        await check_history(db, queued_grace_s=QUEUED_GRACE, running_grace_s=RUNNING_GRACE)
+    finally:
+        await db.close()
 
 
 async def _status(app: Taskmill, job: Job | Template) -> JobStatus:

@@ -19,6 +19,7 @@ from taskmill.store.events import EventFilter, list_events
 from taskmill.store.jobs import NewJob, create_job, get_job
 from taskmill.store.replay import projection_diff
 from taskmill.store.schema import workers as workers_table
+from tests.history import check_invariants
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 LONG_LEASE = 3600.0  # so only the registry, never the lease, can explain a rescue
@@ -92,6 +93,7 @@ async def test_silent_worker_is_marked_dead_and_its_jobs_rescued_at_once(db: Dat
     types = [e.type for e in await list_events(db, EventFilter(job_id=lost))]
     assert types[-1] is EventType.JOB_LEASE_EXPIRED
     assert await projection_diff(db) == []
+    await check_invariants(db)
 
 
 async def test_dead_worker_on_the_last_attempt_fails_the_job(db: Database) -> None:
@@ -101,6 +103,7 @@ async def test_dead_worker_on_the_last_attempt_fails_the_job(db: Database) -> No
     await _watcher(db).run_once()
     failed = await get_job(db, job_id)
     assert failed.status is JobStatus.FAILED and failed.last_error == claims.WORKER_LOST
+    await check_invariants(db)
 
 
 async def test_a_dead_worker_that_speaks_again_is_fenced_off_its_old_jobs(db: Database) -> None:
@@ -119,6 +122,7 @@ async def test_a_dead_worker_that_speaks_again_is_fenced_off_its_old_jobs(db: Da
     next_job = await _running_job(db, "w-paused")
     await _watcher(db).run_once()
     assert (await get_job(db, next_job)).status is JobStatus.RUNNING
+    await check_invariants(db)
 
 
 async def test_a_stopped_worker_is_not_marked_dead(db: Database) -> None:
