@@ -137,7 +137,9 @@ async def test_http_executor_integration_request_timeout(
 ) -> None:
     done = await _run(app, {"url": server.url("/slow"), "timeout_seconds": 0.3}, max_retries=0)
     assert done.status is JobStatus.FAILED
-    assert done.last_error == "HttpError: request timed out after 0.3s"
+    assert done.last_error == "HttpTimedOut: request timed out after 0.3s"
+    [run] = await app.runs(done.id)
+    assert run.outcome is RunOutcome.TIMED_OUT
     await asyncio.wait_for(server.client_closed.wait(), 5)
 
 

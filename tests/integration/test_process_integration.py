@@ -219,6 +219,8 @@ async def test_process_integration_timeouts_leave_no_process(app: Taskmill, pid_
         done = await _job(app, job.id)
         assert done.status is JobStatus.FAILED
         assert (done.last_error or "").startswith("ProcessTimedOut: timed out after 0.5s")
+    [run] = await app.runs(jobs[0].id)
+    assert run.outcome is RunOutcome.TIMED_OUT  # the program's own timeout, not a crash
     groups = _groups(pid_dir)
     assert len(groups) == 100  # every leader got as far as starting its grandchildren
     survivors, zombies = _scan(groups)

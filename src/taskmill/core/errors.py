@@ -58,6 +58,14 @@ class ConfigError(TaskmillError):
     """Configuration is invalid; the message names the key."""
 
 
+class TimedOut(Exception):
+    """Raised by a handler whose own deadline passed (a program's or a request's timeout):
+    the attempt is recorded as ``timed_out`` and retried like any failure.
+
+    Not a ``TimeoutError``: the worker reads those as the job's own timeout.
+    """
+
+
 class Retry(Exception):
     """Raised by a handler to ask for another attempt, optionally after ``delay`` seconds.
 

@@ -22,7 +22,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from taskmill.core.errors import ValidationError
+from taskmill.core.errors import TimedOut, ValidationError
 from taskmill.executors.context import TaskContext
 from taskmill.executors.python import TaskDefinition
 from taskmill.executors.ssrf import AddressPolicy, GuardedBackend, parse_host_literal
@@ -58,6 +58,10 @@ class HttpExecutorConfig:
 
 class HttpError(Exception):
     """The request failed: non-2xx status, network error, timeout or too many redirects."""
+
+
+class HttpTimedOut(HttpError, TimedOut):
+    """The request ran past its ``timeout_seconds`` (recorded as ``timed_out``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,8 +287,7 @@ async def _perform(
     except TimeoutError:
         if not deadline.expired():
             raise  # the job's own timeout: the worker reports it
-        # Not a TimeoutError: the worker reads those as the job's timeout.
-        raise HttpError(f"request timed out after {request.timeout_seconds:g}s") from None
+        raise HttpTimedOut(f"request timed out after {request.timeout_seconds:g}s") from None
     except httpx.HTTPError as exc:
         raise HttpError(f"{request.method} {request.url}: {type(exc).__name__}: {exc}") from exc
     except ValidationError as exc:  # a redirect to a refused or non-http location

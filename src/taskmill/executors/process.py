@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from taskmill.core.errors import ValidationError
+from taskmill.core.errors import TimedOut, ValidationError
 from taskmill.executors.context import TaskContext
 from taskmill.executors.python import TaskDefinition
 
@@ -95,11 +95,8 @@ class ProcessFailed(Exception):
         self.exit_code = exit_code
 
 
-class ProcessTimedOut(Exception):
-    """The program ran past its ``timeout_seconds``; its process group was killed.
-
-    Deliberately not a ``TimeoutError``: the worker treats those as its own deadline.
-    """
+class ProcessTimedOut(TimedOut):
+    """The program ran past its ``timeout_seconds``; its process group was killed."""
 
     def __init__(self, seconds: float, stderr: str) -> None:
         excerpt = stderr[-_ERROR_EXCERPT:]

@@ -14,7 +14,7 @@ from typing import Any
 
 from taskmill.brokers.base import Broker, Delivery
 from taskmill.core.clock import Clock
-from taskmill.core.errors import BrokerError, Retry, StoreError, TaskmillError
+from taskmill.core.errors import BrokerError, Retry, StoreError, TaskmillError, TimedOut
 from taskmill.core.jobs import Job, RunOutcome
 from taskmill.core.retry import BackoffPolicy
 from taskmill.executors.context import TaskContext
@@ -169,7 +169,12 @@ class Worker:
             if not deadline.expired():
                 raise
             ctx.cancel("timeout")
-            failure = self._failure(job, f"timed out after {job.timeout_seconds}s", started)
+            error = f"timed out after {job.timeout_seconds}s"
+            failure = self._failure(job, error, started, outcome=RunOutcome.TIMED_OUT)
+            await self._record(self._failed(attempt, failure), ctx)
+        except TimedOut as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            failure = self._failure(job, error, started, outcome=RunOutcome.TIMED_OUT)
             await self._record(self._failed(attempt, failure), ctx)
         except Retry as retry:
             failure = self._failure(job, retry.reason, started, delay=retry.delay)
@@ -190,9 +195,13 @@ class Worker:
         return self._commits.write(lambda conn: outcomes.fail_in(conn, dialect, attempt, failure))
 
     def _failure(
-        self, job: Job, error: str, started: float, delay: float | None = None
+        self,
+        job: Job,
+        error: str,
+        started: float,
+        delay: float | None = None,
+        outcome: RunOutcome = RunOutcome.FAILED,
     ) -> outcomes.Failure:
-        outcome = RunOutcome.TIMED_OUT if error.startswith("timed out") else RunOutcome.FAILED
         retry_at = None
         if job.attempt < job.max_attempts:
             backoff = self.executor.registry.get(job.task_type).backoff or self.config.backoff
