@@ -1,0 +1,135 @@
+"""S31: SQLite disk full (``PRAGMA max_page_count``) under the API and the services.
+
+Pass (RELIABILITY.md): the API answers 507 (or 503) with a JSON error, never 500; no
+half-written job (``count(jobs) == count(job.created events)``); ``PRAGMA
+integrity_check`` is ``ok``; the services keep running; after raising the limit writes
+work again within 5 s, without a restart, and every accepted job ends terminal; I1-I4.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, func, select
+
+from taskmill import TaskContext, Taskmill
+from taskmill.api.app import create_app
+from taskmill.config import load_settings
+from taskmill.core.jobs import DEFAULT_MERCHANT_ID, JobStatus
+from taskmill.core.tenants import Scope
+from taskmill.runtime import Runtime
+from taskmill.store.schema import events, jobs
+from tests.conftest import wait_for
+from tests.history import check_history
+
+UNLIMITED = 1_073_741_823  # SQLite's default max_page_count
+
+
+class Disk:
+    """A disk of ``pages`` pages for every connection the engine hands out (the pragma
+    is per connection, so it is applied at each checkout; raising it frees the disk)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.pages = UNLIMITED
+        event.listen(runtime.db.engine.sync_engine, "checkout", self._apply)
+
+    def _apply(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA max_page_count = {int(self.pages)}")
+        cursor.close()
+
+
+@pytest.fixture
+async def served(sqlite_url: str, tmp_path: Path) -> AsyncIterator[tuple[Taskmill, Runtime]]:
+    settings = load_settings(
+        "test",
+        None,
+        database={"url": sqlite_url},
+        api={"secret_key_file": str(tmp_path / "secret")},
+        scheduler={"poll_interval_seconds": 0.1, "watcher_interval_seconds": 0.2},
+    )
+    app = Taskmill(settings=settings)
+
+    @app.task("echo", max_retries=0)
+    async def echo(ctx: TaskContext, payload: Any) -> Any:
+        return payload
+
+    runtime = await app.open()
+    yield app, runtime
+    await app.stop()
+
+
+def _page_count(path: str) -> int:
+    with sqlite3.connect(path) as conn:
+        count: int = conn.execute("PRAGMA page_count").fetchone()[0]
+    return count
+
+
+async def test_reliability_s31_sqlite_disk_full_answers_507_and_recovers(
+    served: tuple[Taskmill, Runtime], sqlite_url: str
+) -> None:
+    """S31 (SQLite): a full disk is a 507 with a JSON error, and passes without restart."""
+    app, runtime = served
+    issued = await runtime.api_keys.issue(
+        DEFAULT_MERCHANT_ID, "s31", [Scope.JOBS_READ, Scope.JOBS_WRITE], actor="test"
+    )
+    headers = {"x-api-key": issued.plaintext}
+    disk = Disk(runtime)
+    path = sqlite_url.removeprefix("sqlite:///")
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    await app.start()  # the services run through the whole episode
+    statuses: list[int] = []
+    async with httpx.AsyncClient(transport=transport, base_url="http://taskmill") as client:
+
+        async def post(i: int) -> httpx.Response:
+            body = {"task_type": "echo", "payload": {"i": i, "pad": "x" * 2000}}
+            return await client.post("/jobs", json=body, headers=headers)
+
+        disk.pages = _page_count(path) + 8  # a few pages left
+        for i in range(300):
+            response = await post(i)
+            statuses.append(response.status_code)
+            if response.status_code != 201:
+                assert response.status_code in (503, 507), response.text
+                error = response.json()["error"]
+                assert error["type"] in ("storage_full", "unavailable"), error
+            if statuses.count(507) + statuses.count(503) >= 20:
+                break
+        assert 201 in statuses and 507 in statuses, statuses
+        assert 500 not in statuses
+        # Reads still work while the disk is full.
+        listed = await client.get("/jobs", headers=headers)
+        assert listed.status_code == 200, listed.text
+
+        disk.pages = UNLIMITED  # space is freed: no restart, writes work again within 5 s
+
+        async def writable() -> bool:
+            response = await post(-1)
+            assert response.status_code in (201, 503, 507), response.text
+            return response.status_code == 201
+
+        await wait_for(writable, timeout=5, interval=0.1)
+
+    async with runtime.db.read() as conn:
+        job_count = (await conn.execute(select(func.count()).select_from(jobs))).scalar_one()
+        created = (
+            await conn.execute(
+                select(func.count()).select_from(events).where(events.c.type == "job.created")
+            )
+        ).scalar_one()
+    assert job_count == created == statuses.count(201) + 1
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    async def all_terminal() -> bool:
+        async with runtime.db.read() as conn:
+            stmt = select(func.count()).where(jobs.c.status != JobStatus.SUCCEEDED)
+            return (await conn.execute(stmt)).scalar_one() == 0
+
+    await wait_for(all_terminal, timeout=30)
+    await check_history(runtime.db, queued_grace_s=5.0, running_grace_s=1.0)
