@@ -183,3 +183,31 @@ async def test_broker_integration_survives_losing_its_keys(redis_only: BrokerFac
     await broker.publish([Message("job-2", "default")])
     got = await broker.receive(["default"], 10, timeout=1)
     assert [d.job_id for d in got] == ["job-2"]
+
+
+async def test_broker_integration_garbage_entries_become_empty_hints(
+    redis_only: BrokerFactory,
+) -> None:
+    """S18 regression: a non-UTF-8 entry crash-looped every executor (the client decoded
+    replies); malformed entries now come out as hints naming no job, and ack away."""
+    import redis.asyncio as aioredis
+
+    broker = redis_only("w1")
+    assert isinstance(broker, RedisBroker)
+    await broker.publish([Message("job-1", "default")])
+    raw = aioredis.Redis.from_url(backends.REDIS_URL)
+    try:
+        stream = broker.stream("default", "normal")
+        for fields in (
+            {"job_id": b"\xff\xfe\x00"},
+            {"job_id": "with\x00nul"},
+            {"other": b"\x00"},
+            {"job_id": "x" * 37},
+        ):
+            await raw.xadd(stream, fields)  # type: ignore[arg-type]
+        got = await broker.receive(["default"], 10, timeout=1)
+        assert [d.job_id for d in got] == ["job-1", "", "", "", ""]
+        await broker.ack(got)
+        assert await raw.xlen(stream) == 0
+    finally:
+        await raw.aclose()

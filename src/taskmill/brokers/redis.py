@@ -8,6 +8,7 @@ queued): the database lease, not Redis, guarantees at-least-once execution.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -17,6 +18,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from taskmill.brokers.base import Delivery, Message
 from taskmill.core.errors import BrokerError
+
+log = logging.getLogger(__name__)
 
 GROUP = "taskmill"
 BANDS = ("high", "normal", "low")  # read in this order
@@ -43,8 +46,10 @@ class RedisBroker:
         consumer: str = "taskmill",
         reclaim_idle_seconds: float = 30.0,
     ) -> None:
+        # Replies stay bytes: anyone who can write to the stream can put non-UTF-8 bytes
+        # in a hint, and a client decoding replies would fail on every read of it.
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, decode_responses=True, health_check_interval=15
+            url, decode_responses=False, health_check_interval=15
         )
         self.prefix = prefix
         self.consumer = consumer
@@ -180,17 +185,43 @@ class RedisBroker:
         await self._redis.aclose()
 
 
-def _stream_entries(reply: Any) -> list[tuple[str, list[tuple[str, dict[str, str]]]]]:
+def _stream_entries(reply: Any) -> list[tuple[Any, list[tuple[Any, Any]]]]:
     """XREADGROUP's reply as (stream, entries)."""
     # RESP2 (the client's default): [[stream, [(id, fields), ...]], ...]
     return [(name, entries) for name, entries in reply or []]
 
 
-def _delivery(stream: str, entry_id: str, fields: dict[str, str]) -> Delivery:
-    queue = stream.split(":q:", 1)[1].rsplit(":", 1)[0]
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+# jobs.id is a 36-character uuid; an id no job can have is garbage.
+_MAX_JOB_ID = 36
+
+
+def _job_id(fields: dict[Any, Any] | None) -> str:
+    """The job id a hint names, or ``""`` when the entry is malformed (no id, bytes that
+    are not UTF-8, control characters, too long): ``""`` claims no job, so the hint is
+    acked away, instead of failing every read or claim it is part of."""
+    raw = (fields or {}).get(b"job_id")
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else ""
+    except UnicodeDecodeError:
+        text = ""
+    if 0 < len(text) <= _MAX_JOB_ID and text.isprintable():
+        return text
+    log.warning("dropping a malformed hint: %r", fields, extra={"event": "bad_hint"})
+    return ""
+
+
+def _delivery(
+    stream: str | bytes, entry_id: str | bytes, fields: dict[Any, Any] | None
+) -> Delivery:
+    name = _text(stream)
+    queue = name.split(":q:", 1)[1].rsplit(":", 1)[0]
     # A malformed entry gets job_id "" (never None, which means "claim anything"): its
     # claim matches no job and it is acked away.
-    return Delivery(job_id=fields.get("job_id", ""), queue=queue, token=(stream, entry_id))
+    return Delivery(job_id=_job_id(fields), queue=queue, token=(name, _text(entry_id)))
 
 
 def _token(delivery: Delivery) -> tuple[str, str]:
