@@ -136,6 +136,13 @@ class ApiSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     max_json_depth: int = Field(default=32, gt=0, le=1000)
     auth_failures_per_minute: int = Field(default=20, gt=0)
+    requests_per_second_per_merchant: float | None = Field(default=None, gt=0)
+    """Each merchant's request rate limit in this API process (a token bucket); unset: off."""
+    request_burst_per_merchant: int | None = Field(default=None, ge=1)
+    """Requests a merchant may send at once above the rate; unset: one second's worth."""
+    request_read_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
+    """A request's headers and body must arrive within this long of its first byte
+    (and a new connection must start one), or the connection is closed (slowloris)."""
 
 
 class MetricsSettings(_Section):

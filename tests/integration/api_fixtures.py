@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from taskmill import TaskContext, Taskmill
 from taskmill.api.app import create_app
@@ -34,6 +36,7 @@ class Api:
     a: dict[str, str]  # merchant A, all non-admin scopes
     b: dict[str, str]  # merchant B, all non-admin scopes
     merchant_b: str
+    asgi: FastAPI | None = None  # the app behind ``client``
 
     async def key(self, scopes: list[Scope], merchant: str = DEFAULT_MERCHANT_ID, **kw: Any) -> str:
         issued = await self.runtime.api_keys.issue(merchant, "test", scopes, actor="test", **kw)
@@ -48,13 +51,11 @@ class Api:
         return result
 
 
-def build_app(url: str, clock: FrozenClock, tmp_path: Path) -> Taskmill:
-    settings = load_settings(
-        "test",
-        None,
-        database={"url": url},
-        api={"secret_key_file": str(tmp_path / "secret"), "auth_failures_per_minute": 20},
-    )
+def build_app(url: str, clock: FrozenClock, tmp_path: Path, **sections: Any) -> Taskmill:
+    """The test app; ``sections`` override settings (``api`` keys are merged in)."""
+    api = {"secret_key_file": str(tmp_path / "secret"), "auth_failures_per_minute": 20}
+    api |= sections.pop("api", {})
+    settings = load_settings("test", None, database={"url": url}, api=api, **sections)
     app = Taskmill(settings=settings, clock=clock)
 
     @app.task("echo", max_retries=0)
@@ -66,17 +67,27 @@ def build_app(url: str, clock: FrozenClock, tmp_path: Path) -> Taskmill:
     return app
 
 
+@asynccontextmanager
+async def serve_api(url: str, tmp_path: Path, **sections: Any) -> AsyncIterator[Api]:
+    """The in-process API over ``url`` with merchants A (default) and B and their keys."""
+    clock = FrozenClock(NOW)
+    app = build_app(url, clock, tmp_path, **sections)
+    runtime = await app.open()
+    try:
+        merchant_b = await tenants.create_merchant(runtime.db, "merchant B", now=NOW)
+        asgi = create_app(runtime)
+        transport = httpx.ASGITransport(app=asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://taskmill") as client:
+            holder = Api(client, app, runtime, clock, {}, {}, {}, merchant_b.id, asgi)
+            holder.admin = {"x-api-key": await holder.key([Scope.ADMIN])}
+            holder.a = {"x-api-key": await holder.key(ALL_SCOPES)}
+            holder.b = {"x-api-key": await holder.key(ALL_SCOPES, merchant_b.id)}
+            yield holder
+    finally:
+        await app.stop()
+
+
 @pytest.fixture
 async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
-    clock = FrozenClock(NOW)
-    app = build_app(database_url, clock, tmp_path)
-    runtime = await app.open()
-    merchant_b = await tenants.create_merchant(runtime.db, "merchant B", now=NOW)
-    transport = httpx.ASGITransport(app=create_app(runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://taskmill") as client:
-        holder = Api(client, app, runtime, clock, {}, {}, {}, merchant_b.id)
-        holder.admin = {"x-api-key": await holder.key([Scope.ADMIN])}
-        holder.a = {"x-api-key": await holder.key(ALL_SCOPES)}
-        holder.b = {"x-api-key": await holder.key(ALL_SCOPES, merchant_b.id)}
+    async with serve_api(database_url, tmp_path) as holder:
         yield holder
-    await app.stop()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import APIRouter, FastAPI
 
 from taskmill import __version__
 from taskmill.api import errors
 from taskmill.api.auth import Authenticator, FailureLimiter
 from taskmill.api.limits import RequestLimits
+from taskmill.api.quota import MerchantQuota
 from taskmill.api.routes import admin, events, health, jobs, metrics, stats, templates
 from taskmill.api.tracing import RequestSpans
 from taskmill.runtime import Runtime
@@ -45,8 +48,13 @@ def create_app(runtime: Runtime) -> FastAPI:
         redoc_url=None,
     )
     app.state.runtime = runtime
+    quota = None
+    if api.requests_per_second_per_merchant is not None:
+        rate = api.requests_per_second_per_merchant
+        burst = api.request_burst_per_merchant or max(1, math.ceil(rate))
+        quota = MerchantQuota(rate, burst)
     app.state.authenticator = Authenticator(
-        runtime.api_keys, FailureLimiter(api.auth_failures_per_minute)
+        runtime.api_keys, FailureLimiter(api.auth_failures_per_minute), quota
     )
     errors.install(app)
     for router in ROUTERS:

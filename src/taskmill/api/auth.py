@@ -2,7 +2,8 @@
 
 Every bad key (unknown, malformed, bad checksum, expired, revoked) gets the same 401;
 a known key without the scope gets 403; a client with too many failures in a minute
-gets 429 with ``Retry-After`` whatever key it sends next.
+gets 429 with ``Retry-After`` whatever key it sends next; so does a merchant over its
+request rate (:mod:`taskmill.api.quota`), whichever of its keys it uses.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader
 
+from taskmill.api.quota import MerchantQuota
 from taskmill.core.tenants import ApiKey, Scope
 from taskmill.runtime import Runtime
 from taskmill.services.api_keys import ApiKeys
@@ -57,9 +59,12 @@ class FailureLimiter:
 
 
 class Authenticator:
-    def __init__(self, api_keys: ApiKeys, limiter: FailureLimiter) -> None:
+    def __init__(
+        self, api_keys: ApiKeys, limiter: FailureLimiter, quota: MerchantQuota | None = None
+    ) -> None:
         self.api_keys = api_keys
         self.limiter = limiter
+        self.quota = quota
 
     async def authenticate(self, request: Request, plaintext: str | None) -> ApiKey:
         client = request.client.host if request.client else "unknown"
@@ -71,6 +76,12 @@ class Authenticator:
         if key is None:
             self.limiter.failed(client, now)
             raise HTTPException(401, UNAUTHORIZED)
+        if self.quota is not None:
+            wait = self.quota.take(key.merchant_id)
+            if wait is not None:
+                raise HTTPException(
+                    429, "request rate limit of this merchant exceeded", {"Retry-After": str(wait)}
+                )
         return key
 
 

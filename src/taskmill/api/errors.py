@@ -78,7 +78,13 @@ def _request_validation(_request: Request, exc: Exception) -> JSONResponse:
 
 def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    kind = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+    kind = {
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        429: "too_many_requests",
+    }
     headers = dict(exc.headers) if exc.headers else None
     return error_response(
         exc.status_code, kind.get(exc.status_code, "http_error"), str(exc.detail), headers=headers

@@ -5,13 +5,19 @@
 * JSON bodies that are malformed, use NaN/Infinity or duplicate keys, or nest deeper
   than ``max_json_depth`` -> 400 (deep nesting would otherwise hit Python's recursion
   limit inside the framework);
-* a body that is not ``application/json`` -> 415.
+* a body that is not ``application/json`` -> 415;
+* NUL (U+0000) in a JSON string, the path or a query parameter -> 422 naming where:
+  PostgreSQL cannot store it in text or jsonb (it would be a 500 there, and SQLite would
+  accept it: one rule for both backends);
+* a client that disconnects before its body is complete gets nothing run for it (the
+  part received is never handed to a route as if it were the whole body).
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,6 +27,10 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
     pass
 
 
@@ -55,7 +65,43 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
-def check_json(body: bytes, max_depth: int) -> None:
+def nul_in(value: Any) -> str | None:
+    """Where a NUL character is in a parsed JSON value (a dotted path), or ``None``."""
+    stack: list[tuple[Any, str]] = [(value, "body")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return where
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in key:
+                    return where
+                stack.append((child, key if where == "body" else f"{where}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}.{n}") for n, child in enumerate(item))
+    return None
+
+
+def nul_in_url(scope: Scope) -> str | None:
+    """The query parameter (or ``path``) holding a NUL character, or ``None``."""
+    if "\x00" in scope.get("path", ""):
+        return "path"
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                return str(name).replace("\x00", "")
+    return None
+
+
+def _nul_response(where: str) -> Any:
+    reason = "must not contain NUL (U+0000)"
+    return error_response(
+        422, "validation_error", "the request is invalid", [{"field": where, "reason": reason}]
+    )
+
+
+def check_json(body: bytes, max_depth: int) -> Any:
     """Raise :class:`BadJson` unless ``body`` is strict JSON within ``max_depth``."""
     try:
         parsed = json.loads(body, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
@@ -65,6 +111,7 @@ def check_json(body: bytes, max_depth: int) -> None:
         raise BadJson(str(exc)) from exc
     if json_depth(parsed) > max_depth:
         raise BadJson(f"nested deeper than {max_depth} levels")
+    return parsed
 
 
 class RequestLimits:
@@ -76,11 +123,20 @@ class RequestLimits:
         self.max_json_depth = max_json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        where = nul_in_url(scope)
+        if where is not None:
+            await _nul_response(where)(scope, receive, send)
+            return
+        if scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
         try:
             body = await self._read(receive)
+        except _Disconnected:
+            return  # nobody to answer, and a partial body must not become a job
         except _TooLarge:
             limit = self.max_body_bytes
             response = error_response(
@@ -104,7 +160,7 @@ class RequestLimits:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise _Disconnected
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
@@ -122,7 +178,7 @@ class RequestLimits:
                 415, "unsupported_media_type", "send the body as application/json"
             )
         try:
-            check_json(body, self.max_json_depth)
+            parsed = check_json(body, self.max_json_depth)
         except BadJson as exc:
             return error_response(
                 400,
@@ -130,7 +186,8 @@ class RequestLimits:
                 f"the body is not acceptable JSON: {exc}",
                 [{"field": "body", "reason": str(exc)}],
             )
-        return None
+        where = nul_in(parsed)
+        return None if where is None else _nul_response(where)
 
 
 def _replay(body: bytes, original: Receive) -> Receive:
