@@ -186,3 +186,17 @@ def close_rabbitmq_connections(name: str) -> None:
         "proplists:get_value(client_properties, "
         "rabbit_networking:connection_info(P, [client_properties])))].",
     )
+
+
+async def rabbitmq_queue_state(name: str) -> tuple[int, int]:
+    """(ready messages, consumers) of RabbitMQ queue ``name``, seen from a new connection."""
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL, timeout=5)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        declared = queue.declaration_result
+        return declared.message_count or 0, declared.consumer_count or 0
+    finally:
+        await connection.close()

@@ -1,4 +1,4 @@
-"""Real taskmill service processes on PostgreSQL + Redis, for fault tests."""
+"""Real taskmill service processes on PostgreSQL + Redis or RabbitMQ, for fault tests."""
 
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ REQUEUE = 2.0
 
 @dataclass
 class Cluster:
-    """Service processes sharing one database and one Redis prefix."""
+    """Service processes sharing one database and one broker prefix (Redis keys or
+    RabbitMQ queues)."""
 
     database_url: str
-    redis_url: str
+    broker_url: str  # redis://… or amqp://…
     workdir: Path
     prefix: str = field(default_factory=lambda: f"taskmill-test-{uuid.uuid4().hex[:10]}")
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -37,7 +38,7 @@ class Cluster:
             env.pop(key, None)
         env.update(
             TASKMILL_DATABASE__URL=self.database_url,
-            TASKMILL_BROKER__URL=self.redis_url,
+            TASKMILL_BROKER__URL=self.broker_url,
             TASKMILL_BROKER__PREFIX=self.prefix,
             TASKMILL_BROKER__RECLAIM_IDLE_SECONDS="2",
             TASKMILL_WORKER__LEASE_SECONDS=str(LEASE),
@@ -90,8 +91,8 @@ class Cluster:
 
 
 @contextmanager
-def cluster(database_url: str, redis_url: str, workdir: Path) -> Iterator[Cluster]:
-    running = Cluster(database_url, redis_url, workdir)
+def cluster(database_url: str, broker_url: str, workdir: Path) -> Iterator[Cluster]:
+    running = Cluster(database_url, broker_url, workdir)
     try:
         yield running
     finally:

@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
-import aio_pika
 import pytest
 
 from taskmill.brokers.base import Message
@@ -43,18 +42,6 @@ async def make_broker(prefix: str) -> AsyncIterator[MakeBroker]:
     yield factory
     for broker in made:
         await broker.close()
-
-
-async def _queue_state(name: str) -> tuple[int, int]:
-    """(ready messages, consumers) of queue ``name``, seen from another connection."""
-    connection = await aio_pika.connect(backends.AMQP_URL)
-    try:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(name, passive=True)
-        declared = queue.declaration_result
-        return declared.message_count or 0, declared.consumer_count or 0
-    finally:
-        await connection.close()
 
 
 async def _drain(broker: RabbitMQBroker) -> list[str]:
@@ -98,7 +85,7 @@ async def test_rabbitmq_integration_prefetch_is_the_free_slots(
     await asyncio.sleep(0.3)
     # RabbitMQ pushed no more than the 5 free slots, and the busy worker, no longer
     # receiving, has no consumer hoarding hints an idle worker could take.
-    assert await _queue_state(f"{prefix}.default") == (15, 0)
+    assert await backends.rabbitmq_queue_state(f"{prefix}.default") == (15, 0)
     rest = await _drain(idle)
     assert sorted(rest + [d.job_id or "" for d in taken]) == sorted(f"job-{i}" for i in range(20))
 
@@ -108,7 +95,9 @@ async def test_rabbitmq_integration_publish_returns_after_the_confirms(
 ) -> None:
     broker = make_broker()
     await broker.publish([Message(f"job-{i}", "default") for i in range(300)])
-    assert (await _queue_state(f"{prefix}.default"))[0] == 300  # all in, none in flight
+    assert (await backends.rabbitmq_queue_state(f"{prefix}.default"))[
+        0
+    ] == 300  # all in, none in flight
 
 
 async def test_rabbitmq_integration_refused_publish_raises(

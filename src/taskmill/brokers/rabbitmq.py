@@ -107,7 +107,7 @@ class RabbitMQBroker:
 
     async def _channel(self, role: str) -> AbstractRobustChannel:
         """The ``publish`` or ``consume`` channel, connecting on first use. Both survive
-        reconnections: aio-pika reopens them and restores their qos, queues and consumers."""
+        reconnections: aio-pika reopens them and restores their qos and queues."""
         async with self._connecting:
             if self._connection is None:
                 self._connection = await self._connect()
