@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 from taskmill.core.clock import Clock
-from taskmill.core.errors import StoreError
+from taskmill.core.errors import BrokerError, StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,7 +59,7 @@ async def run_periodically(
     """Call ``run_once`` until ``stop`` is set; between rounds wait for the earliest of a
     wake-up, the next due time, or ``poll_interval``. A full batch loops again at once.
 
-    Database outages are logged and retried; any other exception ends the loop (and,
+    Database and broker outages are logged and retried; any other exception ends the loop (and,
     through the runner, the process), as a dead side task must not go unnoticed.
     """
     while not stop.is_set():
@@ -73,11 +73,17 @@ async def run_periodically(
                     # Due but not handled (held by something the service cannot see):
                     # never spin; the poll interval or a wake-up brings it back.
                     delay = poll_interval
-        except StoreError as exc:
-            log.warning("%s: database unavailable, retrying: %s", service.name, exc)
+        except (StoreError, BrokerError) as exc:
+            # An outage of either is waited out: the database keeps every job, and a
+            # job queued while the broker was away is announced again by the watcher.
+            log.warning("%s: %s unavailable, retrying: %s", service.name, _what(exc), exc)
             delay = error_backoff
         if delay > 0:
             await unless_stopped(waker.wait(delay), stop)
+
+
+def _what(exc: Exception) -> str:
+    return "broker" if isinstance(exc, BrokerError) else "database"
 
 
 async def _until_due(service: PeriodicService, clock: Clock, poll_interval: float) -> float:
