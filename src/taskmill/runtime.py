@@ -66,8 +66,6 @@ def build_broker(settings: Settings, consumer: str) -> Broker:
         )
     raise ConfigError(
         f"broker.url: {scheme!r} brokers are not available in this version "
-    raise ConfigError(
-        f"broker.url: {scheme!r} brokers are not available in this version "
         "(use redis://…, amqp://…, or leave it unset to use the database)"
     )
 
