@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import insert, update
 
 from taskmill.core.events import EventType
-from taskmill.core.jobs import JobStatus
+from taskmill.core.jobs import DEFAULT_MERCHANT_ID, JobStatus
 from taskmill.store import claims, outcomes
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
@@ -53,6 +53,25 @@ async def _run(db: Database, worker: str = "w1", lease: float = 30.0) -> int:
 
 async def _succeed(db: Database, job_id: str, attempt: int, worker: str = "w1") -> None:
     assert await outcomes.succeed(db, outcomes.Attempt(job_id, attempt, worker), "ok")
+
+
+async def _forge(db: Database, job_id: str, *steps: tuple[EventType, str, str]) -> None:
+    """Append hand-made events ``(type, from, to)`` for ``job_id``: a forged history."""
+    async with db.transaction() as conn:
+        await event_log.append(
+            conn,
+            [
+                event_log.NewEvent(
+                    type=kind,
+                    merchant_id=DEFAULT_MERCHANT_ID,
+                    actor="forger",
+                    occurred_at=PAST,
+                    job_id=job_id,
+                    data={"from": old, "to": new, "changes": {"attempt": 1}},
+                )
+                for kind, old, new in steps
+            ],
+        )
 
 
 async def _lines(db: Database) -> list[str]:
@@ -104,20 +123,7 @@ async def test_history_checker_passes_a_good_history(db: Database) -> None:
 
 async def test_history_checker_flags_a_double_terminal_event(db: Database) -> None:
     ids = await _good_history(db)
-    async with db.transaction() as conn:
-        await event_log.append(
-            conn,
-            [
-                event_log.NewEvent(
-                    type=EventType.JOB_FAILED,
-                    merchant_id="00000000-0000-0000-0000-000000000000",
-                    actor="zombie",
-                    occurred_at=PAST,
-                    job_id=ids["ok"],
-                    data={"from": "succeeded", "to": "failed", "changes": {}},
-                )
-            ],
-        )
+    await _forge(db, ids["ok"], (EventType.JOB_FAILED, "succeeded", "failed"))
     lines = await _lines(db)
     assert any(line.startswith(f"I2 {ids['ok']}: terminal events") for line in lines), lines
     assert not any(line.startswith(f"I2 {ids['reopened']}") for line in lines)
@@ -126,21 +132,8 @@ async def test_history_checker_flags_a_double_terminal_event(db: Database) -> No
 
 
 async def test_history_checker_flags_an_impossible_event_path(db: Database) -> None:
-    job_id = await _new(db)
-    async with db.transaction() as conn:  # scheduled -> running, skipping queued
-        await event_log.append(
-            conn,
-            [
-                event_log.NewEvent(
-                    type=EventType.JOB_STARTED,
-                    merchant_id="00000000-0000-0000-0000-000000000000",
-                    actor="worker:w1",
-                    occurred_at=PAST,
-                    job_id=job_id,
-                    data={"from": "scheduled", "to": "running", "changes": {"attempt": 1}},
-                )
-            ],
-        )
+    job_id = await _new(db)  # scheduled -> running, skipping queued
+    await _forge(db, job_id, (EventType.JOB_STARTED, "scheduled", "running"))
     lines = await _lines(db)
     assert any(
         line.startswith(f"I3 {job_id}:") and "scheduled -> running is not a transition" in line
@@ -151,25 +144,13 @@ async def test_history_checker_flags_an_impossible_event_path(db: Database) -> N
 async def test_history_checker_flags_an_attempt_claimed_twice(db: Database) -> None:
     job_id = await _new(db)
     await _succeed(db, job_id, await _run(db))
-    async with db.transaction() as conn:  # a second claim of attempt 1, then its outcome
-        await event_log.append(
-            conn,
-            [
-                event_log.NewEvent(
-                    type=kind,
-                    merchant_id="00000000-0000-0000-0000-000000000000",
-                    actor="worker:w2",
-                    occurred_at=PAST,
-                    job_id=job_id,
-                    data={"from": old, "to": new, "changes": {"attempt": 1}},
-                )
-                for kind, old, new in [
-                    (EventType.JOB_RETRIED, "succeeded", "scheduled"),
-                    (EventType.JOB_QUEUED, "scheduled", "queued"),
-                    (EventType.JOB_STARTED, "queued", "running"),
-                ]
-            ],
-        )
+    await _forge(  # a second claim of attempt 1
+        db,
+        job_id,
+        (EventType.JOB_RETRIED, "succeeded", "scheduled"),
+        (EventType.JOB_QUEUED, "scheduled", "queued"),
+        (EventType.JOB_STARTED, "queued", "running"),
+    )
     lines = await _lines(db)
     assert any(line.startswith(f"I3 {job_id}:") for line in lines), lines
 

@@ -41,6 +41,12 @@ async def _instances(app: Taskmill, template: Template) -> list[Job]:
     return await app.list(JobFilter(template_id=template.id, limit=10_000))
 
 
+async def _next_run_at(app: Taskmill, template: Template) -> datetime:
+    current = await app.get(template.id)
+    assert isinstance(current, Template) and current.next_run_at is not None
+    return current.next_run_at
+
+
 async def test_reliability_s13_run_all_catches_up_every_missed_tick(database_url: str) -> None:
     """S13: ``catch_up`` ('run_all') after 10 minutes down, cap above 10: exactly 10 runs
     (the cap-3 case and skip / run_once are in test_recurrence_integration.py)."""
@@ -55,9 +61,7 @@ async def test_reliability_s13_run_all_catches_up_every_missed_tick(database_url
         await run_until_idle(app)
         fired = sorted(j.scheduled_for or START for j in await _instances(app, template))
         assert fired == [START + timedelta(minutes=m) for m in range(1, 11)]
-        current = await app.get(template.id)
-        assert isinstance(current, Template) and current.next_run_at is not None
-        assert current.next_run_at > clock.now()
+        assert await _next_run_at(app, template) > clock.now()
         await check_invariants((await app.open()).db)
     finally:
         await app.stop()
@@ -80,20 +84,17 @@ async def test_reliability_s14_clock_back_then_forward_one_hour(
             clock.advance(60)
             await run_until_idle(app)
         before = len(await _instances(app, template))
-        next_before = (await app.get(template.id)).next_run_at  # type: ignore[union-attr]
+        next_before = await _next_run_at(app, template)
         clock.advance(-3600)
         for _ in range(5):
             clock.advance(60)
             await run_until_idle(app)
         assert len(await _instances(app, template)) == before
-        current = await app.get(template.id)
-        assert isinstance(current, Template) and current.next_run_at == next_before
+        assert await _next_run_at(app, template) == next_before
         clock.set(START + timedelta(minutes=5, hours=1, seconds=30))  # +1 h past the last tick
         await run_until_idle(app)
         assert len(await _instances(app, template)) == before + expected
-        current = await app.get(template.id)
-        assert isinstance(current, Template) and current.next_run_at is not None
-        assert current.next_run_at > clock.now()
+        assert await _next_run_at(app, template) > clock.now()
         await check_invariants((await app.open()).db)
     finally:
         await app.stop()
