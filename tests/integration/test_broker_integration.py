@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from taskmill.brokers.base import Broker, Message
+from taskmill.brokers.base import Broker, Delivery, Message
 from taskmill.brokers.database import DatabaseBroker
 from taskmill.brokers.rabbitmq import RabbitMQBroker
 from taskmill.brokers.redis import RedisBroker
@@ -185,29 +185,53 @@ async def test_broker_integration_survives_losing_its_keys(redis_only: BrokerFac
     assert [d.job_id for d in got] == ["job-2"]
 
 
-async def test_broker_integration_garbage_entries_become_empty_hints(
-    redis_only: BrokerFactory,
-) -> None:
-    """S18 regression: a non-UTF-8 entry crash-looped every executor (the client decoded
-    replies); malformed entries now come out as hints naming no job, and ack away."""
-    import redis.asyncio as aioredis
+# What anyone with write access to the broker may put in a hint (RELIABILITY.md S18).
+GARBAGE = (b"\xff\xfe\x00", b"with\x00nul", b"", b"x" * 37, b"\x1b[31mred", b"tab\there")
 
-    broker = redis_only("w1")
-    assert isinstance(broker, RedisBroker)
-    await broker.publish([Message("job-1", "default")])
-    raw = aioredis.Redis.from_url(backends.REDIS_URL)
+
+async def _inject(broker: Broker, bodies: tuple[bytes, ...]) -> None:
+    """Put raw ``bodies`` into the ``default`` queue the way another client would: Redis
+    stream entries (one without a ``job_id`` field too), RabbitMQ messages."""
+    if isinstance(broker, RedisBroker):
+        import redis.asyncio as aioredis
+
+        raw = aioredis.Redis.from_url(backends.REDIS_URL)
+        try:
+            stream = broker.stream("default", "normal")
+            for body in bodies:
+                await raw.xadd(stream, {"job_id": body})
+            await raw.xadd(stream, {"other": b"\x00"})
+        finally:
+            await raw.aclose()
+        return
+    import aio_pika
+
+    assert isinstance(broker, RabbitMQBroker)
+    connection = await aio_pika.connect(backends.AMQP_URL, timeout=5)
     try:
-        stream = broker.stream("default", "normal")
-        for fields in (
-            {"job_id": b"\xff\xfe\x00"},
-            {"job_id": "with\x00nul"},
-            {"other": b"\x00"},
-            {"job_id": "x" * 37},
-        ):
-            await raw.xadd(stream, fields)  # type: ignore[arg-type]
-        got = await broker.receive(["default"], 10, timeout=1)
-        assert [d.job_id for d in got] == ["job-1", "", "", "", ""]
-        await broker.ack(got)
-        assert await raw.xlen(stream) == 0
+        channel = await connection.channel()
+        for body in bodies:
+            await channel.default_exchange.publish(
+                aio_pika.Message(body), routing_key=broker.queue_name("default")
+            )
     finally:
-        await raw.aclose()
+        await connection.close()
+
+
+async def test_broker_integration_garbage_entries_become_empty_hints(
+    id_broker: BrokerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """S18 regression: a non-UTF-8 entry crash-looped every Redis executor (the client
+    decoded replies), and on RabbitMQ a NUL reached the claim, whose error left the batch
+    unacked; malformed entries now come out as hints naming no job, logged, and ack away."""
+    broker = id_broker("w1")
+    await broker.publish([Message("job-1", "default")])
+    await _inject(broker, GARBAGE)
+    got: list[Delivery] = []
+    while more := await broker.receive(["default"], 20, timeout=1):
+        got += more
+    expected = len(GARBAGE) + (1 if isinstance(broker, RedisBroker) else 0)
+    assert sorted(d.job_id or "" for d in got) == ["", *([""] * (expected - 1)), "job-1"]
+    assert caplog.text.count("dropping a malformed hint") == expected
+    await broker.ack(got)
+    assert await broker.receive(["default"], 20, timeout=0.3) == []  # all acked, none left

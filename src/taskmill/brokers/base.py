@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+# jobs.id is a 36-character uuid; an id no job can have is garbage.
+MAX_JOB_ID_LENGTH = 36
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +34,22 @@ class Delivery:
     job_id: str | None
     queue: str
     token: object = None
+
+
+def hinted_job_id(raw: object, entry: object) -> str:
+    """The job id in a hint's raw ``bytes``, or ``""`` when the hint is malformed (no id,
+    bytes that are not UTF-8, control characters, longer than any job id): ``""`` claims
+    no job, so the hint is acked away and logged (``entry``, the whole hint as received)
+    instead of failing every read or claim it is part of. Anyone who can write to the
+    broker can put anything in a hint (RELIABILITY.md S18)."""
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else ""
+    except UnicodeDecodeError:
+        text = ""
+    if 0 < len(text) <= MAX_JOB_ID_LENGTH and text.isprintable():
+        return text
+    log.warning("dropping a malformed hint: %r", entry, extra={"event": "bad_hint"})
+    return ""
 
 
 class Broker(Protocol):

@@ -31,7 +31,7 @@ from aio_pika.exceptions import (
     PublishError,
 )
 
-from taskmill.brokers.base import Delivery, Message
+from taskmill.brokers.base import Delivery, Message, hinted_job_id
 from taskmill.core.errors import BrokerError
 
 T = TypeVar("T")
@@ -255,11 +255,12 @@ class RabbitMQBroker:
         taken, self._inbox = self._inbox[:max_count], self._inbox[max_count:]
         if not self._inbox:
             self._arrived.clear()
-        # A malformed body gets job_id "" (never None, which means "claim anything"): its
-        # claim matches no job and it is acked away.
-        return [
-            Delivery(job_id=m.body.decode(errors="replace"), queue=q, token=m) for q, m in taken
-        ]
+        # A malformed body (not UTF-8, control characters, too long) gets job_id "" (never
+        # None, which means "claim anything"): its claim matches no job and it is acked
+        # away. Decoding it with replacement characters instead sent a NUL to PostgreSQL,
+        # whose error failed the whole claim and left the batch unacked, filling the
+        # prefetch window until the worker received nothing at all.
+        return [Delivery(job_id=hinted_job_id(m.body, m.body), queue=q, token=m) for q, m in taken]
 
     # -- settling -------------------------------------------------------------
 

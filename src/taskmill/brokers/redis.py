@@ -8,7 +8,6 @@ queued): the database lease, not Redis, guarantees at-least-once execution.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -16,10 +15,8 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from taskmill.brokers.base import Delivery, Message
+from taskmill.brokers.base import Delivery, Message, hinted_job_id
 from taskmill.core.errors import BrokerError
-
-log = logging.getLogger(__name__)
 
 GROUP = "taskmill"
 BANDS = ("high", "normal", "low")  # read in this order
@@ -195,23 +192,9 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-# jobs.id is a 36-character uuid; an id no job can have is garbage.
-_MAX_JOB_ID = 36
-
-
 def _job_id(fields: dict[Any, Any] | None) -> str:
-    """The job id a hint names, or ``""`` when the entry is malformed (no id, bytes that
-    are not UTF-8, control characters, too long): ``""`` claims no job, so the hint is
-    acked away, instead of failing every read or claim it is part of."""
-    raw = (fields or {}).get(b"job_id")
-    try:
-        text = raw.decode() if isinstance(raw, bytes) else ""
-    except UnicodeDecodeError:
-        text = ""
-    if 0 < len(text) <= _MAX_JOB_ID and text.isprintable():
-        return text
-    log.warning("dropping a malformed hint: %r", fields, extra={"event": "bad_hint"})
-    return ""
+    """The job id a hint names, or ``""`` when the entry is malformed."""
+    return hinted_job_id((fields or {}).get(b"job_id"), fields)
 
 
 def _delivery(
