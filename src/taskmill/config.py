@@ -226,6 +226,10 @@ class ProcessSettings(_Section):
     kill_grace_seconds: float = Field(default=2.0, ge=0, le=60)
     reap_orphans: bool = True
     """Linux: the worker becomes a child subreaper and reaps what a killed group orphans."""
+    run_dir: str | None = None
+    """Where running process groups are recorded so that the groups of a worker killed
+    outright are killed when a worker next starts; unset: ``taskmill-process-<uid>`` in
+    the temporary directory."""
 
     @field_validator("allowed_programs")
     @classmethod
@@ -238,6 +242,11 @@ class ProcessSettings(_Section):
     @classmethod
     def _cwds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _absolute_paths(value)
+
+    @field_validator("run_dir")
+    @classmethod
+    def _run_dir(cls, value: str | None) -> str | None:
+        return value if value is None else _absolute_paths((value,))[0]
 
     def executor_config(self, max_retries: int) -> ProcessExecutorConfig:
         """The executor's own config; ``max_retries`` is the ``tasks.max_retries`` default."""
@@ -252,6 +261,7 @@ class ProcessSettings(_Section):
             kill_grace_seconds=self.kill_grace_seconds,
             reap_orphans=self.reap_orphans,
             max_attempts=max_retries + 1,
+            run_dir=self.run_dir,
         )
 
 
@@ -288,8 +298,7 @@ class Settings(BaseSettings):
         # would be rescued (and run twice) while it is healthy.
         if self.scheduler.worker_dead_after_seconds <= self.worker.heartbeat_seconds:
             raise ValueError(
-                "scheduler.worker_dead_after_seconds must be greater than "
-                "worker.heartbeat_seconds"
+                "scheduler.worker_dead_after_seconds must be greater than worker.heartbeat_seconds"
             )
         return self
 

@@ -7,9 +7,12 @@ alive and no zombie behind, even when the program started grandchildren.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
+import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +28,7 @@ from taskmill.config import load_settings
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, Job, JobStatus, RunOutcome
 from taskmill.core.tenants import Scope
+from taskmill.executors.process import GroupRecords
 from taskmill.store.schema import jobs as jobs_table
 from taskmill.testing import run_until_idle
 from tests.conftest import wait_for
@@ -131,10 +135,12 @@ async def test_process_integration_nonzero_exit_fails_with_code(app: Taskmill) -
 
 
 async def test_process_integration_output_bounded(app: Taskmill) -> None:
-    fifty_mb = 50 * 1024 * 1024
+    """S28: 100 MiB on stdout; the pipes are drained (no hang), at most MAX_OUTPUT (far
+    under the plan's 1 MiB) is stored, with the truncated flag."""
+    hundred_mib = 100 * 1024 * 1024
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.monotonic()
-    script = f"yes 0123456789 | head -c {fifty_mb}; echo end >&2"
+    script = f"yes 0123456789 | head -c {hundred_mib}; echo end >&2"
     done = await _run(app, {"argv": [SH, "-c", script]})
     elapsed = time.monotonic() - started
     assert done.status is JobStatus.SUCCEEDED and isinstance(done.result, dict)
@@ -142,12 +148,12 @@ async def test_process_integration_output_bounded(app: Taskmill) -> None:
     assert done.result["truncated_stdout"] and not done.result["truncated_stderr"]
     head, tail = stdout.split(" bytes omitted ...]\n")
     assert head.startswith("0123456789\n") and set(tail) <= set("0123456789\n")
-    assert f"{fifty_mb - MAX_OUTPUT} bytes omitted" in stdout
-    assert len(stdout) < MAX_OUTPUT + 100
-    # ru_maxrss is in KiB: buffering the output would have raised the peak by 50 MiB.
+    assert f"{hundred_mib - MAX_OUTPUT} bytes omitted" in stdout
+    assert len(stdout) < MAX_OUTPUT + 100 <= 1024 * 1024
+    # ru_maxrss is in KiB: buffering the output would have raised the peak by 100 MiB.
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
     assert grown_mib < 25
-    log.info("50 MiB of output in %.2fs, peak RSS grew %.1f MiB", elapsed, grown_mib)
+    log.info("100 MiB of output in %.2fs, peak RSS grew %.1f MiB", elapsed, grown_mib)
 
 
 async def test_process_integration_env_does_not_leak(
@@ -233,6 +239,24 @@ async def test_process_integration_timeouts_leave_no_process(app: Taskmill, pid_
     assert (survivors, zombies) == ([], [])
 
 
+async def test_process_integration_timeout_fails_within_two_seconds(
+    app: Taskmill, pid_dir: Path
+) -> None:
+    """S28: a 1 s timeout on a program whose grandchildren sleep 300 s: the job is failed
+    (outcome timed_out) within timeout + 2 s, and nothing of its group survives."""
+    script = SPAWN_AND_WAIT.replace("60", "300")
+    payload = {"argv": [SH, "-c", script, "sh", str(pid_dir)], "timeout_seconds": 1}
+    done = await _run(app, payload)
+    assert done.status is JobStatus.FAILED
+    assert (done.last_error or "").startswith("ProcessTimedOut: timed out after 1s")
+    [run] = await app.runs(done.id)
+    assert run.outcome is RunOutcome.TIMED_OUT and run.finished_at is not None
+    took = (run.finished_at - run.started_at).total_seconds()
+    assert took <= 1 + 2, took
+    assert _scan(_groups(pid_dir)) == ([], [])
+    log.info("1 s timeout: failed %.2fs after the run started", took)
+
+
 async def test_process_integration_job_timeout_kills_group(app: Taskmill, pid_dir: Path) -> None:
     """The worker's own deadline (the job's timeout) cancels the handler: same cleanup."""
     payload = {"argv": [SH, "-c", SPAWN_AND_WAIT, "sh", str(pid_dir)]}
@@ -288,3 +312,38 @@ async def test_process_integration_leftover_background_killed(app: Taskmill, pid
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def test_process_integration_group_records_sweep_kills_only_dead_workers_groups(
+    tmp_path: Path,
+) -> None:
+    """The records behind S28's executor-SIGKILL case: a group recorded by a worker that
+    no longer exists is killed; one recorded by a live worker (this process) is not."""
+    records = GroupRecords.open(str(tmp_path / "run"))
+    assert records is not None
+    orphaned = subprocess.Popen([SH, "-c", "sleep 300 & wait"], start_new_session=True)
+    ours = subprocess.Popen([SH, "-c", "sleep 300 & wait"], start_new_session=True)
+    try:
+        dead = subprocess.Popen(["/bin/true"])
+        dead.wait()  # a worker pid that no longer exists
+        leader_ticks = Path(f"/proc/{orphaned.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        (records.directory / str(orphaned.pid)).write_text(f"{dead.pid} 1 {leader_ticks}\n")
+        records.add(ours.pid)
+        assert records.sweep() == [orphaned.pid]
+        assert orphaned.wait(timeout=5) == -signal.SIGKILL
+        assert ours.poll() is None and (records.directory / str(ours.pid)).exists()
+        assert not (records.directory / str(orphaned.pid)).exists()
+    finally:
+        for proc in (orphaned, ours):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_process_integration_group_records_refuse_a_shared_directory(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone could plant a record naming a group of ours
+    assert GroupRecords.open(str(shared)) is None
+    assert GroupRecords.open(str(tmp_path / "private")) is not None
+    assert (tmp_path / "private").stat().st_mode & 0o777 == 0o700

@@ -12,6 +12,10 @@ The security model, in one place:
 - The child leads its own session and process group. A timeout, a cancel, a lost lease
   or a shutdown kills the whole group (SIGTERM, a grace, then SIGKILL) and reaps it; so
   does a normal exit for anything the program left running in its group.
+- A worker killed outright (SIGKILL, OOM) cannot kill anything. So each running group is
+  recorded in a file in ``run_dir`` (:class:`GroupRecords`), and every worker on the
+  machine kills the groups recorded by workers that are no longer alive: when it starts
+  (an executor restart in particular) and before it starts a program.
 """
 
 from __future__ import annotations
@@ -19,17 +23,23 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
+import logging
 import math
 import os
 import shutil
 import signal
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from taskmill.core.errors import TimedOut, ValidationError
 from taskmill.executors.context import TaskContext
 from taskmill.executors.python import TaskDefinition
+
+log = logging.getLogger(__name__)
 
 TASK_NAME = "process"
 PAYLOAD_KEYS = ("argv", "env", "cwd", "timeout_seconds")
@@ -44,6 +54,7 @@ _BACKSTOP_SECONDS = 5.0
 _KILL_WAIT_SECONDS = 5.0
 _POLL_SECONDS = 0.01
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+_SWEEP_EVERY_SECONDS = 1.0  # at most this often before starting a program
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,10 @@ class ProcessExecutorConfig:
         reap_orphans: make the worker a child subreaper (Linux), so that processes
             orphaned by killing a group are reaped here, not left to PID 1.
         max_attempts: attempts per job unless the request says otherwise.
+        run_dir: where running process groups are recorded, so that the groups of a
+            worker that was killed outright are killed by the next worker to start on
+            this machine; ``None``: ``taskmill-process-<uid>`` in the temporary directory.
+            Must be local to the machine (process ids mean nothing elsewhere).
     """
 
     allowed_programs: tuple[str, ...]
@@ -70,6 +85,7 @@ class ProcessExecutorConfig:
     kill_grace_seconds: float = 2.0
     reap_orphans: bool = True
     max_attempts: int = 1
+    run_dir: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +122,16 @@ class ProcessTimedOut(TimedOut):
 def process_task(config: ProcessExecutorConfig) -> TaskDefinition:
     """The built-in ``process`` task type for ``config``."""
     checker = PayloadChecker(config)
+    records = GroupRecords.open(config.run_dir)
+    if records is not None:
+        records.sweep()  # what a worker killed outright left running (a restart)
 
     async def run_process(ctx: TaskContext, payload: Any) -> dict[str, Any]:
         # Checked again here: the worker's configuration is the one that decides what
         # runs on its machine, whatever the API process accepted.
         spec = checker.check(payload)
         ctx.logger.info("starting %s (%d arguments)", spec.program, len(spec.args))
-        return await run_spec(spec, config)
+        return await run_spec(spec, config, records)
 
     def validate(payload: Any) -> None:
         checker.check(payload)
@@ -253,13 +272,29 @@ def _within(path: str, root: str) -> bool:
 # -- running -------------------------------------------------------------------
 
 
-async def run_spec(spec: ProcessSpec, config: ProcessExecutorConfig) -> dict[str, Any]:
+async def run_spec(
+    spec: ProcessSpec, config: ProcessExecutorConfig, records: GroupRecords | None = None
+) -> dict[str, Any]:
     """Run ``spec`` to completion; its result, or :class:`ProcessFailed` /
     :class:`ProcessTimedOut`. On cancellation the whole group is killed and reaped before
-    ``CancelledError`` propagates."""
+    ``CancelledError`` propagates. The group is in ``records`` while it exists."""
     if config.reap_orphans:
         _become_subreaper()
+    if records is not None:
+        records.sweep(at_most_every=_SWEEP_EVERY_SECONDS)
     child = await _Child.start(spec)
+    if records is not None:
+        records.add(child.pgid)
+    try:
+        return await _supervise(child, spec, config)
+    finally:
+        if records is not None and not _group_exists(child.pgid):
+            records.remove(child.pgid)  # kept while it lingers: a later sweep retries
+
+
+async def _supervise(
+    child: _Child, spec: ProcessSpec, config: ProcessExecutorConfig
+) -> dict[str, Any]:
     out, err = Capture(config.max_output_bytes), Capture(config.max_output_bytes)
     stdout, stderr = child.protocol.stdout, child.protocol.stderr
     assert stdout is not None and stderr is not None  # both are pipes
@@ -464,3 +499,130 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return str(number)
+
+
+# -- groups left by a worker killed outright -------------------------------------
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22),
+    which tells a process from a later one that reuses its pid; ``None`` if there is no
+    such process or no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _alive(pid: int, ticks: int | None) -> bool:
+    """Whether the process ``pid`` that started at ``ticks`` still exists."""
+    if ticks is not None or sys.platform.startswith("linux"):
+        return ticks is not None and _start_ticks(pid) == ticks
+    try:  # no /proc: a pid that exists is taken to be the same process
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class GroupRecords:
+    """One file per running program in ``directory``, named after its process group and
+    holding ``"<worker pid> <worker start> <leader start>"``.
+
+    A worker writes the file once the program has started and removes it once the group
+    is gone. :meth:`sweep` SIGKILLs the groups whose recording worker no longer exists
+    (its pid is gone or belongs to a later process) and removes their files. A group is
+    killed only while its leader is the process recorded, or gone (a group outlives its
+    leader, and its id cannot be reused while it has members). Left open: a worker killed
+    between starting a program and writing its file (a few milliseconds) leaves that
+    group unrecorded.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._me = f"{os.getpid()} {_start_ticks(os.getpid())}"
+        self._last_sweep = -math.inf
+
+    @classmethod
+    def open(cls, run_dir: str | None) -> GroupRecords | None:
+        """The records in ``run_dir`` (created mode 0700), or ``None`` (logged) if that
+        directory is not one only this user can write to: a stranger's file there could
+        name any group of ours to kill."""
+        directory = Path(run_dir or Path(tempfile.gettempdir()) / f"taskmill-process-{os.getuid()}")
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = directory.lstat()
+        except OSError as exc:
+            log.error(
+                "process.run_dir %s is unusable (%s): groups are not recorded", directory, exc
+            )
+            return None
+        if (
+            not os.path.isdir(directory)
+            or os.path.islink(directory)
+            or (info.st_uid != os.getuid() or info.st_mode & 0o022)
+        ):
+            log.error(
+                "process.run_dir %s is not a directory owned by this user and writable by "
+                "it alone: groups are not recorded",
+                directory,
+            )
+            return None
+        return cls(directory)
+
+    def add(self, pgid: int) -> None:
+        path = self.directory / str(pgid)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(f"{self._me} {_start_ticks(pgid)}\n")
+        temporary.replace(path)  # whole or absent, for a sweep reading it now
+
+    def remove(self, pgid: int) -> None:
+        (self.directory / str(pgid)).unlink(missing_ok=True)
+
+    def sweep(self, at_most_every: float = 0.0) -> list[int]:
+        """Kill the groups of workers that are no longer alive; return their ids."""
+        now = time.monotonic()
+        if now - self._last_sweep < at_most_every:
+            return []
+        self._last_sweep = now
+        killed: list[int] = []
+        try:
+            entries = list(self.directory.iterdir())
+        except OSError:
+            return []
+        for path in entries:
+            if not path.name.isdigit():
+                continue
+            if self._sweep_one(path, int(path.name)):
+                killed.append(int(path.name))
+        if killed:
+            log.warning(
+                "killed %d process group(s) left running by a worker that died: %s",
+                len(killed),
+                ", ".join(map(str, killed)),
+                extra={"event": "orphan_groups_killed"},
+            )
+        return killed
+
+    def _sweep_one(self, path: Path, pgid: int) -> bool:
+        try:
+            fields = path.read_text().split()
+            owner, owner_ticks, leader_ticks = int(fields[0]), _ticks(fields[1]), _ticks(fields[2])
+        except (OSError, ValueError, IndexError):
+            return False  # half written by a live worker, or removed meanwhile
+        if _alive(owner, owner_ticks):
+            return False
+        leader = _start_ticks(pgid)
+        same = leader is None or leader_ticks is None or leader == leader_ticks
+        kill = same and _group_exists(pgid)
+        if kill:
+            _signal_group(pgid, signal.SIGKILL)
+        path.unlink(missing_ok=True)
+        return kill
+
+
+def _ticks(text: str) -> int | None:
+    return None if text == "None" else int(text)
