@@ -6,7 +6,7 @@ WORKDIR /app
 
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install ".[postgres,redis]"
+RUN pip install ".[postgres,redis,rabbitmq]"
 
 COPY config ./config
 COPY examples ./examples

@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from taskmill.brokers.rabbitmq import RabbitMQBroker
+from taskmill.config import load_settings
+from taskmill.runtime import build_broker
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"api", "executor", "queue-populator", "failure-watcher", "recurrence-manager"}
@@ -47,3 +52,18 @@ def test_env_example_names_the_seed_urls() -> None:
         if line and not line.startswith("#")
     }
     assert {"DATABASE_URL", "REDIS_URL"} <= keys
+
+
+def test_compose_rabbitmq_override_points_every_service_at_rabbitmq(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    override = _compose("docker-compose.rabbitmq.yml")["services"]
+    assert set(override) == SERVICES | {"rabbitmq"}
+    assert "rabbitmq" in (ROOT / "Dockerfile").read_text()  # the image has the extra
+    for name in SERVICES:
+        env = override[name]["environment"]
+        assert "rabbitmq" in override[name]["depends_on"]
+        monkeypatch.setenv("TASKMILL_BROKER__URL", env["TASKMILL_BROKER__URL"])
+        monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")  # from .env: must not win
+        settings = load_settings("production", ROOT / "config")
+        assert isinstance(build_broker(settings, "consumer"), RabbitMQBroker)
