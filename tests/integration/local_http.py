@@ -151,10 +151,10 @@ _ROUTES: dict[str, Route] = {
 
 
 @contextlib.asynccontextmanager
-async def serving(host: str = "127.0.0.1") -> AsyncIterator[LocalServer]:
-    """A :class:`LocalServer` listening on ``host`` and a free port."""
+async def serving(host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[LocalServer]:
+    """A :class:`LocalServer` listening on ``host`` and ``port`` (0: a free one)."""
     server = LocalServer(host=host)
-    listener = await asyncio.start_server(server.handle, host, 0)
+    listener = await asyncio.start_server(server.handle, host, port)
     server.port = listener.sockets[0].getsockname()[1]
     async with listener:
         try:

@@ -159,8 +159,13 @@ async def test_process_integration_output_bounded(app: Taskmill) -> None:
 async def test_process_integration_env_does_not_leak(
     app: Taskmill, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """S29: none of the worker's variables (DATABASE_URL, REDIS_URL, AMQP_URL, TASKMILL_*)
+    reaches the child: its environment is exactly the base plus the payload's env."""
     monkeypatch.setenv("PROCESS_TEST_SECRET", "hunter2")
     monkeypatch.setenv("DATABASE_URL", "postgresql://app:secret@db/prod")
+    monkeypatch.setenv("REDIS_URL", "redis://:secret@cache:6379/0")
+    monkeypatch.setenv("AMQP_URL", "amqp://app:secret@mq:5672/")
+    monkeypatch.setenv("TASKMILL_API__SECRET_KEY", "k" * 40)
     done = await _run(app, {"argv": [ENV], "env": {"GREETING": "hi"}})
     assert isinstance(done.result, dict)
     seen = dict(line.split("=", 1) for line in done.result["stdout"].splitlines())
@@ -204,14 +209,80 @@ async def test_process_integration_api_refuses_program_with_422(app: Taskmill) -
         assert (await client.post("/jobs", json=body, headers=headers)).status_code == 201
 
 
-async def test_process_integration_disabled_by_default(sqlite_url: str) -> None:
-    app = Taskmill(sqlite_url)
+async def test_process_integration_disabled_by_default(sqlite_url: str, tmp_path: Path) -> None:
+    """S29: with the default settings a process job is refused at creation, through the
+    library and with a 422 from the API, naming the setting that is off."""
+    app = Taskmill(settings=load_settings("test", None, database={"url": sqlite_url}))
     try:
         with pytest.raises(ValidationError) as err:
             await app.schedule("process", {"argv": [SH, "-c", "true"]})
-        assert err.value.field == "task_type" and "unknown task 'process'" in err.value.reason
+        assert err.value.field == "task_type"
+        assert err.value.reason.startswith("executor_disabled: the built-in 'process' task")
+        assert "process.enabled is false" in err.value.reason
+        async with _api(app) as (client, headers):
+            body = {"task_type": "process", "payload": {"argv": [SH, "-c", "true"]}}
+            response = await client.post("/jobs", json=body, headers=headers)
+            assert response.status_code == 422, response.text
+            [problem] = response.json()["error"]["fields"]
+            assert problem["field"] == "task_type"
+            assert problem["reason"].startswith("executor_disabled")
+        assert await app.list() == []
     finally:
         await app.stop()
+
+
+@contextlib.asynccontextmanager
+async def _api(app: Taskmill) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """An API client on ``app``'s runtime and a jobs:write key's headers."""
+    runtime = await app.open()
+    issued = await runtime.api_keys.issue(
+        DEFAULT_MERCHANT_ID, "test", [Scope.JOBS_WRITE], actor="test"
+    )
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://taskmill") as client:
+        yield client, {"x-api-key": issued.plaintext}
+
+
+ECHO = "/bin/echo"
+# Shell syntax that must reach the program as plain text (S29).
+INJECTIONS = ["; rm -rf /", "$(id)", "`id`", "a\nb; id", "&& reboot", "| cat /etc/passwd"]
+
+
+@pytest.fixture
+async def echo_app(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Taskmill]:
+    """Only /bin/echo allowed: /bin/sh is not."""
+    application = Taskmill(settings=_settings(sqlite_url, tmp_path, allowed_programs=[ECHO]))
+    yield application
+    await application.stop()
+
+
+async def test_process_integration_s29_programs_refused_at_creation(echo_app: Taskmill) -> None:
+    """S29: not allow-listed, relative, ``../../bin/sh``, ``/bin/sh -c`` (sh not listed),
+    a bare ``sh`` found on PATH, a command string: all 422 naming payload.argv, 0 rows."""
+    async with _api(echo_app) as (client, headers):
+        for argv in (
+            ["/bin/bash", "-c", "id"],
+            ["bin/sh"],
+            ["../../bin/sh", "-c", "id"],
+            ["./echo", "hi"],
+            [SH, "-c", "id"],
+            ["sh", "-c", "id"],
+            "/bin/sh -c id",
+            "/bin/echo hi",
+        ):
+            body = {"task_type": "process", "payload": {"argv": argv}}
+            response = await client.post("/jobs", json=body, headers=headers)
+            assert response.status_code == 422, (argv, response.text)
+            [problem] = response.json()["error"]["fields"]
+            assert problem["field"] == "payload.argv", argv
+    assert await echo_app.list() == []
+
+
+async def test_process_integration_s29_shell_syntax_printed_literally(echo_app: Taskmill) -> None:
+    done = await _run(echo_app, {"argv": [ECHO, *INJECTIONS]})
+    assert done.status is JobStatus.SUCCEEDED and isinstance(done.result, dict)
+    assert done.result["exit_code"] == 0
+    assert done.result["stdout"] == " ".join(INJECTIONS) + "\n"  # output == input
 
 
 @pytest.mark.slow

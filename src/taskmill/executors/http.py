@@ -25,7 +25,7 @@ import httpx
 from taskmill.core.errors import TimedOut, ValidationError
 from taskmill.executors.context import TaskContext
 from taskmill.executors.python import TaskDefinition
-from taskmill.executors.ssrf import AddressPolicy, GuardedBackend, parse_host_literal
+from taskmill.executors.ssrf import AddressPolicy, GuardedBackend, Resolver, parse_host_literal
 
 TASK_NAME = "http"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -51,6 +51,11 @@ class HttpExecutorConfig:
     user_agent: str = "taskmill"
     response_headers: tuple[str, ...] = ()  # names to keep in the result; empty: all
     max_attempts: int = 4
+    # Below the guard, for tests and embedders (never from settings): what opens sockets
+    # (default: httpcore's anyio backend) and what resolves names (default: the system
+    # resolver). The guard checks every address either returns before connecting.
+    network_backend: httpcore.AsyncNetworkBackend | None = None
+    resolver: Resolver | None = None
 
     def policy(self) -> AddressPolicy:
         return AddressPolicy.from_strings(self.allowed_networks, self.allow_private_networks)
@@ -169,19 +174,18 @@ def parse_payload(payload: Any, config: HttpExecutorConfig) -> HttpRequest:
 class _GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport with a connection pool whose every connection is guarded."""
 
-    def __init__(self, policy: AddressPolicy, ssl_context: ssl.SSLContext) -> None:
+    def __init__(self, config: HttpExecutorConfig, ssl_context: ssl.SSLContext) -> None:
         super().__init__(verify=ssl_context, trust_env=False)
         # httpx 0.28 has no public way to choose httpcore's network backend (a PR for
         # one is open upstream), so the pool it built is replaced by a guarded one.
         # The integration tests refusing "localhost" fail if this ever stops working.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context, network_backend=GuardedBackend(policy)
-        )
+        guard = GuardedBackend(config.policy(), config.network_backend, config.resolver)
+        self._pool = httpcore.AsyncConnectionPool(ssl_context=ssl_context, network_backend=guard)
 
 
 def _client(config: HttpExecutorConfig, ssl_context: ssl.SSLContext) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        transport=_GuardedTransport(config.policy(), ssl_context),
+        transport=_GuardedTransport(config, ssl_context),
         # No proxies from the environment: a proxy mount would bypass the guard.
         trust_env=False,
         # Redirects are followed by _send, which re-checks and never reads their bodies.

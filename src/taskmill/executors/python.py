@@ -49,6 +49,11 @@ class TaskDefinition:
             raise ValidationError("payload", f"{type(exc).__name__}: {exc}") from exc
 
 
+# Built-in task types (taskmill's executors) and the setting that turns each on: asking
+# for one that is off gets a reason saying so rather than "unknown task".
+DISABLED_BUILTIN_SETTING = {"http": "http.enabled", "process": "process.enabled"}
+
+
 class TaskRegistry:
     """Task types this process knows, by name."""
 
@@ -72,6 +77,12 @@ class TaskRegistry:
         try:
             return self._tasks[name]
         except KeyError:
+            if name in DISABLED_BUILTIN_SETTING:
+                raise ValidationError(
+                    "task_type",
+                    f"executor_disabled: the built-in {name!r} task type is disabled in this "
+                    f"deployment ({DISABLED_BUILTIN_SETTING[name]} is false)",
+                ) from None
             known = ", ".join(sorted(self._tasks)) or "none"
             raise ValidationError("task_type", f"unknown task {name!r} (known: {known})") from None
 

@@ -20,7 +20,7 @@ import enum
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ import httpcore
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Awaitable[list["IPAddress"]]]  # (name, port) -> addresses
 
 
 class AddressClass(enum.Enum):
@@ -261,9 +262,15 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     the socket's peer address is checked once more before a byte is written.
     """
 
-    def __init__(self, policy: AddressPolicy, inner: httpcore.AsyncNetworkBackend | None = None):
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        inner: httpcore.AsyncNetworkBackend | None = None,
+        resolver: Resolver | None = None,
+    ):
         self.policy = policy
-        self._inner = inner or httpcore.AnyIOBackend()
+        self._inner = inner or httpcore.AnyIOBackend()  # what opens the sockets
+        self._resolve = resolver or resolve
 
     async def connect_tcp(
         self,
@@ -273,7 +280,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        addresses = await resolve(host, port)
+        literal = parse_host_literal(host)  # a literal never reaches the resolver
+        addresses = [literal] if literal is not None else await self._resolve(host, port)
         for address in addresses:
             self.policy.check(address)
         return await self._connect_first(addresses, port, timeout, local_address, socket_options)
