@@ -87,6 +87,19 @@ async def serve_api(url: str, tmp_path: Path, **sections: Any) -> AsyncIterator[
         await app.stop()
 
 
+@asynccontextmanager
+async def api_client(app: Taskmill) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """A client of the in-process API over ``app`` (as it is configured) and the headers
+    of a ``jobs:write`` key of the default merchant."""
+    runtime = await app.open()
+    issued = await runtime.api_keys.issue(
+        DEFAULT_MERCHANT_ID, "test", [Scope.JOBS_WRITE], actor="test"
+    )
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://taskmill") as client:
+        yield client, {"x-api-key": issued.plaintext}
+
+
 @pytest.fixture
 async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     async with serve_api(database_url, tmp_path) as holder:

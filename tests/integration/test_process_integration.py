@@ -18,20 +18,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
 from taskmill import Taskmill
-from taskmill.api.app import create_app
 from taskmill.config import load_settings
 from taskmill.core.errors import ValidationError
-from taskmill.core.jobs import DEFAULT_MERCHANT_ID, Job, JobStatus, RunOutcome
-from taskmill.core.tenants import Scope
+from taskmill.core.jobs import Job, JobStatus, RunOutcome
 from taskmill.executors.process import GroupRecords
 from taskmill.store.schema import jobs as jobs_table
 from taskmill.testing import run_until_idle
 from tests.conftest import wait_for
+from tests.integration.api_fixtures import api_client
 
 log = logging.getLogger(__name__)
 SH = "/bin/sh"
@@ -190,12 +188,7 @@ async def test_process_integration_program_not_allowed_refused(app: Taskmill) ->
 
 async def test_process_integration_api_refuses_program_with_422(app: Taskmill) -> None:
     runtime = await app.open()
-    issued = await runtime.api_keys.issue(
-        DEFAULT_MERCHANT_ID, "test", [Scope.JOBS_WRITE], actor="test"
-    )
-    headers = {"x-api-key": issued.plaintext}
-    transport = httpx.ASGITransport(app=create_app(runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://taskmill") as client:
+    async with api_client(app) as (client, headers):
         for argv in (["/bin/bash", "-c", "id"], ["../../../bin/sh"], "/bin/sh -c id"):
             body = {"task_type": "process", "payload": {"argv": argv}}
             response = await client.post("/jobs", json=body, headers=headers)
@@ -219,7 +212,7 @@ async def test_process_integration_disabled_by_default(sqlite_url: str, tmp_path
         assert err.value.field == "task_type"
         assert err.value.reason.startswith("executor_disabled: the built-in 'process' task")
         assert "process.enabled is false" in err.value.reason
-        async with _api(app) as (client, headers):
+        async with api_client(app) as (client, headers):
             body = {"task_type": "process", "payload": {"argv": [SH, "-c", "true"]}}
             response = await client.post("/jobs", json=body, headers=headers)
             assert response.status_code == 422, response.text
@@ -229,18 +222,6 @@ async def test_process_integration_disabled_by_default(sqlite_url: str, tmp_path
         assert await app.list() == []
     finally:
         await app.stop()
-
-
-@contextlib.asynccontextmanager
-async def _api(app: Taskmill) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
-    """An API client on ``app``'s runtime and a jobs:write key's headers."""
-    runtime = await app.open()
-    issued = await runtime.api_keys.issue(
-        DEFAULT_MERCHANT_ID, "test", [Scope.JOBS_WRITE], actor="test"
-    )
-    transport = httpx.ASGITransport(app=create_app(runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://taskmill") as client:
-        yield client, {"x-api-key": issued.plaintext}
 
 
 ECHO = "/bin/echo"
@@ -259,7 +240,7 @@ async def echo_app(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Taskmill]:
 async def test_process_integration_s29_programs_refused_at_creation(echo_app: Taskmill) -> None:
     """S29: not allow-listed, relative, ``../../bin/sh``, ``/bin/sh -c`` (sh not listed),
     a bare ``sh`` found on PATH, a command string: all 422 naming payload.argv, 0 rows."""
-    async with _api(echo_app) as (client, headers):
+    async with api_client(echo_app) as (client, headers):
         for argv in (
             ["/bin/bash", "-c", "id"],
             ["bin/sh"],

@@ -12,7 +12,6 @@ a TCP listener on 127.0.0.1:P, the port every target URL names.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -20,18 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import httpcore
-import httpx
 import pytest
 
 from taskmill import Taskmill
-from taskmill.api.app import create_app
 from taskmill.config import load_settings
 from taskmill.core.errors import ValidationError
-from taskmill.core.jobs import DEFAULT_MERCHANT_ID, JobStatus
-from taskmill.core.tenants import Scope
+from taskmill.core.jobs import JobStatus
 from taskmill.executors.http import HttpExecutorConfig, http_task
 from taskmill.executors.ssrf import AddressPolicy, AddressRefused, GuardedBackend, IPAddress
 from taskmill.testing import run_until_idle
+from tests.integration.api_fixtures import api_client
 from tests.integration.local_http import serving
 
 SERVER_HOST = "127.0.0.2"  # the allow-listed test server; the sentinel is on 127.0.0.1
@@ -150,17 +147,6 @@ async def setup(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Setup]:
     await app.stop()
 
 
-@contextlib.asynccontextmanager
-async def _client(app: Taskmill) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
-    runtime = await app.open()
-    issued = await runtime.api_keys.issue(
-        DEFAULT_MERCHANT_ID, "test", [Scope.JOBS_WRITE], actor="test"
-    )
-    transport = httpx.ASGITransport(app=create_app(runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://taskmill") as client:
-        yield client, {"x-api-key": issued.plaintext}
-
-
 async def _run(app: Taskmill, url: str) -> Any:
     job = await app.schedule("http", {"url": url})
     await run_until_idle(app)
@@ -175,7 +161,7 @@ async def test_reliability_s30_every_target_refused_nothing_connects(
     urls = [f"http://{host}:{sentinel.port}/" for host in HOSTS]
     urls += [u.format(port=sentinel.port) for u in OTHER_SCHEMES]
     at_creation, at_connect = [], []
-    async with _client(setup.app) as (client, headers):
+    async with api_client(setup.app) as (client, headers):
         for url in urls:
             body = {"task_type": "http", "payload": {"url": url}}
             response = await client.post("/jobs", json=body, headers=headers)
