@@ -326,7 +326,13 @@ class Worker:
                 return False
         ids = _hinted_ids(deliveries) if self._claims_hinted_ids else None
         _, limit = self._claimable()
-        claimed = await self._claim_and_start(ids)
+        try:
+            claimed = await self._claim_and_start(ids)
+        except StoreError:
+            # Hand the hints back: left unsettled they would fill the broker's prefetch
+            # window (RabbitMQ) and this worker would receive nothing more.
+            await self._give_back(deliveries)
+            raise
         await self._settle(deliveries, {job.id for job in claimed}, limit)
         return len(claimed) >= min(free, limit) and bool(claimed)
 
@@ -349,6 +355,14 @@ class Worker:
             if rest:
                 log.info("dropped %d stale hints (jobs no longer queued)", len(rest))
             await self.broker.ack(rest)
+
+    async def _give_back(self, deliveries: list[Delivery]) -> None:
+        if not deliveries or not self.broker.carries_ids:
+            return
+        try:
+            await self.broker.nack(deliveries)
+        except BrokerError as exc:  # they come back when the broker drops this consumer
+            log.warning("could not hand %d hints back: %s", len(deliveries), exc)
 
     async def drain(self) -> None:
         """Wait for every running job to finish and its outcome to be committed."""
