@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taskmill.core.errors import ConfigError
@@ -33,9 +35,57 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     full = async_url(url)
     if full.startswith("sqlite"):
         return _sqlite_engine(full)
-    return create_async_engine(
-        full, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    full, connect_args = _server_settings(full)
+    engine = create_async_engine(
+        full, pool_size=pool_size, max_overflow=pool_size, connect_args=connect_args
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+# ``pool_pre_ping`` pings on every checkout, and on asyncpg a ping is two round trips
+# (BEGIN; ROLLBACK): the hot path (populator, claims, outcomes) paid them on every
+# transaction, about a quarter of its round trips (bench.compare's profile). Only a
+# connection that sat in the pool this long is pinged now: after a server restart those
+# are the dead ones. One that dies in use raises a disconnect error, which makes the
+# pool discard every connection older than it; the services retry (StoreError).
+PING_IDLE_SECONDS = 2.0
+_IDLE_SINCE = "taskmill_idle_since"
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    sync = engine.sync_engine
+
+    def checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.pop(_IDLE_SINCE, None)
+        if since is None or time.monotonic() - since < PING_IDLE_SECONDS:
+            return
+        try:
+            sync.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool retries the checkout on a fresh connection
+            raise DisconnectionError(f"stale pooled connection: {exc}") from exc
+
+    event.listen(sync, "checkin", checked_in)
+    event.listen(sync, "checkout", checked_out)
+
+
+# libpq URL parameters that are server settings; asyncpg takes them as ``server_settings``
+# (passed as keyword arguments, as SQLAlchemy does with the URL's query, they fail).
+SERVER_SETTINGS = ("application_name",)
+
+
+def _server_settings(url: str) -> tuple[str, dict[str, Any]]:
+    """Move ``?application_name=`` (which names the connections in ``pg_stat_activity``,
+    one name per service in a deployment) from the URL to asyncpg's ``server_settings``."""
+    parsed = make_url(url)
+    settings = {k: str(v) for k, v in parsed.query.items() if k in SERVER_SETTINGS}
+    if not settings:
+        return url, {}
+    rest = parsed.difference_update_query(settings)
+    return rest.render_as_string(hide_password=False), {"server_settings": settings}
 
 
 def _sqlite_engine(url: str) -> AsyncEngine:
