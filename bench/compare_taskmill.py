@@ -80,11 +80,15 @@ class TaskmillAdapter:
 
     def worker_command(self) -> list[str]:
         code = "from taskmill.cli.main import main; main()"
+        if os.environ.get("BENCH_PING_EVERY_CHECKOUT"):  # A/B: the old pool_pre_ping cost
+            code = f"import taskmill.store.engine as e; e.PING_IDLE_SECONDS = 0.0; {code}"
         command = [sys.executable, "-c", code, "run", "--app", "bench.compare_app:app"]
         profile = os.environ.get("BENCH_PYSPY")  # profile the worker: collapsed stacks
         if profile:
             spy = str(Path(sys.executable).parent / "py-spy")
-            return [spy, "record", "--format", "raw", "-r", "250", "-o", profile, "--", *command]
+            record = [spy, "record", "--format", "raw", "-r", "100", "-o", profile, "--"]
+            # py-spy ignores the group's SIGTERM and writes its file when the worker exits
+            return ["sh", "-c", 'trap "" TERM; exec "$0" "$@"', *record, *command]
         return command
 
     def enqueue(self, phase: str, dues: Sequence[float | None], in_flight: int) -> None:
@@ -111,6 +115,24 @@ class TaskmillAdapter:
     def close(self) -> None:
         self.loop.run_until_complete(self.app.stop())
         self.loop.close()
+
+
+async def _transactions(name: str) -> dict[str, int]:
+    """Commits and rollbacks in the scratch database over the whole run (every process:
+    producer, worker; a ping is a rollback), from pg_stat_database."""
+    from sqlalchemy import text
+
+    from taskmill.store.database import Database
+
+    await asyncio.sleep(1.5)  # backends flush their statistics at most once a second
+    db = Database.from_url(ADMIN_URL, pool_size=1)
+    try:
+        async with db.read() as conn:
+            sql = "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = :n"
+            row = (await conn.execute(text(sql), {"n": name})).one()
+    finally:
+        await db.close()
+    return {"commit": int(row[0]), "rollback": int(row[1])}
 
 
 async def _delete_broker_state(variant: str, prefix: str) -> None:
@@ -141,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for field in ("seconds", "spread", "timeout"):
         parser.add_argument(f"--{field}", type=float, default=getattr(defaults, field))
     ns = parser.parse_args(argv)
+    if os.environ.get("BENCH_PING_EVERY_CHECKOUT"):
+        import taskmill.store.engine
+
+        taskmill.store.engine.PING_IDLE_SECONDS = 0.0
     opts = Options(ns.jobs, ns.rate, ns.seconds, ns.delayed, ns.spread, ns.timeout)
     prefix = f"cmp{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="taskmill-compare-") as tmp:
@@ -155,9 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = f"taskmill_bench_{prefix}"
             url = asyncio.run(create_postgres_database(ADMIN_URL, name))
         adapter = None
+        result: dict[str, Any] = {}
         try:
             adapter = TaskmillAdapter(ns.variant, url, prefix, workdir)
-            result: dict[str, Any] = run_rep(adapter, opts, workdir, _log)
+            result = run_rep(adapter, opts, workdir, _log)
             log_text = (workdir / "worker.log").read_text(errors="replace")
             result["worker_log_errors"] = log_text.count(" ERROR ")
             result["worker_log_tail"] = log_text.splitlines()[-5:]
@@ -172,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if adapter is not None:
                 adapter.close()
             if name:
+                if result:
+                    result["pg_transactions"] = asyncio.run(_transactions(name))
+                    write_json(ns.out, result)
                 asyncio.run(drop_postgres_database(ADMIN_URL, name))
             asyncio.run(_delete_broker_state(ns.variant, prefix))
     return 0
