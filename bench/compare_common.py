@@ -12,12 +12,14 @@ the peers' worker processes import it from their own virtualenv).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -349,3 +351,39 @@ def _delayed(
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1))
+
+
+def progress(message: str) -> None:
+    print(f"... {message}", file=sys.stderr, flush=True)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The drivers' shared arguments: ``--out`` and the counts of :class:`Options`."""
+    parser.add_argument("--out", type=Path, required=True)
+    defaults = Options()
+    for name in ("jobs", "rate", "delayed"):
+        parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
+    for name in ("seconds", "spread", "timeout"):
+        parser.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
+
+
+def options(ns: argparse.Namespace) -> Options:
+    return Options(ns.jobs, ns.rate, ns.seconds, ns.delayed, ns.spread, ns.timeout)
+
+
+def measure(adapter: Adapter, opts: Options, workdir: Path, out: Path) -> dict[str, Any]:
+    """:func:`run_rep`, plus the worker log's error count and tail, written to ``out``.
+    On failure the log's last lines go to stderr."""
+    log_path = workdir / "worker.log"
+    try:
+        result = run_rep(adapter, opts, workdir, progress)
+    except BaseException:
+        if log_path.exists():
+            tail = log_path.read_text(errors="replace").splitlines()[-20:]
+            progress("worker log (last lines):\n" + "\n".join(tail))
+        raise
+    text = log_path.read_text(errors="replace")
+    result["worker_log_errors"] = text.count("ERROR")
+    result["worker_log_tail"] = text.splitlines()[-5:]
+    write_json(out, result)
+    return result

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.compare_app import TASK, build_app
-from bench.compare_common import Options, count, run_rep, write_json
+from bench.compare_common import add_options, count, measure, options, write_json
 from bench.support import create_postgres_database, drop_postgres_database
 from taskmill import Taskmill
 from taskmill.core.jobs import JobStatus
@@ -156,18 +156,13 @@ async def _delete_broker_state(variant: str, prefix: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compare_taskmill")
     parser.add_argument("variant", choices=VARIANTS)
-    parser.add_argument("--out", type=Path, required=True)
-    defaults = Options()
-    for field in ("jobs", "rate", "delayed"):
-        parser.add_argument(f"--{field}", type=int, default=getattr(defaults, field))
-    for field in ("seconds", "spread", "timeout"):
-        parser.add_argument(f"--{field}", type=float, default=getattr(defaults, field))
+    add_options(parser)
     ns = parser.parse_args(argv)
     if os.environ.get("BENCH_PING_EVERY_CHECKOUT"):
         import taskmill.store.engine
 
         taskmill.store.engine.PING_IDLE_SECONDS = 0.0
-    opts = Options(ns.jobs, ns.rate, ns.seconds, ns.delayed, ns.spread, ns.timeout)
+    opts = options(ns)
     prefix = f"cmp{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="taskmill-compare-") as tmp:
         workdir = Path(tmp)
@@ -184,17 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: dict[str, Any] = {}
         try:
             adapter = TaskmillAdapter(ns.variant, url, prefix, workdir)
-            result = run_rep(adapter, opts, workdir, _log)
-            log_text = (workdir / "worker.log").read_text(errors="replace")
-            result["worker_log_errors"] = log_text.count(" ERROR ")
-            result["worker_log_tail"] = log_text.splitlines()[-5:]
-            write_json(ns.out, result)
-        except BaseException:
-            log_path = workdir / "worker.log"
-            if log_path.exists():
-                tail = log_path.read_text(errors="replace").splitlines()[-20:]
-                _log("worker log (last lines):\n" + "\n".join(tail))
-            raise
+            result = measure(adapter, opts, workdir, ns.out)
         finally:
             if adapter is not None:
                 adapter.close()
@@ -205,10 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 asyncio.run(drop_postgres_database(ADMIN_URL, name))
             asyncio.run(_delete_broker_state(ns.variant, prefix))
     return 0
-
-
-def _log(message: str) -> None:
-    print(f"... {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

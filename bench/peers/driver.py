@@ -18,7 +18,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.compare_common import Options, count, run_rep, write_json
+from bench.compare_common import add_options, count, measure, options, progress
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -257,14 +257,9 @@ def _admin(sql):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.peers.driver")
     parser.add_argument("system", choices=SYSTEMS)
-    parser.add_argument("--out", type=Path, required=True)
-    defaults = Options()
-    for field in ("jobs", "rate", "delayed"):
-        parser.add_argument(f"--{field}", type=int, default=getattr(defaults, field))
-    for field in ("seconds", "spread", "timeout"):
-        parser.add_argument(f"--{field}", type=float, default=getattr(defaults, field))
+    add_options(parser)
     ns = parser.parse_args(argv)
-    opts = Options(ns.jobs, ns.rate, ns.seconds, ns.delayed, ns.spread, ns.timeout)
+    opts = options(ns)
     token = f"cmp{uuid.uuid4().hex[:8]}"
     database = f"taskmill_bench_{token}" if ns.system == "procrastinate" else ""
     with tempfile.TemporaryDirectory(prefix="taskmill-compare-") as tmp:
@@ -288,28 +283,14 @@ def main(argv=None):
                     capture_output=True, timeout=120,
                 )  # fmt: skip
             peer = PEERS[ns.system](token)
-            result = run_rep(peer, opts, workdir, _log)
-            text = (workdir / "worker.log").read_text(errors="replace")
-            result["worker_log_errors"] = text.count("ERROR")
-            result["worker_log_tail"] = text.splitlines()[-5:]
-            write_json(ns.out, result)
-        except BaseException:
-            log_path = workdir / "worker.log"
-            if log_path.exists():
-                tail = log_path.read_text(errors="replace").splitlines()[-20:]
-                _log("worker log (last lines):\n" + "\n".join(tail))
-            raise
+            measure(peer, opts, workdir, ns.out)
         finally:
             if peer is not None:
                 peer.close()
             if database:
                 _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            _log(f"deleted {delete_redis_keys(token)} Redis keys with {token}")
+            progress(f"deleted {delete_redis_keys(token)} Redis keys with {token}")
     return 0
-
-
-def _log(message):
-    print(f"... {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
