@@ -175,10 +175,11 @@ def rabbitmqctl(*args: str) -> str:
     return done.stdout
 
 
-def close_rabbitmq_connections(name: str) -> None:
+def close_rabbitmq_connections(name: str) -> int:
     """Close, server-side, the RabbitMQ connections named ``name`` (``?name=`` in the URL):
-    a dropped connection for these tests only, not for other users of the broker."""
-    rabbitmqctl(
+    a dropped connection for these tests only, not for other users of the broker. Returns
+    how many were closed."""
+    shown = rabbitmqctl(
         "eval",
         '[rabbit_networking:close_connection(P, "taskmill test: dropped") '
         "|| P <- rabbit_networking:connections(), "
@@ -186,6 +187,7 @@ def close_rabbitmq_connections(name: str) -> None:
         "proplists:get_value(client_properties, "
         "rabbit_networking:connection_info(P, [client_properties])))].",
     )
+    return shown.count("ok")  # one ``ok`` per closed connection: "[ok,ok]"
 
 
 async def rabbitmq_queue_state(name: str) -> tuple[int, int]:

@@ -25,12 +25,11 @@ import pytest
 from sqlalchemy import func, select
 
 from taskmill.store.database import Database
-from taskmill.store.replay import projection_diff
 from taskmill.store.schema import job_runs
 from tests import backends
 from tests.conftest import wait_for
-from tests.e2e.cluster import LEASE, REQUEUE, WATCHER, Cluster, cluster, effects
-from tests.e2e.test_faults import _enqueue, _event_counts, _statuses, _succeeded
+from tests.e2e.cluster import REQUEUE, WATCHER, Cluster, cluster, effects
+from tests.e2e.test_faults import _enqueue, _statuses, _succeeded
 from tests.history import check_history, create_effects_table
 
 pytestmark = pytest.mark.slow
@@ -65,34 +64,6 @@ async def _runs_per_job(db: Database) -> Counter[str]:
     async with db.read() as conn:
         stmt = select(job_runs.c.job_id, func.count()).group_by(job_runs.c.job_id)
         return Counter({row.job_id: row[1] for row in (await conn.execute(stmt)).all()})
-
-
-async def test_faults_rabbitmq_executor_sigkill_mid_run(
-    postgres_url: str, db: Database, services: Cluster, tmp_path: Path
-) -> None:
-    log = tmp_path / "effects.log"
-    ids = await _enqueue(postgres_url, 200, {"effects": str(log), "seconds": 3})
-    services.start("queue-populator")
-    services.start("failure-watcher")
-    victim = services.start("executor", TASKMILL_WORKER__CONCURRENCY="200")
-
-    async def all_running() -> bool:
-        return len(effects(log)) == 200
-
-    await wait_for(all_running, timeout=60)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=10)
-    killed_at = time.monotonic()
-    services.start("executor", TASKMILL_WORKER__CONCURRENCY="200")
-    await wait_for(lambda: _succeeded(db, 200), timeout=LEASE + WATCHER + 3 + 30)
-    recovered_in = time.monotonic() - killed_at
-    runs = Counter(job for job, _, _ in effects(log))
-    assert set(runs) == set(ids) and set(runs.values()) == {2}  # 0 lost; killed once each
-    assert set((await _runs_per_job(db)).values()) == {2}
-    assert set((await _event_counts(db, "job.lease_expired")).values()) == {1}
-    assert set((await _event_counts(db, "job.succeeded")).values()) == {1}
-    assert await projection_diff(db) == []
-    print(f"rabbitmq: recovered 200 killed jobs in {recovered_in:.1f}s")  # noqa: T201
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from taskmill.brokers.base import Broker, Message
 from taskmill.core.clock import Clock
+from taskmill.core.failpoints import failpoint
 from taskmill.store import claims
 from taskmill.store.database import Database
 
@@ -41,7 +42,11 @@ class QueuePopulator:
         # Publish after commit: a crash in between leaves jobs queued but unannounced,
         # which the failure watcher re-publishes; the reverse order could announce a
         # job that was never queued.
+        if queued:
+            failpoint("populator.after_commit")
         await self.broker.publish([Message(j.id, j.queue, j.priority) for j in queued])
+        if queued:
+            failpoint("populator.after_publish")
         if queued:
             log.debug("queued %d jobs", len(queued))
         return len(queued)

@@ -15,6 +15,7 @@ from typing import Any
 from taskmill.brokers.base import Broker, Delivery
 from taskmill.core.clock import Clock
 from taskmill.core.errors import BrokerError, Retry, StoreError, TaskmillError, TimedOut
+from taskmill.core.failpoints import failpoint
 from taskmill.core.jobs import Job, RunOutcome
 from taskmill.core.retry import BackoffPolicy
 from taskmill.executors.context import TaskContext
@@ -183,6 +184,7 @@ class Worker:
             failure = self._failure(job, f"{type(exc).__name__}: {exc}", started)
             await self._record(self._failed(attempt, failure), ctx)
         else:
+            failpoint("executor.after_handler_before_outcome_commit", f"{job.id}:{job.attempt}")
             duration = time.monotonic() - started
             metrics.job_succeeded(job, duration)
             await self._record(self._succeeded(attempt, result, duration), ctx)

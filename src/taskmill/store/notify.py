@@ -48,20 +48,33 @@ async def listen(
     notifications sent while disconnected are lost."""
     import asyncpg  # the PostgreSQL extra; only this function needs it directly
 
+    # A connection terminated mid-operation (pg_terminate_backend, a restart) can surface
+    # as any of these, InternalClientError included ("cannot switch to state ...; another
+    # operation is in progress", when LISTEN is sent as the termination arrives).
+    lost = (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+    )
     while not stop.is_set():
         try:
             conn = await asyncpg.connect(_dsn(url))
-        except (OSError, asyncpg.PostgresError) as exc:
+        except lost as exc:
             log.warning("LISTEN connection failed, retrying: %s", exc)
             await _sleep_or_stop(retry_seconds, stop)
             continue
         try:
             await _listen_on(conn, channels, on_notify, stop)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except lost as exc:
             log.warning("LISTEN connection failed, reconnecting: %s", exc)
         finally:
             if not conn.is_closed():
-                await conn.close(timeout=2)
+                try:
+                    await conn.close(timeout=2)
+                except lost:
+                    conn.terminate()
         await _sleep_or_stop(0 if stop.is_set() else retry_seconds, stop)
 
 
