@@ -22,7 +22,7 @@ from taskmill.store.replay import projection_diff
 from taskmill.store.schema import events, job_runs, jobs
 from tests import backends
 from tests.conftest import wait_for
-from tests.e2e.cluster import LEASE, REQUEUE, WATCHER, cluster, effects
+from tests.e2e.cluster import LEASE, REQUEUE, WATCHER, Cluster, cluster, effects
 from tests.fixtures.apps import build_app
 from tests.history import check_history, create_effects_table
 
@@ -79,35 +79,36 @@ async def _event_counts(db: Database, kind: str) -> Counter[str]:
 
 
 async def test_faults_paused_executor_is_fenced(
-    postgres_url: str, db: Database, tmp_path: Path
+    postgres_url: str, db: Database, services: Cluster, tmp_path: Path
 ) -> None:
+    """S2 (on Redis and RabbitMQ): a paused executor's late writes change nothing."""
     log = tmp_path / "effects.log"
     [job_id] = await _enqueue(postgres_url, 1, {"effects": str(log), "seconds": 8})
-    with cluster(postgres_url, backends.REDIS_URL, tmp_path) as c:
-        c.start("queue-populator")
-        c.start("failure-watcher")
-        zombie = c.start("executor")
+    c = services
+    c.start("queue-populator")
+    c.start("failure-watcher")
+    zombie = c.start("executor")
 
-        async def started() -> bool:
-            return len(effects(log)) == 1
+    async def started() -> bool:
+        return len(effects(log)) == 1
 
-        await wait_for(started, timeout=30)
-        zombie.send_signal(signal.SIGSTOP)
-        c.start("executor")
-        await wait_for(lambda: _succeeded(db, 1), timeout=LEASE + WATCHER + 8 + 30)
-        async with db.read() as conn:
-            before = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one()
-        zombie.send_signal(signal.SIGCONT)  # it wakes up, still "running" attempt 1
-        await asyncio.sleep(LEASE)  # its heartbeat and its late outcome write both run
-        async with db.read() as conn:
-            after = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one()
-            attempts = (
-                await conn.execute(
-                    select(job_runs.c.attempt, job_runs.c.outcome)
-                    .where(job_runs.c.job_id == job_id)
-                    .order_by(job_runs.c.attempt)
-                )
-            ).all()
+    await wait_for(started, timeout=30)
+    zombie.send_signal(signal.SIGSTOP)
+    c.start("executor")
+    await wait_for(lambda: _succeeded(db, 1), timeout=LEASE + WATCHER + 8 + 30)
+    async with db.read() as conn:
+        before = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one()
+    zombie.send_signal(signal.SIGCONT)  # it wakes up, still "running" attempt 1
+    await asyncio.sleep(LEASE)  # its heartbeat and its late outcome write both run
+    async with db.read() as conn:
+        after = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one()
+        attempts = (
+            await conn.execute(
+                select(job_runs.c.attempt, job_runs.c.outcome)
+                .where(job_runs.c.job_id == job_id)
+                .order_by(job_runs.c.attempt)
+            )
+        ).all()
     assert before == after and after.attempt == 2 and after.status == JobStatus.SUCCEEDED
     assert [(a, o) for a, o in attempts] == [(1, "lost"), (2, "succeeded")]
     assert (await _event_counts(db, "job.succeeded"))[job_id] == 1
@@ -116,17 +117,18 @@ async def test_faults_paused_executor_is_fenced(
 
 
 async def test_faults_three_replicas_of_every_service(
-    postgres_url: str, db: Database, tmp_path: Path
+    postgres_url: str, db: Database, services: Cluster, tmp_path: Path
 ) -> None:
+    """Three replicas of every service on one database and broker (Redis, RabbitMQ)."""
     log = tmp_path / "effects.log"
     count = 5000  # the production issue's pass criterion
     ids = await _enqueue(postgres_url, count, {"effects": str(log)})
-    with cluster(postgres_url, backends.REDIS_URL, tmp_path) as c:
-        for _ in range(3):
-            for service in ("queue-populator", "failure-watcher", "recurrence-manager"):
-                c.start(service)
-            c.start("executor", TASKMILL_WORKER__CONCURRENCY="30")
-        await wait_for(lambda: _succeeded(db, count), timeout=240)
+    c = services
+    for _ in range(3):
+        for service in ("queue-populator", "failure-watcher", "recurrence-manager"):
+            c.start(service)
+        c.start("executor", TASKMILL_WORKER__CONCURRENCY="30")
+    await wait_for(lambda: _succeeded(db, count), timeout=240)
     assert set((await _event_counts(db, "job.queued")).values()) == {1}
     assert set((await _event_counts(db, "job.succeeded")).values()) == {1}
     runs = Counter(job for job, _, _ in effects(log))
@@ -145,35 +147,36 @@ def _pg_cluster(action: str) -> None:
 
 
 async def test_faults_postgres_restart_mid_run(
-    postgres_url: str, db: Database, tmp_path: Path
+    postgres_url: str, db: Database, services: Cluster, tmp_path: Path
 ) -> None:
+    """S8 (on Redis and RabbitMQ): PostgreSQL restarts mid-run; nobody exits."""
     log = tmp_path / "effects.log"
     count = 300
     ids = await _enqueue(postgres_url, count, {"effects": str(log), "seconds": 0.2})
-    with cluster(postgres_url, backends.REDIS_URL, tmp_path) as c:
-        services = [
-            c.start("queue-populator"),
-            c.start("failure-watcher"),
-            c.start("executor", TASKMILL_WORKER__CONCURRENCY="20"),
-        ]
+    c = services
+    procs = [
+        c.start("queue-populator"),
+        c.start("failure-watcher"),
+        c.start("executor", TASKMILL_WORKER__CONCURRENCY="20"),
+    ]
 
-        async def some_done() -> bool:
-            return len(effects(log)) >= 50
+    async def some_done() -> bool:
+        return len(effects(log)) >= 50
 
-        await wait_for(some_done, timeout=60)
-        await db.engine.dispose()
-        _pg_cluster("stop")
-        await asyncio.sleep(3)
-        _pg_cluster("start")
-        back = (await _statuses(db))["succeeded"]
+    await wait_for(some_done, timeout=60)
+    await db.engine.dispose()
+    _pg_cluster("stop")
+    await asyncio.sleep(3)
+    _pg_cluster("start")
+    back = (await _statuses(db))["succeeded"]
 
-        async def progressing() -> bool:
-            return (await _statuses(db))["succeeded"] > back
+    async def progressing() -> bool:
+        return (await _statuses(db))["succeeded"] > back
 
-        # Services reconnect by themselves: work resumes within 5 s of the database.
-        await wait_for(progressing, timeout=5)
-        await wait_for(lambda: _succeeded(db, count), timeout=90)
-        assert all(p.poll() is None for p in services)  # nobody exited or crash-looped
+    # Services reconnect by themselves: work resumes within 5 s of the database.
+    await wait_for(progressing, timeout=5)
+    await wait_for(lambda: _succeeded(db, count), timeout=90)
+    assert all(p.poll() is None for p in procs)  # nobody exited or crash-looped
     runs = Counter(job for job, _, _ in effects(log))
     assert set(runs) == set(ids)
     # The restart is one fault; it can cost each job in flight one more execution.

@@ -21,12 +21,10 @@ import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 from sqlalchemy import func, select, text
 
 from taskmill.core import failpoints
@@ -34,9 +32,9 @@ from taskmill.core.jobs import JobStatus
 from taskmill.store import notify
 from taskmill.store.database import Database
 from taskmill.store.schema import events, jobs, templates, workers
-from tests import backends
 from tests.conftest import wait_for
-from tests.e2e.cluster import LEASE, REQUEUE, WATCHER, Cluster, cluster, effects
+from tests.e2e.cluster import LEASE, REQUEUE, WATCHER, Cluster, effects
+from tests.e2e.conftest import Broker
 from tests.e2e.test_faults import (
     _check_history,
     _enqueue,
@@ -50,79 +48,12 @@ from tests.history import create_effects_table
 GRACE = 5.0  # G: TASKMILL_WORKER__SHUTDOWN_GRACE_SECONDS in the cluster
 
 
-# -- backends -------------------------------------------------------------------------
-
-
-@dataclass
-class Broker:
-    """One broker for a test: how to name its connections, lose its hints (the analogue
-    of a restart without persistence) and drop its connections, for this test only."""
-
-    kind: str  # "redis" or "rabbitmq"
-
-    def url(self, prefix: str) -> str:
-        if self.kind == "redis":
-            return f"{backends.REDIS_URL}?client_name={prefix}"
-        return f"{backends.AMQP_URL}?name={prefix}"
-
-    async def lose_hints(self, prefix: str) -> None:
-        """Redis: delete the prefix's keys (streams and consumer groups: what a restart
-        without persistence or a FLUSHALL does to them). RabbitMQ: delete the queues."""
-        if self.kind == "redis":
-            await backends.delete_prefix(prefix)
-        else:
-            await backends.delete_queues(prefix)
-
-    async def drop_connections(self, prefix: str) -> int:
-        """Close, server-side, the services' broker connections; return how many."""
-        if self.kind == "rabbitmq":
-            return backends.close_rabbitmq_connections(prefix)
-        client = aioredis.Redis.from_url(backends.REDIS_URL)
-        try:
-            mine = [c for c in await client.client_list() if c.get("name") == prefix]
-            for info in mine:
-                await client.client_kill_filter(_id=info["id"])
-            return len(mine)
-        finally:
-            await client.aclose()
-
-    async def cleanup(self, prefix: str) -> None:
-        if self.kind == "redis":
-            await backends.delete_prefix(prefix)
-        else:
-            await backends.delete_queues(prefix)
-
-
-@pytest.fixture(params=["redis", "rabbitmq"])
-async def broker(request: pytest.FixtureRequest) -> Broker:
-    if request.param == "redis":
-        reason = await backends.redis_reachable()
-    else:
-        reason = await backends.rabbitmq_reachable()
-    if reason is not None:
-        backends.unavailable(reason)
-    return Broker(request.param)
-
-
 @pytest.fixture
 async def db(postgres_url: str) -> AsyncIterator[Database]:
     database = Database.from_url(postgres_url)
     await create_effects_table(database)  # record_effect counts executions there (I5)
     yield database
     await database.close()
-
-
-@pytest.fixture
-async def services(
-    postgres_url: str, broker: Broker, db: Database, tmp_path: Path
-) -> AsyncIterator[Cluster]:
-    with cluster(postgres_url, backends.REDIS_URL, tmp_path) as c:
-        c.broker_url = broker.url(c.prefix)
-        try:
-            yield c
-        finally:
-            c.stop_all()
-            await broker.cleanup(c.prefix)
 
 
 def named(c: Cluster, role: str, **extra: str) -> dict[str, str]:
