@@ -76,6 +76,14 @@ async def redis_available() -> None:
 
 
 @pytest.fixture
+async def rabbitmq_available() -> None:
+    """Fail in CI, skip elsewhere, when RabbitMQ is not reachable."""
+    reason = await backends.rabbitmq_reachable()
+    if reason is not None:
+        backends.unavailable(reason)
+
+
+@pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database.from_url(database_url)
     yield database

@@ -44,10 +44,13 @@ class Backend:
         return self.broker_url.startswith("redis")
 
 
-@pytest.fixture(params=["postgresql+redis", "sqlite"])
+@pytest.fixture(params=["postgresql+redis", "postgresql+rabbitmq", "sqlite"])
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "sqlite":
         return Backend(request.getfixturevalue("sqlite_url"), "database")
+    if request.param == "postgresql+rabbitmq":
+        request.getfixturevalue("rabbitmq_available")
+        return Backend(request.getfixturevalue("postgres_url"), backends.AMQP_URL)
     request.getfixturevalue("redis_available")
     return Backend(request.getfixturevalue("postgres_url"), backends.REDIS_URL)
 
@@ -98,7 +101,8 @@ async def _hints_left(c: Cluster) -> int:
 async def test_reliability_s18_poison_job_and_poison_messages(
     backend: Backend, tmp_path: Path
 ) -> None:
-    """S18: a worker-killing job fails after 3 attempts; junk hints run nothing."""
+    """S18: a worker-killing job fails after 3 attempts; junk hints run nothing (junk on
+    Redis here; on RabbitMQ: tests/integration/test_rabbitmq_poison_integration.py)."""
     db = Database.from_url(backend.database_url)
     await create_effects_table(db)
     producer = build_app(backend.database_url)
@@ -109,8 +113,10 @@ async def test_reliability_s18_poison_job_and_poison_messages(
         await producer.stop()
     deaths: list[int] = []
     untouchable: list[str] = []
+    prefix = ""
     try:
         with cluster(backend.database_url, backend.broker_url, tmp_path) as c:
+            prefix = c.prefix
             if backend.redis:
                 untouchable = await _poison_messages(c, db)
             c.start("queue-populator")
@@ -158,3 +164,7 @@ async def test_reliability_s18_poison_job_and_poison_messages(
         )
     finally:
         await db.close()
+        if backend.redis and prefix:
+            await backends.delete_prefix(prefix)
+        elif backend.broker_url.startswith("amqp") and prefix:
+            await backends.delete_queues(prefix)
