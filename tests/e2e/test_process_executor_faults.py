@@ -5,7 +5,7 @@ restarted, no process of that job's group remains within L + W.
 A killed executor cannot kill anything itself: the program leads its own session, so
 nothing signals it when its parent dies. The executor records each running group in
 ``process.run_dir`` and the restarted executor kills the groups whose recorder is dead
-(``GroupRecords`` in src/taskmill/executors/process.py).
+(``GroupRecords`` in src/taskmill/executors/process_groups.py).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from taskmill import Taskmill
 from taskmill.config import load_settings
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import Job, JobStatus, RunOutcome
-from taskmill.executors.process import GroupRecords
+from taskmill.executors.process_groups import GroupRecords
 from taskmill.store.schema import jobs as jobs_table
 from taskmill.testing import run_until_idle
 from tests.conftest import wait_for
