@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,10 @@ async def test_faults_three_replicas_of_every_service(
     await _check_history(db)
 
 
+async def _is(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
 def _pg_cluster(action: str) -> None:
     version = subprocess.run(["ls", "/etc/postgresql"], capture_output=True, text=True).stdout
     subprocess.run(
@@ -149,32 +153,51 @@ def _pg_cluster(action: str) -> None:
 async def test_faults_postgres_restart_mid_run(
     postgres_url: str, db: Database, services: Cluster, tmp_path: Path
 ) -> None:
-    """S8 (on Redis and RabbitMQ): PostgreSQL restarts mid-run; nobody exits."""
+    """S8 (on Redis and RabbitMQ): PostgreSQL restarts mid-run; nobody exits; the API
+    says not ready (503) during the outage, stays healthy, and is ready again within 5 s."""
+    import httpx
+
+    from tests.e2e.test_cli import free_port
+
     log = tmp_path / "effects.log"
     count = 300
     ids = await _enqueue(postgres_url, count, {"effects": str(log), "seconds": 0.2})
     c = services
+    port = free_port()
     procs = [
         c.start("queue-populator"),
         c.start("failure-watcher"),
         c.start("executor", TASKMILL_WORKER__CONCURRENCY="20"),
+        c.start("api", TASKMILL_API__PORT=str(port)),
     ]
+    base = f"http://127.0.0.1:{port}"
 
     async def some_done() -> bool:
         return len(effects(log)) >= 50
 
-    await wait_for(some_done, timeout=60)
-    await db.engine.dispose()
-    _pg_cluster("stop")
-    await asyncio.sleep(3)
-    _pg_cluster("start")
-    back = (await _statuses(db))["succeeded"]
+    async def status(client: httpx.AsyncClient, path: str) -> int:
+        try:
+            return (await client.get(base + path, timeout=3)).status_code
+        except httpx.HTTPError:
+            return 0
 
-    async def progressing() -> bool:
-        return (await _statuses(db))["succeeded"] > back
+    async with httpx.AsyncClient() as client:
+        await wait_for(some_done, timeout=60)
+        await wait_for(lambda: _is(status(client, "/readyz"), 200), timeout=30)
+        await db.engine.dispose()
+        _pg_cluster("stop")
+        during = (await status(client, "/readyz"), await status(client, "/healthz"))
+        await asyncio.sleep(3)
+        _pg_cluster("start")
+        back = (await _statuses(db))["succeeded"]
 
-    # Services reconnect by themselves: work resumes within 5 s of the database.
-    await wait_for(progressing, timeout=5)
+        async def progressing() -> bool:
+            return (await _statuses(db))["succeeded"] > back
+
+        # Services reconnect by themselves: work resumes within 5 s of the database.
+        await wait_for(progressing, timeout=5)
+        await wait_for(lambda: _is(status(client, "/readyz"), 200), timeout=5)
+    assert during == (503, 200)
     await wait_for(lambda: _succeeded(db, count), timeout=90)
     assert all(p.poll() is None for p in procs)  # nobody exited or crash-looped
     runs = Counter(job for job, _, _ in effects(log))
