@@ -40,49 +40,53 @@ class _EmbeddedServer(uvicorn.Server):
 _RECEIVING = (h11.IDLE, h11.SEND_BODY)
 
 
-def guarded_h11(read_timeout: float) -> type[H11Protocol]:
+class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a request-receipt deadline: a connection must deliver a
     whole request (headers and body) within ``read_timeout`` seconds of its first byte,
     and a new connection must start one within ``read_timeout``; otherwise it is closed.
     Time the application spends on a request, and idle keep-alive time between requests
     (uvicorn's own ``timeout_keep_alive``), do not count."""
 
-    class GuardedH11Protocol(H11Protocol):
-        _receipt_deadline: asyncio.TimerHandle | None = None
+    read_timeout: float = 15.0  # set per server by guarded_h11()
+    _receipt_deadline: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
 
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state in _RECEIVING and not self.transport.is_closing():
-                self._arm()  # keeps a running deadline: more bytes do not extend it
-            else:
-                self._disarm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state in _RECEIVING and not self.transport.is_closing():
+            self._arm()  # keeps a running deadline: more bytes do not extend it
+        else:
             self._disarm()
-            super().connection_lost(exc)
 
-        def _arm(self) -> None:
-            if self._receipt_deadline is None:
-                self._receipt_deadline = self.loop.call_later(read_timeout, self._expired)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
-        def _disarm(self) -> None:
-            if self._receipt_deadline is not None:
-                self._receipt_deadline.cancel()
-                self._receipt_deadline = None
+    def _arm(self) -> None:
+        if self._receipt_deadline is None:
+            self._receipt_deadline = self.loop.call_later(self.read_timeout, self._expired)
 
-        def _expired(self) -> None:
+    def _disarm(self) -> None:
+        if self._receipt_deadline is not None:
+            self._receipt_deadline.cancel()
             self._receipt_deadline = None
-            if self.conn.their_state in _RECEIVING and not self.transport.is_closing():
-                if self.cycle is not None and not self.cycle.response_complete:
-                    self.cycle.disconnected = True
-                    self.cycle.message_event.set()  # the app's receive() sees a disconnect
-                self.transport.close()
 
-    return GuardedH11Protocol
+    def _expired(self) -> None:
+        self._receipt_deadline = None
+        if self.conn.their_state not in _RECEIVING or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()  # the app's receive() sees a disconnect
+        self.transport.close()
+
+
+def guarded_h11(read_timeout: float) -> type[H11Protocol]:
+    """:class:`GuardedH11Protocol` with ``read_timeout`` (uvicorn takes a class)."""
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"read_timeout": read_timeout})
 
 
 def api_service(app: FastAPI, host: str, port: int) -> ServiceMain:
