@@ -25,6 +25,7 @@ from taskmill import Taskmill
 from taskmill.config import load_settings
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import Job, JobStatus, RunOutcome
+from taskmill.executors.process import ProcessExecutorConfig, process_task
 from taskmill.executors.process_groups import GroupRecords
 from taskmill.store.schema import jobs as jobs_table
 from taskmill.testing import run_until_idle
@@ -399,3 +400,27 @@ def test_process_integration_group_records_refuse_a_shared_directory(tmp_path: P
     assert GroupRecords.open(str(shared)) is None
     assert GroupRecords.open(str(tmp_path / "private")) is not None
     assert (tmp_path / "private").stat().st_mode & 0o777 == 0o700
+
+
+def test_process_integration_only_a_starting_worker_sweeps(tmp_path: Path) -> None:
+    """Building the task type (in an API or failure-watcher process too) kills nothing;
+    the sweep is the worker's, when it starts (``on_worker_start``)."""
+    run_dir = tmp_path / "run"
+    records = GroupRecords.open(str(run_dir))
+    assert records is not None
+    orphaned = subprocess.Popen([SH, "-c", "sleep 300 & wait"], start_new_session=True)
+    try:
+        dead = subprocess.Popen(["/bin/true"])
+        dead.wait()
+        leader_ticks = Path(f"/proc/{orphaned.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        (run_dir / str(orphaned.pid)).write_text(f"{dead.pid} 1 {leader_ticks}\n")
+        config = ProcessExecutorConfig(allowed_programs=(SH,), run_dir=str(run_dir))
+        definition = process_task(config)
+        assert orphaned.poll() is None  # built, not started: nothing killed
+        assert definition.on_worker_start is not None
+        definition.on_worker_start()
+        assert orphaned.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(orphaned.pid, signal.SIGKILL)
+        orphaned.wait()

@@ -123,8 +123,6 @@ def process_task(config: ProcessExecutorConfig) -> TaskDefinition:
     """The built-in ``process`` task type for ``config``."""
     checker = PayloadChecker(config)
     records = GroupRecords.open(config.run_dir)
-    if records is not None:
-        records.sweep()  # what a worker killed outright left running (a restart)
 
     async def run_process(ctx: TaskContext, payload: Any) -> dict[str, Any]:
         # Checked again here: the worker's configuration is the one that decides what
@@ -141,6 +139,8 @@ def process_task(config: ProcessExecutorConfig) -> TaskDefinition:
         handler=run_process,
         validator=validate,
         builtin=True,
+        # What a worker killed outright left running: killed when a worker (re)starts.
+        on_worker_start=records.sweep if records is not None else None,
         max_attempts=config.max_attempts,
         timeout_seconds=config.max_timeout_seconds + config.kill_grace_seconds + _BACKSTOP_SECONDS,
     )

@@ -32,6 +32,9 @@ class TaskDefinition:
     queue: str = "default"
     priority: int = 0
     builtin: bool = False  # provided by taskmill (http, process), not by the app
+    # Called once by each worker that starts with this task type (not by API or other
+    # service processes): the process executor kills what a killed worker left running.
+    on_worker_start: Callable[[], object] | None = None
 
     @property
     def is_async(self) -> bool:

@@ -283,6 +283,9 @@ class Worker:
             self.config.queues,
             self.config.concurrency,
         )
+        for definition in self.executor.registry:
+            if definition.on_worker_start is not None:
+                definition.on_worker_start()
         metrics.EXECUTOR_SLOTS.set(self.config.concurrency)
         log.info(
             "worker %s started: queues=%s concurrency=%d tasks=%s",
