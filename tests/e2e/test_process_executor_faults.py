@@ -11,6 +11,7 @@ nothing signals it when its parent dies. The executor records each running group
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -94,6 +95,16 @@ def _reap_ours(pgid: int) -> None:
             return
 
 
+async def _kill_and_reap(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    for _ in range(100):
+        _reap_ours(pgid)
+        if not any(_group(pgid)):
+            return
+        await asyncio.sleep(0.02)
+
+
 async def test_process_sigkilled_executor_group_killed_after_restart(
     sqlite_url: str, tmp_path: Path
 ) -> None:
@@ -116,6 +127,7 @@ async def test_process_sigkilled_executor_group_killed_after_restart(
         await producer.stop()
     db = Database.from_url(sqlite_url)
     env = _process_env(run_dir)
+    pgid: int | None = None
     try:
         with _subreaper(), cluster(sqlite_url, "database", tmp_path) as c:
             c.start("queue-populator", **env)
@@ -169,3 +181,5 @@ async def test_process_sigkilled_executor_group_killed_after_restart(
         )
     finally:
         await db.close()
+        if pgid is not None:
+            await _kill_and_reap(pgid)  # a failed run must not leave zombies of ours behind
