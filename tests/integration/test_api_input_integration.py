@@ -40,6 +40,9 @@ async def test_api_input_mass_assignment_refused(api: Api, field: str) -> None:
         ({"task_type": "echo", "cron": "61 * * * *"}, "cron"),
         ({"task_type": "echo", "cron": "* * * * *", "timezone": "Nowhere/City"}, "timezone"),
         ({"task_type": "echo", "run_at": "2026-01-01T00:00:00"}, "run_at"),  # naive
+        # Valid ISO 8601, but before the first instant Python can represent in UTC.
+        ({"task_type": "echo", "run_at": "0001-01-01T00:00:00+14:00"}, "run_at"),
+        ({"task_type": "echo", "run_at": "9999-12-31T23:59:59-14:00"}, "run_at"),
         ({"task_type": "echo", "priority": 10**6}, "priority"),
         ({"task_type": "echo", "max_attempts": 0}, "max_attempts"),
         ({"task_type": "echo", "timeout_seconds": -1}, "timeout_seconds"),
@@ -55,6 +58,16 @@ async def test_api_input_invalid_fields_named(
     assert response.status_code == 422, response.text
     assert field in [f["field"] for f in response.json()["error"]["fields"]]
     assert await _counts(api) == before
+
+
+@pytest.mark.parametrize("name", ["created_after", "created_before", "run_after", "run_before"])
+async def test_api_input_unrepresentable_time_filters_are_422(api: Api, name: str) -> None:
+    """Found by the fuzzer: such a filter was a 500 (OverflowError converting to UTC)."""
+    params = {name: "0001-01-01T00:00:00+14:00"}
+    response = await api.client.get("/jobs", params=params, headers=api.a)
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["error"]["fields"]
+    assert problem["field"] == f"query.{name}" and "representable" in problem["reason"]
 
 
 async def test_api_input_conflicting_schedules_rejected(api: Api) -> None:

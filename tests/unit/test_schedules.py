@@ -64,6 +64,12 @@ def test_utc_naive_rejected() -> None:
     assert info.value.field == "datetime"
 
 
+def test_utc_unrepresentable_instant_rejected() -> None:
+    with pytest.raises(ValidationError, match="outside the range") as info:
+        utc(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))))
+    assert info.value.field == "datetime"
+
+
 def test_utc_converts_offset_to_utc() -> None:
     value = utc(datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2))))
     assert value == _z(10, day=(1, 1))

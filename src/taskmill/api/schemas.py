@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from taskmill.core.jobs import DependencyFailurePolicy, JobStatus, RunOutcome, ScheduleType
 from taskmill.core.templates import MisfirePolicy, OverlapPolicy
@@ -19,6 +19,17 @@ Timeout = Annotated[float, Field(gt=0, le=7 * 86400)]
 Interval = Annotated[float, Field(gt=0, le=366 * 86400)]
 CronText = Annotated[str, Field(min_length=1, max_length=200)]
 ZoneName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before the first representable instant
+        raise ValueError("is outside the range of representable times") from None
+
+
+# A time with an offset, normalised to UTC (every time is stored and compared in UTC).
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 class _Request(BaseModel):
@@ -35,7 +46,7 @@ class JobCreate(_Request):
 
     task_type: Name
     payload: Any = None
-    run_at: AwareDatetime | None = None
+    run_at: UtcDatetime | None = None
     delay_seconds: Annotated[float, Field(ge=0, le=366 * 86400)] | None = None
     interval_seconds: Interval | None = None
     cron: CronText | None = None
@@ -68,8 +79,8 @@ class TemplateCreate(_Request):
     interval_seconds: Interval | None = None
     cron: CronText | None = None
     timezone: ZoneName = "UTC"
-    start_at: AwareDatetime | None = None
-    end_at: AwareDatetime | None = None
+    start_at: UtcDatetime | None = None
+    end_at: UtcDatetime | None = None
     queue: QueueName | None = None
     priority: Priority | None = None
     max_attempts: MaxAttempts | None = None
@@ -92,8 +103,8 @@ class TemplatePatch(_Request):
     cron: CronText | None = None
     interval_seconds: Interval | None = None
     timezone: ZoneName | None = None
-    start_at: AwareDatetime | None = None
-    end_at: AwareDatetime | None = None
+    start_at: UtcDatetime | None = None
+    end_at: UtcDatetime | None = None
     queue: QueueName | None = None
     priority: Priority | None = None
     active: bool | None = None
@@ -237,7 +248,7 @@ class ApiKeyCreate(_Request):
     merchant_id: str
     name: Name
     scopes: Annotated[list[Scope], Field(min_length=1)]
-    expires_at: AwareDatetime | None = None
+    expires_at: UtcDatetime | None = None
 
 
 class ApiKeyOut(_Response):

@@ -50,7 +50,12 @@ def utc(when: datetime) -> datetime:
     """``when`` as an aware UTC datetime; naive input is rejected, never guessed."""
     if when.tzinfo is None:
         raise ValidationError("datetime", f"{when.isoformat()} has no time zone")
-    return when.astimezone(UTC)
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError(
+            "datetime", f"{when.isoformat()} is outside the range of representable times"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)

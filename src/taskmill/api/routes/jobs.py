@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime
 
 from taskmill.api.auth import JobsRead, JobsWrite
 from taskmill.api.schemas import (
@@ -20,6 +19,7 @@ from taskmill.api.schemas import (
     JobPage,
     RunOut,
     TemplateOut,
+    UtcDatetime,
 )
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import Job, JobStatus
@@ -89,10 +89,10 @@ async def list_jobs(
     status: Annotated[list[JobStatus] | None, Query()] = None,
     task_type: Annotated[str | None, Query(max_length=200)] = None,
     template_id: Annotated[str | None, Query(max_length=36)] = None,
-    created_after: AwareDatetime | None = None,
-    created_before: AwareDatetime | None = None,
-    run_after: AwareDatetime | None = None,
-    run_before: AwareDatetime | None = None,
+    created_after: UtcDatetime | None = None,
+    created_before: UtcDatetime | None = None,
+    run_after: UtcDatetime | None = None,
+    run_before: UtcDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> JobPage:
