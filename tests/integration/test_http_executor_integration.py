@@ -13,12 +13,12 @@ from sqlalchemy import func, select
 from taskmill import Taskmill
 from taskmill.config import load_settings
 from taskmill.core.errors import ValidationError
-from taskmill.core.jobs import Job, JobStatus, RunOutcome
+from taskmill.core.jobs import JobStatus, RunOutcome
 from taskmill.store.schema import jobs
-from taskmill.testing import run_until_idle
 from tests.conftest import wait_for
 from tests.integration.api_fixtures import Api, api
 from tests.integration.local_http import LocalServer, serving
+from tests.jobs import job_of, run_job
 
 __all__ = ["api"]
 
@@ -55,23 +55,12 @@ async def strict_app(sqlite_url: str) -> AsyncIterator[Taskmill]:
     await application.stop()
 
 
-async def _job(app: Taskmill, ident: str) -> Job:
-    got = await app.get(ident)
-    assert isinstance(got, Job)
-    return got
-
-
-async def _run(app: Taskmill, payload: dict[str, Any], **options: Any) -> Job:
-    job = await app.schedule("http", payload, **options)
-    await run_until_idle(app)
-    return await _job(app, job.id)
-
-
 async def test_http_executor_integration_success_stores_result(
     app: Taskmill, server: LocalServer
 ) -> None:
-    done = await _run(
+    done = await run_job(
         app,
+        "http",
         {
             "method": "POST",
             "url": server.url("/echo"),
@@ -95,10 +84,12 @@ async def test_http_executor_integration_string_body_and_selected_headers(
 ) -> None:
     app = make_app(sqlite_url, response_headers=["X-Test"], **LOCAL)
     try:
-        done = await _run(app, {"method": "PUT", "url": server.url("/echo"), "body": "raw text"})
+        done = await run_job(
+            app, "http", {"method": "PUT", "url": server.url("/echo"), "body": "raw text"}
+        )
         assert done.status is JobStatus.SUCCEEDED, done.last_error
         assert json.loads(done.result["body"])["body"] == "raw text"
-        ok = await _run(app, {"url": server.url("/ok")})
+        ok = await run_job(app, "http", {"url": server.url("/ok")})
         assert ok.result["headers"] == {"x-test": "yes"}
     finally:
         await app.stop()
@@ -107,7 +98,7 @@ async def test_http_executor_integration_string_body_and_selected_headers(
 async def test_http_executor_integration_server_error_fails_then_retries(
     app: Taskmill, server: LocalServer
 ) -> None:
-    done = await _run(app, {"url": server.url("/status/500")}, max_retries=1)
+    done = await run_job(app, "http", {"url": server.url("/status/500")}, max_retries=1)
     assert done.status is JobStatus.FAILED and done.attempt == 2
     assert done.last_error is not None
     assert done.last_error.startswith("HttpError: HTTP 500")
@@ -122,7 +113,7 @@ async def test_http_executor_integration_huge_body_is_bounded(
 ) -> None:
     app = make_app(sqlite_url, max_response_bytes=1000, **LOCAL)
     try:
-        done = await _run(app, {"url": server.url("/huge")})
+        done = await run_job(app, "http", {"url": server.url("/huge")})
         assert done.status is JobStatus.SUCCEEDED, done.last_error
         assert done.result["body"] == "x" * 1000 and done.result["truncated"] is True
         await asyncio.wait_for(server.client_closed.wait(), 10)
@@ -135,7 +126,9 @@ async def test_http_executor_integration_huge_body_is_bounded(
 async def test_http_executor_integration_request_timeout(
     app: Taskmill, server: LocalServer
 ) -> None:
-    done = await _run(app, {"url": server.url("/slow"), "timeout_seconds": 0.3}, max_retries=0)
+    done = await run_job(
+        app, "http", {"url": server.url("/slow"), "timeout_seconds": 0.3}, max_retries=0
+    )
     assert done.status is JobStatus.FAILED
     assert done.last_error == "HttpTimedOut: request timed out after 0.3s"
     [run] = await app.runs(done.id)
@@ -146,7 +139,7 @@ async def test_http_executor_integration_request_timeout(
 async def test_http_executor_integration_job_timeout_aborts_request(
     app: Taskmill, server: LocalServer
 ) -> None:
-    done = await _run(app, {"url": server.url("/slow")}, max_retries=0, timeout=0.3)
+    done = await run_job(app, "http", {"url": server.url("/slow")}, max_retries=0, timeout=0.3)
     assert done.status is JobStatus.FAILED
     assert done.last_error is not None and done.last_error.startswith("timed out after 0.3")
     await asyncio.wait_for(server.client_closed.wait(), 5)
@@ -161,7 +154,7 @@ async def test_http_executor_integration_cancel_aborts_request(
     await app.cancel(job.id)
     # The server sees the connection closed: the request was aborted, not left hanging.
     await asyncio.wait_for(server.client_closed.wait(), 5)
-    assert (await _job(app, job.id)).status is JobStatus.CANCELLED
+    assert (await job_of(app, job.id)).status is JobStatus.CANCELLED
 
 
 async def test_http_executor_integration_loopback_literal_refused_at_creation(
@@ -179,7 +172,9 @@ async def test_http_executor_integration_hostname_checked_on_connect(
 ) -> None:
     # "localhost" passes creation (names are not resolved then) and is refused when the
     # worker connects, because the address it resolves to is loopback.
-    done = await _run(strict_app, {"url": server.url("/ok", host="localhost")}, max_retries=0)
+    done = await run_job(
+        strict_app, "http", {"url": server.url("/ok", host="localhost")}, max_retries=0
+    )
     assert done.status is JobStatus.FAILED
     assert done.last_error is not None
     assert done.last_error.startswith("AddressRefused: 127.0.0.1 is a loopback address")
@@ -190,7 +185,7 @@ async def test_http_executor_integration_hostname_checked_on_connect(
 async def test_http_executor_integration_allowed_networks_admit_hostname(
     app: Taskmill, server: LocalServer
 ) -> None:
-    done = await _run(app, {"url": server.url("/ok", host="localhost")})
+    done = await run_job(app, "http", {"url": server.url("/ok", host="localhost")})
     assert done.status is JobStatus.SUCCEEDED, done.last_error
     assert json.loads(done.result["body"]) == {"hello": "world"}
 
@@ -199,7 +194,7 @@ async def test_http_executor_integration_redirects_off_by_default(
     app: Taskmill, server: LocalServer
 ) -> None:
     target = server.url("/ok")
-    done = await _run(app, {"url": server.url(f"/redirect?to={target}")}, max_retries=0)
+    done = await run_job(app, "http", {"url": server.url(f"/redirect?to={target}")}, max_retries=0)
     assert done.status is JobStatus.FAILED
     assert done.last_error is not None and "HTTP 302" in done.last_error
     assert len(server.requests) == 1
@@ -211,7 +206,7 @@ async def test_http_executor_integration_redirect_followed_when_enabled(
     app = make_app(sqlite_url, follow_redirects=True, **LOCAL)
     try:
         target = server.url("/ok", host="localhost")
-        done = await _run(app, {"url": server.url(f"/redirect?to={target}")})
+        done = await run_job(app, "http", {"url": server.url(f"/redirect?to={target}")})
         assert done.status is JobStatus.SUCCEEDED, done.last_error
         assert [r.path for r in server.requests][-1] == "/ok"
     finally:
@@ -235,7 +230,9 @@ async def test_http_executor_integration_redirect_to_private_refused(
         app = make_app(sqlite_url, follow_redirects=True, allowed_networks=["127.0.0.2/32"])
         try:
             location = target.format(port=server.port)
-            done = await _run(app, {"url": server.url(f"/redirect?to={location}")}, max_retries=0)
+            done = await run_job(
+                app, "http", {"url": server.url(f"/redirect?to={location}")}, max_retries=0
+            )
             assert done.status is JobStatus.FAILED
             assert done.last_error is not None and reason in done.last_error
             assert len(server.requests) == 1 and server.connections == 1
@@ -283,10 +280,10 @@ async def test_http_workflow_worker_runs_job_to_success(
         job = await app.schedule("http", {"url": server.url("/ok")})
 
         async def succeeded() -> bool:
-            return (await _job(app, job.id)).status is JobStatus.SUCCEEDED
+            return (await job_of(app, job.id)).status is JobStatus.SUCCEEDED
 
         await wait_for(succeeded)
-        done = await _job(app, job.id)
+        done = await job_of(app, job.id)
         assert done.result["status"] == 200
         assert done.result["headers"]["x-test"] == "yes"
     finally:

@@ -31,6 +31,7 @@ from taskmill.store.schema import jobs as jobs_table
 from taskmill.testing import run_until_idle
 from tests.conftest import wait_for
 from tests.integration.api_fixtures import api_client
+from tests.jobs import job_of, run_job
 
 log = logging.getLogger(__name__)
 SH = "/bin/sh"
@@ -80,18 +81,6 @@ def pid_dir(tmp_path: Path) -> Path:
     return directory
 
 
-async def _job(app: Taskmill, ident: str) -> Job:
-    got = await app.get(ident)
-    assert isinstance(got, Job)
-    return got
-
-
-async def _run(app: Taskmill, payload: dict[str, Any], **options: Any) -> Job:
-    job = await app.schedule("process", payload, **options)
-    await run_until_idle(app)
-    return await _job(app, job.id)
-
-
 def _scan(groups: set[int]) -> tuple[list[int], list[int]]:
     """(survivors, zombies): processes in ``groups``, and zombie children of this process."""
     survivors: list[int] = []
@@ -115,7 +104,7 @@ def _groups(pid_dir: Path) -> set[int]:
 
 
 async def test_process_integration_success_captures_output(app: Taskmill) -> None:
-    done = await _run(app, {"argv": [SH, "-c", "echo hello; echo careful >&2"]})
+    done = await run_job(app, "process", {"argv": [SH, "-c", "echo hello; echo careful >&2"]})
     assert done.status is JobStatus.SUCCEEDED
     assert done.result == {
         "exit_code": 0,
@@ -128,7 +117,7 @@ async def test_process_integration_success_captures_output(app: Taskmill) -> Non
 
 async def test_process_integration_nonzero_exit_fails_with_code(app: Taskmill) -> None:
     script = "echo 'disk full' >&2; exit 3"
-    done = await _run(app, {"argv": [SH, "-c", script]}, max_retries=1)
+    done = await run_job(app, "process", {"argv": [SH, "-c", script]}, max_retries=1)
     assert done.status is JobStatus.FAILED and done.attempt == 2  # retried by the policy
     assert done.last_error == "ProcessFailed: exit code 3; stderr: disk full\n"
 
@@ -140,7 +129,7 @@ async def test_process_integration_output_bounded(app: Taskmill) -> None:
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.monotonic()
     script = f"yes 0123456789 | head -c {hundred_mib}; echo end >&2"
-    done = await _run(app, {"argv": [SH, "-c", script]})
+    done = await run_job(app, "process", {"argv": [SH, "-c", script]})
     elapsed = time.monotonic() - started
     assert done.status is JobStatus.SUCCEEDED and isinstance(done.result, dict)
     stdout = done.result["stdout"]
@@ -165,7 +154,7 @@ async def test_process_integration_env_does_not_leak(
     monkeypatch.setenv("REDIS_URL", "redis://:secret@cache:6379/0")
     monkeypatch.setenv("AMQP_URL", "amqp://app:secret@mq:5672/")
     monkeypatch.setenv("TASKMILL_API__SECRET_KEY", "k" * 40)
-    done = await _run(app, {"argv": [ENV], "env": {"GREETING": "hi"}})
+    done = await run_job(app, "process", {"argv": [ENV], "env": {"GREETING": "hi"}})
     assert isinstance(done.result, dict)
     seen = dict(line.split("=", 1) for line in done.result["stdout"].splitlines())
     assert seen == {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "GREETING": "hi"}
@@ -175,7 +164,9 @@ async def test_process_integration_env_does_not_leak(
 async def test_process_integration_cwd_honoured(app: Taskmill, tmp_path: Path) -> None:
     (tmp_path / "marker.txt").write_text("here")
     real = await asyncio.to_thread(os.path.realpath, tmp_path)
-    done = await _run(app, {"argv": [SH, "-c", "pwd; cat marker.txt"], "cwd": str(tmp_path)})
+    done = await run_job(
+        app, "process", {"argv": [SH, "-c", "pwd; cat marker.txt"], "cwd": str(tmp_path)}
+    )
     assert isinstance(done.result, dict)
     assert done.result["stdout"] == f"{real}\nhere"
 
@@ -261,7 +252,7 @@ async def test_process_integration_s29_programs_refused_at_creation(echo_app: Ta
 
 
 async def test_process_integration_s29_shell_syntax_printed_literally(echo_app: Taskmill) -> None:
-    done = await _run(echo_app, {"argv": [ECHO, *INJECTIONS]})
+    done = await run_job(echo_app, "process", {"argv": [ECHO, *INJECTIONS]})
     assert done.status is JobStatus.SUCCEEDED and isinstance(done.result, dict)
     assert done.result["exit_code"] == 0
     assert done.result["stdout"] == " ".join(INJECTIONS) + "\n"  # output == input
@@ -275,7 +266,7 @@ async def test_process_integration_timeouts_leave_no_process(app: Taskmill, pid_
     await run_until_idle(app)
     elapsed = time.monotonic() - started
     for job in jobs:
-        done = await _job(app, job.id)
+        done = await job_of(app, job.id)
         assert done.status is JobStatus.FAILED
         assert (done.last_error or "").startswith("ProcessTimedOut: timed out after 0.5s")
     [run] = await app.runs(jobs[0].id)
@@ -299,7 +290,7 @@ async def test_process_integration_timeout_fails_within_two_seconds(
     (outcome timed_out) within timeout + 2 s, and nothing of its group survives."""
     script = SPAWN_AND_WAIT.replace("60", "300")
     payload = {"argv": [SH, "-c", script, "sh", str(pid_dir)], "timeout_seconds": 1}
-    done = await _run(app, payload)
+    done = await run_job(app, "process", payload)
     assert done.status is JobStatus.FAILED
     assert (done.last_error or "").startswith("ProcessTimedOut: timed out after 1s")
     [run] = await app.runs(done.id)
@@ -316,7 +307,7 @@ async def test_process_integration_job_timeout_kills_group(app: Taskmill, pid_di
     jobs = [await app.schedule("process", payload, timeout=0.5) for _ in range(20)]
     await run_until_idle(app)
     for job in jobs:
-        assert (await _job(app, job.id)).last_error == "timed out after 0.5s"
+        assert (await job_of(app, job.id)).last_error == "timed out after 0.5s"
         [run] = await app.runs(job.id)
         assert run.outcome is RunOutcome.TIMED_OUT
     groups = _groups(pid_dir)
@@ -340,7 +331,7 @@ async def test_process_integration_cancel_kills_group(app: Taskmill, pid_dir: Pa
     job, groups = await _running_spawner(app, pid_dir)
     await app.cancel(job.id, "no longer needed")
     await wait_for(lambda: _true(_scan(groups) == ([], [])))
-    assert (await _job(app, job.id)).status is JobStatus.CANCELLED
+    assert (await job_of(app, job.id)).status is JobStatus.CANCELLED
 
 
 async def test_process_integration_shutdown_kills_group(app: Taskmill, pid_dir: Path) -> None:
@@ -348,7 +339,7 @@ async def test_process_integration_shutdown_kills_group(app: Taskmill, pid_dir: 
     await app.stop()  # grace 0.2 s, then the run is cancelled
     assert _scan(groups) == ([], [])  # already gone when stop() returns
     await app.open()
-    assert (await _job(app, job.id)).status is JobStatus.SCHEDULED  # released
+    assert (await job_of(app, job.id)).status is JobStatus.SCHEDULED  # released
 
 
 async def test_process_integration_leftover_background_killed(app: Taskmill, pid_dir: Path) -> None:
@@ -356,7 +347,7 @@ async def test_process_integration_leftover_background_killed(app: Taskmill, pid
     its hold on the pipes does not keep the job running."""
     script = 'sleep 60 & echo $$ > "$1/$$"; echo started'
     started = time.monotonic()
-    done = await _run(app, {"argv": [SH, "-c", script, "sh", str(pid_dir)]})
+    done = await run_job(app, "process", {"argv": [SH, "-c", script, "sh", str(pid_dir)]})
     assert time.monotonic() - started < 10
     assert done.status is JobStatus.SUCCEEDED and isinstance(done.result, dict)
     assert done.result["stdout"] == "started\n"

@@ -23,6 +23,7 @@ from taskmill.store.replay import projection_diff
 from taskmill.testing import FrozenClock, run_until_idle
 from tests.conftest import wait_for
 from tests.history import check_history
+from tests.jobs import job_of
 
 FAST = {
     "worker": {"lease_seconds": 2.0, "heartbeat_seconds": 0.2, "shutdown_grace_seconds": 2.0},
@@ -54,12 +55,6 @@ async def _status(app: Taskmill, job: Job | Template) -> JobStatus:
     return got.status
 
 
-async def _job(app: Taskmill, ident: str) -> Job:
-    got = await app.get(ident)
-    assert isinstance(got, Job)
-    return got
-
-
 async def test_worker_integration_success_stores_result(app: Taskmill) -> None:
     @app.task("add")
     async def add(ctx: TaskContext, payload: dict[str, int]) -> int:
@@ -67,7 +62,7 @@ async def test_worker_integration_success_stores_result(app: Taskmill) -> None:
 
     job = await app.schedule("add", {"a": 2, "b": 3})
     await run_until_idle(app)
-    done = await _job(app, job.id)
+    done = await job_of(app, job.id)
     assert done.status is JobStatus.SUCCEEDED and done.result == 5
     [run] = await app.runs(job.id)
     assert run.outcome is RunOutcome.SUCCEEDED and run.duration_seconds is not None
@@ -82,7 +77,7 @@ async def test_worker_integration_fail_retry_success(app: Taskmill) -> None:
 
     job = await app.schedule("flaky")
     await run_until_idle(app)
-    done = await _job(app, job.id)
+    done = await job_of(app, job.id)
     assert done.status is JobStatus.SUCCEEDED and done.attempt == 3
     outcomes = [r.outcome for r in await app.runs(job.id)]
     assert outcomes == [RunOutcome.FAILED, RunOutcome.FAILED, RunOutcome.SUCCEEDED]
@@ -97,7 +92,7 @@ async def test_worker_integration_retries_exhausted_fail(app: Taskmill) -> None:
 
     job = await app.schedule("broken")
     await run_until_idle(app)
-    done = await _job(app, job.id)
+    done = await job_of(app, job.id)
     assert done.status is JobStatus.FAILED and done.attempt == 2
     assert done.last_error == "ValueError: always"
 
@@ -114,7 +109,7 @@ async def test_worker_integration_backoff_waits_on_clock(database_url: str) -> N
     try:
         job = await app.schedule("later")
         await run_until_idle(app)
-        waiting = await _job(app, job.id)
+        waiting = await job_of(app, job.id)
         assert waiting.status is JobStatus.SCHEDULED
         assert waiting.run_at == clock.now() + timedelta(seconds=60)
         clock.advance(59)
@@ -138,7 +133,7 @@ async def test_worker_integration_retry_exception_sets_delay(database_url: str) 
     try:
         job = await app.schedule("polite")
         await run_until_idle(app)
-        waiting = await _job(app, job.id)
+        waiting = await job_of(app, job.id)
         assert waiting.run_at == clock.now() + timedelta(seconds=5)
         assert waiting.last_error == "rate limited"
     finally:
@@ -154,7 +149,7 @@ async def test_worker_integration_timeout_fails_attempt(app: Taskmill) -> None:
     started = time.monotonic()
     await run_until_idle(app)
     assert time.monotonic() - started < 10
-    done = await _job(app, job.id)
+    done = await job_of(app, job.id)
     assert done.status is JobStatus.FAILED and "timed out" in (done.last_error or "")
     [run] = await app.runs(job.id)
     assert run.outcome is RunOutcome.TIMED_OUT
@@ -199,7 +194,7 @@ async def test_worker_integration_cancel_running_async_job(app: Taskmill) -> Non
     cancelled = await app.cancel(job.id, "changed my mind")
     assert isinstance(cancelled, Job) and cancelled.status is JobStatus.CANCELLED
     await wait_for(lambda: _true(bool(stopped)))
-    assert (await _job(app, job.id)).cancel_reason == "changed my mind"
+    assert (await job_of(app, job.id)).cancel_reason == "changed my mind"
 
 
 async def test_worker_integration_cancel_running_sync_job_sets_flag(app: Taskmill) -> None:
@@ -278,7 +273,7 @@ async def test_worker_integration_graceful_stop_releases_unfinished(app: Taskmil
     await app.stop()
     await app.open()
     assert await _status(app, fast_job) is JobStatus.SUCCEEDED  # finished within the grace
-    released = await _job(app, slow_job.id)
+    released = await job_of(app, slow_job.id)
     assert released.status is JobStatus.SCHEDULED  # released, not left running
     # 4 attempts by default; the interrupted one is given back, so 4 remain after it.
     assert released.attempt == 1 and released.max_attempts == 5
