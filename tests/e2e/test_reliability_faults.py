@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import signal
 import subprocess
@@ -79,6 +80,17 @@ async def _in_flight(db: Database) -> int:
     """Jobs whose hint may be in the broker or in a worker's hands (queued or running)."""
     counts = await _statuses(db)
     return counts["queued"] + counts["running"]
+
+
+def _republished_at(watcher_log: Path) -> list[datetime]:
+    """When a failure watcher logging JSON published stuck jobs again."""
+    entries = [json.loads(line) for line in watcher_log.read_text().splitlines() if line[:1] == "{"]
+    return [
+        datetime.fromisoformat(e["ts"])
+        for e in entries
+        if e["message"].startswith("published")
+        and e["message"].endswith("queued without a claim for too long")
+    ]
 
 
 async def _terminate(db: Database, application_name: str, where: str = "true") -> int:
@@ -405,7 +417,8 @@ async def test_reliability_s9_db_connection_loss_during_dispatch(
     count = 2000  # not the plan's 5,000: keeps this file within its CI time (both brokers)
     batch = {"TASKMILL_SCHEDULER__BATCH_SIZE": "100"}
     ids = await _enqueue(postgres_url, count, {"effects": str(log)})
-    services.start("failure-watcher")
+    # JSON logs: the watcher's "published again" records carry a millisecond timestamp.
+    services.start("failure-watcher", TASKMILL_LOGGING__FORMAT="json")
     services.start("executor", TASKMILL_WORKER__CONCURRENCY="50")
     services.start("executor", TASKMILL_WORKER__CONCURRENCY="50")
 
@@ -471,7 +484,8 @@ async def test_reliability_s9_db_connection_loss_during_dispatch(
     assert set(runs) == set(ids) and set(runs.values()) == {1}  # 100 %, each once
     assert set((await _event_counts(db, "job.queued")).values()) == {1}
     # The batch committed by the populator killed before it published: announced again
-    # by the watcher, started within Q + W (+ a claim) of being queued.
+    # by the watcher within Q + W of being queued (the plan's criterion). Its start then
+    # also waits for the hints published ahead of it, so it is reported, not bounded.
     async with db.read() as conn:
         first = (
             select(events.c.job_id)
@@ -480,23 +494,27 @@ async def test_reliability_s9_db_connection_loss_during_dispatch(
             .limit(100)
             .subquery()
         )
-        waits = (
+        rows = (
             await conn.execute(
-                select(jobs.c.started_at - jobs.c.queued_at).where(
+                select(jobs.c.queued_at, jobs.c.started_at).where(
                     jobs.c.id.in_(select(first.c.job_id))
                 )
             )
-        ).scalars()
-        unannounced = [w.total_seconds() for w in waits]
-    # (Q + W to be published again, measured up to the claim: + 2.5 s for a claim on two
-    # busy cores, where populators restart and 100 executor slots fill at once.)
-    assert len(unannounced) == 100 and max(unannounced) <= REQUEUE + WATCHER + 2.5
+        ).all()
+    assert len(rows) == 100
+    queued_at = max(row.queued_at for row in rows)
+    republished = _republished_at(services.workdir / "failure-watcher-0.log")
+    announced = min(t for t in republished if t >= queued_at) - queued_at
+    # (+ 0.5 s: a watcher round's own queries, on two busy cores)
+    assert announced.total_seconds() <= REQUEUE + WATCHER + 0.5, announced
+    started = max(row.started_at - row.queued_at for row in rows).total_seconds()
     await _check_history(db)
     print(  # noqa: T201
         f"S9 {broker.kind}: {len(killed)} populator deaths by failpoint, "
         f"{len(deaths) - len(killed)} at start-up, "
-        f"{sum(terminated)} connections terminated in 20 rounds; the unannounced batch "
-        f"started {max(unannounced):.1f}s after it was queued; 0 duplicate executions"
+        f"{sum(terminated)} connections terminated in 20 rounds; the unannounced batch was "
+        f"published again {announced.total_seconds():.1f}s after it was queued and "
+        f"started by {started:.1f}s; 0 duplicate executions"
     )
 
 
