@@ -6,12 +6,12 @@ The library facade is :class:`taskmill.app.Taskmill`; it is imported lazily so t
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Retry", "TaskContext", "Taskmill"]
+__all__ = ["Fail", "Retry", "TaskContext", "Taskmill"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from taskmill.app import Taskmill
-    from taskmill.core.errors import Retry
+    from taskmill.core.errors import Fail, Retry
     from taskmill.executors.context import TaskContext
 
 
@@ -20,10 +20,10 @@ def __getattr__(name: str) -> Any:
         from taskmill.app import Taskmill
 
         return Taskmill
-    if name == "Retry":
-        from taskmill.core.errors import Retry
+    if name in ("Fail", "Retry"):
+        from taskmill.core import errors
 
-        return Retry
+        return getattr(errors, name)
     if name == "TaskContext":
         from taskmill.executors.context import TaskContext
 

@@ -16,7 +16,6 @@ import ipaddress
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpcore
 import pytest
@@ -24,16 +23,18 @@ import pytest
 from taskmill import Taskmill
 from taskmill.config import load_settings
 from taskmill.core.errors import ValidationError
-from taskmill.core.jobs import JobStatus
+from taskmill.core.jobs import Job, JobStatus
 from taskmill.executors.http import HttpExecutorConfig, http_task
 from taskmill.executors.ssrf import AddressPolicy, AddressRefused, GuardedBackend, IPAddress
 from taskmill.testing import run_until_idle
 from tests.integration.api_fixtures import api_client
 from tests.integration.local_http import serving
+from tests.jobs import job_of
 
 SERVER_HOST = "127.0.0.2"  # the allow-listed test server; the sentinel is on 127.0.0.1
 ALLOWED = ("127.0.0.2/32",)
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+ATTEMPTS = 3
 
 # The plan's targets (host part of http://HOST:P/); each is refused at creation (422
 # naming payload.url) or before connecting.
@@ -137,7 +138,7 @@ async def setup(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Setup]:
     config = HttpExecutorConfig(
         allowed_networks=ALLOWED,
         follow_redirects=True,
-        max_attempts=1,
+        max_attempts=ATTEMPTS,  # a refusal must end the job at attempt 1 all the same
         max_response_bytes=1000,
         network_backend=recorder,
         resolver=resolver,
@@ -147,17 +148,29 @@ async def setup(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Setup]:
     await app.stop()
 
 
-async def _run(app: Taskmill, url: str) -> Any:
+async def _run(app: Taskmill, url: str) -> Job:
     job = await app.schedule("http", {"url": url})
     await run_until_idle(app)
-    return await app.get(job.id)
+    return await job_of(app, job.id)
+
+
+async def _assert_blocked(app: Taskmill, done: Job, reason: str) -> None:
+    """Failed with ``ssrf_blocked: <reason>…`` at its first attempt of several: one run,
+    no retry scheduled."""
+    assert done.status is JobStatus.FAILED, done.last_error
+    assert (done.last_error or "").startswith(f"ssrf_blocked: {reason}"), done.last_error
+    assert (done.attempt, done.max_attempts) == (1, ATTEMPTS)
+    assert len(await app.runs(done.id)) == 1
+    events = [e.type.value for e in await app.events(done.id)]
+    assert "job.retry_scheduled" not in events and events[-1] == "job.failed"
 
 
 async def test_reliability_s30_every_target_refused_nothing_connects(
     setup: Setup, sentinel: Sentinel
 ) -> None:
     """Each target through the API: 422 naming payload.url, or accepted (a name) and then
-    failed with the guard's refusal before any connection. 0 attempts, 0 at the sentinel."""
+    failed ``ssrf_blocked`` at its first attempt, before any connection. 0 attempts, 0 at
+    the sentinel."""
     urls = [f"http://{host}:{sentinel.port}/" for host in HOSTS]
     urls += [u.format(port=sentinel.port) for u in OTHER_SCHEMES]
     at_creation, at_connect = [], []
@@ -173,11 +186,10 @@ async def test_reliability_s30_every_target_refused_nothing_connects(
             assert response.status_code == 201, (url, response.text)
             at_connect.append((url, response.json()["id"]))
     await run_until_idle(setup.app)
-    for url, job_id in at_connect:
-        done = await setup.app.get(job_id)
-        assert done.status is JobStatus.FAILED, url  # type: ignore[union-attr]
-        error = done.last_error or ""  # type: ignore[union-attr]
-        assert error.startswith("AddressRefused: ") and "http.allowed_networks" in error, error
+    for _, job_id in at_connect:
+        done = await job_of(setup.app, job_id)
+        await _assert_blocked(setup.app, done, "")
+        assert "http.allowed_networks" in (done.last_error or ""), done.last_error
     # Only names get past creation (they are checked on connect, after resolving).
     assert sorted(url for url, _ in at_connect) == sorted(
         f"http://{name}:{sentinel.port}/" for name in ("localhost", "metadata.google.internal")
@@ -200,24 +212,25 @@ async def test_reliability_s30_guard_refuses_before_connecting(
 
 
 @pytest.mark.parametrize(
-    "location",
+    ("location", "reason"),
     [
-        "http://127.0.0.1:{port}/",
-        "http://localhost:{port}/",
-        "http://[::ffff:127.0.0.1]:{port}/",
-        "http://2130706433:{port}/",
-        "http://169.254.169.254/latest/meta-data/",
-        "http://metadata.google.internal/computeMetadata/v1/",
+        ("http://127.0.0.1:{port}/", "redirect location refused: 127.0.0.1 is a loopback"),
+        ("http://localhost:{port}/", "127.0.0.1 is a loopback"),  # the guard, on connect
+        ("http://[::ffff:127.0.0.1]:{port}/", "redirect location refused: ::ffff:7f00:1"),
+        ("http://2130706433:{port}/", "redirect location refused: 127.0.0.1 is a loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "redirect location refused: 169.254"),
+        ("http://metadata.google.internal/computeMetadata/v1/", "169.254.169.254 is a link"),
+        ("gopher://127.0.0.1:{port}/_x", "redirect location scheme must be http or https"),
+        ("file:///etc/passwd", "redirect location scheme must be http or https"),
     ],
 )
 async def test_reliability_s30_redirect_to_sentinel_blocked(
-    setup: Setup, sentinel: Sentinel, location: str
+    setup: Setup, sentinel: Sentinel, location: str, reason: str
 ) -> None:
     async with serving(SERVER_HOST) as server:
         target = location.format(port=sentinel.port)
         done = await _run(setup.app, server.url(f"/redirect?to={target}"))
-        assert done.status is JobStatus.FAILED
-        assert "refused" in (done.last_error or "") and "allowed_networks" in done.last_error
+        await _assert_blocked(setup.app, done, reason)
         assert len(server.requests) == 1  # the allowed hop happened, the next did not
     assert setup.recorder.attempts == [(SERVER_HOST, server.port)]
     assert sentinel.connections == 0
@@ -230,12 +243,10 @@ async def test_reliability_s30_dns_rebinding_blocked(setup: Setup, sentinel: Sen
     async with serving(SERVER_HOST, sentinel.port) as server:  # same port as the sentinel
         again = f"http://rebind.test:{sentinel.port}/ok"
         done = await _run(setup.app, f"http://rebind.test:{sentinel.port}/redirect?to={again}")
-        assert done.status is JobStatus.FAILED
-        assert (done.last_error or "").startswith("AddressRefused: 127.0.0.1 is a loopback")
+        await _assert_blocked(setup.app, done, "127.0.0.1 is a loopback")
         assert [r.path for r in server.requests] == [f"/redirect?to={again}"]
         mixed = await _run(setup.app, f"http://mixed.test:{sentinel.port}/ok")
-        assert mixed.status is JobStatus.FAILED
-        assert (mixed.last_error or "").startswith("AddressRefused: 127.0.0.1 is a loopback")
+        await _assert_blocked(setup.app, mixed, "127.0.0.1 is a loopback")
         assert len(server.requests) == 1  # the mixed answer reached nothing
     assert setup.resolver.asked == ["rebind.test", "rebind.test", "mixed.test"]
     assert setup.recorder.attempts == [(SERVER_HOST, sentinel.port)]

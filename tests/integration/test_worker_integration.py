@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -10,8 +11,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from taskmill import Retry, TaskContext, Taskmill
+from taskmill import Fail, Retry, TaskContext, Taskmill
 from taskmill.config import load_settings
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import Job, JobStatus, RunOutcome
@@ -138,6 +140,64 @@ async def test_worker_integration_retry_exception_sets_delay(database_url: str) 
         assert waiting.last_error == "rate limited"
     finally:
         await app.stop()
+
+
+def _counted(metric: str, task_type: str) -> float:
+    """``metric``'s total over every merchant label, for one task type."""
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == metric and sample.labels.get("task_type") == task_type
+    )
+
+
+async def test_worker_integration_fail_exception_ends_job_at_once(
+    app: Taskmill, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``Fail`` on attempt 1 of 3, from an async and from a sync handler: the job ends
+    failed with the reason as its error, after one run and no retry."""
+
+    @app.task("doomed", max_retries=2)
+    async def doomed(ctx: TaskContext, payload: None) -> None:
+        raise Fail("card declined")
+
+    @app.task("doomed_sync", max_retries=2)
+    def doomed_sync(ctx: TaskContext, payload: None) -> None:
+        raise Fail("no such account")
+
+    caplog.set_level(logging.INFO, logger="taskmill.services.worker")
+    reasons = {"doomed": "card declined", "doomed_sync": "no such account"}
+    counted = {t: _counted("taskmill_jobs_failed_total", t) for t in reasons}
+    jobs = {await app.schedule(task): task for task in counted}
+    await run_until_idle(app)
+    for scheduled, task in jobs.items():
+        done = await job_of(app, scheduled.id)
+        assert done.status is JobStatus.FAILED, done.last_error
+        assert (done.attempt, done.max_attempts) == (1, 3)
+        assert done.last_error == reasons[task]
+        assert [r.outcome for r in await app.runs(done.id)] == [RunOutcome.FAILED]
+        types = [e.type.value for e in await app.events(done.id)]
+        assert "job.retry_scheduled" not in types and types[-1] == "job.failed"
+        assert _counted("taskmill_jobs_failed_total", task) == counted[task] + 1
+        assert _counted("taskmill_jobs_retried_total", task) == 0
+    assert caplog.text.count("attempt 1/3 failed, not retried (the handler raised Fail)") == 2
+
+
+async def test_worker_integration_fail_on_last_attempt_says_no_retries_left(
+    app: Taskmill, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.task("doomed_late", max_retries=1)
+    async def doomed_late(ctx: TaskContext, payload: None) -> None:
+        raise (Retry(reason="not yet") if ctx.attempt == 1 else Fail("gave up"))
+
+    caplog.set_level(logging.INFO, logger="taskmill.services.worker")
+    job = await app.schedule("doomed_late")
+    await run_until_idle(app)
+    done = await job_of(app, job.id)
+    assert done.status is JobStatus.FAILED and done.attempt == 2
+    assert done.last_error == "gave up"
+    assert "attempt 2/2 failed, no retries left: gave up" in caplog.text
 
 
 async def test_worker_integration_timeout_fails_attempt(app: Taskmill) -> None:

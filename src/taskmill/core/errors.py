@@ -70,10 +70,24 @@ class Retry(Exception):
     """Raised by a handler to ask for another attempt, optionally after ``delay`` seconds.
 
     It still consumes an attempt: a job that keeps raising ``Retry`` ends ``failed``
-    after ``max_attempts``.
+    after ``max_attempts``. Its opposite is :class:`Fail`.
     """
 
     def __init__(self, delay: float | None = None, reason: str = "retry requested") -> None:
         super().__init__(reason)
         self.delay = delay
+        self.reason = reason
+
+
+class Fail(Exception):
+    """Raised by a handler to fail the job now, with no further attempt whatever
+    ``max_attempts`` allows: for errors another attempt cannot fix (a refused
+    destination, a malformed payload). ``reason`` becomes the job's ``last_error``.
+
+    What Celery's ``Reject(requeue=False)`` or an exception in Dramatiq's ``throws``
+    does there.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
         self.reason = reason

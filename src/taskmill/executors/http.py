@@ -6,7 +6,8 @@ string (sent as is) or any other JSON value (sent as JSON). The stored result is
 the body: the response is streamed and reading stops at the cap, so a huge answer
 never sits in memory. A non-2xx answer, a network error or a timeout fails the attempt
 (and the normal retry policy applies). Every connection goes through the SSRF guard
-in :mod:`taskmill.executors.ssrf`.
+in :mod:`taskmill.executors.ssrf`; a destination it refuses fails the job at once,
+``ssrf_blocked: <why>``, with no further attempt (another would be refused the same).
 """
 
 from __future__ import annotations
@@ -22,10 +23,16 @@ from typing import Any
 import httpcore
 import httpx
 
-from taskmill.core.errors import TimedOut, ValidationError
+from taskmill.core.errors import Fail, TimedOut, ValidationError
 from taskmill.executors.context import TaskContext
 from taskmill.executors.python import TaskDefinition
-from taskmill.executors.ssrf import AddressPolicy, GuardedBackend, Resolver, parse_host_literal
+from taskmill.executors.ssrf import (
+    AddressPolicy,
+    AddressRefused,
+    GuardedBackend,
+    Resolver,
+    parse_host_literal,
+)
 
 TASK_NAME = "http"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -261,6 +268,16 @@ async def _outcome(
     }
 
 
+def _check_hop(url: httpx.URL, policy: AddressPolicy) -> None:
+    """A redirect's location, checked as a job's URL is at creation: a refused literal
+    or scheme is refused like the guard refuses an address (the guard then checks the
+    next hop's connection too)."""
+    try:
+        check_parsed_url(url, policy, "redirect location")
+    except ValidationError as exc:
+        raise AddressRefused(f"{exc.field} {exc.reason}") from None
+
+
 async def _send(
     client: httpx.AsyncClient, request: httpx.Request, config: HttpExecutorConfig
 ) -> dict[str, Any]:
@@ -272,9 +289,7 @@ async def _send(
             follow = response.next_request if config.follow_redirects else None
             if follow is None:
                 return await _outcome(response, request, config)
-            # The guard checks the next hop's connection too; this refuses literals
-            # early with the same message as at creation.
-            check_parsed_url(follow.url, policy, "redirect location")
+            _check_hop(follow.url, policy)
             request = follow
         finally:
             await response.aclose()
@@ -294,8 +309,8 @@ async def _perform(
         raise HttpTimedOut(f"request timed out after {request.timeout_seconds:g}s") from None
     except httpx.HTTPError as exc:
         raise HttpError(f"{request.method} {request.url}: {type(exc).__name__}: {exc}") from exc
-    except ValidationError as exc:  # a redirect to a refused or non-http location
-        raise HttpError(f"{exc.field} {exc.reason}") from None
+    except AddressRefused as exc:  # at connect, on a redirect hop or a rebinding answer
+        raise Fail(f"ssrf_blocked: {exc}") from exc
 
 
 def http_task(config: HttpExecutorConfig) -> TaskDefinition:

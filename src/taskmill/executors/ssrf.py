@@ -188,7 +188,8 @@ def parse_host_literal(host: str) -> IPAddress | None:
 
 
 class AddressRefused(Exception):
-    """A destination address is not allowed by the configuration."""
+    """A destination (an address, or a redirect's location) is not allowed by the
+    configuration. The ``http`` task turns it into ``Fail("ssrf_blocked: …")``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,7 @@ JOBS_SUCCEEDED = Counter(
 )
 JOBS_FAILED = Counter(
     "taskmill_jobs_failed",
-    "Job attempts that failed with no attempt left (the job ended failed).",
+    "Job attempts after which the job ended failed (no attempt left, or Fail raised).",
     ["task_type", "merchant"],
 )
 JOBS_RETRIED = Counter(

@@ -14,7 +14,7 @@ from typing import Any
 
 from taskmill.brokers.base import Broker, Delivery
 from taskmill.core.clock import Clock
-from taskmill.core.errors import BrokerError, Retry, StoreError, TaskmillError, TimedOut
+from taskmill.core.errors import BrokerError, Fail, Retry, StoreError, TaskmillError, TimedOut
 from taskmill.core.failpoints import failpoint
 from taskmill.core.jobs import Job, RunOutcome
 from taskmill.core.retry import BackoffPolicy
@@ -180,6 +180,9 @@ class Worker:
         except Retry as retry:
             failure = self._failure(job, retry.reason, started, delay=retry.delay)
             await self._record(self._failed(attempt, failure), ctx)
+        except Fail as fail:
+            failure = self._failure(job, fail.reason, started, final=True)
+            await self._record(self._failed(attempt, failure), ctx)
         except Exception as exc:
             failure = self._failure(job, f"{type(exc).__name__}: {exc}", started)
             await self._record(self._failed(attempt, failure), ctx)
@@ -203,15 +206,23 @@ class Worker:
         started: float,
         delay: float | None = None,
         outcome: RunOutcome = RunOutcome.FAILED,
+        *,
+        final: bool = False,
     ) -> outcomes.Failure:
+        """The failure to record; ``final`` (the handler raised ``Fail``): no retry."""
         retry_at = None
-        if job.attempt < job.max_attempts:
+        if job.attempt < job.max_attempts and not final:
             backoff = self.executor.registry.get(job.task_type).backoff or self.config.backoff
             seconds = delay if delay is not None else backoff.delay(job.attempt)
             retry_at = self.clock.now() + timedelta(seconds=seconds)
         metrics.job_failed(job, outcome, time.monotonic() - started, retrying=retry_at is not None)
         extra = {"job_id": job.id, "attempt": job.attempt, "merchant_id": job.merchant_id}
-        then = "no retries left" if retry_at is None else f"retrying at {retry_at.isoformat()}"
+        if retry_at is not None:
+            then = f"retrying at {retry_at.isoformat()}"
+        elif final and job.attempt < job.max_attempts:
+            then = "not retried (the handler raised Fail)"
+        else:
+            then = "no retries left"
         level = logging.WARNING if retry_at is None else logging.INFO
         log.log(
             level,
