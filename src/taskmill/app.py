@@ -19,7 +19,7 @@ from taskmill.core.jobs import DependencyFailurePolicy, Job, JobRun
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.templates import FirePreview, MisfirePolicy, OverlapPolicy, Template
 from taskmill.executors.python import TaskDefinition, TaskRegistry, Validator
-from taskmill.observability.logs import configure_logging
+from taskmill.observability.logs import configure_logging, redact_url
 from taskmill.runtime import Runtime
 from taskmill.services.runner import ServiceMain
 from taskmill.services.scheduling import ScheduleRequest
@@ -170,7 +170,9 @@ class Taskmill:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("taskmill starting on %s; stop with Ctrl-C", self.settings.database.url)
+        log.info(
+            "taskmill starting on %s; stop with Ctrl-C", redact_url(self.settings.database.url)
+        )
         await self.serve(stop, services)
 
     # -- operations -----------------------------------------------------------

@@ -8,6 +8,22 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a log line: a password in it becomes ``***`` (database, Redis and
+    AMQP URLs carry theirs inline); a URL that cannot be parsed is not shown at all."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return "<unparsable URL>"
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
 
 # Stable ``extra`` keys that every formatter shows when present.
 CONTEXT_KEYS = ("service", "job_id", "attempt", "merchant_id", "event")

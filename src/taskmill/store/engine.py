@@ -11,6 +11,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taskmill.core.errors import ConfigError
+from taskmill.observability.logs import redact_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY_OPTION = "taskmill_read_only"
@@ -20,8 +21,8 @@ def async_url(url: str) -> str:
     """Map the URLs users write (seed 000's ``postgres://``) to async drivers."""
     try:
         parsed = make_url(url)
-    except Exception as exc:
-        raise ConfigError(f"database.url: cannot parse {url!r}") from exc
+    except Exception:
+        raise ConfigError(f"database.url: cannot parse {redact_url(url)!r}") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return str(parsed.set(drivername="sqlite+aiosqlite"))
