@@ -216,6 +216,9 @@ class ProcessSettings(_Section):
     enabled: bool = False
     allowed_programs: tuple[str, ...] = Field(default=(), validate_default=True)
     """Absolute paths of the programs jobs may run (symlinks are resolved on both sides)."""
+    operands_only_programs: tuple[str, ...] = ()
+    """Programs of ``allowed_programs`` run as ``program -- args…``: every payload
+    argument is an operand, never an option. Only for programs that honour ``--``."""
     allowed_cwds: tuple[str, ...] = ()
     """Directories a job's ``cwd`` must be in; empty: any existing directory."""
     path: str = Field(default="/usr/local/bin:/usr/bin:/bin", min_length=1)
@@ -238,6 +241,17 @@ class ProcessSettings(_Section):
             raise ValueError("must list at least one program when process.enabled is true")
         return _absolute_paths(value)
 
+    @field_validator("operands_only_programs")
+    @classmethod
+    def _operands_only(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        # An entry not on the allow-list is a slip (a typo, another path to the file)
+        # that would leave the listed program unprotected: refuse it.
+        allowed = info.data.get("allowed_programs")
+        for path in _absolute_paths(value):
+            if allowed is not None and path not in allowed:  # None: itself invalid
+                raise ValueError(f"{path!r} is not in process.allowed_programs (spelled the same)")
+        return value
+
     @field_validator("allowed_cwds")
     @classmethod
     def _cwds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -254,6 +268,7 @@ class ProcessSettings(_Section):
 
         return ProcessExecutorConfig(
             allowed_programs=self.allowed_programs,
+            operands_only_programs=self.operands_only_programs,
             allowed_cwds=self.allowed_cwds,
             path=self.path,
             max_output_bytes=self.max_output_bytes,

@@ -258,6 +258,38 @@ async def test_process_integration_s29_shell_syntax_printed_literally(echo_app: 
     assert done.result["stdout"] == " ".join(INJECTIONS) + "\n"  # output == input
 
 
+PRINTF = "/usr/bin/printf"  # GNU: honours "--", and "--help" alone prints its usage
+
+
+async def test_process_integration_s29_dash_arguments_after_end_of_options(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """S29: printf marked operands-only runs as ``printf -- …``: ``--help`` and ``-rf``
+    are printed, not obeyed. The control, printf allow-listed but not marked, obeys
+    ``--help`` (prints its usage): what the marking prevents."""
+    marked = _settings(
+        sqlite_url, tmp_path, allowed_programs=[PRINTF], operands_only_programs=[PRINTF]
+    )
+    app = Taskmill(settings=marked)
+    try:
+        done = await run_job(app, "process", {"argv": [PRINTF, "--help"]})
+        assert done.status is JobStatus.SUCCEEDED, done.last_error
+        assert done.result["stdout"] == "--help"
+        argv = [PRINTF, "%s|", "-rf", "--version", "--", "-"]
+        done = await run_job(app, "process", {"argv": argv})
+        assert done.status is JobStatus.SUCCEEDED, done.last_error
+        assert done.result["stdout"] == "-rf|--version|--|-|"
+    finally:
+        await app.stop()
+    app = Taskmill(settings=_settings(sqlite_url, tmp_path, allowed_programs=[PRINTF]))
+    try:
+        done = await run_job(app, "process", {"argv": [PRINTF, "--help"]})
+        assert done.status is JobStatus.SUCCEEDED, done.last_error
+        assert done.result["stdout"].startswith(f"Usage: {PRINTF} FORMAT")
+    finally:
+        await app.stop()
+
+
 @pytest.mark.slow
 async def test_process_integration_timeouts_leave_no_process(app: Taskmill, pid_dir: Path) -> None:
     payload = {"argv": [SH, "-c", SPAWN_AND_WAIT, "sh", str(pid_dir)], "timeout_seconds": 0.5}

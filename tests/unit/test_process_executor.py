@@ -82,6 +82,26 @@ def test_process_payload_defaults() -> None:
     assert spec.timeout_seconds == 60
 
 
+PRINTF = "/usr/bin/printf"
+
+
+def test_process_payload_operands_only_program_gets_end_of_options(tmp_path: Path) -> None:
+    """An operands-only program's arguments follow ``--``, whatever they look like; other
+    programs' arguments are passed as they are. The marking follows the real file: it
+    is listed by a symlink here and named by its own path in the payload."""
+    link = tmp_path / "printf"
+    link.symlink_to(PRINTF)
+    config = ProcessExecutorConfig(
+        allowed_programs=(SH, str(link)), operands_only_programs=(str(link),)
+    )
+    checker = PayloadChecker(config)
+    spec = checker.check({"argv": [PRINTF, "-rf", "--help", "--"]})
+    assert spec.program == os.path.realpath(PRINTF)
+    assert spec.args == ("--", "-rf", "--help", "--")
+    assert checker.check({"argv": [PRINTF]}).args == ("--",)
+    assert checker.check({"argv": [SH, "-c", "true"]}).args == ("-c", "true")
+
+
 def test_process_payload_env_over_base() -> None:
     spec = PayloadChecker(CONFIG).check({"argv": [SH], "env": {"LANG": "C", "X": "1"}})
     assert spec.env == {"PATH": CONFIG.path, "LANG": "C", "X": "1"}
@@ -157,7 +177,7 @@ def test_process_settings_enabled_needs_allow_list() -> None:
 
 
 def test_process_settings_paths_absolute() -> None:
-    for key in ("allowed_programs", "allowed_cwds"):
+    for key in ("allowed_programs", "operands_only_programs", "allowed_cwds"):
         with pytest.raises(ConfigError) as err:
             load_settings("test", None, process={key: ["bin/sh"]})
         assert f"process.{key}" in str(err.value) and "absolute" in str(err.value)
@@ -167,6 +187,46 @@ def test_process_settings_to_executor_config() -> None:
     settings = load_settings("test", None, process={"enabled": True, "allowed_programs": [SH]})
     config = settings.process.executor_config(max_retries=2)
     assert config.allowed_programs == (SH,) and config.max_attempts == 3
+    assert config.operands_only_programs == ()
+
+
+def test_process_settings_operands_only_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKMILL_PROCESS__ALLOWED_PROGRAMS", f'["{SH}", "{PRINTF}"]')
+    monkeypatch.setenv("TASKMILL_PROCESS__OPERANDS_ONLY_PROGRAMS", f'["{PRINTF}"]')
+    config = load_settings("test", None).process.executor_config(max_retries=0)
+    assert config.operands_only_programs == (PRINTF,)
+
+
+@pytest.mark.parametrize(
+    ("operands_only", "reason"),
+    [
+        ([PRINTF], f"'{PRINTF}' is not in process.allowed_programs"),
+        (["/bin/../bin/sh"], "'/bin/../bin/sh' is not in process.allowed_programs"),
+        ("/bin/sh", "valid tuple"),  # a string, not a list
+    ],
+)
+def test_process_settings_operands_only_must_be_allow_listed(
+    operands_only: Any, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            "test",
+            None,
+            process={"allowed_programs": [SH], "operands_only_programs": operands_only},
+        )
+    assert "process.operands_only_programs" in str(err.value) and reason in str(err.value)
+
+
+def test_process_settings_operands_only_after_an_invalid_allow_list() -> None:
+    """Only the allow-list's own error is reported, not one per operands-only entry."""
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            "test",
+            None,
+            process={"allowed_programs": ["bin/sh"], "operands_only_programs": ["/bin/sh"]},
+        )
+    assert "process.allowed_programs" in str(err.value)
+    assert "process.operands_only_programs" not in str(err.value)
 
 
 def test_process_settings_every_key_documented() -> None:

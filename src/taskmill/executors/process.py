@@ -4,7 +4,9 @@ The security model, in one place:
 
 - ``argv`` is a list, never a shell string. ``argv[0]`` is resolved to an absolute path
   with every symlink and ``..`` removed, and that path must be on the allow-list, so
-  ``../../bin/sh`` or a lookup on ``PATH`` cannot reach another program.
+  ``../../bin/sh`` or a lookup on ``PATH`` cannot reach another program. A program the
+  configuration marks operands-only is run as ``program -- args…``, so an argument such
+  as ``-rf`` or ``--help`` is an operand, never an option.
 - The child's environment is the payload's ``env`` over a minimal base (``PATH`` from the
   configuration, ``LANG``): the worker's own environment (``DATABASE_URL``, secrets) is
   never passed on. Loader variables (``LD_*``, ``DYLD_*``) are refused: they would let a
@@ -63,6 +65,8 @@ class ProcessExecutorConfig:
 
     Attributes:
         allowed_programs: absolute paths of the programs a payload may name.
+        operands_only_programs: those of ``allowed_programs`` started with ``--`` before
+            the payload's arguments (programs that honour ``--``).
         allowed_cwds: directories a payload's ``cwd`` must be in; empty: any directory.
         path: ``PATH`` of the child, also used to find a bare program name.
         max_output_bytes: bytes kept of each of stdout and stderr (first and last half).
@@ -78,6 +82,7 @@ class ProcessExecutorConfig:
     """
 
     allowed_programs: tuple[str, ...]
+    operands_only_programs: tuple[str, ...] = ()
     allowed_cwds: tuple[str, ...] = ()
     path: str = "/usr/local/bin:/usr/bin:/bin"
     max_output_bytes: int = 65536
@@ -93,7 +98,7 @@ class ProcessSpec:
     """A checked payload: what exactly will be started."""
 
     program: str  # absolute, symlink-free, on the allow-list
-    args: tuple[str, ...]
+    args: tuple[str, ...]  # as passed: starting with "--" for an operands-only program
     env: dict[str, str]
     cwd: str
     timeout_seconds: float
@@ -157,6 +162,8 @@ class PayloadChecker:
     def __init__(self, config: ProcessExecutorConfig) -> None:
         self.config = config
         self._programs = frozenset(os.path.realpath(p) for p in config.allowed_programs)
+        # Resolved like the allow-list, so the marking follows the file that really runs.
+        self._operands_only = frozenset(os.path.realpath(p) for p in config.operands_only_programs)
         self._cwds = tuple(os.path.realpath(c) for c in config.allowed_cwds)
 
     def check(self, payload: Any) -> ProcessSpec:
@@ -167,9 +174,11 @@ class PayloadChecker:
             allowed = ", ".join(PAYLOAD_KEYS)
             raise ValidationError(f"payload.{unknown[0]}", f"unknown field (allowed: {allowed})")
         argv = _argv(payload.get("argv"))
+        program = self._program(argv[0])
+        end_of_options = ("--",) if program in self._operands_only else ()
         return ProcessSpec(
-            program=self._program(argv[0]),
-            args=tuple(argv[1:]),
+            program=program,
+            args=(*end_of_options, *argv[1:]),
             env=_env(payload.get("env"), self.config.path),
             cwd=self._cwd(payload.get("cwd")),
             timeout_seconds=self._timeout(payload.get("timeout_seconds")),
