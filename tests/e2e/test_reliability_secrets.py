@@ -36,8 +36,14 @@ async def _broker_user(kind: str, user: str, password: str) -> None:
     if kind == "redis":
         client = aioredis.Redis.from_url(backends.REDIS_URL)
         try:
-            await client.execute_command(
-                "ACL", "SETUSER", user, "reset", "on", f">{password}", "~*", "&*", "+@all"
+            await client.acl_setuser(
+                user,
+                enabled=True,
+                reset=True,
+                passwords=[f"+{password}"],
+                keys=["*"],
+                channels=["*"],
+                categories=["+@all"],
             )
         finally:
             await client.aclose()
@@ -50,7 +56,7 @@ async def _drop_broker_user(kind: str, user: str) -> None:
     if kind == "redis":
         client = aioredis.Redis.from_url(backends.REDIS_URL)
         try:
-            await client.execute_command("ACL", "DELUSER", user)
+            await client.acl_deluser(user)
         finally:
             await client.aclose()
     else:
