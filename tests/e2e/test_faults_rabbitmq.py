@@ -31,6 +31,7 @@ from tests.conftest import wait_for
 from tests.e2e.cluster import REQUEUE, WATCHER, Cluster, cluster, effects
 from tests.e2e.test_faults import _enqueue, _statuses, _succeeded
 from tests.history import check_history, create_effects_table
+from tests.plan import plan_size, sized
 
 pytestmark = pytest.mark.slow
 
@@ -252,6 +253,8 @@ async def _unacked_delivery_is_punished(prefix: str, within: float) -> float:
         await connection.close()
 
 
+@pytest.mark.slow
+@plan_size
 async def test_faults_rabbitmq_job_longer_than_the_consumer_timeout_runs_once(
     postgres_url: str, db: Database, services: Cluster, tmp_path: Path
 ) -> None:
@@ -259,31 +262,34 @@ async def test_faults_rabbitmq_job_longer_than_the_consumer_timeout_runs_once(
     10 short jobs consumed on the same channel (one executor, one consume channel) are not
     re-executed, and no channel is closed with PRECONDITION_FAILED.
 
-    The plan's setup (``x-consumer-timeout`` 60,000 ms, a 150 s job) would take minutes
-    and needs RabbitMQ 3.12 for the per-queue argument. Here the same rule is tested
-    scaled down: the node-wide ``consumer_timeout`` lowered to 3 s and the channel tick
-    that checks it to 1 s (3.10 checks on that tick, 60 s by default), with a 10 s job,
-    so the job outlives the timeout 3 times over. A probe first proves the lowered timeout
-    is in force (an unacked delivery loses its channel). Under ack-after-claim (ADR 0005)
-    no delivery stays unacked while a job runs, so the timeout has nothing to punish."""
+    The plan-size step runs the plan's numbers: a 60,000 ms consumer timeout and a 150 s
+    job; every other run a 3 s timeout and a 10 s job (the job outlives the timeout 3
+    times over either way). The plan sets ``x-consumer-timeout`` on the queue, which needs
+    RabbitMQ 3.12; on 3.10 the node-wide ``consumer_timeout`` is the same rule, with the
+    channel tick that checks it lowered to 1 s (60 s by default). A probe holding one
+    delivery unacked alongside proves the timeout is in force (it loses its channel).
+    Under ack-after-claim (ADR 0005) no delivery stays unacked while a job runs, so the
+    timeout has nothing to punish."""
     log = tmp_path / "effects.log"
-    # 3 s consumer timeout, checked every second (3.10 checks on the channel tick, 60 s by
-    # default). Both are read when a channel opens: set before the services start.
-    with _rabbit_env(consumer_timeout=3000, channel_tick_interval=1000):
-        punished_in = await _unacked_delivery_is_punished(services.prefix, within=15)
-        assert punished_in < 10
-        [long_job] = await _enqueue(postgres_url, 1, {"effects": str(log), "seconds": 10})
+    timeout_ms, seconds = sized(3000, 60_000), sized(10, 150)
+    # Both values are read when a channel opens: set before the services start.
+    with _rabbit_env(consumer_timeout=timeout_ms, channel_tick_interval=1000):
+        [long_job] = await _enqueue(postgres_url, 1, {"effects": str(log), "seconds": seconds})
         short = await _enqueue(postgres_url, 10, {"effects": str(log), "seconds": 0.1})
         services.start("queue-populator")
         services.start("failure-watcher")
         services.start("executor", TASKMILL_WORKER__CONCURRENCY="20")
-        await wait_for(lambda: _succeeded(db, 11), timeout=60)
+        punished_in, _ = await asyncio.gather(
+            _unacked_delivery_is_punished(services.prefix, within=timeout_ms / 1000 + 15),
+            wait_for(lambda: _succeeded(db, 11), timeout=seconds + 60),
+        )
+        assert punished_in < timeout_ms / 1000 + 7
     runs = Counter(job for job, _, _ in effects(log))
     assert runs[long_job] == 1 and set(runs) == {long_job, *short} and set(runs.values()) == {1}
     assert set((await _runs_per_job(db)).values()) == {1}
     logs = services.logs()
     assert "PRECONDITION_FAILED" not in logs and "claim failed" not in logs
     print(  # noqa: T201
-        f"rabbitmq: an unacked delivery lost its channel after {punished_in:.1f}s; "
-        "a 10 s job under ack-after-claim ran once"
+        f"S7 rabbitmq: an unacked delivery lost its channel after {punished_in:.1f}s "
+        f"(consumer timeout {timeout_ms} ms); a {seconds} s job under ack-after-claim ran once"
     )

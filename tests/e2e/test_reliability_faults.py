@@ -45,6 +45,7 @@ from tests.e2e.test_faults import (
 )
 from tests.fixtures.apps import build_app
 from tests.history import create_effects_table
+from tests.plan import plan_size, sized
 
 GRACE = 5.0  # G: TASKMILL_WORKER__SHUTDOWN_GRACE_SECONDS in the cluster
 
@@ -402,6 +403,7 @@ async def _supervise(
 
 
 @pytest.mark.slow
+@plan_size
 async def test_reliability_s9_db_connection_loss_during_dispatch(
     postgres_url: str, db: Database, broker: Broker, services: Cluster, tmp_path: Path
 ) -> None:
@@ -414,7 +416,7 @@ async def test_reliability_s9_db_connection_loss_during_dispatch(
     ``populator.after_commit`` (queued, never announced: the watcher re-publishes within
     Q + W) and ``populator.after_publish``."""
     log = tmp_path / "effects.log"
-    count = 2000  # not the plan's 5,000: keeps this file within its CI time (both brokers)
+    count = sized(2000, 5000)  # 5,000 in .ci/run's plan-size step
     batch = {"TASKMILL_SCHEDULER__BATCH_SIZE": "100"}
     ids = await _enqueue(postgres_url, count, {"effects": str(log)})
     # JSON logs: the watcher's "published again" records carry a millisecond timestamp.
@@ -468,7 +470,7 @@ async def test_reliability_s9_db_connection_loss_during_dispatch(
 
     killing = asyncio.create_task(terminator())
     try:
-        deaths = await _supervise(start, lambda: _succeeded(db, count), timeout=120)
+        deaths = await _supervise(start, lambda: _succeeded(db, count), timeout=sized(120, 300))
         await asyncio.wait_for(killing, timeout=30)  # all 20 terminations happened
     finally:
         killing.cancel()
@@ -647,12 +649,14 @@ async def test_reliability_s10_outcome_commit_connection_terminated(
 
 
 @pytest.mark.slow
+@plan_size
 async def test_reliability_s12_four_recurrence_managers_one_killed(
     postgres_url: str, db: Database, broker: Broker, services: Cluster, tmp_path: Path
 ) -> None:
-    """S12 (shortened: 30 s, one manager SIGKILLed at t=15 s): 100 templates every second,
-    4 recurrence managers."""
-    window, kill_at, count = 30, 15, 100
+    """S12: 100 templates every second, 4 recurrence managers, one SIGKILLed half-way
+    through the window (60 s, killed at t=30 s in the plan-size step; 30 s and 15 s in
+    every other run)."""
+    window, kill_at, count = sized(30, 60), sized(15, 30), 100
     managers = [services.start("recurrence-manager") for _ in range(4)]
     services.start("queue-populator")
     services.start("failure-watcher")
@@ -710,7 +714,7 @@ async def test_reliability_s12_four_recurrence_managers_one_killed(
         counts = await _statuses(db)
         return counts["scheduled"] + counts["queued"] + counts["running"] == 0
 
-    await wait_for(drained, timeout=60)
+    await wait_for(drained, timeout=sized(60, 120))
     await asyncio.sleep(1)
     assert await drained()
     total = (await _statuses(db))["succeeded"]

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from taskmill.services import api_keys as key_format
 from taskmill.store import schema
 from taskmill.testing import run_until_idle
 from tests.integration.api_fixtures import ALL_SCOPES, NOW, Api, api, serve_api
+from tests.plan import plan_size, sized
 
 __all__ = ["api"]
 JSON = {"content-type": "application/json"}
@@ -519,13 +521,18 @@ def test_api_abuse_s25_verification_uses_compare_digest(monkeypatch: pytest.Monk
     assert "==" not in source.replace("is None", "")
 
 
+GUESSES = sized(2000, 10_000)
+
+
 @pytest.mark.slow
+@plan_size
 async def test_api_abuse_s25_brute_force_throttled_other_client_unaffected(
     api: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """S25: one client sends 2,000 random well-formed keys: the first 20 failures get 401,
-    then 429 with Retry-After; another client's valid key gets 100 % 2xx meanwhile; the
-    failures are logged aggregated (<= 1 line per client per minute)."""
+    """S25: one client sends 2,000 random well-formed keys (the plan's 10,000 in the
+    plan-size step): the first 20 failures of each minute get 401, then 429 with
+    Retry-After; another client's valid key gets 100 % 2xx meanwhile; the failures are
+    logged aggregated (<= 1 line per client per minute)."""
     assert api.asgi is not None
     attacker = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=api.asgi, client=("198.51.100.7", 40000)),
@@ -534,8 +541,9 @@ async def test_api_abuse_s25_brute_force_throttled_other_client_unaffected(
     caplog.set_level(logging.WARNING, logger="taskmill.api.auth")
     statuses: dict[int, int] = {}
     legit = []
+    started = time.monotonic()
     async with attacker:
-        for n in range(2000):
+        for n in range(GUESSES):
             guess, _ = key_format.new_plaintext()
             response = await attacker.get("/jobs", headers={"x-api-key": guess})
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
@@ -544,10 +552,11 @@ async def test_api_abuse_s25_brute_force_throttled_other_client_unaffected(
                 assert response.json()["error"]["type"] == "too_many_requests"
             if n % 20 == 0:
                 legit.append((await api.client.get("/jobs", headers=api.a)).status_code)
-    assert statuses == {401: 20, 429: 1980}
+    minutes = 1 + int((time.monotonic() - started) // 60)  # windows the attack spanned
+    assert set(statuses) == {401, 429} and 20 <= statuses[401] <= 20 * minutes, statuses
     assert legit and all(s == 200 for s in legit)
     lines = [r for r in caplog.records if r.name == "taskmill.api.auth"]
-    assert len([r for r in lines if "198.51.100.7" in r.getMessage()]) == 1
+    assert 1 <= len([r for r in lines if "198.51.100.7" in r.getMessage()]) <= minutes
 
 
 # --- S34 -------------------------------------------------------------------------------
