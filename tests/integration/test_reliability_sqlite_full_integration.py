@@ -8,6 +8,8 @@ work again within 5 s, without a restart, and every accepted job ends terminal; 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,11 +25,13 @@ from taskmill.config import load_settings
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, JobStatus
 from taskmill.core.tenants import Scope
 from taskmill.runtime import Runtime
+from taskmill.store.jobs import get_job
 from taskmill.store.schema import events, jobs
 from tests.conftest import wait_for
 from tests.history import check_history
 
 UNLIMITED = 1_073_741_823  # SQLite's default max_page_count
+GATES: dict[str, asyncio.Event] = {}  # the "gated" task's gates, by name
 
 
 class Disk:
@@ -52,6 +56,7 @@ async def served(sqlite_url: str, tmp_path: Path) -> AsyncIterator[tuple[Taskmil
         database={"url": sqlite_url},
         api={"secret_key_file": str(tmp_path / "secret")},
         scheduler={"poll_interval_seconds": 0.1, "watcher_interval_seconds": 0.2},
+        worker={"lease_seconds": 2.0, "heartbeat_seconds": 0.5},
     )
     app = Taskmill(settings=settings)
 
@@ -59,9 +64,29 @@ async def served(sqlite_url: str, tmp_path: Path) -> AsyncIterator[tuple[Taskmil
     async def echo(ctx: TaskContext, payload: Any) -> Any:
         return payload
 
+    @app.task("gated", max_retries=5)
+    async def gated(ctx: TaskContext, payload: Any) -> Any:
+        await GATES[payload["gate"]].wait()  # until the test opens it
+        return "x" * 32_768  # a result that needs new pages to be stored
+
     runtime = await app.open()
     yield app, runtime
     await app.stop()
+
+
+def _fill(path: str) -> int:
+    """Use up the file's free pages (a scratch table grown to a few pages past the end);
+    return the page count, which as the limit leaves no room for any write."""
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS s31_filler (b BLOB)")
+        conn.commit()
+        conn.execute(f"PRAGMA max_page_count = {_page_count(path) + 4}")
+        with contextlib.suppress(sqlite3.OperationalError):  # database or disk is full
+            for _ in range(10_000):
+                conn.execute("INSERT INTO s31_filler VALUES (zeroblob(1024))")
+                conn.commit()
+        pages: int = conn.execute("PRAGMA page_count").fetchone()[0]
+    return pages
 
 
 def _page_count(path: str) -> int:
@@ -132,4 +157,51 @@ async def test_reliability_s31_sqlite_disk_full_answers_507_and_recovers(
             return (await conn.execute(stmt)).scalar_one() == 0
 
     await wait_for(all_terminal, timeout=30)
+    await check_history(runtime.db, queued_grace_s=5.0, running_grace_s=1.0)
+
+
+async def test_reliability_s31_job_running_when_the_disk_fills_ends_terminal(
+    served: tuple[Taskmill, Runtime], sqlite_url: str, tmp_path: Path
+) -> None:
+    """S31: a job that finishes while the disk is full cannot record its outcome (its
+    32 KiB result needs new pages); its lease runs out and it is run again; once space
+    returns it ends succeeded, without a restart, and the history holds (I1-I4)."""
+    app, runtime = served
+    disk = Disk(runtime)
+    path = sqlite_url.removeprefix("sqlite:///")
+    gate = GATES[str(tmp_path)] = asyncio.Event()
+    job = await app.schedule("gated", {"gate": str(tmp_path)})
+    await app.start()
+
+    async def running() -> bool:
+        return (await get_job(runtime.db, job.id)).status == JobStatus.RUNNING
+
+    await wait_for(running, timeout=10)
+    disk.pages = _fill(path)  # not one page more: every write now fails
+    failed_writes = 0
+
+    def refused(*_args: Any) -> None:
+        nonlocal failed_writes
+        failed_writes += 1
+
+    event.listen(runtime.db.engine.sync_engine, "handle_error", refused)
+    gate.set()  # the handler returns; its outcome write hits the full disk
+
+    async def write_refused() -> bool:
+        return failed_writes > 0
+
+    await wait_for(write_refused, timeout=10)
+    await asyncio.sleep(3.0)  # past the lease: it is rescued and run again, in vain
+    assert (await get_job(runtime.db, job.id)).status != JobStatus.SUCCEEDED
+    disk.pages = UNLIMITED
+
+    async def terminal() -> bool:
+        return (await get_job(runtime.db, job.id)).status in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+    await wait_for(terminal, timeout=15)
+    finished = await get_job(runtime.db, job.id)
+    # Rescued when its lease ran out, run again, recorded once there was room.
+    assert finished.status == JobStatus.SUCCEEDED and finished.attempt >= 2, finished
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     await check_history(runtime.db, queued_grace_s=5.0, running_grace_s=1.0)
