@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from taskmill import TaskContext, Taskmill
 from taskmill.core.errors import ValidationError
@@ -16,6 +17,7 @@ from taskmill.services.recurrence_manager import RecurrenceConfig, RecurrenceMan
 from taskmill.services.templates import TemplateUpdate
 from taskmill.store.database import Database
 from taskmill.store.jobs import JobFilter
+from taskmill.store.schema import templates
 from taskmill.store.templates import get_template
 from taskmill.testing import FrozenClock, run_until_idle
 
@@ -68,6 +70,32 @@ async def test_recurrence_integration_replicas_create_one_instance_per_tick(
     assert isinstance(current, Template) and current.next_run_at == clock.now() + timedelta(
         seconds=1
     )
+
+
+async def test_recurrence_integration_replicas_take_disjoint_templates(
+    app: Taskmill, clock: FrozenClock, database_url: str
+) -> None:
+    """A template another manager is firing (its row locked) is skipped, not waited for:
+    replicas divide the due templates between them (on SQLite one writer does all)."""
+    busy = await _template(app, cron="* * * * * *", name="busy")
+    free = await _template(app, cron="* * * * * *", name="free")
+    clock.advance(1)
+    holder, other = Database.from_url(database_url), Database.from_url(database_url)
+    manager = RecurrenceManager(other, clock, RecurrenceConfig())
+    try:
+        if not holder.dialect.supports_skip_locked:
+            assert await manager.run_once() == 2
+            return
+        async with holder.transaction() as conn:
+            await conn.execute(
+                select(templates.c.id).where(templates.c.id == busy.id).with_for_update()
+            )
+            handled = await asyncio.wait_for(manager.run_once(), timeout=10)
+    finally:
+        await holder.close()
+        await other.close()
+    assert handled == 1
+    assert len(await _instances(app, free)) == 1 and await _instances(app, busy) == []
 
 
 async def test_recurrence_integration_backward_clock_jump_adds_nothing(

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from taskmill.core.clock import Clock
 from taskmill.core.errors import TaskmillError
-from taskmill.core.templates import plan_fires
+from taskmill.core.templates import Template, plan_fires
 from taskmill.store import templates
 from taskmill.store.database import Database
 
@@ -44,35 +44,40 @@ class RecurrenceManager:
     async def run_once(self) -> int:
         """Fire every due template once; return how many templates were handled."""
         now = self.clock.now()
-        due = await templates.due_templates(self.db, now, self.config.batch_size)
-        plans: list[templates.Fire] = []
-        for template in due:
-            assert template.next_run_at is not None  # due_templates filters on it
-            try:
-                plan = plan_fires(
-                    template.schedule(),
-                    template.next_run_at,
-                    now,
-                    template.misfire_policy,
-                    max_catchup=self.config.max_catchup,
-                    grace_seconds=self.config.misfire_grace_seconds,
-                )
-            except TaskmillError as exc:  # a template that can no longer be evaluated
-                log.error("template %s cannot be scheduled: %s", template.id, exc)
-                continue
-            if plan.dropped:
-                log.warning(
-                    "template %s: %d missed ticks not run (misfire policy %s)",
-                    template.id,
-                    plan.dropped,
-                    template.misfire_policy.value,
-                )
-            plans.append(templates.Fire(template, plan.fire_at, plan.next_run_at))
-        created = await templates.fire(self.db, plans, actor=self.config.actor, now=now)
+        handled, created = await templates.fire_due(
+            self.db,
+            now,
+            self.config.batch_size,
+            lambda template: self._plan(template, now),
+            actor=self.config.actor,
+        )
         if created:
             log.info("created %d job instances from templates", created)
             self.on_created()
-        return len(due)
+        return handled
+
+    def _plan(self, template: Template, now: datetime) -> templates.Fire | None:
+        assert template.next_run_at is not None  # fire_due takes due templates only
+        try:
+            plan = plan_fires(
+                template.schedule(),
+                template.next_run_at,
+                now,
+                template.misfire_policy,
+                max_catchup=self.config.max_catchup,
+                grace_seconds=self.config.misfire_grace_seconds,
+            )
+        except TaskmillError as exc:  # a template that can no longer be evaluated
+            log.error("template %s cannot be scheduled: %s", template.id, exc)
+            return None
+        if plan.dropped:
+            log.warning(
+                "template %s: %d missed ticks not run (misfire policy %s)",
+                template.id,
+                plan.dropped,
+                template.misfire_policy.value,
+            )
+        return templates.Fire(template, plan.fire_at, plan.next_run_at)
 
     async def next_wake_at(self) -> datetime | None:
         return await templates.next_template_due_at(self.db)

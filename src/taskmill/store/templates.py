@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -229,18 +229,6 @@ async def delete_template(
         )
 
 
-async def due_templates(db: Database, now: datetime, limit: int) -> list[Template]:
-    """Active templates whose ``next_run_at`` has come."""
-    stmt = (
-        select(templates)
-        .where(templates.c.active.is_(True), templates.c.next_run_at <= now)
-        .order_by(templates.c.next_run_at)
-        .limit(limit)
-    )
-    async with db.read() as conn:
-        return [to_template(row) for row in (await conn.execute(stmt)).all()]
-
-
 async def next_template_due_at(db: Database) -> datetime | None:
     stmt = select(templates.c.next_run_at).where(
         templates.c.active.is_(True), templates.c.next_run_at.is_not(None)
@@ -259,21 +247,43 @@ class Fire:
     next_run_at: datetime | None
 
 
-async def fire(db: Database, plans: Sequence[Fire], *, actor: str, now: datetime) -> int:
-    """Create the planned instances and advance each ``next_run_at``, all templates in one
-    transaction (one commit per round, not per template); return how many were new.
+async def fire_due(
+    db: Database,
+    now: datetime,
+    limit: int,
+    planner: Callable[[Template], Fire | None],
+    *,
+    actor: str,
+) -> tuple[int, int]:
+    """Take up to ``limit`` active templates whose ``next_run_at`` has come, plan each
+    with ``planner`` (``None``: leave it), create the planned instances and advance each
+    ``next_run_at``, all in one transaction (one commit per round, not per template).
+    Return how many templates were taken and how many instances were new.
 
-    Several recurrence managers may fire the same tick: the unique
+    The due templates are locked with SKIP LOCKED, so recurrence managers running side by
+    side fire disjoint templates instead of all doing every one (and queueing on each
+    other's unique-index inserts). Should two still fire one tick, the unique
     ``(template_id, scheduled_for)`` makes the second insert a no-op, and the guarded
     ``next_run_at`` update never moves the schedule backwards.
     """
+    stmt = (
+        select(templates)
+        .where(templates.c.active.is_(True), templates.c.next_run_at <= now)
+        .order_by(templates.c.next_run_at)
+        .limit(limit)
+    )
+    if db.dialect.supports_skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
     created = 0
     async with db.transaction() as conn:
-        for plan in plans:
-            created += await _fire_one(conn, db, plan, actor=actor, now=now)
+        due = [to_template(row) for row in (await conn.execute(stmt)).all()]
+        for template in due:
+            plan = planner(template)
+            if plan is not None:
+                created += await _fire_one(conn, db, plan, actor=actor, now=now)
         if created:
             await notify(conn, db.dialect, DUE)  # once per round, not per instance
-    return created
+    return len(due), created
 
 
 async def _fire_one(
