@@ -67,6 +67,23 @@ async def test_store_integration_enqueue_only_due_jobs(db: Database) -> None:
     assert await claims.next_due_at(db) == NOW + timedelta(seconds=5)
 
 
+async def test_store_integration_enqueue_reads_the_next_due_time_in_its_transaction(
+    db: Database,
+) -> None:
+    """The populator's next wake-up comes with its batch: the earliest job still
+    scheduled after the batch, or None when the batch was full (it comes back at once)."""
+    for seconds in (0, 0, 7, 3):
+        await create_job(db, NewJob("t", NOW + timedelta(seconds=seconds)), actor="a", now=NOW)
+    full, after_full = await claims.enqueue_due_and_next(db, now=NOW, limit=1, actor="p")
+    assert len(full) == 1 and after_full is None
+    rest, later = await claims.enqueue_due_and_next(db, now=NOW, limit=10, actor="p")
+    assert len(rest) == 1 and later == NOW + timedelta(seconds=3)
+    last, nothing = await claims.enqueue_due_and_next(
+        db, now=NOW + timedelta(seconds=9), limit=10, actor="p"
+    )
+    assert len(last) == 2 and nothing is None
+
+
 async def test_store_integration_dependency_holds_job_until_upstream_succeeds(
     db: Database,
 ) -> None:

@@ -67,6 +67,16 @@ async def _lock_ids(conn: AsyncConnection, db: Database, stmt: Select[Any]) -> l
 
 async def enqueue_due(db: Database, *, now: datetime, limit: int, actor: str) -> list[Job]:
     """Move up to ``limit`` due jobs (``run_at <= now``, dependencies met) to ``queued``."""
+    queued, _ = await enqueue_due_and_next(db, now=now, limit=limit, actor=actor)
+    return queued
+
+
+async def enqueue_due_and_next(
+    db: Database, *, now: datetime, limit: int, actor: str
+) -> tuple[list[Job], datetime | None]:
+    """:func:`enqueue_due`, and the earliest ``run_at`` still scheduled afterwards, read
+    in the same transaction: the populator learns when to come back without another
+    round trip. ``None`` when the batch was full (come back at once) or nothing waits."""
     candidates = (
         select(jobs.c.id)
         .where(
@@ -92,23 +102,26 @@ async def enqueue_due(db: Database, *, now: datetime, limit: int, actor: str) ->
                 values={"queued_at": db.dialect.db_now()},
             ),
         )
-    return [to_job(row) for row in rows]
+        later = None if len(ids) >= limit else (await conn.execute(_NEXT_DUE)).scalar_one_or_none()
+    return [to_job(row) for row in rows], later
+
+
+# The same predicates as enqueue_due: a job held by a dependency or an unfinished sibling
+# is not due, or the populator would spin on it. ORDER BY ... LIMIT 1, not min(): with the
+# NOT EXISTS conditions PostgreSQL computes min() by reading every job; this walks
+# idx_jobs_status_run_at and stops at the first.
+_NEXT_DUE = (
+    select(jobs.c.run_at)
+    .where(jobs.c.status == JobStatus.SCHEDULED, _dependencies_met(), _not_blocked_by_sibling())
+    .order_by(jobs.c.run_at)
+    .limit(1)
+)
 
 
 async def next_due_at(db: Database) -> datetime | None:
     """The earliest ``run_at`` of a scheduled job, so the populator can sleep until then."""
-    # The same predicates as enqueue_due: a job held by a dependency or an unfinished
-    # sibling is not due, or the populator would spin on it.
-    # ORDER BY ... LIMIT 1, not min(): with the NOT EXISTS conditions PostgreSQL computes
-    # min() by reading every job; this walks idx_jobs_status_run_at and stops at the first.
-    stmt = (
-        select(jobs.c.run_at)
-        .where(jobs.c.status == JobStatus.SCHEDULED, _dependencies_met(), _not_blocked_by_sibling())
-        .order_by(jobs.c.run_at)
-        .limit(1)
-    )
     async with db.read() as conn:
-        due: datetime | None = (await conn.execute(stmt)).scalar_one_or_none()
+        due: datetime | None = (await conn.execute(_NEXT_DUE)).scalar_one_or_none()
     return due
 
 
