@@ -116,6 +116,8 @@ async def test_faults_paused_executor_is_fenced(
     await _check_history(db, {job_id: 1})
 
 
+# 80-120 s on two cores: each execution's effect row opens a connection of its own.
+@pytest.mark.timeout(330)
 async def test_faults_three_replicas_of_every_service(
     postgres_url: str, db: Database, services: Cluster, tmp_path: Path
 ) -> None:

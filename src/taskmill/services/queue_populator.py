@@ -53,6 +53,6 @@ class QueuePopulator:
         return len(queued)
 
     async def next_wake_at(self) -> datetime | None:
-        # Read by the last round, in its own transaction (the loop asks right after a
-        # round that was not a full batch): one round trip fewer per round.
+        # Read by the last round inside its enqueue transaction (the loop asks right
+        # after a round that was not a full batch): one round trip fewer per round.
         return self._next_due
