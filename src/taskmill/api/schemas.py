@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import DependencyFailurePolicy, JobStatus, RunOutcome, ScheduleType
+from taskmill.core.schedules import utc
 from taskmill.core.templates import MisfirePolicy, OverlapPolicy
 from taskmill.core.tenants import Scope
 
@@ -23,9 +25,9 @@ ZoneName = Annotated[str, Field(min_length=1, max_length=64)]
 
 def _in_utc(value: datetime) -> datetime:
     try:
-        return value.astimezone(UTC)
-    except OverflowError:  # 0001-01-01T00:00+14:00 is before the first representable instant
-        raise ValueError("is outside the range of representable times") from None
+        return utc(value)  # 0001-01-01T00:00+14:00 is before the first representable instant
+    except ValidationError as exc:
+        raise ValueError(exc.reason) from None
 
 
 # A time with an offset, normalised to UTC (every time is stored and compared in UTC).
