@@ -128,7 +128,13 @@ class Runtime:
         self.templates = Templates(self.db, self.clock)
         sched = settings.scheduler
         self.populator = QueuePopulator(
-            self.db, self.broker, self.clock, QueuePopulatorConfig(batch_size=sched.batch_size)
+            self.db,
+            self.broker,
+            self.clock,
+            QueuePopulatorConfig(
+                batch_size=sched.batch_size,
+                merchants_in_turn=sched.max_running_per_merchant is not None,
+            ),
         )
         self.watcher = FailureWatcher(
             self.db,

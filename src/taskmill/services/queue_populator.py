@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 class QueuePopulatorConfig:
     batch_size: int = 500
     actor: str = "queue-populator"
+    # Set with a per-merchant cap: merchants take turns in each batch (store.claims).
+    merchants_in_turn: bool = False
 
 
 class QueuePopulator:
@@ -38,7 +40,11 @@ class QueuePopulator:
     async def run_once(self) -> int:
         """Queue up to one batch of due jobs; return how many were queued."""
         queued, self._next_due = await claims.enqueue_due_and_next(
-            self.db, now=self.clock.now(), limit=self.config.batch_size, actor=self.config.actor
+            self.db,
+            now=self.clock.now(),
+            limit=self.config.batch_size,
+            actor=self.config.actor,
+            merchants_in_turn=self.config.merchants_in_turn,
         )
         # Publish after commit: a crash in between leaves jobs queued but unannounced,
         # which the failure watcher re-publishes; the reverse order could announce a

@@ -71,23 +71,37 @@ async def enqueue_due(db: Database, *, now: datetime, limit: int, actor: str) ->
     return queued
 
 
+def _due_candidates(now: datetime, limit: int, *, merchants_in_turn: bool) -> Select[Any]:
+    """Due jobs in the order the populator queues them: oldest ``run_at`` first or, with
+    ``merchants_in_turn``, each merchant's oldest first, then each one's second, and so on.
+
+    Taking turns keeps a tenant that arrives behind another's large backlog from waiting
+    for that whole backlog to be queued before its own jobs reach the claim (issue 6). It
+    ranks every due job, so it is used only with ``max_running_per_merchant`` set.
+    """
+    due = (
+        jobs.c.status == JobStatus.SCHEDULED,
+        jobs.c.run_at <= now,
+        _dependencies_met(),
+        _not_blocked_by_sibling(),
+    )
+    if not merchants_in_turn:
+        return select(jobs.c.id).where(*due).order_by(jobs.c.run_at).limit(limit)
+    turn = func.row_number().over(partition_by=jobs.c.merchant_id, order_by=jobs.c.run_at)
+    ranked = select(jobs.c.id, jobs.c.run_at, turn.label("turn")).where(*due).subquery()
+    picked = select(ranked.c.id).order_by(ranked.c.turn, ranked.c.run_at).limit(limit)
+    # Locked through an outer query: PostgreSQL refuses FOR UPDATE beside a window function.
+    return select(jobs.c.id).where(jobs.c.id.in_(picked))
+
+
 async def enqueue_due_and_next(
-    db: Database, *, now: datetime, limit: int, actor: str
+    db: Database, *, now: datetime, limit: int, actor: str, merchants_in_turn: bool = False
 ) -> tuple[list[Job], datetime | None]:
     """:func:`enqueue_due`, and the earliest ``run_at`` still scheduled afterwards, read
     in the same transaction: the populator learns when to come back without another
-    round trip. ``None`` when the batch was full (come back at once) or nothing waits."""
-    candidates = (
-        select(jobs.c.id)
-        .where(
-            jobs.c.status == JobStatus.SCHEDULED,
-            jobs.c.run_at <= now,
-            _dependencies_met(),
-            _not_blocked_by_sibling(),
-        )
-        .order_by(jobs.c.run_at)
-        .limit(limit)
-    )
+    round trip. ``None`` when the batch was full (come back at once) or nothing waits.
+    ``merchants_in_turn``: see :func:`_due_candidates`."""
+    candidates = _due_candidates(now, limit, merchants_in_turn=merchants_in_turn)
     async with db.transaction() as conn:
         ids = await _lock_ids(conn, db, candidates)
         rows = await transition(
