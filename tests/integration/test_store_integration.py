@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from taskmill.core.errors import InvalidTransition, NotFound, ValidationError
+from taskmill.core.errors import InvalidTransition, NotFound, StoreError, ValidationError
 from taskmill.core.events import EventType
 from taskmill.core.jobs import JobStatus, RunOutcome
 from taskmill.store import claims, outcomes, runs
@@ -283,3 +283,25 @@ async def test_store_integration_succeed_many_is_fenced_and_replayable(db: Datab
     [run] = await runs.list_runs(db, first.id)
     assert run.outcome is RunOutcome.SUCCEEDED and run.duration_seconds == 0.5
     assert await projection_diff(db) == []
+
+
+async def test_a_job_postgresql_refuses_leaves_neither_row_nor_event(postgres_url: str) -> None:
+    """On PostgreSQL a plain ``create_job`` is one autocommitted statement (the job, its
+    event, the wake-up): a refusal stores nothing, and the next job is stored whole."""
+    db = Database.from_url(postgres_url)
+    try:
+        with pytest.raises(StoreError, match="unsupported Unicode escape"):
+            await create_job(db, NewJob("t", NOW, payload={"k": "a\x00b"}), actor="t", now=NOW)
+        async with db.read() as conn:
+            stored = [
+                (await conn.execute(select(func.count()).select_from(t))).scalar_one()
+                for t in (jobs, events)
+            ]
+        assert stored == [0, 0]
+        made = await create_job(db, NewJob("t", NOW, payload={"k": "ok"}), actor="t", now=NOW)
+        assert made.created and (await get_job(db, made.job.id)).payload == {"k": "ok"}
+        logged = await list_events(db, EventFilter(job_id=made.job.id))
+        assert [e.type for e in logged] == [EventType.JOB_CREATED]
+        assert await projection_diff(db) == []
+    finally:
+        await db.close()

@@ -42,25 +42,24 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def row(e: NewEvent) -> dict[str, Any]:
+    """The ``events`` row for ``e`` (its id comes from the database)."""
+    return {
+        "occurred_at": e.occurred_at,
+        "merchant_id": e.merchant_id,
+        "type": e.type.value,
+        "actor": e.actor,
+        "job_id": e.job_id,
+        "template_id": e.template_id,
+        "data": jsonable(e.data),
+    }
+
+
 async def append(conn: AsyncConnection, new: Sequence[NewEvent]) -> None:
     """Append ``new`` in the caller's transaction (so the change and its event commit together)."""
     if not new:
         return
-    await conn.execute(
-        insert(events),
-        [
-            {
-                "occurred_at": e.occurred_at,
-                "merchant_id": e.merchant_id,
-                "type": e.type.value,
-                "actor": e.actor,
-                "job_id": e.job_id,
-                "template_id": e.template_id,
-                "data": jsonable(e.data),
-            }
-            for e in new
-        ],
-    )
+    await conn.execute(insert(events), [row(e) for e in new])
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,16 @@ TEMPLATES = "taskmill_templates"  # a template was created or changed
 CHANNELS = (DUE, QUEUED, TEMPLATES)
 
 
+def notification(channel: str) -> sa.Select[Any]:
+    """The PostgreSQL statement that notifies ``channel``, delivered at commit."""
+    return sa.select(sa.func.pg_notify(channel, ""))
+
+
 async def notify(conn: AsyncConnection, dialect: Dialect, channel: str) -> None:
     """Queue a notification on ``channel``; PostgreSQL delivers it when the caller's
     transaction commits (and folds duplicates within one transaction)."""
     if dialect.name == "postgresql":
-        await conn.execute(sa.select(sa.func.pg_notify(channel, "")))
+        await conn.execute(notification(channel))
 
 
 def _dsn(url: str) -> str:
