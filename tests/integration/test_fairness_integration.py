@@ -115,6 +115,35 @@ async def test_populator_lets_merchants_take_turns_when_asked(db: Database) -> N
     assert await projection_diff(db) == []
 
 
+async def test_populator_taking_turns_skips_rows_another_holds_and_fills_its_batch(
+    postgres_url: str,
+) -> None:
+    """Two populators at once (S11): rows the first holds are skipped and replaced by the
+    next in turn, so the second still queues a full batch, and none twice."""
+    db = Database.from_url(postgres_url)
+    try:
+        a, b = await _merchant(db, "A"), await _merchant(db, "B")
+        news = [
+            NewJob("t", NOW + timedelta(seconds=i), merchant_id=m)
+            for i in range(20)
+            for m in (a, b)
+        ]
+        await create_jobs(db, news, actor="test", now=NOW)
+        later = NOW + timedelta(hours=1)
+        async with db.transaction() as other:
+            held = select(jobs.c.id).order_by(jobs.c.run_at).limit(10).with_for_update()
+            held_ids = set((await other.execute(held)).scalars())
+            queued, _ = await claims.enqueue_due_and_next(
+                db, now=later, limit=10, actor="p", merchants_in_turn=True
+            )
+        assert len(queued) == 10
+        assert held_ids.isdisjoint(job.id for job in queued)
+        assert Counter(job.merchant_id for job in queued) == {a: 5, b: 5}
+        assert await projection_diff(db) == []
+    finally:
+        await db.close()
+
+
 FAIR = {
     "worker": {"concurrency": 10, "lease_seconds": 5.0, "heartbeat_seconds": 0.5},
     "scheduler": {"poll_interval_seconds": 0.2, "max_running_per_merchant": 5},

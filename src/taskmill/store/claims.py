@@ -89,9 +89,16 @@ def _due_candidates(now: datetime, limit: int, *, merchants_in_turn: bool) -> Se
         return select(jobs.c.id).where(*due).order_by(jobs.c.run_at).limit(limit)
     turn = func.row_number().over(partition_by=jobs.c.merchant_id, order_by=jobs.c.run_at)
     ranked = select(jobs.c.id, jobs.c.run_at, turn.label("turn")).where(*due).subquery()
-    picked = select(ranked.c.id).order_by(ranked.c.turn, ranked.c.run_at).limit(limit)
-    # Locked through an outer query: PostgreSQL refuses FOR UPDATE beside a window function.
-    return select(jobs.c.id).where(jobs.c.id.in_(picked))
+    # Ranked in a subquery (PostgreSQL refuses FOR UPDATE beside a window function), then
+    # ordered, locked and limited out here, so that rows another populator holds are
+    # skipped and replaced, and a row queued meanwhile is rechecked out by its status.
+    return (
+        select(jobs.c.id)
+        .join(ranked, ranked.c.id == jobs.c.id)
+        .where(jobs.c.status == JobStatus.SCHEDULED)
+        .order_by(ranked.c.turn, ranked.c.run_at)
+        .limit(limit)
+    )
 
 
 async def enqueue_due_and_next(
