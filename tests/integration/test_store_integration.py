@@ -306,3 +306,14 @@ async def test_a_job_postgresql_refuses_leaves_neither_row_nor_event(postgres_ur
         assert await projection_diff(db) == []
     finally:
         await db.close()
+
+
+async def test_autocommit_is_refused_on_sqlite(sqlite_url: str) -> None:
+    """SQLite's writers must queue on the process's write lock: no autocommit bypass."""
+    db = Database.from_url(sqlite_url)
+    try:
+        with pytest.raises(RuntimeError, match="for PostgreSQL"):
+            async with db.autocommit():
+                pass
+    finally:
+        await db.close()
