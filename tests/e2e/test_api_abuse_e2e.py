@@ -179,6 +179,7 @@ async def test_api_abuse_s19_huge_payloads_bounded_memory(sqlite_url: str, tmp_p
 
 RATE, BURST = 12.0, 12  # B sends 10 req/s: under its quota; the flood is >= 10x it
 FLOOD_SECONDS = sized(8.0, 30.0)
+DROPPED = 0  # a_status key of A's requests whose connection closed before a response
 FLOOD_REQUESTS = sized(4000, 20000)  # the bound on A's requests: the test always ends
 
 
@@ -217,11 +218,17 @@ async def test_api_abuse_s26_request_flood_per_merchant_quota(
                 nonlocal sent, retry_after_ok
                 while time.monotonic() < stop_at and sent < FLOOD_REQUESTS:
                     sent += 1
-                    response = await flood.post(
-                        f"{served.base}/jobs",
-                        json={"task_type": "sleepy", "payload": {}},
-                        headers=served.keys["a"],
-                    )
+                    try:
+                        response = await flood.post(
+                            f"{served.base}/jobs",
+                            json={"task_type": "sleepy", "payload": {}},
+                            headers=served.keys["a"],
+                        )
+                    except httpx.TransportError:
+                        # The flood's connections may be dropped (a server-side close was
+                        # seen in ~1 of 4 runs on PostgreSQL); counted, and B must not see it.
+                        a_status[DROPPED] = a_status.get(DROPPED, 0) + 1
+                        continue
                     a_status[response.status_code] = a_status.get(response.status_code, 0) + 1
                     if response.status_code == 429:
                         retry_after_ok &= int(response.headers.get("retry-after", "0")) >= 1
@@ -261,7 +268,8 @@ async def test_api_abuse_s26_request_flood_per_merchant_quota(
             f"(cap {BURST + RATE * elapsed:.0f}); B {b_ok}/{len(b_status)} 2xx, p95 {p95:.3f} s"
         )
         assert all(s < 500 for s in a_status) and all(s < 500 for s in b_status)
-        assert accepted == a_status.get(201, 0)
+        # A dropped request may have been stored before its connection closed.
+        assert a_status.get(201, 0) <= accepted <= a_status.get(201, 0) + a_status.get(DROPPED, 0)
         assert accepted <= BURST + RATE * elapsed
         assert a_status.get(429, 0) > 0 and retry_after_ok
         assert len(b_status) >= 9 * FLOOD_SECONDS and b_ok >= 0.99 * len(b_status), b_status
