@@ -286,9 +286,9 @@ async def test_store_integration_succeed_many_is_fenced_and_replayable(db: Datab
 
 
 async def test_a_job_postgresql_refuses_leaves_neither_row_nor_event(postgres_url: str) -> None:
-    """``create_job`` writes the job and its event together: when only the event is
-    refused (an actor longer than the column), the job is not stored either; the next
-    job is stored whole."""
+    """On PostgreSQL a plain ``create_job`` is one autocommitted statement (the job, its
+    event, the wake-up): when only the event is refused (an actor longer than the
+    column), the job is not stored either; the next job is stored whole."""
     db = Database.from_url(postgres_url)
     try:
         with pytest.raises(StoreError, match="too long"):
@@ -304,5 +304,16 @@ async def test_a_job_postgresql_refuses_leaves_neither_row_nor_event(postgres_ur
         logged = await list_events(db, EventFilter(job_id=made.job.id))
         assert [e.type for e in logged] == [EventType.JOB_CREATED]
         assert await projection_diff(db) == []
+    finally:
+        await db.close()
+
+
+async def test_autocommit_is_refused_on_sqlite(sqlite_url: str) -> None:
+    """SQLite's writers must queue on the process's write lock: no autocommit bypass."""
+    db = Database.from_url(sqlite_url)
+    try:
+        with pytest.raises(RuntimeError, match="for PostgreSQL"):
+            async with db.autocommit():
+                pass
     finally:
         await db.close()

@@ -47,6 +47,17 @@ class Database:
                     yield conn
 
     @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection on which each statement is its own transaction: no ``BEGIN`` and
+        ``COMMIT`` round trips, for a write that fits in one statement (on PostgreSQL,
+        data-modifying CTEs). Not for SQLite, whose writers queue in ``transaction()``."""
+        if self._write_lock is not None:
+            raise RuntimeError("autocommit() is for PostgreSQL; SQLite writes use transaction()")
+        with translated():
+            async with self.engine.connect() as raw:
+                yield await raw.execution_options(isolation_level="AUTOCOMMIT")
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction."""
         with translated():
