@@ -71,6 +71,12 @@ async def enqueue_due(db: Database, *, now: datetime, limit: int, actor: str) ->
     return queued
 
 
+def _waiting() -> tuple[ColumnElement[bool], ...]:
+    """Scheduled and free to go once its ``run_at`` comes: no dependency or unfinished
+    sibling holds it back (the populator and its next-due read must agree, or it spins)."""
+    return (jobs.c.status == JobStatus.SCHEDULED, _dependencies_met(), _not_blocked_by_sibling())
+
+
 def _due_candidates(now: datetime, limit: int, *, merchants_in_turn: bool) -> Select[Any]:
     """Due jobs in the order the populator queues them: oldest ``run_at`` first or, with
     ``merchants_in_turn``, each merchant's oldest first, then each one's second, and so on.
@@ -79,12 +85,7 @@ def _due_candidates(now: datetime, limit: int, *, merchants_in_turn: bool) -> Se
     for that whole backlog to be queued before its own jobs reach the claim (issue 6). It
     ranks every due job, so it is used only with ``max_running_per_merchant`` set.
     """
-    due = (
-        jobs.c.status == JobStatus.SCHEDULED,
-        jobs.c.run_at <= now,
-        _dependencies_met(),
-        _not_blocked_by_sibling(),
-    )
+    due = (*_waiting(), jobs.c.run_at <= now)
     if not merchants_in_turn:
         return select(jobs.c.id).where(*due).order_by(jobs.c.run_at).limit(limit)
     turn = func.row_number().over(partition_by=jobs.c.merchant_id, order_by=jobs.c.run_at)
@@ -127,16 +128,9 @@ async def enqueue_due_and_next(
     return [to_job(row) for row in rows], later
 
 
-# The same predicates as enqueue_due: a job held by a dependency or an unfinished sibling
-# is not due, or the populator would spin on it. ORDER BY ... LIMIT 1, not min(): with the
-# NOT EXISTS conditions PostgreSQL computes min() by reading every job; this walks
-# idx_jobs_status_run_at and stops at the first.
-_NEXT_DUE = (
-    select(jobs.c.run_at)
-    .where(jobs.c.status == JobStatus.SCHEDULED, _dependencies_met(), _not_blocked_by_sibling())
-    .order_by(jobs.c.run_at)
-    .limit(1)
-)
+# ORDER BY ... LIMIT 1, not min(): with the NOT EXISTS conditions PostgreSQL computes
+# min() by reading every job; this walks idx_jobs_status_run_at and stops at the first.
+_NEXT_DUE = select(jobs.c.run_at).where(*_waiting()).order_by(jobs.c.run_at).limit(1)
 
 
 async def next_due_at(db: Database) -> datetime | None:
