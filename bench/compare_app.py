@@ -10,12 +10,18 @@ from typing import Any
 
 from bench.compare_common import record
 from taskmill import TaskContext, Taskmill
+from taskmill.config import load_settings
 
 TASK = "noop"
 
 
-def build_app(database_url: str | None = None) -> Taskmill:
-    app = Taskmill(database_url)
+def build_app(database_url: str | None = None, broker: dict[str, str] | None = None) -> Taskmill:
+    """The app; ``broker`` (``url``, ``prefix``) is the producer's, the workers' broker:
+    ``schedule()`` publishes the hints of jobs due at once itself."""
+    overrides: dict[str, Any] = {"broker": broker} if broker else {}
+    if database_url:
+        overrides["database"] = {"url": database_url}
+    app = Taskmill(settings=load_settings(**overrides))
 
     @app.task(TASK)
     async def noop(ctx: TaskContext, payload: Any) -> None:

@@ -51,8 +51,13 @@ class TaskmillAdapter:
         self.workdir = workdir
         self.strict_done = True  # done = succeeded in the database, outcome committed
         self.loop = asyncio.new_event_loop()
-        self.app: Taskmill = build_app(database_url)
+        self.app: Taskmill = build_app(database_url, self.broker_settings())
         self.loop.run_until_complete(self.app.open())  # migrates before the worker starts
+
+    def broker_settings(self) -> dict[str, str]:
+        """The broker every process of this variant uses (producer and worker alike)."""
+        url = {"pg-redis": REDIS_URL, "pg-rabbitmq": AMQP_URL}.get(self.variant)
+        return {"url": url, "prefix": self.prefix} if url else {}
 
     def worker_env(self) -> dict[str, str]:
         env = {
@@ -72,10 +77,9 @@ class TaskmillAdapter:
             # No cross-process wake-up on SQLite: the populator finds jobs another
             # process created at its next poll (bench.embedded_sqlite uses 0.05 too).
             env["TASKMILL_SCHEDULER__POLL_INTERVAL_SECONDS"] = "0.05"
-        if self.variant == "pg-redis":
-            env.update(TASKMILL_BROKER__URL=REDIS_URL, TASKMILL_BROKER__PREFIX=self.prefix)
-        if self.variant == "pg-rabbitmq":
-            env.update(TASKMILL_BROKER__URL=AMQP_URL, TASKMILL_BROKER__PREFIX=self.prefix)
+        broker = self.broker_settings()
+        if broker:
+            env.update(TASKMILL_BROKER__URL=broker["url"], TASKMILL_BROKER__PREFIX=broker["prefix"])
         return env
 
     def worker_command(self) -> list[str]:

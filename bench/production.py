@@ -30,10 +30,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, text
 
 from bench.noop_app import TASK, build_app
+from taskmill import Taskmill
+from taskmill.config import load_settings
 from taskmill.core.jobs import JobStatus
 from taskmill.store import migrate
 from taskmill.store.database import Database
@@ -68,7 +71,7 @@ async def _scratch_database() -> tuple[str, str]:
 
 
 @contextmanager
-def services(url: str, broker: str, executors: int, workdir: Path) -> Iterator[None]:
+def services(url: str, broker: dict[str, str], executors: int, workdir: Path) -> Iterator[None]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKMILL_")}
     for key in ("DATABASE_URL", "REDIS_URL", "AMQP_URL"):
         env.pop(key, None)
@@ -79,10 +82,8 @@ def services(url: str, broker: str, executors: int, workdir: Path) -> Iterator[N
         TASKMILL_DATABASE__MIGRATE_ON_START="false",
         TASKMILL_LOGGING__LEVEL="WARNING",
     )
-    if broker == "redis":
-        env.update(
-            TASKMILL_BROKER__URL=REDIS_URL, TASKMILL_BROKER__PREFIX=f"bench-{uuid.uuid4().hex[:8]}"
-        )
+    if broker:
+        env.update(TASKMILL_BROKER__URL=broker["url"], TASKMILL_BROKER__PREFIX=broker["prefix"])
     names = ["queue-populator", "failure-watcher"] + ["executor"] * executors
     procs = []
     try:
@@ -117,8 +118,8 @@ def services(url: str, broker: str, executors: int, workdir: Path) -> Iterator[N
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if broker == "redis":
-            _delete_prefix(env["TASKMILL_BROKER__PREFIX"])
+        if broker:
+            _delete_prefix(broker["prefix"])
 
 
 def _delete_prefix(prefix: str) -> None:
@@ -140,8 +141,15 @@ async def _wait_succeeded(db: Database, n: int, timeout: float) -> float:
     return time.monotonic() - start
 
 
-async def throughput(url: str, count: int) -> float:
-    producer = build_app(url)
+def _producer(url: str, broker: dict[str, str]) -> Taskmill:
+    """The bench's producer, on the services' broker: ``schedule()`` announces the jobs
+    due at once itself."""
+    overrides: dict[str, Any] = {"database": {"url": url}, "broker": broker}
+    return build_app(settings=load_settings(**overrides))
+
+
+async def throughput(url: str, broker: dict[str, str], count: int) -> float:
+    producer = _producer(url, broker)
     try:
         for start in range(0, count, 1000):
             await producer.schedule_many(TASK, list(range(start, min(count, start + 1000))))
@@ -151,8 +159,10 @@ async def throughput(url: str, count: int) -> float:
         await producer.stop()
 
 
-async def latency(url: str, rate: int, seconds: float) -> tuple[float, float, float]:
-    producer = build_app(url)
+async def latency(
+    url: str, broker: dict[str, str], rate: int, seconds: float
+) -> tuple[float, float, float]:
+    producer = _producer(url, broker)
     batch = max(1, rate // 10)
     try:
         db = (await producer.open()).db
@@ -185,10 +195,13 @@ def _pct(values: list[float], p: float) -> float:
 
 async def run_config(broker: str, executors: int, args: argparse.Namespace) -> list[str]:
     name, url = await _scratch_database()
+    hints = (
+        {"url": REDIS_URL, "prefix": f"bench-{uuid.uuid4().hex[:8]}"} if broker == "redis" else {}
+    )
     try:
-        with tempfile.TemporaryDirectory() as tmp, services(url, broker, executors, Path(tmp)):
-            rate = await throughput(url, args.jobs)
-            p50, p99, worst = await latency(url, args.rate, args.seconds)
+        with tempfile.TemporaryDirectory() as tmp, services(url, hints, executors, Path(tmp)):
+            rate = await throughput(url, hints, args.jobs)
+            p50, p99, worst = await latency(url, hints, args.rate, args.seconds)
         return [
             f"{'PostgreSQL+Redis' if broker == 'redis' else 'PostgreSQL alone':18}",
             f"{executors:9}",

@@ -15,7 +15,7 @@ from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.errors import NotFound
 from taskmill.core.events import Event
-from taskmill.core.jobs import DependencyFailurePolicy, Job, JobRun
+from taskmill.core.jobs import DependencyFailurePolicy, Job, JobRun, JobStatus
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.templates import FirePreview, MisfirePolicy, OverlapPolicy, Template
 from taskmill.executors.python import TaskDefinition, TaskRegistry, Validator
@@ -237,7 +237,7 @@ class Taskmill:
         result = scheduled.item
         if isinstance(result, Template):
             runtime.wakers.recurrence.wake()
-        else:
+        elif result.status is JobStatus.SCHEDULED:  # a queued one was announced already
             runtime.wakers.populator.wake()
         return result
 
@@ -251,7 +251,8 @@ class Taskmill:
         jobs = await runtime.scheduler.schedule_many(
             [ScheduleRequest(task=task, payload=p, run_at=run_at) for p in payloads]
         )
-        runtime.wakers.populator.wake()
+        if run_at is not None:  # immediate jobs were created queued and announced
+            runtime.wakers.populator.wake()
         return jobs
 
     async def cancel(self, ident: str, reason: str = "cancelled") -> Job | Template:

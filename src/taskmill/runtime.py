@@ -124,6 +124,7 @@ class Runtime:
             registry,
             self.clock,
             Defaults(settings.tasks.max_retries, settings.tasks.timeout_seconds),
+            self.broker,
         )
         self.templates = Templates(self.db, self.clock)
         sched = settings.scheduler

@@ -3,6 +3,7 @@ truth (a flushed Redis loses no job, garbage hints run nothing)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -65,9 +66,8 @@ async def test_production_integration_lost_hints_are_republished(app: Taskmill) 
     runtime = await app.open()
     broker = runtime.broker
     assert isinstance(broker, RedisBroker)
-    jobs = [await app.schedule("count", i) for i in range(50)]
-    queued = await runtime.populator.run_once()  # queued and hinted, no worker running yet
-    assert queued == 50
+    jobs = [await app.schedule("count", i) for i in range(50)]  # queued and hinted
+    assert {j.status for j in jobs if isinstance(j, Job)} == {JobStatus.QUEUED}
     await backends.delete_prefix(broker.prefix)  # Redis flushed: every hint is gone
     await app.start()
     await wait_for(lambda: _all_succeeded(app, 50), timeout=30)
@@ -87,3 +87,47 @@ async def test_production_integration_garbage_hints_run_nothing(app: Taskmill) -
     await wait_for(lambda: _all_succeeded(app, 1), timeout=30)
     runs: list[str] = app.runs_seen  # type: ignore[attr-defined]
     assert runs == [real.id]
+
+
+async def test_production_integration_an_immediate_job_needs_no_populator(app: Taskmill) -> None:
+    """Created ``queued`` and announced by ``schedule()`` itself: a worker alone (no
+    populator, no failure watcher) runs it."""
+    runtime = await app.open()
+    jobs = [await app.schedule("count", i) for i in range(20)]
+    assert {j.status for j in jobs if isinstance(j, Job)} == {JobStatus.QUEUED}
+    stop = asyncio.Event()
+    worker_only = asyncio.create_task(app.serve(stop, lambda rt: rt.services({"executor"})))
+    try:
+        await wait_for(lambda: _all_succeeded(app, 20), timeout=30)
+    finally:
+        stop.set()
+        await worker_only
+    assert "queue-populator" in runtime.services()  # the name excluded above is real
+    runs: list[str] = app.runs_seen  # type: ignore[attr-defined]
+    assert sorted(runs) == sorted(j.id for j in jobs)
+
+
+async def test_production_integration_a_job_whose_hint_failed_still_runs(
+    app: Taskmill, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A producer that cannot reach the broker still stores the job (``queued``, a
+    warning logged): the failure watcher announces it once it waited too long."""
+    producer = Taskmill(
+        settings=load_settings(
+            "test",
+            None,
+            database={"url": postgres_url},
+            broker={"url": "redis://127.0.0.1:1/0", "prefix": "taskmill-test-unreachable"},
+        )
+    )
+    producer.task("count")(lambda ctx, payload: None)
+    try:
+        job = await producer.schedule("count", "lonely")
+    finally:
+        await producer.stop()
+    assert isinstance(job, Job) and job.status is JobStatus.QUEUED
+    assert "1 queued jobs not announced (the failure watcher will)" in caplog.text
+    await app.start()  # requeue_after_seconds is 1 s here
+    await wait_for(lambda: _all_succeeded(app, 1), timeout=30)
+    runs: list[str] = app.runs_seen  # type: ignore[attr-defined]
+    assert runs == [job.id]

@@ -6,16 +6,24 @@ or malformed schedule arguments all raise ``ValidationError`` naming the field.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from taskmill.brokers.base import Broker, Message
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import parse_policy
-from taskmill.core.errors import ValidationError
-from taskmill.core.jobs import DEFAULT_MERCHANT_ID, DependencyFailurePolicy, Job, ScheduleType
+from taskmill.core.errors import BrokerError, ValidationError
+from taskmill.core.jobs import (
+    DEFAULT_MERCHANT_ID,
+    DependencyFailurePolicy,
+    Job,
+    JobStatus,
+    ScheduleType,
+)
 from taskmill.core.schedules import utc
 from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template, build_schedule
 from taskmill.executors.python import TaskRegistry
@@ -23,6 +31,8 @@ from taskmill.observability import tracing
 from taskmill.store import jobs as job_store
 from taskmill.store import templates as template_store
 from taskmill.store.database import Database
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +78,36 @@ class Scheduled:
 
 
 class Scheduler:
-    """Validates and stores schedule requests."""
+    """Validates and stores schedule requests, and announces the jobs ready at once."""
 
     def __init__(
-        self, db: Database, registry: TaskRegistry, clock: Clock, defaults: Defaults
+        self,
+        db: Database,
+        registry: TaskRegistry,
+        clock: Clock,
+        defaults: Defaults,
+        broker: Broker,
     ) -> None:
         self.db = db
         self.registry = registry
         self.clock = clock
         self.defaults = defaults
+        self.broker = broker
+
+    async def _announce(self, created: Sequence[Job]) -> None:
+        """Publish the jobs created ``queued`` (immediate, waiting for nothing) after their
+        commit, as the populator does for the jobs it queues. A failed publish loses no
+        job: the failure watcher announces jobs left queued again."""
+        queued = [j for j in created if j.status is JobStatus.QUEUED]
+        ready = [Message(j.id, j.queue, j.priority) for j in queued]
+        if not ready:
+            return
+        try:
+            await self.broker.publish(ready)
+        except BrokerError as exc:
+            log.warning(
+                "%d queued jobs not announced (the failure watcher will): %s", len(ready), exc
+            )
 
     async def schedule(self, req: ScheduleRequest) -> Scheduled:
         """A job for immediate/one-time requests, a template for interval/cron ones."""
@@ -114,7 +145,9 @@ class Scheduler:
             definition = self.registry.get(req.task)
             definition.validate(req.payload)
             news.append(self._new_job(req, now))
-        return await job_store.create_jobs(self.db, news, actor="library", now=now)
+        created = await job_store.create_jobs(self.db, news, actor="library", now=now)
+        await self._announce(created)
+        return created
 
     def _new_job(self, req: ScheduleRequest, now: datetime) -> job_store.NewJob:
         run_at = utc(req.run_at) if req.run_at is not None else now
@@ -139,6 +172,8 @@ class Scheduler:
         now = self.clock.now()
         new = self._new_job(req, now)
         created = await job_store.create_job(self.db, new, actor=req.actor, now=now)
+        if created.created:
+            await self._announce([created.job])
         return Scheduled(created.job, created.created)
 
     async def _template(self, req: ScheduleRequest) -> Template:

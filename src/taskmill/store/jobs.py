@@ -26,7 +26,8 @@ from taskmill.store import events as event_log
 from taskmill.store.database import Database
 from taskmill.store.dependencies import check_upstream
 from taskmill.store.dialect import Dialect
-from taskmill.store.notify import DUE, notification, notify
+from taskmill.store.events import NewEvent
+from taskmill.store.notify import DUE, QUEUED, notification, notify
 from taskmill.store.records import to_job, to_job_dict
 from taskmill.store.schema import events, job_dependencies, jobs
 from taskmill.store.transition import NOT_REPLAYED
@@ -62,7 +63,8 @@ class CreatedJob:
 
 
 async def create_job(db: Database, new: NewJob, *, actor: str, now: datetime) -> CreatedJob:
-    """Insert ``new`` as ``scheduled`` with its ``job.created`` event, in one transaction.
+    """Insert ``new`` with its events in one transaction: ``scheduled``, or ``queued`` if
+    it is ready at once (:func:`starts_queued`).
 
     With an ``idempotency_key`` already used by the merchant, returns that job unchanged.
     """
@@ -82,27 +84,31 @@ async def _insert_job_in_one_statement(db: Database, new: NewJob, actor: str, no
     the wake-up commit together, in one round trip instead of five (``BEGIN``, two
     inserts, the notification, ``COMMIT``) — the cost of every ``schedule()`` call."""
     parse_policy(new.on_dependency_failure)
-    row = job_row(new, now)
-    event = event_log.row(created_event(row, actor))
-    stmt = _job_and_event_statement(tuple(row), tuple(event))
-    params = {
-        **{f"job_{k}": v for k, v in row.items()},
-        **{f"event_{k}": v for k, v in event.items()},
-    }
+    row, new_events = new_job(new, now, actor)
+    event_rows = [event_log.row(e) for e in new_events]
+    stmt = _job_and_events_statement(tuple(row), tuple(event_rows[0]), len(event_rows), wake(row))
+    params = {f"job_{k}": v for k, v in row.items()}
+    for i, event in enumerate(event_rows):
+        params.update({f"event{i}_{k}": v for k, v in event.items()})
     async with db.autocommit() as conn:
         await conn.execute(stmt, params)
     return to_job_dict(row)
 
 
 @functools.cache
-def _job_and_event_statement(job_keys: tuple[str, ...], event_keys: tuple[str, ...]) -> Select[Any]:
+def _job_and_events_statement(
+    job_keys: tuple[str, ...], event_keys: tuple[str, ...], n_events: int, channel: str
+) -> Select[Any]:
     """The statement of :func:`_insert_job_in_one_statement`, built once with bound
     parameters: building and cache-keying it per call cost more CPU than the round trip."""
     job = insert(jobs).values({k: bindparam(f"job_{k}", type_=jobs.c[k].type) for k in job_keys})
     event = insert(events).values(
-        {k: bindparam(f"event_{k}", type_=events.c[k].type) for k in event_keys}
+        [
+            {k: bindparam(f"event{i}_{k}", type_=events.c[k].type) for k in event_keys}
+            for i in range(n_events)
+        ]
     )
-    return notification(DUE).add_cte(job.cte("new_job"), event.cte("new_event"))
+    return notification(channel).add_cte(job.cte("new_job"), event.cte("new_events"))
 
 
 async def insert_job(
@@ -111,15 +117,15 @@ async def insert_job(
     """Insert one job and its event in the caller's transaction."""
     policy = parse_policy(new.on_dependency_failure)
     upstream = await check_upstream(conn, dialect, new.merchant_id, new.depends_on, policy)
-    row = job_row(new, now)
+    row, new_events = new_job(new, now, actor)
     await conn.execute(insert(jobs).values(row))
     if upstream:
         await conn.execute(
             insert(job_dependencies),
             [{"job_id": row["id"], "depends_on_job_id": dep} for dep in upstream],
         )
-    await event_log.append(conn, [created_event(row, actor)])
-    await notify(conn, dialect, DUE)
+    await event_log.append(conn, new_events)
+    await notify(conn, dialect, wake(row))
     return to_job_dict(row)
 
 
@@ -135,14 +141,51 @@ async def create_jobs(
                 "jobs",
                 "bulk creation takes no idempotency_key or depends_on; create those one by one",
             )
-    rows = [job_row(new, now) for new in news]
-    if not rows:
+    made = [new_job(new, now, actor) for new in news]
+    if not made:
         return []
+    rows = [row for row, _ in made]
     async with db.transaction() as conn:
         await conn.execute(insert(jobs), rows)
-        await event_log.append(conn, [created_event(row, actor) for row in rows])
-        await notify(conn, db.dialect, DUE)
+        await event_log.append(conn, [e for _, new_events in made for e in new_events])
+        for channel in sorted({wake(row) for row in rows}):
+            await notify(conn, db.dialect, channel)
     return [to_job_dict(row) for row in rows]
+
+
+def starts_queued(new: NewJob, now: datetime) -> bool:
+    """Whether ``new`` is created ``queued``: a job due at creation that waits for nothing
+    (no dependency, no template sibling) skips the populator's round, as River and Oban
+    insert such jobs "available". Its creator announces it to the broker."""
+    return new.run_at <= now and not new.depends_on and new.template_id is None
+
+
+def new_job(new: NewJob, now: datetime, actor: str) -> tuple[dict[str, Any], list[NewEvent]]:
+    """The ``jobs`` row to insert for ``new`` and its events: ``job.created`` and, for a
+    job that :func:`starts_queued`, ``job.queued`` (the log shows every transition)."""
+    row = job_row(new, now)
+    created = created_event(row, actor)
+    if not starts_queued(new, now):
+        return row, [created]
+    row.update(status=JobStatus.QUEUED, queued_at=now)
+    queued = event_log.NewEvent(
+        type=EventType.JOB_QUEUED,
+        merchant_id=row["merchant_id"],
+        actor=actor,
+        occurred_at=now,
+        job_id=row["id"],
+        data={
+            "from": JobStatus.SCHEDULED,
+            "to": JobStatus.QUEUED,
+            "changes": {"status": JobStatus.QUEUED, "queued_at": now},
+        },
+    )
+    return row, [created, queued]
+
+
+def wake(row: dict[str, Any]) -> str:
+    """Who a new row wakes in other processes: workers for a queued job, else populators."""
+    return QUEUED if row["status"] is JobStatus.QUEUED else DUE
 
 
 def created_event(row: dict[str, Any], actor: str) -> event_log.NewEvent:
