@@ -97,9 +97,7 @@ async def test_store_integration_enqueue_reads_the_next_due_time_in_its_transact
     """The populator's next wake-up comes with its batch: the earliest job still
     scheduled after the batch, or None when the batch was full (it comes back at once)."""
     for seconds in (0, 0, 7, 3):
-        await create_job(
-            db, NewJob("t", NOW + timedelta(seconds=seconds)), actor="a", now=EARLIER
-        )
+        await create_job(db, NewJob("t", NOW + timedelta(seconds=seconds)), actor="a", now=EARLIER)
     full, after_full = await claims.enqueue_due_and_next(db, now=NOW, limit=1, actor="p")
     assert len(full) == 1 and after_full is None
     rest, later = await claims.enqueue_due_and_next(db, now=NOW, limit=10, actor="p")
