@@ -12,7 +12,7 @@ __all__ = ["api"]
 
 async def test_api_integration_create_get_and_run_job(api: Api) -> None:
     created = await api.job(api.a, payload={"x": 1}, priority=5, queue="default")
-    assert created["kind"] == "job" and created["status"] == "queued"  # due now: no wait
+    assert created["kind"] == "job" and created["status"] == "scheduled"
     await run_until_idle(api.app)
     got = await api.client.get(f"/jobs/{created['id']}", headers=api.a)
     assert got.status_code == 200
@@ -174,8 +174,7 @@ async def test_api_integration_events_filter_and_actor(api: Api) -> None:
     types = [e["type"] for e in events["items"]]
     assert types == ["job.created", "job.queued", "job.started", "job.succeeded"]
     assert events["items"][0]["actor"].startswith("api_key:tm_")
-    # Due at once, it was queued by its creator in the same statement, not by the populator.
-    assert events["items"][1]["actor"] == events["items"][0]["actor"]
+    assert events["items"][1]["actor"] == "queue-populator"
     page = (await api.client.get("/events?limit=2&type=job.created", headers=api.a)).json()
     assert all(e["type"] == "job.created" for e in page["items"])
     first = (await api.client.get("/events?limit=1", headers=api.a)).json()

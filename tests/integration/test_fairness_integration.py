@@ -99,7 +99,7 @@ async def test_populator_lets_merchants_take_turns_when_asked(db: Database) -> N
     a, b = await _merchant(db, "A"), await _merchant(db, "B")
     news = [NewJob("t", NOW + timedelta(seconds=i), merchant_id=a) for i in range(50)]
     news += [NewJob("t", NOW + timedelta(seconds=60 + i), merchant_id=b) for i in range(3)]
-    await create_jobs(db, news, actor="test", now=NOW - timedelta(seconds=1))  # scheduled
+    await create_jobs(db, news, actor="test", now=NOW)
     later = NOW + timedelta(hours=1)
 
     in_run_at_order, _ = await claims.enqueue_due_and_next(db, now=later, limit=10, actor="p")
@@ -128,7 +128,7 @@ async def test_populator_taking_turns_skips_rows_another_holds_and_fills_its_bat
             for i in range(20)
             for m in (a, b)
         ]
-        await create_jobs(db, news, actor="test", now=NOW - timedelta(seconds=1))
+        await create_jobs(db, news, actor="test", now=NOW)
         later = NOW + timedelta(hours=1)
         async with db.transaction() as other:
             held = select(jobs.c.id).order_by(jobs.c.run_at).limit(10).with_for_update()

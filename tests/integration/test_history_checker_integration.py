@@ -42,8 +42,7 @@ def _claim(worker: str, lease: float = 30.0) -> claims.ClaimParams:
 
 async def _new(db: Database, max_attempts: int = 3) -> str:
     new = NewJob("t", PAST, max_attempts=max_attempts)
-    # Created a second before it is due: scheduled, for the populator (not queued at once).
-    return (await create_job(db, new, actor="t", now=PAST - timedelta(seconds=1))).job.id
+    return (await create_job(db, new, actor="t", now=PAST)).job.id
 
 
 async def _run(db: Database, worker: str = "w1", lease: float = 30.0) -> int:

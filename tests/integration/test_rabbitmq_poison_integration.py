@@ -84,10 +84,7 @@ async def test_rabbitmq_poison_messages_are_acked_and_run_nothing(
     other = await tenants.create_merchant(db, "tenant B", now=datetime.now(UTC))
     later = datetime.now(UTC) + timedelta(hours=1)
     theirs = await create_job(
-        db,
-        NewJob("count", later, payload={}, merchant_id=other.id),
-        actor="b",
-        now=datetime.now(UTC),
+        db, NewJob("count", later, payload={}, merchant_id=other.id), actor="b", now=later
     )
     queue = f"{runtime.settings.broker.prefix}.default"
     malformed = [b"\xff\xfe\x00garbage", b"with\x00nul", b"", b"x" * 37, b"\x1b[2J", b"a\nb"]

@@ -19,9 +19,6 @@ from taskmill.store.schema import events, jobs
 from tests.history import check_invariants
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-# Created before it is due, a job waits in scheduled for the populator (one due at its
-# creation is created queued).
-EARLIER = NOW - timedelta(seconds=1)
 
 
 def _claim(worker: str = "w1", lease: float = 30.0, limit: int = 10) -> claims.ClaimParams:
@@ -39,30 +36,36 @@ async def _running_job(db: Database, worker: str = "w1", lease: float = 30.0) ->
 
 
 async def test_store_integration_create_writes_row_and_event(db: Database) -> None:
-    later = NOW + timedelta(minutes=5)
-    created = await create_job(db, NewJob("t", later, payload={"a": 1}), actor="test", now=NOW)
+    created = await create_job(db, NewJob("t", NOW, payload={"a": 1}), actor="test", now=NOW)
     assert created.created and created.job.status is JobStatus.SCHEDULED
     evs = await list_events(db, EventFilter(job_id=created.job.id))
     assert [e.type for e in evs] == [EventType.JOB_CREATED]
     assert evs[0].data["changes"]["payload"] == {"a": 1}
 
 
-async def test_store_integration_a_job_due_at_creation_is_created_queued(db: Database) -> None:
-    """Due now and waiting for nothing: ``queued`` at once, with both events, so no
-    populator round stands between the producer and a worker; the log replays."""
-    created = await create_job(db, NewJob("t", NOW, payload={"a": 1}), actor="test", now=NOW)
+async def test_store_integration_a_job_due_at_creation_may_be_created_queued(
+    db: Database,
+) -> None:
+    """Asked to (its creator announces it), a job due now and waiting for nothing is
+    ``queued`` at once, with both events, so no populator round stands between the
+    producer and a worker; the log replays."""
+    new = NewJob("t", NOW, payload={"a": 1})
+    created = await create_job(db, new, actor="test", now=NOW, queue_if_due=True)
     job = await get_job(db, created.job.id)
     assert created.job.status is job.status is JobStatus.QUEUED
     async with db.read() as conn:
-        queued_at = (await conn.execute(select(jobs.c.queued_at))).scalar_one()
-    assert queued_at == NOW
+        assert (await conn.execute(select(jobs.c.queued_at))).scalar_one() == NOW
     evs = await list_events(db, EventFilter(job_id=job.id))
     assert [e.type for e in evs] == [EventType.JOB_CREATED, EventType.JOB_QUEUED]
     assert (evs[1].data["from"], evs[1].data["to"], evs[1].actor) == ("scheduled", "queued", "test")
     assert await claims.enqueue_due(db, now=NOW, limit=10, actor="p") == []  # nothing left
-    # Held by a dependency, it waits in scheduled for the populator as before.
-    held = await create_job(db, NewJob("t", NOW, depends_on=[job.id]), actor="test", now=NOW)
-    assert held.job.status is JobStatus.SCHEDULED
+    # Not due yet, or held by a dependency: scheduled, for the populator, as without.
+    for waits in (
+        NewJob("t", NOW + timedelta(seconds=1)),
+        NewJob("t", NOW, depends_on=[job.id]),
+    ):
+        held = await create_job(db, waits, actor="test", now=NOW, queue_if_due=True)
+        assert held.job.status is JobStatus.SCHEDULED
     assert await projection_diff(db) == []
     await check_invariants(db)
 
@@ -84,8 +87,8 @@ async def test_store_integration_unknown_dependency_rejected_without_row(db: Dat
 
 
 async def test_store_integration_enqueue_only_due_jobs(db: Database) -> None:
-    due = await create_job(db, NewJob("t", NOW), actor="a", now=EARLIER)
-    await create_job(db, NewJob("t", NOW + timedelta(seconds=5)), actor="a", now=EARLIER)
+    due = await create_job(db, NewJob("t", NOW), actor="a", now=NOW)
+    await create_job(db, NewJob("t", NOW + timedelta(seconds=5)), actor="a", now=NOW)
     queued = await claims.enqueue_due(db, now=NOW, limit=10, actor="p")
     assert [j.id for j in queued] == [due.job.id]
     assert await claims.next_due_at(db) == NOW + timedelta(seconds=5)
@@ -97,7 +100,7 @@ async def test_store_integration_enqueue_reads_the_next_due_time_in_its_transact
     """The populator's next wake-up comes with its batch: the earliest job still
     scheduled after the batch, or None when the batch was full (it comes back at once)."""
     for seconds in (0, 0, 7, 3):
-        await create_job(db, NewJob("t", NOW + timedelta(seconds=seconds)), actor="a", now=EARLIER)
+        await create_job(db, NewJob("t", NOW + timedelta(seconds=seconds)), actor="a", now=NOW)
     full, after_full = await claims.enqueue_due_and_next(db, now=NOW, limit=1, actor="p")
     assert len(full) == 1 and after_full is None
     rest, later = await claims.enqueue_due_and_next(db, now=NOW, limit=10, actor="p")
@@ -111,7 +114,7 @@ async def test_store_integration_enqueue_reads_the_next_due_time_in_its_transact
 async def test_store_integration_dependency_holds_job_until_upstream_succeeds(
     db: Database,
 ) -> None:
-    upstream = await create_job(db, NewJob("t", NOW), actor="a", now=EARLIER)
+    upstream = await create_job(db, NewJob("t", NOW), actor="a", now=NOW)
     down = await create_job(db, NewJob("t", NOW, depends_on=[upstream.job.id]), actor="a", now=NOW)
     assert [j.id for j in await claims.enqueue_due(db, now=NOW, limit=10, actor="p")] == [
         upstream.job.id
@@ -326,7 +329,7 @@ async def test_a_job_postgresql_refuses_leaves_neither_row_nor_event(postgres_ur
         made = await create_job(db, NewJob("t", NOW, payload={"k": "ok"}), actor="t", now=NOW)
         assert made.created and (await get_job(db, made.job.id)).payload == {"k": "ok"}
         logged = await list_events(db, EventFilter(job_id=made.job.id))
-        assert [e.type for e in logged] == [EventType.JOB_CREATED, EventType.JOB_QUEUED]
+        assert [e.type for e in logged] == [EventType.JOB_CREATED]
         assert await projection_diff(db) == []
     finally:
         await db.close()

@@ -93,6 +93,11 @@ class Scheduler:
         self.clock = clock
         self.defaults = defaults
         self.broker = broker
+        # Jobs due at once are created queued only where this process can announce them
+        # to the workers: a Redis or RabbitMQ broker. With the database broker (no
+        # broker.url) it cannot know the workers read the database, not a broker it was
+        # not told about, so the populator queues and announces them as before.
+        self._announces = broker.carries_ids
 
     async def _announce(self, created: Sequence[Job]) -> None:
         """Publish the jobs created ``queued`` (immediate, waiting for nothing) after their
@@ -145,7 +150,9 @@ class Scheduler:
             definition = self.registry.get(req.task)
             definition.validate(req.payload)
             news.append(self._new_job(req, now))
-        created = await job_store.create_jobs(self.db, news, actor="library", now=now)
+        created = await job_store.create_jobs(
+            self.db, news, actor="library", now=now, queue_if_due=self._announces
+        )
         await self._announce(created)
         return created
 
@@ -171,7 +178,9 @@ class Scheduler:
     async def _job(self, req: ScheduleRequest) -> Scheduled:
         now = self.clock.now()
         new = self._new_job(req, now)
-        created = await job_store.create_job(self.db, new, actor=req.actor, now=now)
+        created = await job_store.create_job(
+            self.db, new, actor=req.actor, now=now, queue_if_due=self._announces
+        )
         if created.created:
             await self._announce([created.job])
         return Scheduled(created.job, created.created)

@@ -62,29 +62,36 @@ class CreatedJob:
     created: bool
 
 
-async def create_job(db: Database, new: NewJob, *, actor: str, now: datetime) -> CreatedJob:
-    """Insert ``new`` with its events in one transaction: ``scheduled``, or ``queued`` if
-    it is ready at once (:func:`starts_queued`).
+async def create_job(
+    db: Database, new: NewJob, *, actor: str, now: datetime, queue_if_due: bool = False
+) -> CreatedJob:
+    """Insert ``new`` with its events in one transaction: ``scheduled`` or, with
+    ``queue_if_due`` and :func:`starts_queued`, ``queued``.
 
     With an ``idempotency_key`` already used by the merchant, returns that job unchanged.
     """
     if db.dialect.name == "postgresql" and new.idempotency_key is None and not new.depends_on:
-        return CreatedJob(await _insert_job_in_one_statement(db, new, actor, now), created=True)
+        job = await _insert_job_in_one_statement(db, new, actor, now, queue_if_due)
+        return CreatedJob(job, created=True)
     async with db.transaction() as conn:
         if new.idempotency_key is not None:
             existing = await _by_idempotency_key(conn, new.merchant_id, new.idempotency_key)
             if existing is not None:
                 return CreatedJob(existing, created=False)
-        job = await insert_job(conn, db.dialect, new, actor=actor, now=now)
+        job = await insert_job(
+            conn, db.dialect, new, actor=actor, now=now, queue_if_due=queue_if_due
+        )
         return CreatedJob(job, created=True)
 
 
-async def _insert_job_in_one_statement(db: Database, new: NewJob, actor: str, now: datetime) -> Job:
+async def _insert_job_in_one_statement(
+    db: Database, new: NewJob, actor: str, now: datetime, queue_if_due: bool
+) -> Job:
     """:func:`insert_job` as one PostgreSQL statement in autocommit: the job, its event and
     the wake-up commit together, in one round trip instead of five (``BEGIN``, two
     inserts, the notification, ``COMMIT``) — the cost of every ``schedule()`` call."""
     parse_policy(new.on_dependency_failure)
-    row, new_events = new_job(new, now, actor)
+    row, new_events = new_job(new, now, actor, queue_if_due)
     event_rows = [event_log.row(e) for e in new_events]
     stmt = _job_and_events_statement(tuple(row), tuple(event_rows[0]), len(event_rows), wake(row))
     params = {f"job_{k}": v for k, v in row.items()}
@@ -112,12 +119,18 @@ def _job_and_events_statement(
 
 
 async def insert_job(
-    conn: AsyncConnection, dialect: Dialect, new: NewJob, *, actor: str, now: datetime
+    conn: AsyncConnection,
+    dialect: Dialect,
+    new: NewJob,
+    *,
+    actor: str,
+    now: datetime,
+    queue_if_due: bool = False,
 ) -> Job:
-    """Insert one job and its event in the caller's transaction."""
+    """Insert one job and its events in the caller's transaction (see :func:`create_job`)."""
     policy = parse_policy(new.on_dependency_failure)
     upstream = await check_upstream(conn, dialect, new.merchant_id, new.depends_on, policy)
-    row, new_events = new_job(new, now, actor)
+    row, new_events = new_job(new, now, actor, queue_if_due)
     await conn.execute(insert(jobs).values(row))
     if upstream:
         await conn.execute(
@@ -130,7 +143,12 @@ async def insert_job(
 
 
 async def create_jobs(
-    db: Database, news: Sequence[NewJob], *, actor: str, now: datetime
+    db: Database,
+    news: Sequence[NewJob],
+    *,
+    actor: str,
+    now: datetime,
+    queue_if_due: bool = False,
 ) -> list[Job]:
     """Insert many independent jobs (no idempotency keys, no dependencies) and their
     events in one transaction: one multi-row insert each, instead of a round trip per job.
@@ -141,7 +159,7 @@ async def create_jobs(
                 "jobs",
                 "bulk creation takes no idempotency_key or depends_on; create those one by one",
             )
-    made = [new_job(new, now, actor) for new in news]
+    made = [new_job(new, now, actor, queue_if_due) for new in news]
     if not made:
         return []
     rows = [row for row, _ in made]
@@ -154,18 +172,21 @@ async def create_jobs(
 
 
 def starts_queued(new: NewJob, now: datetime) -> bool:
-    """Whether ``new`` is created ``queued``: a job due at creation that waits for nothing
-    (no dependency, no template sibling) skips the populator's round, as River and Oban
-    insert such jobs "available". Its creator announces it to the broker."""
+    """Whether ``new`` may be created ``queued``: due at creation and waiting for nothing
+    (no dependency, no template sibling), it needs no populator round, as River and Oban
+    insert such jobs "available". Its creator must announce it to the broker."""
     return new.run_at <= now and not new.depends_on and new.template_id is None
 
 
-def new_job(new: NewJob, now: datetime, actor: str) -> tuple[dict[str, Any], list[NewEvent]]:
-    """The ``jobs`` row to insert for ``new`` and its events: ``job.created`` and, for a
-    job that :func:`starts_queued`, ``job.queued`` (the log shows every transition)."""
+def new_job(
+    new: NewJob, now: datetime, actor: str, queue_if_due: bool = False
+) -> tuple[dict[str, Any], list[NewEvent]]:
+    """The ``jobs`` row to insert for ``new`` and its events: ``job.created`` and, with
+    ``queue_if_due`` for a job that :func:`starts_queued`, ``job.queued`` (the log shows
+    every transition)."""
     row = job_row(new, now)
     created = created_event(row, actor)
-    if not starts_queued(new, now):
+    if not (queue_if_due and starts_queued(new, now)):
         return row, [created]
     row.update(status=JobStatus.QUEUED, queued_at=now)
     queued = event_log.NewEvent(
