@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, insert, select
+from sqlalchemy import Select, bindparam, func, insert, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.dependencies import parse_policy
@@ -109,11 +109,15 @@ def _job_and_events_statement(
     """The statement of :func:`_insert_job_in_one_statement`, built once with bound
     parameters: building and cache-keying it per call cost more CPU than the round trip."""
     job = insert(jobs).values({k: bindparam(f"job_{k}", type_=jobs.c[k].type) for k in job_keys})
-    event = insert(events).values(
-        [
-            {k: bindparam(f"event{i}_{k}", type_=events.c[k].type) for k in event_keys}
-            for i in range(n_events)
-        ]
+    # INSERT ... SELECT ... UNION ALL ... rather than a multi-row VALUES, which SQLAlchemy
+    # does not cache (it would compile the statement on every call); the rows, and so
+    # the event ids, come in this order.
+    rows = [
+        select(*(bindparam(f"event{i}_{k}", type_=events.c[k].type).label(k) for k in event_keys))
+        for i in range(n_events)
+    ]
+    event = insert(events).from_select(
+        list(event_keys), union_all(*rows) if n_events > 1 else rows[0]
     )
     return notification(channel).add_cte(job.cte("new_job"), event.cte("new_events"))
 
