@@ -131,3 +131,36 @@ async def test_production_integration_a_job_whose_hint_failed_still_runs(
     await wait_for(lambda: _all_succeeded(app, 1), timeout=30)
     runs: list[str] = app.runs_seen  # type: ignore[attr-defined]
     assert runs == [job.id]
+
+
+@pytest.mark.parametrize(
+    ("broker_url", "status"),
+    [
+        (backends.REDIS_URL, JobStatus.QUEUED),  # announced by schedule() itself
+        (backends.AMQP_URL, JobStatus.SCHEDULED),  # a confirm per job: the populator batches
+        ("database", JobStatus.SCHEDULED),  # the workers might read another broker
+    ],
+)
+async def test_production_integration_which_producers_queue_their_own_jobs(
+    postgres_url: str,
+    redis_available: None,
+    rabbitmq_available: None,
+    broker_url: str,
+    status: JobStatus,
+) -> None:
+    prefix = f"taskmill-test-{uuid.uuid4().hex[:10]}"
+    producer = Taskmill(
+        settings=load_settings(
+            "test",
+            None,
+            database={"url": postgres_url},
+            broker={"url": broker_url, "prefix": prefix},
+        )
+    )
+    producer.task("count")(lambda ctx, payload: None)
+    try:
+        job = await producer.schedule("count", "now")
+    finally:
+        await producer.stop()
+        await backends.delete_prefix(prefix)
+    assert isinstance(job, Job) and job.status is status

@@ -61,9 +61,15 @@ class Broker(Protocol):
 
     ``carries_ids`` is ``False`` for a broker whose deliveries only say "look in the
     database" (``job_id`` ``None``): workers then also look after every timeout.
+
+    ``producers_announce`` is ``True`` where a publish per job is cheap and reaches
+    workers whatever else they are configured with (docs/explanation/architecture.md).
     """
 
     carries_ids: bool
+    # Whether producers announce the jobs they create due at once themselves (created
+    # ``queued``, one publish per ``schedule()``) instead of leaving them to the populator.
+    producers_announce: bool
 
     async def publish(self, messages: Sequence[Message]) -> None:
         """Announce ``messages``. One round trip; duplicates are harmless. Raises

@@ -16,6 +16,9 @@ class DatabaseBroker:
     after which workers poll the database anyway (``carries_ids`` is ``False``)."""
 
     carries_ids = False
+    # A producer without broker.url cannot tell whether the workers read the database or
+    # a broker it was not told about: the populator (configured like the workers) queues.
+    producers_announce = False
 
     def __init__(self) -> None:
         self._published = asyncio.Event()

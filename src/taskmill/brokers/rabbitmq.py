@@ -64,6 +64,9 @@ class RabbitMQBroker:
     publisher confirms to publish, another to consume."""
 
     carries_ids = True
+    # A persistent publish waits for RabbitMQ's confirm (its disk sync): one per job made
+    # schedule() 2x slower and the start latency's p95 2.4 s; the populator batches them.
+    producers_announce = False
 
     def __init__(self, url: str, *, prefix: str = "taskmill", timeout_seconds: float = 10.0):
         self.url = url

@@ -34,6 +34,7 @@ class RedisBroker:
     """Hints in Redis streams ``{prefix}:q:{queue}:{band}``, consumer group ``taskmill``."""
 
     carries_ids = True
+    producers_announce = True  # one XADD, ~0.15 ms
 
     def __init__(
         self,

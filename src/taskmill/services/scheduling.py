@@ -93,11 +93,9 @@ class Scheduler:
         self.clock = clock
         self.defaults = defaults
         self.broker = broker
-        # Jobs due at once are created queued only where this process can announce them
-        # to the workers: a Redis or RabbitMQ broker. With the database broker (no
-        # broker.url) it cannot know the workers read the database, not a broker it was
-        # not told about, so the populator queues and announces them as before.
-        self._announces = broker.carries_ids
+        # Jobs due at once are created queued only where announcing them here is cheap
+        # and sure to reach the workers (Redis); otherwise the populator queues them.
+        self._announces = broker.producers_announce
 
     async def _announce(self, created: Sequence[Job]) -> None:
         """Publish the jobs created ``queued`` (immediate, waiting for nothing) after their
