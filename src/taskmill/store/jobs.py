@@ -87,8 +87,8 @@ async def create_job(
 async def _insert_job_in_one_statement(
     db: Database, new: NewJob, actor: str, now: datetime, queue_if_due: bool
 ) -> Job:
-    """:func:`insert_job` as one PostgreSQL statement in autocommit: the job, its event and
-    the wake-up commit together, in one round trip instead of five (``BEGIN``, two
+    """:func:`insert_job` as one PostgreSQL statement in autocommit: the job, its events
+    and the wake-up commit together, in one round trip instead of five (``BEGIN``, two
     inserts, the notification, ``COMMIT``) — the cost of every ``schedule()`` call."""
     parse_policy(new.on_dependency_failure)
     row, new_events = new_job(new, now, actor, queue_if_due)
