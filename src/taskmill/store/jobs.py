@@ -193,7 +193,7 @@ def new_job(
     if not (queue_if_due and starts_queued(new, now)):
         return row, [created]
     row.update(status=JobStatus.QUEUED, queued_at=now)
-    queued = event_log.NewEvent(
+    queued = NewEvent(
         type=EventType.JOB_QUEUED,
         merchant_id=row["merchant_id"],
         actor=actor,
