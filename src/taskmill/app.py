@@ -251,7 +251,7 @@ class Taskmill:
         jobs = await runtime.scheduler.schedule_many(
             [ScheduleRequest(task=task, payload=p, run_at=run_at) for p in payloads]
         )
-        if run_at is not None:  # immediate jobs were created queued and announced
+        if any(job.status is JobStatus.SCHEDULED for job in jobs):  # queued ones: announced
             runtime.wakers.populator.wake()
         return jobs
 

@@ -403,3 +403,24 @@ async def test_worker_integration_schedule_many_all_or_nothing(app: Taskmill) ->
     done = await app.list(JobFilter(statuses=[JobStatus.SUCCEEDED], limit=1000))
     assert sorted(j.result for j in done) == [i * i for i in range(1, 101)]
     assert await projection_diff(app.runtime.db) == []
+
+
+async def test_worker_integration_schedule_many_wakes_the_populator(database_url: str) -> None:
+    """On the database broker immediate jobs are created ``scheduled``: ``schedule_many``
+    wakes the running populator, so they start long before its 30 s poll."""
+    slow_poll = {**FAST, "scheduler": {**FAST["scheduler"], "poll_interval_seconds": 30.0}}
+    app = Taskmill(database_url, settings=load_settings("test", None, **slow_poll))
+    app.task("square")(lambda ctx, payload: payload * payload)
+    await app.start()
+    try:
+        await asyncio.sleep(0.5)  # every service is in its 30 s sleep
+        jobs = await app.schedule_many("square", [1, 2, 3])
+        assert {job.status for job in jobs} == {JobStatus.SCHEDULED}
+
+        async def all_done() -> bool:
+            done = await app.list(JobFilter(statuses=[JobStatus.SUCCEEDED]))
+            return len(done) == 3
+
+        await wait_for(all_done, timeout=5)
+    finally:
+        await app.stop()
