@@ -107,20 +107,22 @@ async def test_production_integration_an_immediate_job_needs_no_populator(app: T
     assert sorted(runs) == sorted(j.id for j in jobs)
 
 
+def _producer(database_url: str, broker: dict[str, str]) -> Taskmill:
+    """A process that only schedules ``count`` jobs, with its own broker settings."""
+    producer = Taskmill(
+        settings=load_settings("test", None, database={"url": database_url}, broker=broker)
+    )
+    producer.task("count")(lambda ctx, payload: None)
+    return producer
+
+
 async def test_production_integration_a_job_whose_hint_failed_still_runs(
     app: Taskmill, postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A producer that cannot reach the broker still stores the job (``queued``, a
     warning logged): the failure watcher announces it once it waited too long."""
-    producer = Taskmill(
-        settings=load_settings(
-            "test",
-            None,
-            database={"url": postgres_url},
-            broker={"url": "redis://127.0.0.1:1/0", "prefix": "taskmill-test-unreachable"},
-        )
-    )
-    producer.task("count")(lambda ctx, payload: None)
+    unreachable = {"url": "redis://127.0.0.1:1/0", "prefix": "taskmill-test-unreachable"}
+    producer = _producer(postgres_url, unreachable)
     try:
         job = await producer.schedule("count", "lonely")
     finally:
@@ -149,15 +151,7 @@ async def test_production_integration_which_producers_queue_their_own_jobs(
     status: JobStatus,
 ) -> None:
     prefix = f"taskmill-test-{uuid.uuid4().hex[:10]}"
-    producer = Taskmill(
-        settings=load_settings(
-            "test",
-            None,
-            database={"url": postgres_url},
-            broker={"url": broker_url, "prefix": prefix},
-        )
-    )
-    producer.task("count")(lambda ctx, payload: None)
+    producer = _producer(postgres_url, {"url": broker_url, "prefix": prefix})
     try:
         job = await producer.schedule("count", "now")
     finally:

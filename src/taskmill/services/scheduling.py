@@ -93,14 +93,13 @@ class Scheduler:
         self.clock = clock
         self.defaults = defaults
         self.broker = broker
-        # Jobs due at once are created queued only where announcing them here is cheap
-        # and sure to reach the workers (Redis); otherwise the populator queues them.
-        self._announces = broker.producers_announce
 
     async def _announce(self, created: Sequence[Job]) -> None:
         """Publish the jobs created ``queued`` (immediate, waiting for nothing) after their
-        commit, as the populator does for the jobs it queues. A failed publish loses no
-        job: the failure watcher announces jobs left queued again."""
+        commit, as the populator does for the jobs it queues. Only a broker where that is
+        cheap and sure to reach the workers (``producers_announce``: Redis) gets jobs
+        created queued. A failed publish loses no job: the failure watcher announces jobs
+        left queued again."""
         queued = [j for j in created if j.status is JobStatus.QUEUED]
         ready = [Message(j.id, j.queue, j.priority) for j in queued]
         if not ready:
@@ -149,7 +148,7 @@ class Scheduler:
             definition.validate(req.payload)
             news.append(self._new_job(req, now))
         created = await job_store.create_jobs(
-            self.db, news, actor="library", now=now, queue_if_due=self._announces
+            self.db, news, actor="library", now=now, queue_if_due=self.broker.producers_announce
         )
         await self._announce(created)
         return created
@@ -177,7 +176,7 @@ class Scheduler:
         now = self.clock.now()
         new = self._new_job(req, now)
         created = await job_store.create_job(
-            self.db, new, actor=req.actor, now=now, queue_if_due=self._announces
+            self.db, new, actor=req.actor, now=now, queue_if_due=self.broker.producers_announce
         )
         if created.created:
             await self._announce([created.job])
