@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from taskmill.core.errors import InvalidTransition, NotFound, StoreError, ValidationError
 from taskmill.core.events import EventType
@@ -16,6 +16,7 @@ from taskmill.store.events import EventFilter, list_events
 from taskmill.store.jobs import JobFilter, NewJob, create_job, get_job, list_jobs
 from taskmill.store.replay import projection_diff
 from taskmill.store.schema import events, jobs
+from taskmill.store.types import UtcDateTime
 from tests.history import check_invariants
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -133,6 +134,64 @@ async def test_store_integration_claim_sets_lease_attempt_and_run(db: Database) 
     assert job.lease_expires_at is not None and job.lease_expires_at > datetime.now(UTC)
     [run] = await runs.list_runs(db, job_id)
     assert run.attempt == 1 and run.outcome is None
+
+
+async def test_store_integration_claim_logs_what_it_wrote(db: Database) -> None:
+    """The claim's ``job.started`` events and runs match the rows it changed (PostgreSQL
+    builds them in SQL, in one statement), jobs come highest priority first, only the
+    hinted ids are taken, and the log replays to the table."""
+    made = [
+        await create_job(db, NewJob("t", NOW, priority=p), actor="a", now=NOW) for p in (0, 5, 1)
+    ]
+    await claims.enqueue_due(db, now=NOW, limit=10, actor="p")
+    hinted = [made[0].job.id, made[1].job.id]
+    params = claims.ClaimParams("w1", 10, 30.0, ["default"], ["t"], job_ids=hinted)
+    taken = await claims.claim(db, params)
+    assert [j.id for j in taken] == [made[1].job.id, made[0].job.id]
+    for job in taken:
+        stored = await get_job(db, job.id)
+        assert stored == job
+        [started] = await list_events(db, EventFilter(job_id=job.id, types=[EventType.JOB_STARTED]))
+        assert started.actor == "worker:w1" and started.merchant_id == job.merchant_id
+        assert started.data == {
+            "from": "queued",
+            "to": "running",
+            "changes": {
+                "status": "running",
+                "worker_id": "w1",
+                "attempt": 1,
+                "lease_expires_at": job.lease_expires_at and job.lease_expires_at.isoformat(),
+                "started_at": job.started_at and job.started_at.isoformat(),
+            },
+        }
+        assert started.occurred_at == job.started_at
+        [run] = await runs.list_runs(db, job.id)
+        assert (run.attempt, run.worker_id, run.started_at) == (1, "w1", job.started_at)
+    assert (await get_job(db, made[2].job.id)).status is JobStatus.QUEUED
+    assert await projection_diff(db) == []
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC),
+        datetime(2026, 11, 23, 12, 0, 0, 120000, tzinfo=UTC),
+        datetime(2026, 11, 23, 12, 0, 0, 7, tzinfo=UTC),
+    ],
+)
+async def test_store_integration_timestamps_written_in_sql_read_as_python_writes_them(
+    postgres_url: str, moment: datetime
+) -> None:
+    """Events built in SQL carry timestamps exactly as ``datetime.isoformat()`` (whole
+    seconds without a fraction, trailing zeros kept), so replay compares them as text."""
+    db = Database.from_url(postgres_url)
+    try:
+        async with db.read() as conn:
+            value = bindparam("moment", moment, type_=UtcDateTime())
+            text_ = (await conn.execute(select(claims.iso_text(value)))).scalar_one()
+    finally:
+        await db.close()
+    assert text_ == moment.isoformat()
 
 
 async def test_store_integration_claim_is_exclusive(db: Database) -> None:
