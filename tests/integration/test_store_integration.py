@@ -12,7 +12,7 @@ from taskmill.core.events import EventType
 from taskmill.core.jobs import JobStatus, RunOutcome
 from taskmill.store import claims, outcomes, runs
 from taskmill.store.database import Database
-from taskmill.store.events import EventFilter, list_events
+from taskmill.store.events import EventFilter, iso_text, list_events
 from taskmill.store.jobs import JobFilter, NewJob, create_job, get_job, list_jobs
 from taskmill.store.replay import projection_diff
 from taskmill.store.schema import events, jobs
@@ -188,7 +188,7 @@ async def test_store_integration_timestamps_written_in_sql_read_as_python_writes
     try:
         async with db.read() as conn:
             value = bindparam("moment", moment, type_=UtcDateTime())
-            text_ = (await conn.execute(select(claims.iso_text(value)))).scalar_one()
+            text_ = (await conn.execute(select(iso_text(value)))).scalar_one()
     finally:
         await db.close()
     assert text_ == moment.isoformat()

@@ -70,6 +70,41 @@ async def test_worker_integration_success_stores_result(app: Taskmill) -> None:
     assert run.outcome is RunOutcome.SUCCEEDED and run.duration_seconds is not None
 
 
+async def test_worker_integration_results_of_every_json_shape_are_stored(app: Taskmill) -> None:
+    """Results go to the database as JSON (on PostgreSQL through a batched statement):
+    each shape comes back as returned, and the event log replays to the table."""
+    shapes: list[Any] = [None, 0, 1.5, "text", [1, "two", None], {"nested": {"a": [True]}}]
+
+    @app.task("shape")
+    async def shape(ctx: TaskContext, payload: int) -> Any:
+        return shapes[payload]
+
+    jobs = [await app.schedule("shape", i) for i in range(len(shapes))]
+    await run_until_idle(app)
+    for job, expected in zip(jobs, shapes, strict=True):
+        done = await job_of(app, job.id)
+        assert done.status is JobStatus.SUCCEEDED and done.result == expected
+        assert (await app.events(job.id))[-1].data["changes"]["result"] == expected
+    assert await projection_diff(app.runtime.db) == []
+
+
+async def test_worker_integration_a_result_that_is_not_json_fails_the_attempt(
+    app: Taskmill,
+) -> None:
+    """A handler returning what JSON cannot hold (a set) fails its attempt with that
+    reason, instead of leaving the job running until its lease expires."""
+
+    @app.task("sets", max_retries=0)
+    async def sets(ctx: TaskContext, payload: None) -> set[int]:
+        return {1, 2}
+
+    job = await app.schedule("sets")
+    await run_until_idle(app)
+    done = await job_of(app, job.id)
+    assert done.status is JobStatus.FAILED
+    assert done.last_error == "result is not JSON: Object of type set is not JSON serializable"
+
+
 async def test_worker_integration_fail_retry_success(app: Taskmill) -> None:
     @app.task("flaky", max_retries=3)
     async def flaky(ctx: TaskContext, payload: None) -> str:

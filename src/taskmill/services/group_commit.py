@@ -72,12 +72,14 @@ class GroupCommitter:
     async def _commit(self, batch: list[_Item]) -> None:
         successes = [item for item in batch if item.success is not None]
         others = [item for item in batch if item.write is not None]
+        recorded = [i.success for i in successes if i.success]
         try:
-            async with self.db.transaction() as conn:
-                done = await outcomes.succeed_many(
-                    conn, self.db.dialect, [i.success for i in successes if i.success]
-                )
-                results = [await i.write(conn) for i in others if i.write]
+            if not others:  # the common case: on PostgreSQL, one statement
+                done, results = await outcomes.record_successes(self.db, recorded), []
+            else:
+                async with self.db.transaction() as conn:
+                    done = await outcomes.succeed_many(conn, self.db.dialect, recorded)
+                    results = [await i.write(conn) for i in others if i.write]
         except Exception as exc:  # the writer must outlive any write: hand errors back
             if len(batch) == 1:
                 _settle(batch[0].done, exc)

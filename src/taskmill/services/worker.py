@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
 from collections import Counter
@@ -187,10 +188,21 @@ class Worker:
             failure = self._failure(job, f"{type(exc).__name__}: {exc}", started)
             await self._record(self._failed(attempt, failure), ctx)
         else:
-            failpoint("executor.after_handler_before_outcome_commit", f"{job.id}:{job.attempt}")
-            duration = time.monotonic() - started
-            metrics.job_succeeded(job, duration)
-            await self._record(self._succeeded(attempt, result, duration), ctx)
+            await self._record_result(job, attempt, ctx, result, started)
+
+    async def _record_result(
+        self, job: Job, attempt: outcomes.Attempt, ctx: TaskContext, result: Any, started: float
+    ) -> None:
+        """Record what the handler returned: a success, or a failure if it is not JSON."""
+        unstorable = _not_json(result)
+        if unstorable is not None:
+            failure = self._failure(job, unstorable, started)
+            await self._record(self._failed(attempt, failure), ctx)
+            return
+        failpoint("executor.after_handler_before_outcome_commit", f"{job.id}:{job.attempt}")
+        duration = time.monotonic() - started
+        metrics.job_succeeded(job, duration)
+        await self._record(self._succeeded(attempt, result, duration), ctx)
 
     def _succeeded(self, attempt: outcomes.Attempt, result: Any, duration: float) -> Any:
         return self._commits.succeed(outcomes.Success(attempt, result, duration))
@@ -407,6 +419,17 @@ class Worker:
             except StoreError as exc:
                 running.ctx.logger.error("could not release (the lease will expire): %s", exc)
         self.executor.close()
+
+
+def _not_json(result: Any) -> str | None:
+    """Why ``result`` cannot be stored (results are JSON), or ``None`` if it can: a
+    handler returning, say, a set fails its attempt with that reason rather than
+    leaving the job running until its lease expires."""
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError) as exc:
+        return f"result is not JSON: {exc}"
+    return None
 
 
 def _hinted_ids(deliveries: Sequence[Delivery]) -> list[str] | None:

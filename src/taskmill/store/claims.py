@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
-    BigInteger,
     ColumnElement,
     Float,
     Integer,
@@ -21,12 +20,10 @@ from sqlalchemy import (
     String,
     any_,
     bindparam,
-    case,
     exists,
     func,
     insert,
     literal,
-    literal_column,
     or_,
     select,
     tuple_,
@@ -37,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from taskmill.core.events import EventType
 from taskmill.core.jobs import Job, JobStatus, RunOutcome, check_transition
 from taskmill.core.templates import OverlapPolicy
+from taskmill.store import events as event_log
 from taskmill.store.database import Database
 from taskmill.store.dependencies import dependencies_met
 from taskmill.store.records import to_job
@@ -300,16 +298,6 @@ async def _claim_in_one_statement(db: Database, params: ClaimParams) -> list[Job
     return [to_job(row) for row in rows]
 
 
-def iso_text(ts: ColumnElement[Any]) -> ColumnElement[str]:
-    """``ts`` as Python's ``datetime.isoformat()`` writes an aware UTC value (what
-    ``events.jsonable`` stores), so an event built in SQL reads like one built in Python."""
-    utc = func.timezone(literal_column("'UTC'"), ts)
-    seconds = func.to_char(utc, literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS'"))
-    whole = func.extract("microseconds", utc).cast(BigInteger) % 1_000_000 == 0
-    fraction = case((whole, literal_column("''")), else_=func.to_char(utc, literal_column("'.US'")))
-    return seconds.concat(fraction).concat(literal_column("'+00:00'"))
-
-
 @functools.cache
 def _claim_statement(*, by_id: bool) -> Select[Any]:
     """The statement of :func:`_claim_in_one_statement`, built once: lists are bound as
@@ -355,8 +343,8 @@ def _claim_statement(*, by_id: bool) -> Select[Any]:
         "status", running,
         "worker_id", started.c.worker_id,
         "attempt", started.c.attempt,
-        "lease_expires_at", iso_text(started.c.lease_expires_at),
-        "started_at", iso_text(started.c.started_at),
+        "lease_expires_at", event_log.iso_text(started.c.lease_expires_at),
+        "started_at", event_log.iso_text(started.c.started_at),
     )  # fmt: skip
     logged = insert(events).from_select(
         ["occurred_at", "merchant_id", "type", "actor", "job_id", "data"],

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select
+from sqlalchemy import BigInteger, ColumnElement, Row, case, func, insert, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.events import Event, EventType
@@ -40,6 +40,16 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return value
+
+
+def iso_text(ts: ColumnElement[Any]) -> ColumnElement[str]:
+    """``ts`` as Python's ``datetime.isoformat()`` writes an aware UTC value (what
+    ``events.jsonable`` stores), so an event built in SQL reads like one built in Python."""
+    utc = func.timezone(literal_column("'UTC'"), ts)
+    seconds = func.to_char(utc, literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS'"))
+    whole = func.extract("microseconds", utc).cast(BigInteger) % 1_000_000 == 0
+    fraction = case((whole, literal_column("''")), else_=func.to_char(utc, literal_column("'.US'")))
+    return seconds.concat(fraction).concat(literal_column("'+00:00'"))
 
 
 def row(e: NewEvent) -> dict[str, Any]:
