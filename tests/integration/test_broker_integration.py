@@ -101,6 +101,23 @@ async def test_broker_integration_acked_hints_are_not_redelivered(
     assert await broker.receive(["default"], 10, timeout=0.2) == []
 
 
+async def test_broker_integration_hints_acked_before_close_go_to_no_one(
+    make_broker: BrokerFactory,
+) -> None:
+    """Acks may travel lazily (Redis sends them with the next read), but ``close`` sends
+    what is left: another worker, even one reclaiming abandoned hints, gets none back."""
+    first, second = make_broker("w1"), make_broker("w2")
+    await first.publish([Message("job-1", "default"), Message("job-2", "default")])
+    got = await first.receive(["default"], 10, timeout=1)
+    assert len(got) >= 1
+    await first.ack(got)
+    await first.close()
+    await asyncio.sleep(0.6)  # past the Redis brokers' reclaim_idle_seconds
+    left = [d.job_id for d in await second.receive(["default"], 10, timeout=0.3)]
+    if first.carries_ids:
+        assert sorted(left) == sorted({"job-1", "job-2"} - {d.job_id for d in got})
+
+
 async def test_broker_integration_close_ends_receive(make_broker: BrokerFactory) -> None:
     broker = make_broker("w1")
     await broker.close()
