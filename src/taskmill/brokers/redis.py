@@ -117,6 +117,10 @@ class RedisBroker:
             return
 
         async def send() -> None:
+            if len(messages) == 1:  # a producer's schedule(): a pipeline costs more CPU
+                m = messages[0]
+                await self._redis.xadd(self.stream(m.queue, band(m.priority)), {"job_id": m.job_id})
+                return
             pipe = self._redis.pipeline(transaction=False)
             for m in messages:
                 pipe.xadd(self.stream(m.queue, band(m.priority)), {"job_id": m.job_id})
