@@ -23,7 +23,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal,
     or_,
     select,
     tuple_,
@@ -39,7 +38,7 @@ from taskmill.store.database import Database
 from taskmill.store.dependencies import dependencies_met
 from taskmill.store.records import to_job
 from taskmill.store.runs import finish_runs, start_runs
-from taskmill.store.schema import events, job_runs, jobs, templates, workers
+from taskmill.store.schema import job_runs, jobs, templates, workers
 from taskmill.store.transition import Transition, transition
 from taskmill.store.workers import WorkerStatus
 
@@ -339,23 +338,18 @@ def _claim_statement(*, by_id: bool) -> Select[Any]:
         select(started.c.id, started.c.attempt, started.c.worker_id, started.c.started_at),
     )
     # What transition() would log: the columns it changed that replay rebuilds.
-    changes = func.jsonb_build_object(
-        "status", running,
-        "worker_id", started.c.worker_id,
-        "attempt", started.c.attempt,
-        "lease_expires_at", event_log.iso_text(started.c.lease_expires_at),
-        "started_at", event_log.iso_text(started.c.started_at),
-    )  # fmt: skip
-    logged = insert(events).from_select(
-        ["occurred_at", "merchant_id", "type", "actor", "job_id", "data"],
-        select(
-            started.c.updated_at,
-            started.c.merchant_id,
-            literal(EventType.JOB_STARTED.value, String),
-            bindparam("actor", type_=String),
-            started.c.id,
-            func.jsonb_build_object("from", queued, "to", running, "changes", changes),
-        ).order_by(started.c.priority.desc(), started.c.run_at, started.c.id),
+    logged = event_log.transition_events(
+        started,
+        event_type=EventType.JOB_STARTED,
+        actor=bindparam("actor", type_=String),
+        from_to=(queued, running),
+        changes={
+            "worker_id": started.c.worker_id,
+            "attempt": started.c.attempt,
+            "lease_expires_at": event_log.iso_text(started.c.lease_expires_at),
+            "started_at": event_log.iso_text(started.c.started_at),
+        },
+        order_by=(started.c.priority.desc(), started.c.run_at, started.c.id),
     )
     return (
         select(*started.c)

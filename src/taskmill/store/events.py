@@ -8,7 +8,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Row, case, func, insert, literal_column, select
+from sqlalchemy import (
+    CTE,
+    BigInteger,
+    ColumnElement,
+    Insert,
+    Row,
+    String,
+    case,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.events import Event, EventType
@@ -50,6 +63,37 @@ def iso_text(ts: ColumnElement[Any]) -> ColumnElement[str]:
     whole = func.extract("microseconds", utc).cast(BigInteger) % 1_000_000 == 0
     fraction = case((whole, literal_column("''")), else_=func.to_char(utc, literal_column("'.US'")))
     return seconds.concat(fraction).concat(literal_column("'+00:00'"))
+
+
+def transition_events(
+    changed: CTE,
+    *,
+    event_type: EventType,
+    actor: ColumnElement[str],
+    from_to: tuple[str, str],
+    changes: Mapping[str, ColumnElement[Any]],
+    order_by: Sequence[ColumnElement[Any]],
+) -> Insert:
+    """``INSERT INTO events ... SELECT``: one event per row of ``changed`` (a
+    data-modifying CTE ``RETURNING`` the job's ``id``, ``merchant_id`` and
+    ``updated_at``), with the data ``transition()`` writes: ``from``, ``to`` and the
+    ``changes`` (timestamps through :func:`iso_text`). PostgreSQL only."""
+    old, new = from_to
+    pairs = [part for name, value in changes.items() for part in (name, value)]
+    data = func.jsonb_build_object(
+        "from", old, "to", new, "changes", func.jsonb_build_object("status", new, *pairs)
+    )  # fmt: skip
+    return insert(events).from_select(
+        ["occurred_at", "merchant_id", "type", "actor", "job_id", "data"],
+        select(
+            changed.c.updated_at,
+            changed.c.merchant_id,
+            literal(event_type.value, String),
+            actor,
+            changed.c.id,
+            data,
+        ).order_by(*order_by),
+    )
 
 
 def row(e: NewEvent) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from sqlalchemy import (
     cast,
     column,
     func,
-    insert,
     literal,
     null,
     select,
@@ -44,7 +43,7 @@ from taskmill.store.dialect import Dialect
 from taskmill.store.jobs import get_job
 from taskmill.store.records import to_job
 from taskmill.store.runs import close_runs, finish_runs
-from taskmill.store.schema import events, job_runs, jobs
+from taskmill.store.schema import job_runs, jobs
 from taskmill.store.transition import (
     Claimed,
     Transition,
@@ -308,20 +307,24 @@ def _success_statement() -> Select[Any]:
     statement. Writes what :func:`succeed_many` writes, guarded by the same fence."""
     running, succeeded = JobStatus.RUNNING.value, JobStatus.SUCCEEDED.value
     now = func.statement_timestamp()
-    batch = func.unnest(
-        bindparam("job_ids", type_=ARRAY(String)),
-        bindparam("attempts", type_=ARRAY(Integer)),
-        bindparam("worker_ids", type_=ARRAY(String)),
-        bindparam("results", type_=ARRAY(Text)),
-        bindparam("durations", type_=ARRAY(Float)),
-    ).table_valued(
-        column("job_id", String),
-        column("attempt", Integer),
-        column("worker_id", String),
-        column("result", Text),
-        column("duration", Float),
-        name="batch",
-    ).render_derived()
+    batch = (
+        func.unnest(
+            bindparam("job_ids", type_=ARRAY(String)),
+            bindparam("attempts", type_=ARRAY(Integer)),
+            bindparam("worker_ids", type_=ARRAY(String)),
+            bindparam("results", type_=ARRAY(Text)),
+            bindparam("durations", type_=ARRAY(Float)),
+        )
+        .table_valued(
+            column("job_id", String),
+            column("attempt", Integer),
+            column("worker_id", String),
+            column("result", Text),
+            column("duration", Float),
+            name="batch",
+        )
+        .render_derived()
+    )
     ended = (
         update(jobs)
         .where(
@@ -341,6 +344,7 @@ def _success_statement() -> Select[Any]:
             jobs.c.id,
             jobs.c.attempt,
             jobs.c.merchant_id,
+            jobs.c.updated_at,
             jobs.c.worker_id,
             jobs.c.result,
             jobs.c.finished_at,
@@ -361,21 +365,16 @@ def _success_statement() -> Select[Any]:
             duration_seconds=ended.c.duration,
         )
     )
-    changes = func.jsonb_build_object(
-        "status", succeeded,
-        "finished_at", event_log.iso_text(ended.c.finished_at),
-        "lease_expires_at", null(),
-        "result", ended.c.result,
-    )  # fmt: skip
-    logged = insert(events).from_select(
-        ["occurred_at", "merchant_id", "type", "actor", "job_id", "data"],
-        select(
-            ended.c.finished_at,
-            ended.c.merchant_id,
-            literal(EventType.JOB_SUCCEEDED.value, String),
-            literal("worker:", String).concat(ended.c.worker_id),
-            ended.c.id,
-            func.jsonb_build_object("from", running, "to", succeeded, "changes", changes),
-        ).order_by(ended.c.id),
+    logged = event_log.transition_events(
+        ended,
+        event_type=EventType.JOB_SUCCEEDED,
+        actor=literal("worker:", String).concat(ended.c.worker_id),
+        from_to=(running, succeeded),
+        changes={
+            "finished_at": event_log.iso_text(ended.c.finished_at),
+            "lease_expires_at": null(),
+            "result": ended.c.result,
+        },
+        order_by=(ended.c.id,),
     )
     return select(ended.c.id, ended.c.attempt).add_cte(runs.cte("runs"), logged.cte("logged"))
