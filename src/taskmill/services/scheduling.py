@@ -28,6 +28,7 @@ from taskmill.core.schedules import utc
 from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template, build_schedule
 from taskmill.executors.python import TaskRegistry
 from taskmill.observability import tracing
+from taskmill.services.insert_batcher import InsertBatcher
 from taskmill.store import jobs as job_store
 from taskmill.store import templates as template_store
 from taskmill.store.database import Database
@@ -93,6 +94,7 @@ class Scheduler:
         self.clock = clock
         self.defaults = defaults
         self.broker = broker
+        self._batcher = InsertBatcher(db, self._announce)
 
     async def _announce(self, created: Sequence[Job]) -> None:
         """Publish the jobs created ``queued`` (immediate, waiting for nothing) after their
@@ -175,8 +177,12 @@ class Scheduler:
     async def _job(self, req: ScheduleRequest) -> Scheduled:
         now = self.clock.now()
         new = self._new_job(req, now)
+        queue_if_due = self.broker.producers_announce
+        if job_store.fits_one_statement(self.db, new):
+            made = job_store.make_job(new, now, req.actor, queue_if_due)
+            return Scheduled(await self._batcher.insert(made))
         created = await job_store.create_job(
-            self.db, new, actor=req.actor, now=now, queue_if_due=self.broker.producers_announce
+            self.db, new, actor=req.actor, now=now, queue_if_due=queue_if_due
         )
         if created.created:
             await self._announce([created.job])

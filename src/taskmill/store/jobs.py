@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, insert, select, union_all
+from sqlalchemy import Insert, Select, Table, bindparam, func, insert, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.dependencies import parse_policy
@@ -27,7 +27,7 @@ from taskmill.store.database import Database
 from taskmill.store.dependencies import check_upstream
 from taskmill.store.dialect import Dialect
 from taskmill.store.events import NewEvent
-from taskmill.store.notify import DUE, QUEUED, notification, notify
+from taskmill.store.notify import DUE, QUEUED, notify
 from taskmill.store.records import to_job, to_job_dict
 from taskmill.store.schema import events, job_dependencies, jobs
 from taskmill.store.transition import NOT_REPLAYED
@@ -70,9 +70,10 @@ async def create_job(
 
     With an ``idempotency_key`` already used by the merchant, returns that job unchanged.
     """
-    if db.dialect.name == "postgresql" and new.idempotency_key is None and not new.depends_on:
-        job = await _insert_job_in_one_statement(db, new, actor, now, queue_if_due)
-        return CreatedJob(job, created=True)
+    if fits_one_statement(db, new):
+        made = make_job(new, now, actor, queue_if_due)
+        await insert_in_one_statement(db, [made])
+        return CreatedJob(to_job_dict(made.row), created=True)
     async with db.transaction() as conn:
         if new.idempotency_key is not None:
             existing = await _by_idempotency_key(conn, new.merchant_id, new.idempotency_key)
@@ -84,42 +85,75 @@ async def create_job(
         return CreatedJob(job, created=True)
 
 
-async def _insert_job_in_one_statement(
-    db: Database, new: NewJob, actor: str, now: datetime, queue_if_due: bool
-) -> Job:
-    """:func:`insert_job` as one PostgreSQL statement in autocommit: the job, its events
-    and the wake-up commit together, in one round trip instead of five (``BEGIN``, two
-    inserts, the notification, ``COMMIT``) — the cost of every ``schedule()`` call."""
+@dataclass(frozen=True, slots=True)
+class MadeJob:
+    """A job ready to insert: its ``jobs`` row and its events (see :func:`new_job`)."""
+
+    row: dict[str, Any]
+    events: list[NewEvent]
+
+
+def fits_one_statement(db: Database, new: NewJob) -> bool:
+    """Whether ``new`` can be created by :func:`insert_in_one_statement`: on PostgreSQL,
+    with no idempotency key to look up and no dependency to check first."""
+    return db.dialect.name == "postgresql" and new.idempotency_key is None and not new.depends_on
+
+
+def make_job(new: NewJob, now: datetime, actor: str, queue_if_due: bool) -> MadeJob:
+    """Validate ``new`` and build its row and events (nothing is written)."""
     parse_policy(new.on_dependency_failure)
     row, new_events = new_job(new, now, actor, queue_if_due)
-    event_rows = [event_log.row(e) for e in new_events]
-    stmt = _job_and_events_statement(tuple(row), tuple(event_rows[0]), len(event_rows), wake(row))
-    params = {f"job_{k}": v for k, v in row.items()}
+    return MadeJob(row, new_events)
+
+
+async def insert_in_one_statement(db: Database, made: Sequence[MadeJob]) -> None:
+    """Insert ``made`` (from :func:`make_job`), their events and the wake-ups as one
+    PostgreSQL statement in autocommit: one round trip instead of five per job
+    (``BEGIN``, two inserts, the notification, ``COMMIT``) — the cost of ``schedule()``.
+    All or nothing."""
+    job_rows = [m.row for m in made]
+    event_rows = [event_log.row(e) for m in made for e in m.events]
+    stmt = _jobs_and_events_statement(
+        tuple(job_rows[0]),
+        tuple(event_rows[0]),
+        len(job_rows),
+        len(event_rows),
+        tuple(sorted({wake(row) for row in job_rows})),
+    )
+    params: dict[str, Any] = {}
+    for i, row in enumerate(job_rows):
+        params.update({f"job{i}_{k}": v for k, v in row.items()})
     for i, event in enumerate(event_rows):
         params.update({f"event{i}_{k}": v for k, v in event.items()})
     async with db.autocommit() as conn:
         await conn.execute(stmt, params)
-    return to_job_dict(row)
 
 
-@functools.cache
-def _job_and_events_statement(
-    job_keys: tuple[str, ...], event_keys: tuple[str, ...], n_events: int, channel: str
+@functools.lru_cache(maxsize=256)
+def _jobs_and_events_statement(
+    job_keys: tuple[str, ...],
+    event_keys: tuple[str, ...],
+    n_jobs: int,
+    n_events: int,
+    channels: tuple[str, ...],
 ) -> Select[Any]:
-    """The statement of :func:`_insert_job_in_one_statement`, built once with bound
+    """The statement of :func:`insert_in_one_statement`, built once per shape with bound
     parameters: building and cache-keying it per call cost more CPU than the round trip."""
-    job = insert(jobs).values({k: bindparam(f"job_{k}", type_=jobs.c[k].type) for k in job_keys})
     # INSERT ... SELECT ... UNION ALL ... rather than a multi-row VALUES, which SQLAlchemy
     # does not cache (it would compile the statement on every call); the rows, and so
     # the event ids, come in this order.
+    job = _insert_rows(jobs, "job", job_keys, n_jobs)
+    event = _insert_rows(events, "event", event_keys, n_events)
+    wake_up = select(*(func.pg_notify(channel, "") for channel in channels))
+    return wake_up.add_cte(job.cte("new_jobs"), event.cte("new_events"))
+
+
+def _insert_rows(table: Table, prefix: str, keys: tuple[str, ...], n: int) -> Insert:
     rows = [
-        select(*(bindparam(f"event{i}_{k}", type_=events.c[k].type).label(k) for k in event_keys))
-        for i in range(n_events)
+        select(*(bindparam(f"{prefix}{i}_{k}", type_=table.c[k].type).label(k) for k in keys))
+        for i in range(n)
     ]
-    event = insert(events).from_select(
-        list(event_keys), union_all(*rows) if n_events > 1 else rows[0]
-    )
-    return notification(channel).add_cte(job.cte("new_job"), event.cte("new_events"))
+    return insert(table).from_select(list(keys), union_all(*rows) if n > 1 else rows[0])
 
 
 async def insert_job(

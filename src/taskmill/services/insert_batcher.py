@@ -1,0 +1,83 @@
+"""Group insert: jobs that ``schedule()`` calls create at the same moment share one
+statement and one publish (the producer's side of what ``group_commit`` does for
+outcomes).
+
+A call alone is written at once, as a batch of one. Calls that arrive while a batch is
+in flight (an API under load, ``asyncio.gather`` over ``schedule()``) wait for it and
+then go together: one PostgreSQL round trip and one broker round trip for the lot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from taskmill.core.jobs import Job
+from taskmill.store import jobs as job_store
+from taskmill.store.database import Database
+from taskmill.store.records import to_job_dict
+
+log = logging.getLogger(__name__)
+
+Announce = Callable[[Sequence[Job]], Awaitable[None]]
+
+_Pending = tuple[job_store.MadeJob, "asyncio.Future[Job]"]
+
+
+class InsertBatcher:
+    """Inserts jobs made by ``store.jobs.make_job`` in batches of up to ``max_batch``,
+    then has ``announce`` publish those created queued. One writer task at a time."""
+
+    def __init__(self, db: Database, announce: Announce, max_batch: int = 64) -> None:
+        self.db = db
+        self.announce = announce
+        self.max_batch = max_batch
+        self._pending: list[_Pending] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def insert(self, made: job_store.MadeJob) -> Job:
+        """Insert ``made`` (in a batch with whatever else is waiting); return the job once
+        it is committed and announced. Raises what the insert raised. The insert goes on
+        if the caller is cancelled meanwhile."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Job] = loop.create_future()
+        self._pending.append((made, done))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_pending(), name="insert-batcher")
+        return await asyncio.shield(done)
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            await self._write(batch)
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        try:
+            await job_store.insert_in_one_statement(self.db, [made for made, _ in batch])
+        except Exception as exc:  # the writer must outlive any insert: hand errors back
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            # One bad row must not fail the others: insert each on its own.
+            log.warning("a grouped insert failed (%s); inserting %d one by one", exc, len(batch))
+            for item in batch:
+                await self._write([item])
+            return
+        created = [to_job_dict(made.row) for made, _ in batch]
+        try:
+            await self.announce(created)
+        except Exception:  # committed is committed: the failure watcher announces them
+            log.exception("announcing %d new jobs failed", len(created))
+        for (_, done), job in zip(batch, created, strict=True):
+            _settle(done, job)
+
+
+def _settle(done: asyncio.Future[Job], outcome: Job | BaseException) -> None:
+    if done.done():
+        return
+    if isinstance(outcome, BaseException):
+        done.set_exception(outcome)
+    else:
+        done.set_result(outcome)

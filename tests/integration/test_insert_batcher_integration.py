@@ -1,0 +1,86 @@
+"""``schedule()`` calls made at the same moment share one insert on PostgreSQL
+(services/insert_batcher.py): every caller still gets its own job, a bad one fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from taskmill import TaskContext, Taskmill
+from taskmill.config import load_settings
+from taskmill.core.errors import Conflict
+from taskmill.core.events import EventType
+from taskmill.core.jobs import Job, JobStatus
+from taskmill.services.scheduling import ScheduleRequest
+from taskmill.store.jobs import JobFilter, list_jobs
+from taskmill.store.replay import projection_diff
+from tests.jobs import job_of
+
+
+@pytest.fixture
+async def app(database_url: str) -> AsyncIterator[Taskmill]:
+    application = Taskmill(settings=load_settings("test", None, database={"url": database_url}))
+
+    @application.task("echo")
+    async def echo(ctx: TaskContext, payload: Any) -> Any:
+        return payload
+
+    yield application
+    await application.stop()
+
+
+def _count_job_inserts(app: Taskmill) -> list[str]:
+    """The statements that insert jobs, as the engine sends them."""
+    sent: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith(("INSERT INTO jobs", "WITH new_jobs")):
+            sent.append(statement)
+
+    event.listen(app.runtime.db.engine.sync_engine, "before_cursor_execute", before)
+    return sent
+
+
+async def test_insert_batcher_integration_concurrent_schedules_each_get_their_job(
+    app: Taskmill,
+) -> None:
+    await app.open()
+    inserts = _count_job_inserts(app)
+    made = await asyncio.gather(*(app.schedule("echo", {"n": n}) for n in range(30)))
+    assert all(isinstance(job, Job) for job in made)
+    assert len({job.id for job in made}) == 30
+    for n, job in enumerate(made):
+        stored = await job_of(app, job.id)
+        assert stored.payload == {"n": n} and stored.status is JobStatus.SCHEDULED
+        assert [e.type for e in await app.events(job.id)] == [EventType.JOB_CREATED]
+    assert await projection_diff(app.runtime.db) == []
+    if app.runtime.db.dialect.name == "postgresql":
+        assert 1 <= len(inserts) < 30  # grouped: 30 callers, fewer statements
+
+
+async def test_insert_batcher_integration_a_bad_row_fails_alone(app: Taskmill) -> None:
+    """A row the database refuses (a merchant that does not exist) fails its own
+    caller; the calls batched with it are created all the same."""
+    runtime = await app.open()
+
+    def request(merchant: str | None = None) -> ScheduleRequest:
+        if merchant is None:
+            return ScheduleRequest(task="echo")
+        return ScheduleRequest(task="echo", merchant_id=merchant)
+
+    results = await asyncio.gather(
+        *(runtime.scheduler.schedule(request()) for _ in range(3)),
+        runtime.scheduler.schedule(request("no-such-merchant")),
+        *(runtime.scheduler.schedule(request()) for _ in range(3)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[3], Conflict)
+    good = [r for i, r in enumerate(results) if i != 3]
+    for scheduled in good:
+        assert not isinstance(scheduled, BaseException)
+        assert (await job_of(app, scheduled.item.id)).status is JobStatus.SCHEDULED
+    assert len(await list_jobs(runtime.db, JobFilter())) == 6
