@@ -604,7 +604,8 @@ async def test_reliability_s10_outcome_commit_connection_terminated(
     postgres_url: str, db: Database, broker: Broker, services: Cluster, tmp_path: Path
 ) -> None:
     """S10 (commit unknown): the executor's database connection is terminated while it
-    writes outcomes (an insert into job_runs, or the COMMIT, in flight)."""
+    writes outcomes: the one statement that records a batch of successes (its
+    ``WITH ended AS (UPDATE jobs ...``), or a failure's run update or COMMIT, in flight."""
     log = tmp_path / "effects.log"
     count = 200
     ids = await _enqueue(postgres_url, count, {"effects": str(log), "seconds": 0.2})
@@ -615,7 +616,8 @@ async def test_reliability_s10_outcome_commit_connection_terminated(
     )
     name = f"{services.prefix}-executor"
     writing = (
-        "(state <> 'idle' AND query ILIKE 'UPDATE job_runs%') "
+        "(state = 'active' AND query LIKE 'WITH ended AS%') "
+        "OR (state <> 'idle' AND query ILIKE 'UPDATE job_runs%') "
         "OR (state = 'active' AND query = 'COMMIT')"
     )
     terminated = 0
