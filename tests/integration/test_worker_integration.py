@@ -88,21 +88,28 @@ async def test_worker_integration_results_of_every_json_shape_are_stored(app: Ta
     assert await projection_diff(app.runtime.db) == []
 
 
+@pytest.mark.parametrize(
+    ("result", "reason"),
+    [
+        ({1, 2}, "Object of type set is not JSON serializable"),
+        (float("nan"), "Out of range float values are not JSON compliant"),
+    ],
+)
 async def test_worker_integration_a_result_that_is_not_json_fails_the_attempt(
-    app: Taskmill,
+    app: Taskmill, result: Any, reason: str
 ) -> None:
-    """A handler returning what JSON cannot hold (a set) fails its attempt with that
+    """A handler returning what JSON cannot hold (a set, NaN) fails its attempt with that
     reason, instead of leaving the job running until its lease expires."""
 
-    @app.task("sets", max_retries=0)
-    async def sets(ctx: TaskContext, payload: None) -> set[int]:
-        return {1, 2}
+    @app.task("unstorable", max_retries=0)
+    async def unstorable(ctx: TaskContext, payload: None) -> Any:
+        return result
 
-    job = await app.schedule("sets")
+    job = await app.schedule("unstorable")
     await run_until_idle(app)
     done = await job_of(app, job.id)
     assert done.status is JobStatus.FAILED
-    assert done.last_error == "result is not JSON: Object of type set is not JSON serializable"
+    assert done.last_error == f"result is not JSON: {reason}"
 
 
 async def test_worker_integration_fail_retry_success(app: Taskmill) -> None:

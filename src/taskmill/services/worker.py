@@ -426,7 +426,7 @@ def _not_json(result: Any) -> str | None:
     handler returning, say, a set fails its attempt with that reason rather than
     leaving the job running until its lease expires."""
     try:
-        json.dumps(result)
+        json.dumps(result, allow_nan=False)  # PostgreSQL's JSON has no NaN or Infinity
     except (TypeError, ValueError) as exc:
         return f"result is not JSON: {exc}"
     return None

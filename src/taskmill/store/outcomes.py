@@ -291,7 +291,7 @@ async def record_successes(db: Database, successes: Sequence[Success]) -> list[b
         "attempts": [s.attempt.attempt for s in successes],
         "worker_ids": [s.attempt.worker_id for s in successes],
         # As text, cast in SQL: a JSONB array parameter would need a codec per driver.
-        "results": [json.dumps(s.result) for s in successes],
+        "results": [json.dumps(s.result, allow_nan=False) for s in successes],
         "durations": [s.duration_seconds for s in successes],
     }
     async with db.autocommit() as conn:
