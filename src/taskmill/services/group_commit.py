@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from taskmill.services.loop import settle
 from taskmill.store import outcomes
 from taskmill.store.database import Database
 
@@ -82,7 +83,7 @@ class GroupCommitter:
                     results = [await i.write(conn) for i in others if i.write]
         except Exception as exc:  # the writer must outlive any write: hand errors back
             if len(batch) == 1:
-                _settle(batch[0].done, exc)
+                settle(batch[0].done, exc)
                 return
             # One bad write must not fail the others: try each in its own transaction.
             log.warning("a grouped commit failed (%s); writing %d one by one", exc, len(batch))
@@ -90,7 +91,7 @@ class GroupCommitter:
                 await self._commit([item])
             return
         for item, result in zip([*successes, *others], [*done, *results], strict=True):
-            _settle(item.done, result)
+            settle(item.done, result)
 
     async def flush(self) -> None:
         """Wait until every write submitted so far is committed (or failed)."""
@@ -103,12 +104,3 @@ class GroupCommitter:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
-
-
-def _settle(done: asyncio.Future[bool], outcome: bool | BaseException) -> None:
-    if done.done():
-        return
-    if isinstance(outcome, BaseException):
-        done.set_exception(outcome)
-    else:
-        done.set_result(outcome)

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from taskmill.core.jobs import Job
+from taskmill.services.loop import settle
 from taskmill.store import jobs as job_store
 from taskmill.store.database import Database
 from taskmill.store.records import to_job_dict
@@ -58,7 +59,7 @@ class InsertBatcher:
             await job_store.insert_in_one_statement(self.db, [made for made, _ in batch])
         except Exception as exc:  # the writer must outlive any insert: hand errors back
             if len(batch) == 1:
-                _settle(batch[0][1], exc)
+                settle(batch[0][1], exc)
                 return
             # One bad row must not fail the others: insert each on its own.
             log.warning("a grouped insert failed (%s); inserting %d one by one", exc, len(batch))
@@ -71,13 +72,4 @@ class InsertBatcher:
         except Exception:  # committed is committed: the failure watcher announces them
             log.exception("announcing %d new jobs failed", len(created))
         for (_, done), job in zip(batch, created, strict=True):
-            _settle(done, job)
-
-
-def _settle(done: asyncio.Future[Job], outcome: Job | BaseException) -> None:
-    if done.done():
-        return
-    if isinstance(outcome, BaseException):
-        done.set_exception(outcome)
-    else:
-        done.set_result(outcome)
+            settle(done, job)

@@ -104,3 +104,14 @@ async def unless_stopped(awaitable: Awaitable[T], stop: asyncio.Event) -> T | No
         if not work.done():
             work.cancel()
     return work.result() if work.done() and not work.cancelled() else None
+
+
+def settle(done: asyncio.Future[T], outcome: T | BaseException) -> None:
+    """Hand a batched write's outcome (a result or the exception it raised) to the
+    caller waiting on ``done``, unless it was settled already."""
+    if done.done():
+        return
+    if isinstance(outcome, BaseException):
+        done.set_exception(outcome)
+    else:
+        done.set_result(outcome)
