@@ -118,6 +118,20 @@ async def test_broker_integration_hints_acked_before_close_go_to_no_one(
         assert sorted(left) == sorted({"job-1", "job-2"} - {d.job_id or "" for d in got})
 
 
+async def test_broker_integration_acks_arrive_without_another_read(
+    make_broker: BrokerFactory,
+) -> None:
+    """A worker whose slots are all busy reads nothing more for a long while: its acks
+    must still arrive, or another worker would reclaim those hints as abandoned."""
+    first, second = make_broker("w1"), make_broker("w2")
+    await first.publish([Message("job-1", "default")])
+    got = await first.receive(["default"], 10, timeout=1)
+    assert [d.job_id for d in got] in (["job-1"], [None])
+    await first.ack(got)
+    await asyncio.sleep(0.6)  # no read by ``first``; past Redis's reclaim_idle_seconds
+    assert await second.receive(["default"], 10, timeout=0.3) == []
+
+
 async def test_broker_integration_close_ends_receive(make_broker: BrokerFactory) -> None:
     broker = make_broker("w1")
     await broker.close()

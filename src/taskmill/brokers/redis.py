@@ -10,6 +10,7 @@ ack costs one Redis round trip, not five.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,6 +25,8 @@ from taskmill.core.errors import BrokerError
 log = logging.getLogger(__name__)
 
 GROUP = "taskmill"
+# How long acks wait for the worker's next read before going on their own.
+ACK_DELAY_SECONDS = 0.05
 BANDS = ("high", "normal", "low")  # read in this order
 T = TypeVar("T")
 
@@ -91,8 +94,11 @@ class RedisBroker:
         self._groups: set[str] = set()
         self._last_reclaim = 0.0
         self._ack_and_read = self._redis.register_script(_ACK_AND_READ)
-        # Acked hints not yet sent: they go with the next read (or at close).
+        # Acked hints not yet sent: they go with the next read, or after ACK_DELAY_SECONDS
+        # if no read comes (every slot busy), or at close.
         self._unsent_acks: list[tuple[str, str]] = []
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._late_acks: set[asyncio.Task[None]] = set()
 
     def stream(self, queue: str, band_name: str) -> str:
         return f"{self.prefix}:q:{queue}:{band_name}"
@@ -165,12 +171,15 @@ class RedisBroker:
     ) -> list[Delivery]:
         """The acks not yet sent, then a non-blocking read, highest band first: one
         round trip (``_ACK_AND_READ``)."""
-        acks = list(self._unsent_acks)
+        acks = self._take_acks()
         keys = [name for name, _ in acks] + list(streams)
         args: list[str | int] = [GROUP, self.consumer, count, len(acks), per_band]
         args += [entry_id for _, entry_id in acks]
-        reply = await self._ack_and_read(keys=keys, args=args)
-        del self._unsent_acks[: len(acks)]  # sent (acks queued meanwhile stay)
+        try:
+            reply = await self._ack_and_read(keys=keys, args=args)
+        except BaseException:
+            self._unsent_acks[:0] = acks  # not sent: they go with the next attempt
+            raise
         return [
             _delivery(name, entry_id, dict(zip(flat[::2], flat[1::2], strict=True)))
             for name, entry_id, flat in reply
@@ -210,13 +219,36 @@ class RedisBroker:
         return found
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        """Queue the acks: they are sent with the next ``receive`` (or at ``close``). An
-        ack that never arrives (the worker died) only leaves a hint whose claim finds
-        the job no longer queued."""
+        """Queue the acks: they are sent with the next ``receive``, or on their own after
+        ``ACK_DELAY_SECONDS`` if none comes (a worker whose every slot is busy does not
+        read), or at ``close``. An ack that never arrives (the worker died) only leaves
+        a hint whose claim finds the job no longer queued."""
         self._unsent_acks.extend(_token(d) for d in deliveries)
+        if self._unsent_acks and self._ack_timer is None:
+            loop = asyncio.get_running_loop()
+            self._ack_timer = loop.call_later(ACK_DELAY_SECONDS, self._send_late_acks)
+
+    def _send_late_acks(self) -> None:
+        self._ack_timer = None
+        if self._unsent_acks:
+            task = asyncio.ensure_future(self._send_acks_or_log())
+            self._late_acks.add(task)
+            task.add_done_callback(self._late_acks.discard)
+
+    async def _send_acks_or_log(self) -> None:
+        try:
+            await self._send_acks()
+        except BrokerError as exc:  # their hints are reclaimed later, and found stale
+            log.warning("could not ack hints: %s", exc)
+
+    def _take_acks(self) -> list[tuple[str, str]]:
+        """The acks to send now, taken off the list (so two senders never send or drop
+        the same ones)."""
+        acks, self._unsent_acks = self._unsent_acks, []
+        return acks
 
     async def _send_acks(self) -> None:
-        acks = list(self._unsent_acks)
+        acks = self._take_acks()
         if not acks:
             return
 
@@ -227,8 +259,11 @@ class RedisBroker:
                 pipe.xdel(name, entry_id)
             await pipe.execute()
 
-        await self._call(forget)
-        del self._unsent_acks[: len(acks)]
+        try:
+            await self._call(forget)
+        except BaseException:
+            self._unsent_acks[:0] = acks
+            raise
 
     async def nack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
@@ -246,10 +281,12 @@ class RedisBroker:
         await self._call(give_back)
 
     async def close(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         try:
-            await self._send_acks()
-        except BrokerError as exc:  # their hints are reclaimed later, and found stale
-            log.warning("could not ack %d hints at close: %s", len(self._unsent_acks), exc)
+            await asyncio.gather(*self._late_acks)
+            await self._send_acks_or_log()
         finally:
             await self._redis.aclose()
 
