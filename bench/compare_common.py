@@ -157,6 +157,18 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its live descendants (``/proc/<pid>/stat``)."""
+    ticks = 0
+    for member in _tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler:
     """Samples the RSS of a process and all its descendants every ``interval`` s; keeps
     the peak (the sum over the tree: a prefork or forking worker counts whole)."""
@@ -241,15 +253,17 @@ def run_rep(
     the running worker; then stop it. Returns the figures (JSON-able)."""
     records = Path(os.environ["BENCH_RECORD_DIR"])
     out: dict[str, Any] = {"system": adapter.name, "concurrency": adapter.concurrency}
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     adapter.enqueue("throughput", [None] * opts.jobs, 1)
     enqueue_s = time.perf_counter() - t0
+    producer_cpu_ms = (time.process_time() - cpu0) * 1000 / opts.jobs
     log(f"{adapter.name}: enqueued {opts.jobs} in {enqueue_s:.2f} s; starting the worker")
     command, env = adapter.worker_command(), adapter.worker_env()
     proc = start_group(command, env, ROOT, workdir / "worker.log")
     rss = RssSampler(proc.pid)
     try:
         out["throughput"] = _throughput(adapter, opts, records, proc, enqueue_s)
+        out["throughput"]["producer_cpu_ms_per_job"] = producer_cpu_ms
         log(f"{adapter.name}: throughput {out['throughput']}")
         out["latency"] = _latency(adapter, opts, records, proc)
         log(f"{adapter.name}: latency {_brief(out['latency'])}")
@@ -300,7 +314,7 @@ def _latency(
     per_tick = max(1, round(opts.rate * 0.01))
     total = int(opts.rate * opts.seconds)
     sent = 0
-    begin = time.perf_counter()
+    begin, worker_cpu = time.perf_counter(), tree_cpu_seconds(proc.pid)
     while sent < total:
         n = min(per_tick, total - sent)
         adapter.enqueue("latency", [None] * n, n)
@@ -310,12 +324,16 @@ def _latency(
             time.sleep(delay)
     produced_s = time.perf_counter() - begin
     _, seen = _wait(lambda: adapter.done(records, "latency"), total, opts.timeout, proc)
+    worker_cpu = tree_cpu_seconds(proc.pid) - worker_cpu
     millis = [(s - e) * 1000 for e, _, s in read(records, "latency")]
     return {
         "target_rate": opts.rate,
         "achieved_rate": total / produced_s,
         "jobs": total,
         "completed": seen,
+        # The worker's CPU (whole process tree) from the first enqueue to the last job
+        # done, per job: what 500 jobs/s cost it, idle polling included.
+        "worker_cpu_ms_per_job": worker_cpu * 1000 / total,
         **summary(millis),
         "quantiles": quantiles(millis),
     }

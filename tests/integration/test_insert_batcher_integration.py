@@ -16,6 +16,8 @@ from taskmill.core.errors import Conflict
 from taskmill.core.events import EventType
 from taskmill.core.jobs import Job, JobStatus
 from taskmill.services.scheduling import ScheduleRequest
+from taskmill.store import direct
+from taskmill.store.database import Database
 from taskmill.store.jobs import JobFilter, list_jobs
 from taskmill.store.replay import projection_diff
 from tests.jobs import job_of
@@ -33,8 +35,9 @@ async def app(database_url: str) -> AsyncIterator[Taskmill]:
     await application.stop()
 
 
-def _count_job_inserts(app: Taskmill) -> list[str]:
-    """The statements that insert jobs, as the engine sends them."""
+def _count_job_inserts(app: Taskmill, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements that insert jobs, as the engine or asyncpg (``store/direct.py``)
+    is sent them."""
     sent: list[str] = []
 
     def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -42,14 +45,22 @@ def _count_job_inserts(app: Taskmill) -> list[str]:
             sent.append(statement)
 
     event.listen(app.runtime.db.engine.sync_engine, "before_cursor_execute", before)
+    fetch = direct.fetch
+
+    async def fetch_and_note(db: Database, statement: Any, values: Any) -> Any:
+        sql = direct.compile_statement(statement, db.engine.dialect).sql
+        before(None, None, sql)
+        return await fetch(db, statement, values)
+
+    monkeypatch.setattr(direct, "fetch", fetch_and_note)
     return sent
 
 
 async def test_insert_batcher_integration_concurrent_schedules_each_get_their_job(
-    app: Taskmill,
+    app: Taskmill, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await app.open()
-    inserts = _count_job_inserts(app)
+    inserts = _count_job_inserts(app, monkeypatch)
     made = await asyncio.gather(*(app.schedule("echo", {"n": n}) for n in range(30)))
     assert all(isinstance(job, Job) for job in made)
     assert len({job.id for job in made}) == 30

@@ -33,10 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from taskmill.core.events import EventType
 from taskmill.core.jobs import Job, JobStatus, RunOutcome, check_transition
 from taskmill.core.templates import OverlapPolicy
+from taskmill.store import direct
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
 from taskmill.store.dependencies import dependencies_met
-from taskmill.store.records import to_job
+from taskmill.store.records import to_job, to_job_dict
 from taskmill.store.runs import finish_runs, start_runs
 from taskmill.store.schema import job_runs, jobs, templates, workers
 from taskmill.store.transition import Transition, transition
@@ -292,9 +293,7 @@ async def _claim_in_one_statement(db: Database, params: ClaimParams) -> list[Job
         "actor": f"worker:{params.worker_id}",
         "lease_seconds": params.lease_seconds,
     }
-    async with db.autocommit() as conn:
-        rows = (await conn.execute(stmt, values)).all()
-    return [to_job(row) for row in rows]
+    return [to_job_dict(row) for row in await direct.fetch(db, stmt, values)]
 
 
 @functools.cache

@@ -22,6 +22,7 @@ from taskmill.core.jobs import (
     JobStatus,
     ScheduleType,
 )
+from taskmill.store import direct
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
 from taskmill.store.dependencies import check_upstream
@@ -125,8 +126,7 @@ async def insert_in_one_statement(db: Database, made: Sequence[MadeJob]) -> None
         params.update({f"job{i}_{k}": v for k, v in row.items()})
     for i, event in enumerate(event_rows):
         params.update({f"event{i}_{k}": v for k, v in event.items()})
-    async with db.autocommit() as conn:
-        await conn.execute(stmt, params)
+    await direct.fetch(db, stmt, params)
 
 
 @functools.lru_cache(maxsize=256)

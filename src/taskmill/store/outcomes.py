@@ -37,6 +37,7 @@ from taskmill.core.jobs import (
     RunOutcome,
     check_transition,
 )
+from taskmill.store import direct
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
 from taskmill.store.dialect import Dialect
@@ -294,9 +295,8 @@ async def record_successes(db: Database, successes: Sequence[Success]) -> list[b
         "results": [json.dumps(s.result, allow_nan=False) for s in successes],
         "durations": [s.duration_seconds for s in successes],
     }
-    async with db.autocommit() as conn:
-        rows = (await conn.execute(_success_statement(), values)).all()
-    done = {(row.id, row.attempt) for row in rows}
+    rows = await direct.fetch(db, _success_statement(), values)
+    done = {(row["id"], row["attempt"]) for row in rows}
     return [(s.attempt.job_id, s.attempt.attempt) in done for s in successes]
 
 

@@ -1,0 +1,131 @@
+"""The hot statements, run on the asyncpg connection itself (PostgreSQL only).
+
+SQLAlchemy builds and compiles them once; each execution then binds its values through
+the types' own processors and calls asyncpg directly. A producer's insert, a claim and a
+batch of successes lie on every job's way through the system; SQLAlchemy's execution
+layer around each (execution context, cursor adapter, result object) cost 0.4-0.5 ms of
+CPU per statement, more than asyncpg's own work (``bench/README.md``). The connection
+still comes from the engine's pool, in autocommit, and driver errors become the taskmill
+errors ``store.errors.translated`` makes of them elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
+from sqlalchemy.types import TypeEngine
+
+from taskmill.core.errors import (
+    Conflict,
+    StorageFull,
+    StoreError,
+    StoreUnavailable,
+    TaskmillError,
+)
+from taskmill.store.database import Database
+
+Processor = Callable[[Any], Any]
+
+_DISK_FULL = "53100"
+
+
+@dataclass(slots=True)
+class Compiled:
+    """A statement as asyncpg runs it: SQL with ``$n`` placeholders, each placeholder's
+    bind name and value processor, the values SQLAlchemy bound itself (literals), and
+    the result columns' names and types; their processors depend on the types the
+    server sends (``numeric`` or ``float8`` for a ``Float``), so they are looked up at
+    the first execution."""
+
+    sql: str
+    binds: tuple[tuple[str, Processor | None], ...]
+    fixed: Mapping[str, Any]
+    column_types: tuple[tuple[str, TypeEngine[Any]], ...]
+    dialect: Dialect
+    columns: tuple[tuple[str, Processor | None], ...] | None = None
+
+    def arguments(self, values: Mapping[str, Any]) -> list[Any]:
+        args = []
+        for name, process in self.binds:
+            value = values[name] if name in values else self.fixed[name]
+            args.append(value if process is None or value is None else process(value))
+        return args
+
+    def learn_columns(self, oids: Sequence[int]) -> None:
+        self.columns = tuple(
+            (name, type_.dialect_impl(self.dialect).result_processor(self.dialect, oid))
+            for (name, type_), oid in zip(self.column_types, oids, strict=True)
+        )
+
+    def row(self, record: Any) -> dict[str, Any]:
+        assert self.columns is not None  # learnt before the first row is read
+        return {
+            name: value if process is None or value is None else process(value)
+            for (name, process), value in zip(self.columns, record, strict=True)
+        }
+
+
+@functools.lru_cache(maxsize=512)
+def compile_statement(statement: Select[Any], dialect: Dialect) -> Compiled:
+    """``statement`` compiled for ``dialect`` (the engine's), once per statement object:
+    the callers build theirs once per shape and keep them."""
+    compiled = statement.compile(dialect=dialect)
+    positions = compiled.positiontup or []
+    binds = []
+    for name in positions:
+        bind = compiled.binds[name]
+        if bind.expanding:  # an IN list renders per call; bind arrays (= ANY) instead
+            raise ValueError(f"direct statements take no expanding parameter ({name})")
+        binds.append((name, bind.type.dialect_impl(dialect).bind_processor(dialect)))
+    columns = tuple((column.name, column.type) for column in statement.selected_columns)
+    return Compiled(compiled.string, tuple(binds), dict(compiled.params), columns, dialect)
+
+
+async def fetch(
+    db: Database, statement: Select[Any], values: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Run ``statement`` with ``values`` as one autocommit statement; its rows as dicts
+    (column name to value, processed as SQLAlchemy's result would be)."""
+    compiled = compile_statement(statement, db.engine.dialect)
+    arguments = compiled.arguments(values)
+    async with db.autocommit() as conn:
+        records = await _run(conn, compiled, arguments)
+    return [compiled.row(record) for record in records]
+
+
+async def _run(conn: AsyncConnection, compiled: Compiled, arguments: list[Any]) -> list[Any]:
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    try:
+        if compiled.columns is None:
+            prepared = await driver.prepare(compiled.sql)
+            compiled.learn_columns([a.type.oid for a in prepared.get_attributes()])
+        return list(await driver.fetch(compiled.sql, *arguments))
+    except Exception as exc:
+        error = _translate(exc, closed=bool(driver.is_closed()))
+        if error is None:
+            raise
+        if isinstance(error, StoreUnavailable):
+            await conn.invalidate()  # the pool must not hand this connection out again
+        raise error from exc
+
+
+def _translate(exc: Exception, *, closed: bool) -> TaskmillError | None:
+    """The taskmill error for a driver error (``None``: not the driver's, re-raise)."""
+    import asyncpg
+
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        return Conflict(str(exc))
+    if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == _DISK_FULL:
+        return StorageFull(str(exc))
+    if closed or isinstance(exc, asyncpg.InterfaceError | ConnectionError | OSError):
+        return StoreUnavailable(str(exc) or type(exc).__name__)
+    if isinstance(exc, asyncpg.PostgresError):
+        return StoreError(str(exc))
+    return None

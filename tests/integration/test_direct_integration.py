@@ -1,0 +1,130 @@
+"""store/direct.py on a real PostgreSQL: what asyncpg returns straight must be what
+SQLAlchemy would have returned, and driver errors must become taskmill errors."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import ARRAY, Integer, String, any_, bindparam, func, literal, select, text
+
+from taskmill.core.errors import Conflict, StoreError, StoreUnavailable
+from taskmill.store import claims, direct
+from taskmill.store.database import Database
+from taskmill.store.jobs import NewJob, insert_in_one_statement, make_job
+from taskmill.store.schema import jobs
+
+NOW = datetime(2026, 12, 1, 9, 30, 15, 250_000, tzinfo=UTC)
+ALL_JOBS = select(*jobs.c).where(jobs.c.id == any_(bindparam("ids", type_=ARRAY(String))))
+
+
+@pytest.fixture
+async def pg(postgres_url: str) -> Any:
+    db = Database.from_url(postgres_url)
+    yield db
+    await db.close()
+
+
+async def _insert(db: Database, *news: NewJob) -> list[str]:
+    made = [make_job(new, NOW, "test", queue_if_due=True) for new in news]
+    await insert_in_one_statement(db, made)
+    return [m.row["id"] for m in made]
+
+
+async def test_direct_rows_equal_what_sqlalchemy_reads(pg: Database) -> None:
+    """Every column type of ``jobs`` (JSON of each shape, UTC timestamps, enums, floats,
+    nulls) comes back from asyncpg as SQLAlchemy's result gives it."""
+    ids = await _insert(
+        pg,
+        NewJob("t", NOW, payload={"nested": [1, 2.5, None, {"k": "é"}]}, timeout_seconds=1.5),
+        NewJob("t", NOW - timedelta(days=3), payload=None, priority=7, queue="q2"),
+        NewJob("t", NOW.astimezone(timezone(timedelta(hours=5))), payload=[True, "x"]),
+    )
+    async with pg.read() as conn:
+        expected = [dict(r._mapping) for r in (await conn.execute(ALL_JOBS, {"ids": ids})).all()]
+    got = await direct.fetch(pg, ALL_JOBS, {"ids": ids})
+    assert sorted(got, key=lambda r: r["id"]) == sorted(expected, key=lambda r: r["id"])
+    for mine, theirs in zip(
+        sorted(got, key=lambda r: r["id"]), sorted(expected, key=lambda r: r["id"]), strict=True
+    ):
+        assert {k: type(v) for k, v in mine.items()} == {k: type(v) for k, v in theirs.items()}
+    assert {row["run_at"].tzinfo for row in got} == {UTC}
+
+
+async def test_direct_claim_returns_jobs_as_the_transaction_path_does(pg: Database) -> None:
+    """The one-statement claim (run by ``direct``) and the row read afterwards agree."""
+    [job_id] = await _insert(pg, NewJob("t", NOW, payload={"a": 1}, max_attempts=2))
+    params = claims.ClaimParams(
+        worker_id="w1", limit=5, lease_seconds=30, queues=["default"], task_types=["t"]
+    )
+    [claimed] = await claims.claim(pg, params)
+    async with pg.read() as conn:
+        row = (await conn.execute(ALL_JOBS, {"ids": [job_id]})).one()
+    assert claimed.id == job_id and claimed.payload == {"a": 1}
+    assert (claimed.status.value, claimed.attempt, claimed.worker_id) == ("running", 1, "w1")
+    assert claimed.lease_expires_at == row.lease_expires_at
+    assert claimed.started_at == row.started_at
+
+
+async def test_direct_duplicate_key_is_a_conflict(pg: Database) -> None:
+    made = make_job(NewJob("t", NOW), NOW, "test", queue_if_due=True)
+    await insert_in_one_statement(pg, [made])
+    with pytest.raises(Conflict, match="duplicate key"):
+        await insert_in_one_statement(pg, [made])
+
+
+async def test_direct_statement_error_is_a_store_error_and_the_connection_stays(
+    pg: Database,
+) -> None:
+    divide = select((literal(1) / bindparam("zero", type_=Integer)).label("x"))
+    with pytest.raises(StoreError, match="division by zero") as raised:
+        await direct.fetch(pg, divide, {"zero": 0})
+    assert not isinstance(raised.value, StoreUnavailable)
+    assert await direct.fetch(pg, divide, {"zero": 1}) == [{"x": 1}]
+
+
+async def test_direct_lost_connection_is_unavailable_and_not_reused(
+    pg: Database, postgres_url: str
+) -> None:
+    """A backend killed mid-statement raises ``StoreUnavailable``; the pool drops that
+    connection (one connection only: it would be handed out again), so the next
+    statement runs on a fresh one."""
+    single = Database.from_url(postgres_url, pool_size=1)
+    sleep = select(func.pg_sleep(bindparam("seconds", type_=Integer)).label("slept"))
+    find = text(
+        "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' "
+        "AND pid <> pg_backend_pid()"
+    )
+    try:
+        running = asyncio.create_task(direct.fetch(single, sleep, {"seconds": 30}))
+        pid = None
+        for _ in range(200):
+            async with pg.read() as conn:
+                pid = (await conn.execute(find)).scalar()
+            if pid is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert pid is not None, "the sleeping statement never showed up"
+        async with pg.read() as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(StoreUnavailable):
+            await running
+        [row] = await direct.fetch(single, select(func.pg_backend_pid().label("pid")), {})
+        assert row["pid"] != pid
+    finally:
+        await single.close()
+
+
+async def test_direct_refuses_expanding_parameters(pg: Database) -> None:
+    listed = select(jobs.c.id).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+    with pytest.raises(ValueError, match="expanding"):
+        direct.compile_statement(listed, pg.engine.dialect)
+
+
+async def test_direct_compiles_a_statement_once_per_dialect(pg: Database) -> None:
+    dialect = pg.engine.dialect
+    first = direct.compile_statement(ALL_JOBS, dialect)
+    assert direct.compile_statement(ALL_JOBS, dialect) is first
+    assert "= ANY (" in first.sql and [name for name, _ in first.binds] == ["ids"]
