@@ -558,7 +558,9 @@ async def test_reliability_s10_executor_killed_before_outcome_commit(
     points = failpoints.parse(f"{point}=kill@0.1")
     expected = {(j, a) for j, a, _ in ran if failpoints.hits(point, f"{j}:{a}", points)}
     assert set(last.values()) == expected and len(last) == len(expected)
-    assert 0.05 < len(expected) / len(ran) < 0.2
+    # About 10 % of ~200 random job ids: Binomial(208, 0.1) falls outside 2-25 % about
+    # once in 200,000 runs (the 5-20 % band it had fails once in 200: 8 of 208 was seen).
+    assert 0.02 < len(expected) / len(ran) < 0.25
     hit = Counter(job for job, _ in expected)
     async with db.read() as conn:
         final = {r.id: r for r in (await conn.execute(select(jobs))).all()}
