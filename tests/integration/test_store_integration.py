@@ -112,6 +112,39 @@ async def test_store_integration_enqueue_reads_the_next_due_time_in_its_transact
     assert len(last) == 2 and nothing is None
 
 
+async def test_store_integration_enqueue_logs_what_it_wrote(db: Database) -> None:
+    """The populator's round (one statement on PostgreSQL) returns the jobs it queued,
+    oldest first, with ``job.queued`` events that match the rows; a job held by a
+    dependency is neither queued nor its next due time; the log replays."""
+    later = await create_job(db, NewJob("t", NOW + timedelta(seconds=3)), actor="a", now=NOW)
+    older = await create_job(db, NewJob("t", NOW - timedelta(seconds=2)), actor="a", now=NOW)
+    newer = await create_job(db, NewJob("t", NOW - timedelta(seconds=1)), actor="a", now=NOW)
+    held = NewJob("t", NOW + timedelta(seconds=1), depends_on=[later.job.id])
+    await create_job(db, held, actor="a", now=NOW)
+    queued, next_due = await claims.enqueue_due_and_next(
+        db, now=NOW + timedelta(seconds=1), limit=10, actor="populator:x"
+    )
+    assert [j.id for j in queued] == [older.job.id, newer.job.id]
+    assert next_due == NOW + timedelta(seconds=3)
+    for job in queued:
+        assert job == await get_job(db, job.id) and job.status is JobStatus.QUEUED
+        async with db.read() as conn:
+            at = (await conn.execute(select(jobs.c.queued_at).where(jobs.c.id == job.id))).one()[0]
+        [event] = await list_events(db, EventFilter(job_id=job.id, types=[EventType.JOB_QUEUED]))
+        assert (event.actor, event.occurred_at) == ("populator:x", at)
+        assert event.data == {
+            "from": "scheduled",
+            "to": "queued",
+            "changes": {"status": "queued", "queued_at": at.isoformat()},
+        }
+    assert await claims.enqueue_due_and_next(db, now=NOW, limit=10, actor="p") == (
+        [],
+        NOW + timedelta(seconds=3),
+    )
+    assert await projection_diff(db) == []
+    await check_invariants(db)
+
+
 async def test_store_integration_dependency_holds_job_until_upstream_succeeds(
     db: Database,
 ) -> None:

@@ -23,9 +23,12 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    null,
     or_,
     select,
     tuple_,
+    type_coerce,
+    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -41,6 +44,7 @@ from taskmill.store.records import to_job, to_job_dict
 from taskmill.store.runs import finish_runs, start_runs
 from taskmill.store.schema import job_runs, jobs, templates, workers
 from taskmill.store.transition import Transition, transition
+from taskmill.store.types import UtcDateTime
 from taskmill.store.workers import WorkerStatus
 
 _sibling = jobs.alias("sibling")
@@ -129,6 +133,8 @@ async def enqueue_due_and_next(
     in the same transaction: the populator learns when to come back without another
     round trip. ``None`` when the batch was full (come back at once) or nothing waits.
     ``merchants_in_turn``: see :func:`_due_candidates`."""
+    if db.dialect.name == "postgresql" and not merchants_in_turn:
+        return await _enqueue_due_in_one_statement(db, now=now, limit=limit, actor=actor)
     candidates = _due_candidates(now, limit, merchants_in_turn=merchants_in_turn)
     async with db.transaction() as conn:
         ids = await _lock_ids(conn, db, candidates)
@@ -151,6 +157,72 @@ async def enqueue_due_and_next(
 # ORDER BY ... LIMIT 1, not min(): with the NOT EXISTS conditions PostgreSQL computes
 # min() by reading every job; this walks idx_jobs_status_run_at and stops at the first.
 _NEXT_DUE = select(jobs.c.run_at).where(*_waiting()).order_by(jobs.c.run_at).limit(1)
+
+
+async def _enqueue_due_in_one_statement(
+    db: Database, *, now: datetime, limit: int, actor: str
+) -> tuple[list[Job], datetime | None]:
+    """:func:`enqueue_due_and_next` as one PostgreSQL statement in autocommit, as the
+    claim is: lock, update, the ``job.queued`` events and the next due time in
+    data-modifying CTEs, one round trip instead of six on every delayed job's way."""
+    check_transition(JobStatus.SCHEDULED, JobStatus.QUEUED)
+    values = {"now": now, "limit": limit, "actor": actor}
+    rows = await direct.fetch(db, _enqueue_due_statement(), values)
+    later = rows[0]["next_due"] if rows and len(rows) - 1 < limit else None
+    return [to_job_dict(row) for row in rows if row["id"] is not None], later
+
+
+@functools.cache
+def _enqueue_due_statement() -> Select[Any]:
+    """The statement of :func:`_enqueue_due_in_one_statement`, built once (its
+    parameters declared with a value: see ``direct.compile_statement``). Its first row
+    carries the next due time (the ids it queued excluded: every part of one statement
+    reads the same snapshot, from before its own update) and no job, so that the time
+    comes back even when nothing was due; the queued jobs follow, oldest first."""
+    scheduled, queued = JobStatus.SCHEDULED.value, JobStatus.QUEUED.value
+    now = func.statement_timestamp()
+    picked = (
+        select(jobs.c.id)
+        .where(*_waiting(), jobs.c.run_at <= bindparam("now", None, type_=UtcDateTime()))
+        .order_by(jobs.c.run_at)
+        .limit(bindparam("limit", None, type_=Integer))
+        .with_for_update(skip_locked=True, of=jobs)
+        .cte("picked")
+    )
+    changed = (
+        update(jobs)
+        .where(jobs.c.id == picked.c.id, jobs.c.status == scheduled)
+        .values(status=queued, updated_at=now, queued_at=now)
+        .returning(*jobs.c)
+        .cte("changed")
+    )
+    logged = event_log.transition_events(
+        changed,
+        event_type=EventType.JOB_QUEUED,
+        actor=bindparam("actor", None, type_=String),
+        from_to=(scheduled, queued),
+        changes={"queued_at": event_log.iso_text(changed.c.queued_at)},
+        order_by=(changed.c.run_at, changed.c.id),
+    )
+    next_due = (
+        select(jobs.c.run_at)
+        .where(*_waiting(), jobs.c.id.not_in(select(picked.c.id)))
+        .order_by(jobs.c.run_at)
+        .limit(1)
+        .scalar_subquery()
+    )
+    # Typed NULLs: the union's columns take the first select's types, and the rows are
+    # read through those types' processors.
+    first = select(
+        *(type_coerce(null(), c.type).label(c.name) for c in jobs.c), next_due.label("next_due")
+    )
+    rest = select(*changed.c, type_coerce(null(), UtcDateTime()).label("next_due"))
+    both = union_all(first, rest).subquery("rows")
+    return (
+        select(*(both.c[c.name].label(c.name) for c in jobs.c), both.c.next_due)
+        .add_cte(logged.cte("logged"))
+        .order_by(both.c.run_at.nulls_first(), both.c.id)
+    )
 
 
 async def next_due_at(db: Database) -> datetime | None:

@@ -1,12 +1,13 @@
 """The hot statements, run on the asyncpg connection itself (PostgreSQL only).
 
 SQLAlchemy builds and compiles them once; each execution then binds its values through
-the types' own processors and calls asyncpg directly. A producer's insert, a claim and a
-batch of successes lie on every job's way through the system; SQLAlchemy's execution
-layer around each (execution context, cursor adapter, result object) cost 0.4-0.5 ms of
-CPU per statement, more than asyncpg's own work (``bench/README.md``). The connection
-still comes from the engine's pool, in autocommit, and driver errors become the taskmill
-errors ``store.errors.translated`` makes of them elsewhere.
+the types' own processors and calls asyncpg directly. A producer's insert, the
+populator's round, a claim and a batch of successes lie on every job's way through the
+system; SQLAlchemy's execution layer around each (execution context, cursor adapter,
+result object) cost 0.4-0.5 ms of CPU per statement, more than asyncpg's own work
+(``bench/README.md``). The connection still comes from the engine's pool, in
+autocommit, and driver errors become the taskmill errors ``store.errors.translated``
+makes of them elsewhere.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Dialect
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeEngine
@@ -76,12 +78,21 @@ def compile_statement(statement: Select[Any], dialect: Dialect) -> Compiled:
     """``statement`` compiled for ``dialect`` (the engine's), once per statement object:
     the callers build theirs once per shape and keep them."""
     compiled = statement.compile(dialect=dialect)
-    positions = compiled.positiontup or []
+    if any(bind.expanding for bind in compiled.binds.values()):
+        # IN lists render at each execution. Constant ones (``status.in_([...])``) are
+        # rendered here once instead, which takes a value for every parameter: the
+        # statement's own are declared ``bindparam(name, None, ...)``. Lists that
+        # change per call are bound as arrays (``= ANY``).
+        try:
+            compiled = statement.compile(
+                dialect=dialect, compile_kwargs={"render_postcompile": True}
+            )
+        except InvalidRequestError as exc:
+            raise ValueError(f"an expanding parameter without a value: {exc}") from exc
     binds = []
-    for name in positions:
-        bind = compiled.binds[name]
-        if bind.expanding:  # an IN list renders per call; bind arrays (= ANY) instead
-            raise ValueError(f"direct statements take no expanding parameter ({name})")
+    for name in compiled.positiontup or []:
+        # An element of a rendered IN list ("status_1_2") takes its list's type.
+        bind = compiled.binds[name if name in compiled.binds else name.rsplit("_", 1)[0]]
         binds.append((name, bind.type.dialect_impl(dialect).bind_processor(dialect)))
     columns = tuple((column.name, column.type) for column in statement.selected_columns)
     return Compiled(compiled.string, tuple(binds), dict(compiled.params), columns, dialect)
