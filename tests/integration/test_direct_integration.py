@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import ARRAY, Integer, String, any_, bindparam, func, literal, select, text
 
-from taskmill.core.errors import Conflict, StoreError, StoreUnavailable
+from taskmill.core.errors import Conflict, StorageFull, StoreError, StoreUnavailable
 from taskmill.store import claims, direct
 from taskmill.store.database import Database
 from taskmill.store.jobs import NewJob, insert_in_one_statement, make_job
@@ -128,3 +128,21 @@ async def test_direct_compiles_a_statement_once_per_dialect(pg: Database) -> Non
     first = direct.compile_statement(ALL_JOBS, dialect)
     assert direct.compile_statement(ALL_JOBS, dialect) is first
     assert "= ANY (" in first.sql and [name for name, _ in first.binds] == ["ids"]
+
+
+async def test_direct_value_the_driver_cannot_encode_is_a_store_error(pg: Database) -> None:
+    """A value of the wrong type fails that statement only: no connection is dropped."""
+    limited = select(jobs.c.id).limit(bindparam("limit", type_=Integer))
+    with pytest.raises(StoreError, match="invalid input") as raised:
+        await direct.fetch(pg, limited, {"limit": "ten"})
+    assert not isinstance(raised.value, StoreUnavailable)
+    assert await direct.fetch(pg, limited, {"limit": 1}) == []
+
+
+def test_direct_disk_full_is_storage_full() -> None:
+    """PostgreSQL out of disk (SQLSTATE 53100) is ``StorageFull``, as on SQLite."""
+    import asyncpg
+
+    error = direct._translate(asyncpg.DiskFullError("could not extend file"), closed=False)
+    assert isinstance(error, StorageFull) and "could not extend" in str(error)
+    assert direct._translate(KeyError("not the driver's"), closed=False) is None
