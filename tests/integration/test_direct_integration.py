@@ -14,6 +14,7 @@ from taskmill.core.errors import Conflict, StorageFull, StoreError, StoreUnavail
 from taskmill.store import claims, direct
 from taskmill.store.database import Database
 from taskmill.store.jobs import NewJob, insert_in_one_statement, make_job
+from taskmill.store.notify import QUEUED
 from taskmill.store.schema import jobs
 
 NOW = datetime(2026, 12, 1, 9, 30, 15, 250_000, tzinfo=UTC)
@@ -146,3 +147,27 @@ def test_direct_disk_full_is_storage_full() -> None:
     error = direct._translate(asyncpg.DiskFullError("could not extend file"), closed=False)
     assert isinstance(error, StorageFull) and "could not extend" in str(error)
     assert direct._translate(KeyError("not the driver's"), closed=False) is None
+
+
+async def test_populator_round_wakes_workers_listening_for_queued_jobs(
+    pg: Database, postgres_url: str
+) -> None:
+    """Workers on the database broker wait on ``LISTEN``: the one-statement populator
+    round notifies them when it queued jobs, and stays quiet when it queued none."""
+    import asyncpg
+
+    await _insert(pg, NewJob("t", NOW + timedelta(seconds=5)))
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(postgres_url)
+    try:
+        await listener.add_listener(QUEUED, lambda _c, _p, channel, _d: heard.put_nowait(channel))
+        queued, _ = await claims.enqueue_due_and_next(pg, now=NOW, limit=10, actor="p")
+        assert queued == []
+        await asyncio.sleep(0.2)
+        assert heard.empty()
+        later = NOW + timedelta(seconds=6)
+        queued, _ = await claims.enqueue_due_and_next(pg, now=later, limit=10, actor="p")
+        assert len(queued) == 1
+        assert await asyncio.wait_for(heard.get(), timeout=5) == QUEUED
+    finally:
+        await listener.close()
