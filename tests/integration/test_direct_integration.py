@@ -4,8 +4,8 @@ SQLAlchemy would have returned, and driver errors must become taskmill errors.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 import pytest
 from sqlalchemy import ARRAY, Integer, String, any_, bindparam, func, literal, select, text
@@ -22,7 +22,7 @@ ALL_JOBS = select(*jobs.c).where(jobs.c.id == any_(bindparam("ids", type_=ARRAY(
 
 
 @pytest.fixture
-async def pg(postgres_url: str) -> Any:
+async def pg(postgres_url: str) -> AsyncIterator[Database]:
     db = Database.from_url(postgres_url)
     yield db
     await db.close()
