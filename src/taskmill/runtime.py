@@ -193,6 +193,7 @@ class Runtime:
             await migrate.upgrade(self.db)
 
     async def close(self) -> None:
+        await self.scheduler.drain()
         await self.broker.close()
         await self.db.close()
 

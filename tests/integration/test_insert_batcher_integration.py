@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,10 +16,11 @@ from taskmill.config import load_settings
 from taskmill.core.errors import Conflict
 from taskmill.core.events import EventType
 from taskmill.core.jobs import Job, JobStatus
+from taskmill.services.insert_batcher import InsertBatcher
 from taskmill.services.scheduling import ScheduleRequest
 from taskmill.store import direct
 from taskmill.store.database import Database
-from taskmill.store.jobs import JobFilter, list_jobs
+from taskmill.store.jobs import JobFilter, NewJob, get_job, list_jobs, make_job
 from taskmill.store.replay import projection_diff
 from tests.jobs import job_of
 
@@ -95,3 +97,33 @@ async def test_insert_batcher_integration_a_bad_row_fails_alone(app: Taskmill) -
         assert not isinstance(scheduled, BaseException)
         assert (await job_of(app, scheduled.item.id)).status is JobStatus.SCHEDULED
     assert len(await list_jobs(runtime.db, JobFilter())) == 6
+
+
+async def test_insert_batcher_integration_returns_at_the_commit_and_drain_waits_for_the_hint(
+    postgres_url: str,
+) -> None:
+    """The caller gets its job once it is committed, before the broker hint is out (the
+    announcer is slow here); ``drain()`` waits for the announcement."""
+    db = Database.from_url(postgres_url)
+    announced: list[str] = []
+    release = asyncio.Event()
+
+    async def slow_announce(created: Sequence[Job]) -> None:
+        await release.wait()
+        announced.extend(job.id for job in created)
+
+    batcher = InsertBatcher(db, slow_announce)
+    try:
+        now = datetime.now(UTC)
+        made = make_job(NewJob(task_type="echo", run_at=now), now, "test", queue_if_due=True)
+        job = await asyncio.wait_for(batcher.insert(made), timeout=10)
+        assert (await get_job(db, job.id)).status is JobStatus.QUEUED  # committed
+        assert announced == []
+        draining = asyncio.create_task(batcher.drain())
+        await asyncio.sleep(0.05)
+        assert not draining.done()  # still announcing
+        release.set()
+        await asyncio.wait_for(draining, timeout=10)
+        assert announced == [job.id]
+    finally:
+        await db.close()

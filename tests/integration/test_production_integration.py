@@ -107,6 +107,31 @@ async def test_production_integration_an_immediate_job_needs_no_populator(app: T
     assert sorted(runs) == sorted(j.id for j in jobs)
 
 
+async def test_production_integration_a_producer_that_stops_at_once_announced_its_jobs(
+    app: Taskmill, postgres_url: str
+) -> None:
+    """``schedule()`` returns at the commit and the hint follows from a task of its own;
+    ``stop()`` waits for it. A worker alone (no populator, no failure watcher to publish
+    a missed hint) runs every job a producer made just before it stopped."""
+    runtime = await app.open()
+    assert isinstance(runtime.broker, RedisBroker)
+    producer = _producer(postgres_url, {"url": backends.REDIS_URL, "prefix": runtime.broker.prefix})
+    try:
+        jobs = [await producer.schedule("count", i) for i in range(30)]
+    finally:
+        await producer.stop()
+    assert {j.status for j in jobs if isinstance(j, Job)} == {JobStatus.QUEUED}
+    stop = asyncio.Event()
+    worker_only = asyncio.create_task(app.serve(stop, lambda rt: rt.services({"executor"})))
+    try:
+        await wait_for(lambda: _all_succeeded(app, 30), timeout=30)
+    finally:
+        stop.set()
+        await worker_only
+    runs: list[str] = app.runs_seen  # type: ignore[attr-defined]
+    assert sorted(runs) == sorted(j.id for j in jobs)
+
+
 def _producer(database_url: str, broker: dict[str, str]) -> Taskmill:
     """A process that only schedules ``count`` jobs, with its own broker settings."""
     producer = Taskmill(

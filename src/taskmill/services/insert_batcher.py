@@ -5,6 +5,12 @@ outcomes).
 A call alone is written at once, as a batch of one. Calls that arrive while a batch is
 in flight (an API under load, ``asyncio.gather`` over ``schedule()``) wait for it and
 then go together: one PostgreSQL round trip and one broker round trip for the lot.
+
+A call returns once its job is committed; the broker hint goes out from a task of its
+own meanwhile (jobs committed while a publish is in flight share the next one). The
+database is the truth and a hint only a wake-up, so the caller need not wait for it:
+that is a broker round trip off every ``schedule()`` (``bench/README.md``). A hint that
+never goes out (the process dies first) is the failure watcher's to publish.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ _Pending = tuple[job_store.MadeJob, "asyncio.Future[Job]"]
 
 class InsertBatcher:
     """Inserts jobs made by ``store.jobs.make_job`` in batches of up to ``max_batch``,
-    then has ``announce`` publish those created queued. One writer task at a time."""
+    then has ``announce`` publish them. One writer task and one announcer task at a
+    time; :meth:`drain` waits for both before the broker closes."""
 
     def __init__(self, db: Database, announce: Announce, max_batch: int = 64) -> None:
         self.db = db
@@ -36,10 +43,12 @@ class InsertBatcher:
         self.max_batch = max_batch
         self._pending: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
+        self._unannounced: list[Job] = []
+        self._announcer: asyncio.Task[None] | None = None
 
     async def insert(self, made: job_store.MadeJob) -> Job:
         """Insert ``made`` (in a batch with whatever else is waiting); return the job once
-        it is committed and announced. Raises what the insert raised. The insert goes on
+        it is committed (its announcement follows). Raises what the insert raised. The insert goes on
         if the caller is cancelled meanwhile."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Job] = loop.create_future()
@@ -67,9 +76,25 @@ class InsertBatcher:
                 await self._write([item])
             return
         created = [to_job_dict(made.row) for made, _ in batch]
-        try:
-            await self.announce(created)
-        except Exception:  # committed is committed: the failure watcher announces them
-            log.exception("announcing %d new jobs failed", len(created))
+        self._unannounced.extend(created)
+        if self._announcer is None or self._announcer.done():
+            loop = asyncio.get_running_loop()
+            self._announcer = loop.create_task(self._announce_pending(), name="announcer")
         for (_, done), job in zip(batch, created, strict=True):
             settle(done, job)
+
+    async def _announce_pending(self) -> None:
+        while self._unannounced:
+            created, self._unannounced = self._unannounced, []
+            try:
+                await self.announce(created)
+            except Exception:  # committed is committed: the failure watcher announces them
+                log.exception("announcing %d new jobs failed", len(created))
+
+    async def drain(self) -> None:
+        """Wait until every insert asked for is written and announced."""
+        while True:  # again after each wait: a last batch may start a new announcer
+            busy = [t for t in (self._writer, self._announcer) if t is not None and not t.done()]
+            if not busy:
+                return
+            await asyncio.wait(busy)

@@ -113,6 +113,10 @@ class Scheduler:
                 "%d queued jobs not announced (the failure watcher will): %s", len(ready), exc
             )
 
+    async def drain(self) -> None:
+        """Wait for the jobs being written and announced (before the broker closes)."""
+        await self._batcher.drain()
+
     async def schedule(self, req: ScheduleRequest) -> Scheduled:
         """A job for immediate/one-time requests, a template for interval/cron ones."""
         kinds = [k for k in ("run_at", "interval", "cron") if getattr(req, k) is not None]
