@@ -54,6 +54,17 @@ async def _all_succeeded(app: Taskmill, n: int) -> bool:
     return len(done) == n
 
 
+async def _run_with_a_worker_only(app: Taskmill, n: int) -> None:
+    """Serve ``app`` with its executor alone until ``n`` jobs succeeded."""
+    stop = asyncio.Event()
+    worker_only = asyncio.create_task(app.serve(stop, lambda rt: rt.services({"executor"})))
+    try:
+        await wait_for(lambda: _all_succeeded(app, n), timeout=30)
+    finally:
+        stop.set()
+        await worker_only
+
+
 async def test_production_integration_jobs_flow_through_redis(app: Taskmill) -> None:
     await app.start()
     jobs = [await app.schedule("count", i) for i in range(200)]
@@ -95,13 +106,7 @@ async def test_production_integration_an_immediate_job_needs_no_populator(app: T
     runtime = await app.open()
     jobs = [await app.schedule("count", i) for i in range(20)]
     assert {j.status for j in jobs if isinstance(j, Job)} == {JobStatus.QUEUED}
-    stop = asyncio.Event()
-    worker_only = asyncio.create_task(app.serve(stop, lambda rt: rt.services({"executor"})))
-    try:
-        await wait_for(lambda: _all_succeeded(app, 20), timeout=30)
-    finally:
-        stop.set()
-        await worker_only
+    await _run_with_a_worker_only(app, 20)
     assert "queue-populator" in runtime.services()  # the name excluded above is real
     runs: list[str] = app.runs_seen  # type: ignore[attr-defined]
     assert sorted(runs) == sorted(j.id for j in jobs)
@@ -121,13 +126,7 @@ async def test_production_integration_a_producer_that_stops_at_once_announced_it
     finally:
         await producer.stop()
     assert {j.status for j in jobs if isinstance(j, Job)} == {JobStatus.QUEUED}
-    stop = asyncio.Event()
-    worker_only = asyncio.create_task(app.serve(stop, lambda rt: rt.services({"executor"})))
-    try:
-        await wait_for(lambda: _all_succeeded(app, 30), timeout=30)
-    finally:
-        stop.set()
-        await worker_only
+    await _run_with_a_worker_only(app, 30)
     runs: list[str] = app.runs_seen  # type: ignore[attr-defined]
     assert sorted(runs) == sorted(j.id for j in jobs)
 
