@@ -66,6 +66,8 @@ UNFINISHED = (JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RUNNING)
 # How (c) recognises the statements it explains among those run_once sent.
 DUE_JOBS_SQL = ("FROM jobs", "jobs.run_at <=")
 NEXT_JOB_SQL = ("SELECT jobs.run_at", "ORDER BY jobs.run_at")
+# On PostgreSQL the populator's round is one statement (claims._enqueue_due_statement).
+ROUND_SQL = ("WITH picked AS", "jobs.run_at <=", "ORDER BY jobs.run_at")
 DUE_SQL = ("FROM templates", "templates.next_run_at <=")
 NEXT_TEMPLATE_SQL = ("FROM templates", "templates.next_run_at IS NOT NULL")
 
@@ -372,9 +374,19 @@ async def scale(backend: str, database_url: str, opts: Options) -> Scale:
                 await timed("recurrence manager run_once (none due)", recurrence.run_once),
                 await timed("recurrence manager next_wake_at", recurrence.next_wake_at),
             ]
-        wanted = [
-            ("due jobs (claims.enqueue_due)", JOBS_INDEX, populator_sql, DUE_JOBS_SQL),
-            ("next due job (claims.next_due_at)", JOBS_INDEX, populator_sql, NEXT_JOB_SQL),
+        if db.dialect.name == "postgresql":
+            round_label = (
+                "due jobs and the next due time, one statement (claims._enqueue_due_statement)"
+            )
+            wanted: list[tuple[str, str, StatementLog, tuple[str, ...]]] = [
+                (round_label, JOBS_INDEX, populator_sql, ROUND_SQL)
+            ]
+        else:
+            wanted = [
+                ("due jobs (claims.enqueue_due)", JOBS_INDEX, populator_sql, DUE_JOBS_SQL),
+                ("next due job (claims.next_due_at)", JOBS_INDEX, populator_sql, NEXT_JOB_SQL),
+            ]
+        wanted += [
             ("due templates (templates.due_templates)", TEMPLATES_INDEX, recurrence_sql, DUE_SQL),
             (
                 "next template (templates.next_template_due_at)",
@@ -385,7 +397,7 @@ async def scale(backend: str, database_url: str, opts: Options) -> Scale:
         ]
         plans = []
         for label, index, log, fragments in wanted:
-            stmt = log.first_select(*fragments)
+            stmt = log.first_query(*fragments)
             if stmt is None:
                 raise BenchError(f"no statement for {label} was captured")
             plans.append(Plan(label, " ".join(stmt.sql.split()), index, await explain(db, stmt)))

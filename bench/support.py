@@ -349,11 +349,12 @@ class StatementLog:
     def __exit__(self, *exc: object) -> None:
         event.remove(self.engine.sync_engine, "before_cursor_execute", self._record)
 
-    def first_select(self, *fragments: str) -> Statement | None:
-        """The first ``SELECT`` whose text contains every fragment."""
+    def first_query(self, *fragments: str) -> Statement | None:
+        """The first ``SELECT`` (or ``WITH ...``, as the statements ``store/direct.py``
+        runs) whose text contains every fragment."""
         for stmt in self.statements:
             flat = " ".join(stmt.sql.split())
-            if flat.upper().startswith("SELECT") and all(f in flat for f in fragments):
+            if flat.upper().startswith(("SELECT", "WITH")) and all(f in flat for f in fragments):
                 return stmt
         return None
 

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import ARRAY, Integer, String, any_, bindparam, func, literal, select, text
+from sqlalchemy import ARRAY, Integer, String, any_, bindparam, event, func, literal, select, text
 
 from taskmill.core.errors import Conflict, StorageFull, StoreError, StoreUnavailable
 from taskmill.store import claims, direct
 from taskmill.store.database import Database
+from taskmill.store.errors import from_asyncpg
 from taskmill.store.jobs import NewJob, insert_in_one_statement, make_job
 from taskmill.store.notify import QUEUED
 from taskmill.store.schema import jobs
@@ -144,9 +145,9 @@ def test_direct_disk_full_is_storage_full() -> None:
     """PostgreSQL out of disk (SQLSTATE 53100) is ``StorageFull``, as on SQLite."""
     import asyncpg
 
-    error = direct._translate(asyncpg.DiskFullError("could not extend file"), closed=False)
+    error = from_asyncpg(asyncpg.DiskFullError("could not extend file"), closed=False)
     assert isinstance(error, StorageFull) and "could not extend" in str(error)
-    assert direct._translate(KeyError("not the driver's"), closed=False) is None
+    assert from_asyncpg(KeyError("not the driver's"), closed=False) is None
 
 
 async def test_populator_round_wakes_workers_listening_for_queued_jobs(
@@ -171,3 +172,27 @@ async def test_populator_round_wakes_workers_listening_for_queued_jobs(
         assert await asyncio.wait_for(heard.get(), timeout=5) == QUEUED
     finally:
         await listener.close()
+
+
+async def test_direct_statements_reach_the_engines_cursor_listeners(pg: Database) -> None:
+    """Tools that watch the engine (bench.support.StatementLog explains the populator's
+    plan) see a direct statement too, with the values it ran with, which run again as
+    they are."""
+    seen: list[tuple[str, tuple[object, ...]]] = []
+
+    def note(
+        _conn: object, _cursor: object, sql: str, params: tuple[object, ...], *_: object
+    ) -> None:
+        seen.append((sql, params))
+
+    event.listen(pg.engine.sync_engine, "before_cursor_execute", note)
+    [job_id] = await _insert(pg, NewJob("t", NOW))
+    await direct.fetch(pg, ALL_JOBS, {"ids": [job_id]})
+    event.remove(pg.engine.sync_engine, "before_cursor_execute", note)
+    await direct.fetch(pg, ALL_JOBS, {"ids": [job_id]})  # no listener: not seen
+    assert [sql.split()[0] for sql, _ in seen] == ["WITH", "SELECT"]
+    sql, params = seen[1]
+    assert sql == direct.compile_statement(ALL_JOBS, pg.engine.dialect).sql
+    async with pg.read() as conn:
+        again = (await conn.exec_driver_sql(sql, params)).all()
+    assert [row.id for row in again] == [job_id]

@@ -48,8 +48,8 @@ class InsertBatcher:
 
     async def insert(self, made: job_store.MadeJob) -> Job:
         """Insert ``made`` (in a batch with whatever else is waiting); return the job once
-        it is committed (its announcement follows). Raises what the insert raised. The insert goes on
-        if the caller is cancelled meanwhile."""
+        it is committed (its announcement follows). Raises what the insert raised. The
+        insert goes on if the caller is cancelled meanwhile."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Job] = loop.create_future()
         self._pending.append((made, done))

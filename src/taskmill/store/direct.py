@@ -6,8 +6,8 @@ populator's round, a claim and a batch of successes lie on every job's way throu
 system; SQLAlchemy's execution layer around each (execution context, cursor adapter,
 result object) cost 0.4-0.5 ms of CPU per statement, more than asyncpg's own work
 (``bench/README.md``). The connection still comes from the engine's pool, in
-autocommit, and driver errors become the taskmill errors ``store.errors.translated``
-makes of them elsewhere.
+autocommit; the engine's ``before_cursor_execute`` listeners still see each statement,
+and driver errors become taskmill errors (``store.errors.from_asyncpg``).
 """
 
 from __future__ import annotations
@@ -23,18 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeEngine
 
-from taskmill.core.errors import (
-    Conflict,
-    StorageFull,
-    StoreError,
-    StoreUnavailable,
-    TaskmillError,
-)
+from taskmill.core.errors import StoreUnavailable
 from taskmill.store.database import Database
+from taskmill.store.errors import from_asyncpg
 
 Processor = Callable[[Any], Any]
-
-_DISK_FULL = "53100"
 
 
 @dataclass(slots=True)
@@ -113,30 +106,22 @@ async def fetch(
 async def _run(conn: AsyncConnection, compiled: Compiled, arguments: list[Any]) -> list[Any]:
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
+    # The engine's before_cursor_execute listeners see this statement as they see every
+    # other (bench.support.StatementLog explains the populator's plan from it); no
+    # cursor or execution context exists here. Without a listener this costs a loop
+    # over nothing.
+    sync: Any = conn.sync_connection
+    for listener in sync.dispatch.before_cursor_execute:
+        listener(sync, None, compiled.sql, tuple(arguments), None, False)
     try:
         if compiled.columns is None:
             prepared = await driver.prepare(compiled.sql)
             compiled.learn_columns([a.type.oid for a in prepared.get_attributes()])
         return list(await driver.fetch(compiled.sql, *arguments))
     except Exception as exc:
-        error = _translate(exc, closed=bool(driver.is_closed()))
+        error = from_asyncpg(exc, closed=bool(driver.is_closed()))
         if error is None:
             raise
         if isinstance(error, StoreUnavailable):
             await conn.invalidate()  # the pool must not hand this connection out again
         raise error from exc
-
-
-def _translate(exc: Exception, *, closed: bool) -> TaskmillError | None:
-    """The taskmill error for a driver error (``None``: not the driver's, re-raise)."""
-    import asyncpg
-
-    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
-        return Conflict(str(exc))
-    if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == _DISK_FULL:
-        return StorageFull(str(exc))
-    if closed or isinstance(exc, asyncpg.InterfaceError | ConnectionError | OSError):
-        return StoreUnavailable(str(exc) or type(exc).__name__)
-    if isinstance(exc, asyncpg.PostgresError):
-        return StoreError(str(exc))
-    return None

@@ -7,9 +7,10 @@ from contextlib import contextmanager
 
 from sqlalchemy import exc as sa_exc
 
-from taskmill.core.errors import Conflict, StorageFull, StoreError, StoreUnavailable
+from taskmill.core.errors import Conflict, StorageFull, StoreError, StoreUnavailable, TaskmillError
 
 _FULL_MARKERS = ("database or disk is full", "disk full", "no space left", "diskfull")
+_DISK_FULL = "53100"  # PostgreSQL's disk_full SQLSTATE
 
 
 @contextmanager
@@ -34,3 +35,20 @@ def translated() -> Iterator[None]:
 
 def _message(exc: sa_exc.DBAPIError) -> str:
     return str(exc.orig) if exc.orig is not None else str(exc)
+
+
+def from_asyncpg(exc: Exception, *, closed: bool) -> TaskmillError | None:
+    """The taskmill error for an error asyncpg raised on a connection ``store/direct.py``
+    drives itself (no SQLAlchemy wrapper around it); ``None``: not the driver's, re-raise.
+    ``closed``: the connection is gone, whatever the error says."""
+    import asyncpg  # the postgresql extra: only loaded when PostgreSQL is in use
+
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        return Conflict(str(exc))
+    if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == _DISK_FULL:
+        return StorageFull(str(exc))
+    if closed or isinstance(exc, asyncpg.InterfaceError | ConnectionError | OSError):
+        return StoreUnavailable(str(exc) or type(exc).__name__)
+    if isinstance(exc, asyncpg.PostgresError):
+        return StoreError(str(exc))
+    return None
