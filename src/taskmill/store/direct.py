@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Dialect
 from sqlalchemy.exc import InvalidRequestError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeEngine
 
@@ -98,21 +98,21 @@ async def fetch(
     (column name to value, processed as SQLAlchemy's result would be)."""
     compiled = compile_statement(statement, db.engine.dialect)
     arguments = compiled.arguments(values)
-    async with db.autocommit() as conn:
-        records = await _run(conn, compiled, arguments)
+    async with db.autocommit() as raw:
+        records = await _run(raw, db, compiled, arguments)
     return [compiled.row(record) for record in records]
 
 
-async def _run(conn: AsyncConnection, compiled: Compiled, arguments: list[Any]) -> list[Any]:
-    raw = await conn.get_raw_connection()
+async def _run(
+    raw: PoolProxiedConnection, db: Database, compiled: Compiled, arguments: list[Any]
+) -> list[Any]:
     driver: Any = raw.driver_connection
     # The engine's before_cursor_execute listeners see this statement as they see every
     # other (bench.support.StatementLog explains the populator's plan from it); no
-    # cursor or execution context exists here. Without a listener this costs a loop
-    # over nothing.
-    sync: Any = conn.sync_connection
-    for listener in sync.dispatch.before_cursor_execute:
-        listener(sync, None, compiled.sql, tuple(arguments), None, False)
+    # connection, cursor or execution context exists here. Without a listener this
+    # costs a loop over nothing.
+    for listener in db.engine.sync_engine.dispatch.before_cursor_execute:
+        listener(None, None, compiled.sql, tuple(arguments), None, False)
     try:
         if compiled.columns is None:
             prepared = await driver.prepare(compiled.sql)
@@ -123,5 +123,5 @@ async def _run(conn: AsyncConnection, compiled: Compiled, arguments: list[Any]) 
         if error is None:
             raise
         if isinstance(error, StoreUnavailable):
-            await conn.invalidate()  # the pool must not hand this connection out again
+            raw.invalidate()  # the pool must not hand this connection out again
         raise error from exc
