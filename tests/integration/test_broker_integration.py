@@ -157,6 +157,22 @@ async def redis_only() -> AsyncIterator[BrokerFactory]:
         yield factory
 
 
+async def test_broker_integration_redis_waiting_reader_gets_a_batch_in_one_read(
+    redis_only: BrokerFactory,
+) -> None:
+    """A batch published while a worker waits reaches it in one read (MULTI/EXEC): the
+    worker claims it in one round, rather than the first hint alone and the rest a claim
+    later. (A read woken by one stream returns that stream's entries: hints for other
+    queues or priority bands come with the next read.)"""
+    producer, consumer = redis_only("producer"), redis_only("w1")
+    waiting = asyncio.create_task(consumer.receive(["default"], 10, timeout=5))
+    await asyncio.sleep(0.1)
+    batch = [Message(f"job-{n}", "default") for n in range(5)]
+    await producer.publish(batch)
+    got = await asyncio.wait_for(waiting, timeout=5)
+    assert sorted(d.job_id or "" for d in got) == [m.job_id for m in batch]
+
+
 async def test_broker_integration_priorities_and_queue_names(id_broker: BrokerFactory) -> None:
     broker = id_broker("w1")
     await broker.publish(
