@@ -5,7 +5,9 @@
 VARIANT is ``sqlite`` (a file, ``taskmill run`` on it), ``pg`` (PostgreSQL, the database
 as broker), ``pg-redis`` or ``pg-rabbitmq``. It creates a scratch database (and a broker
 prefix) of its own, runs the scenarios of ``compare_common.run_rep`` once, writes the
-figures to FILE as JSON, and removes what it created. The worker is one
+figures to FILE as JSON, and removes what it created. ``--bulk N`` enqueues the
+throughput phase with ``schedule_many()``, N jobs a call, instead of one ``schedule()``
+per job (``bench.compare`` does not: the table compares one call per job). The worker is one
 ``taskmill run`` process (every service: populator, watcher, recurrence, executor) with
 ``worker.concurrency`` 50 (asyncio tasks) and the REST API off.
 """
@@ -43,9 +45,12 @@ FOREIGN_ENV = ("DATABASE_URL", "REDIS_URL", "AMQP_URL")
 class TaskmillAdapter:
     concurrency = f"1 `taskmill run` process, asyncio, worker.concurrency {CONCURRENCY}"
 
-    def __init__(self, variant: str, database_url: str, prefix: str, workdir: Path) -> None:
-        self.name = f"taskmill-{variant}"
+    def __init__(
+        self, variant: str, database_url: str, prefix: str, workdir: Path, bulk: int = 0
+    ) -> None:
+        self.name = f"taskmill-{variant}" + (f"-bulk{bulk}" if bulk else "")
         self.variant = variant
+        self.bulk = bulk
         self.database_url = database_url
         self.prefix = prefix
         self.workdir = workdir
@@ -103,7 +108,11 @@ class TaskmillAdapter:
             run_at = None if due is None else datetime.fromtimestamp(due, UTC)
             await self.app.schedule(TASK, [phase, time.time(), due], run_at=run_at)
 
-        if in_flight <= 1:
+        if phase == "throughput" and self.bulk:
+            for first in range(0, len(dues), self.bulk):
+                payloads = [[phase, time.time(), None] for _ in dues[first : first + self.bulk]]
+                await self.app.schedule_many(TASK, payloads)
+        elif in_flight <= 1:
             for due in dues:
                 await one(due)
         else:
@@ -160,6 +169,13 @@ async def _delete_broker_state(variant: str, prefix: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compare_taskmill")
     parser.add_argument("variant", choices=VARIANTS)
+    parser.add_argument(
+        "--bulk",
+        type=int,
+        default=0,
+        help="throughput phase: schedule_many() with this many jobs per call (not one "
+        "schedule() per job); for the bulk figure beside the table, not in it",
+    )
     add_options(parser)
     ns = parser.parse_args(argv)
     if os.environ.get("BENCH_PING_EVERY_CHECKOUT"):
@@ -182,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         adapter = None
         result: dict[str, Any] = {}
         try:
-            adapter = TaskmillAdapter(ns.variant, url, prefix, workdir)
+            adapter = TaskmillAdapter(ns.variant, url, prefix, workdir, ns.bulk)
             result = measure(adapter, opts, workdir, ns.out)
         finally:
             if adapter is not None:

@@ -196,3 +196,14 @@ async def test_direct_statements_reach_the_engines_cursor_listeners(pg: Database
     async with pg.read() as conn:
         again = (await conn.exec_driver_sql(sql, params)).all()
     assert [row.id for row in again] == [job_id]
+
+
+async def test_direct_database_that_cannot_be_reached_is_unavailable(postgres_url: str) -> None:
+    """The pool's checkout raises the driver's connect error unwrapped (``engine.connect()``
+    would wrap it): it is ``StoreUnavailable``, which the services wait out and retry."""
+    missing = Database.from_url(postgres_url.rsplit("/", 1)[0] + "/taskmill_no_such_database")
+    try:
+        with pytest.raises(StoreUnavailable, match="does not exist"):
+            await direct.fetch(missing, select(literal(1).label("one")), {})
+    finally:
+        await missing.close()

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -176,15 +177,11 @@ class RedisBroker:
     ) -> list[Delivery]:
         """The acks not yet sent, then a non-blocking read, highest band first: one
         round trip (``_ACK_AND_READ``)."""
-        acks = self._take_acks()
-        keys = [name for name, _ in acks] + list(streams)
-        args: list[str | int] = [GROUP, self.consumer, count, len(acks), per_band]
-        args += [entry_id for _, entry_id in acks]
-        try:
+        with self._taking_acks() as acks:
+            keys = [name for name, _ in acks] + list(streams)
+            args: list[str | int] = [GROUP, self.consumer, count, len(acks), per_band]
+            args += [entry_id for _, entry_id in acks]
             reply = await self._ack_and_read(keys=keys, args=args)
-        except BaseException:
-            self._unsent_acks[:0] = acks  # not sent: they go with the next attempt
-            raise
         return [
             _delivery(name, entry_id, dict(zip(flat[::2], flat[1::2], strict=True)))
             for name, entry_id, flat in reply
@@ -246,29 +243,30 @@ class RedisBroker:
         except BrokerError as exc:  # their hints are reclaimed later, and found stale
             log.warning("could not ack hints: %s", exc)
 
-    def _take_acks(self) -> list[tuple[str, str]]:
+    @contextmanager
+    def _taking_acks(self) -> Iterator[list[tuple[str, str]]]:
         """The acks to send now, taken off the list (so two senders never send or drop
-        the same ones)."""
+        the same ones); if sending them fails, they go back in front for the next try."""
         acks, self._unsent_acks = self._unsent_acks, []
-        return acks
-
-    async def _send_acks(self) -> None:
-        acks = self._take_acks()
-        if not acks:
-            return
-
-        async def forget() -> None:
-            pipe = self._redis.pipeline(transaction=False)
-            for name, entry_id in acks:
-                pipe.xack(name, GROUP, entry_id)
-                pipe.xdel(name, entry_id)
-            await pipe.execute()
-
         try:
-            await self._call(forget)
+            yield acks
         except BaseException:
             self._unsent_acks[:0] = acks
             raise
+
+    async def _send_acks(self) -> None:
+        with self._taking_acks() as acks:
+            if not acks:
+                return
+
+            async def forget() -> None:
+                pipe = self._redis.pipeline(transaction=False)
+                for name, entry_id in acks:
+                    pipe.xack(name, GROUP, entry_id)
+                    pipe.xdel(name, entry_id)
+                await pipe.execute()
+
+            await self._call(forget)
 
     async def nack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
