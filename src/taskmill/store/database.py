@@ -58,11 +58,10 @@ class Database:
         of CPU per statement). Not for SQLite, whose writers queue in ``transaction()``."""
         if self._write_lock is not None:
             raise RuntimeError("autocommit() is for PostgreSQL; SQLite writes use transaction()")
-        dbapi_error = self.engine.dialect.loaded_dbapi.Error
         with translated():
             try:
                 raw = await self.engine.raw_connection()
-            except dbapi_error as exc:  # unwrapped here, where engine.connect() wraps it
+            except self.engine.dialect.loaded_dbapi.Error as exc:  # engine.connect() wraps it
                 raise StoreUnavailable(str(exc)) from exc
         try:
             yield raw
