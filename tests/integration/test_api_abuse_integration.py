@@ -478,10 +478,12 @@ class QueryCounter:
 @pytest.fixture
 def queries(api: Api) -> Iterator[QueryCounter]:
     counter = QueryCounter()
-    engine = api.runtime.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", counter)
+    engines = api.runtime.db.sync_engines
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", counter)
     yield counter
-    event.remove(engine, "before_cursor_execute", counter)
+    for engine in engines:
+        event.remove(engine, "before_cursor_execute", counter)
 
 
 async def test_api_abuse_s25_bad_checksums_cost_no_query(api: Api, queries: QueryCounter) -> None:

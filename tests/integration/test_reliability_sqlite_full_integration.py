@@ -35,17 +35,17 @@ GATES: dict[str, asyncio.Event] = {}  # the "gated" task's gates, by name
 
 
 class Disk:
-    """A disk of ``pages`` pages for every connection the engine hands out (the pragma
-    is per connection, so it is applied at each checkout; raising it frees the disk)."""
+    """A disk of ``pages`` pages for every transaction on every engine (the pragma is per
+    connection and the SQLite writer keeps its connection, so it is applied as each
+    transaction begins; raising it frees the disk)."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.pages = UNLIMITED
-        event.listen(runtime.db.engine.sync_engine, "checkout", self._apply)
+        for engine in runtime.db.sync_engines:
+            event.listen(engine, "begin", self._apply)
 
-    def _apply(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA max_page_count = {int(self.pages)}")
-        cursor.close()
+    def _apply(self, conn: Any) -> None:
+        conn.exec_driver_sql(f"PRAGMA max_page_count = {int(self.pages)}")
 
 
 @pytest.fixture
@@ -195,7 +195,8 @@ async def test_reliability_s31_job_running_when_the_disk_fills_ends_terminal(
         nonlocal failed_writes
         failed_writes += 1
 
-    event.listen(runtime.db.engine.sync_engine, "handle_error", refused)
+    for engine in runtime.db.sync_engines:
+        event.listen(engine, "handle_error", refused)
     gate.set()  # the handler returns; its outcome write hits the full disk
 
     async def write_refused() -> bool:

@@ -65,7 +65,7 @@ class InsertBatcher:
 
     async def _write(self, batch: list[_Pending]) -> None:
         try:
-            await job_store.insert_in_one_statement(self.db, [made for made, _ in batch])
+            await job_store.insert_made(self.db, [made for made, _ in batch])
         except Exception as exc:  # the writer must outlive any insert: hand errors back
             if len(batch) == 1:
                 settle(batch[0][1], exc)

@@ -182,7 +182,7 @@ class Scheduler:
         now = self.clock.now()
         new = self._new_job(req, now)
         queue_if_due = self.broker.producers_announce
-        if job_store.fits_one_statement(self.db, new):
+        if job_store.fits_batch(new):
             made = job_store.make_job(new, now, req.actor, queue_if_due)
             return Scheduled(await self._batcher.insert(made))
         created = await job_store.create_job(

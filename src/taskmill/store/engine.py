@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -95,8 +96,25 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     # Every transaction ends in an explicit COMMIT or ROLLBACK, so the pool's own
     # rollback-on-return would be one more thread hop per transaction for nothing.
     engine = create_async_engine(url, pool_reset_on_return=None, pool_size=5, max_overflow=5)
+    _sqlite_settings(engine.sync_engine)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def sqlite_sync_engine(url: URL) -> Engine:
+    """A synchronous (pysqlite) engine on the file of the async engine at ``url``, with
+    the same settings and one connection: ``SQLiteWriter``'s, used from its one thread."""
+    engine = sa_create_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        pool_reset_on_return=None,
+        pool_size=1,
+        max_overflow=0,
+    )
+    _sqlite_settings(engine)
+    return engine
+
+
+def _sqlite_settings(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from pysqlite so BEGIN IMMEDIATE below is ours:
         # writers queue on busy_timeout instead of failing with "database is locked".
@@ -108,10 +126,8 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Readers take a deferred transaction: in WAL mode they never block the writer.
         read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-    return engine

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Insert, Select, Table, bindparam, func, insert, select, union_all
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.dependencies import parse_policy
@@ -71,9 +72,9 @@ async def create_job(
 
     With an ``idempotency_key`` already used by the merchant, returns that job unchanged.
     """
-    if fits_one_statement(db, new):
+    if fits_batch(new):
         made = make_job(new, now, actor, queue_if_due)
-        await insert_in_one_statement(db, [made])
+        await insert_made(db, [made])
         return CreatedJob(to_job_dict(made.row), created=True)
     async with db.transaction() as conn:
         if new.idempotency_key is not None:
@@ -94,10 +95,10 @@ class MadeJob:
     events: list[NewEvent]
 
 
-def fits_one_statement(db: Database, new: NewJob) -> bool:
-    """Whether ``new`` can be created by :func:`insert_in_one_statement`: on PostgreSQL,
-    with no idempotency key to look up and no dependency to check first."""
-    return db.dialect.name == "postgresql" and new.idempotency_key is None and not new.depends_on
+def fits_batch(new: NewJob) -> bool:
+    """Whether ``new`` can be created by :func:`insert_made`, in a batch with others: it
+    has no idempotency key to look up and no dependency to check first."""
+    return new.idempotency_key is None and not new.depends_on
 
 
 def make_job(new: NewJob, now: datetime, actor: str, queue_if_due: bool) -> MadeJob:
@@ -105,6 +106,37 @@ def make_job(new: NewJob, now: datetime, actor: str, queue_if_due: bool) -> Made
     parse_policy(new.on_dependency_failure)
     row, new_events = new_job(new, now, actor, queue_if_due)
     return MadeJob(row, new_events)
+
+
+async def insert_made(db: Database, made: Sequence[MadeJob]) -> None:
+    """Insert ``made`` (from :func:`make_job`), their events and the wake-ups, all or
+    nothing: one statement on PostgreSQL (:func:`insert_in_one_statement`), one
+    transaction in one thread hop on SQLite."""
+    if db.dialect.name == "postgresql":
+        await insert_in_one_statement(db, made)
+        return
+    await _insert_all(db, [m.row for m in made], [e for m in made for e in m.events])
+
+
+async def _insert_all(db: Database, rows: list[dict[str, Any]], new_events: list[NewEvent]) -> None:
+    """Insert ``rows`` and their events in one transaction, one multi-row insert each (a
+    plain ``insert()`` with the rows as parameters: its compiled form is cached)."""
+    event_rows = [event_log.row(e) for e in new_events]
+    if db.dialect.is_sqlite:  # and no wake-up to send: other processes poll SQLite
+        await db.write_in_one_hop(functools.partial(_insert_rows_sync, rows, event_rows))
+        return
+    async with db.transaction() as conn:
+        await conn.execute(insert(jobs), rows)
+        await conn.execute(insert(events), event_rows)
+        for channel in sorted({wake(row) for row in rows}):
+            await notify(conn, db.dialect, channel)
+
+
+def _insert_rows_sync(
+    rows: list[dict[str, Any]], event_rows: list[dict[str, Any]], conn: Connection
+) -> None:
+    conn.execute(insert(jobs), rows)
+    conn.execute(insert(events), event_rows)
 
 
 async def insert_in_one_statement(db: Database, made: Sequence[MadeJob]) -> None:
@@ -169,7 +201,7 @@ async def insert_job(
     policy = parse_policy(new.on_dependency_failure)
     upstream = await check_upstream(conn, dialect, new.merchant_id, new.depends_on, policy)
     row, new_events = new_job(new, now, actor, queue_if_due)
-    await conn.execute(insert(jobs).values(row))
+    await conn.execute(insert(jobs), row)
     if upstream:
         await conn.execute(
             insert(job_dependencies),
@@ -201,11 +233,7 @@ async def create_jobs(
     if not made:
         return []
     rows = [row for row, _ in made]
-    async with db.transaction() as conn:
-        await conn.execute(insert(jobs), rows)
-        await event_log.append(conn, [e for _, new_events in made for e in new_events])
-        for channel in sorted({wake(row) for row in rows}):
-            await notify(conn, db.dialect, channel)
+    await _insert_all(db, rows, [e for _, new_events in made for e in new_events])
     return [to_job_dict(row) for row in rows]
 
 

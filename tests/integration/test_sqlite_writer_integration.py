@@ -1,0 +1,114 @@
+"""SQLite writes run whole on one thread (``store/sqlite_writer.py``): all or nothing,
+translated errors, a cancelled caller that returns only once its write has ended, and no
+thread left behind by ``Database.close()``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.engine import Connection
+
+from taskmill.core.errors import Conflict
+from taskmill.core.jobs import JobStatus
+from taskmill.store.database import Database
+from taskmill.store.jobs import MadeJob, NewJob, get_job, insert_made, make_job
+from taskmill.store.schema import events, jobs
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def db(sqlite_url: str) -> AsyncIterator[Database]:
+    database = Database.from_url(sqlite_url)
+    yield database
+    await database.close()
+
+
+def _made(n: int) -> MadeJob:
+    new = NewJob(task_type="echo", run_at=NOW, payload={"n": n, "text": "é"}, priority=n)
+    return make_job(new, NOW, "test", queue_if_due=False)
+
+
+async def _counts(db: Database) -> tuple[int, int]:
+    async with db.read() as conn:
+        n_jobs = (await conn.execute(select(func.count()).select_from(jobs))).scalar_one()
+        n_events = (await conn.execute(select(func.count()).select_from(events))).scalar_one()
+    return n_jobs, n_events
+
+
+async def test_sqlite_writer_a_batch_is_stored_whole_or_not_at_all(db: Database) -> None:
+    first, second = _made(1), _made(2)
+    clash = MadeJob({**_made(3).row, "id": first.row["id"]}, _made(3).events)
+    with pytest.raises(Conflict):
+        await insert_made(db, [first, second, clash])
+    assert await _counts(db) == (0, 0)
+
+    await insert_made(db, [first, second])
+    assert await _counts(db) == (2, 2)
+    stored = await get_job(db, second.row["id"])  # read back through the async engine
+    assert stored.payload == {"n": 2, "text": "é"} and stored.priority == 2
+    assert stored.run_at == NOW and stored.status is JobStatus.SCHEDULED
+
+
+async def test_sqlite_writer_a_write_that_raises_is_rolled_back(db: Database) -> None:
+    def half_done(conn: Connection) -> None:
+        conn.execute(insert(jobs), _made(1).row)
+        raise ValueError("changed my mind")
+
+    with pytest.raises(ValueError, match="changed my mind"):
+        await db.write_in_one_hop(half_done)
+    assert await _counts(db) == (0, 0)
+    await insert_made(db, [_made(2)])  # the writer's connection is still good
+    assert await _counts(db) == (1, 1)
+
+
+async def test_sqlite_writer_a_cancelled_caller_returns_once_its_write_ended(
+    db: Database, sqlite_url: str
+) -> None:
+    """The thread cannot be stopped halfway: the caller's cancellation waits for the
+    commit, so the write lock is never let go while SQLite's is still held."""
+    made = _made(1)
+
+    def slow(conn: Connection) -> None:
+        conn.execute(insert(jobs), made.row)
+        time.sleep(0.3)
+
+    writing = asyncio.create_task(db.write_in_one_hop(slow))
+    await asyncio.sleep(0.05)
+    writing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+    path = sqlite_url.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as check:  # not through the write lock
+        ids = [row[0] for row in check.execute("SELECT id FROM jobs")]
+    assert ids == [made.row["id"]]
+
+
+def _writer_threads() -> int:
+    return sum(t.name.startswith("taskmill-sqlite") for t in threading.enumerate())
+
+
+async def test_sqlite_writer_close_stops_its_thread(sqlite_url: str) -> None:
+    before = _writer_threads()
+    database = Database.from_url(sqlite_url)
+    await insert_made(database, [_made(1)])
+    assert _writer_threads() == before + 1
+    await database.close()
+    assert _writer_threads() == before
+
+
+async def test_sqlite_writer_is_refused_on_postgresql(postgres_url: str) -> None:
+    database = Database.from_url(postgres_url)
+    try:
+        with pytest.raises(RuntimeError, match="SQLite"):
+            await database.write_in_one_hop(lambda conn: None)
+    finally:
+        await database.close()
