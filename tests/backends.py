@@ -123,15 +123,20 @@ async def redis_reachable() -> str | None:
 
 async def delete_prefix(prefix: str) -> None:
     """Remove this test's keys only (never FLUSHALL what the suite did not create)."""
-    import redis.asyncio as aioredis
+    await asyncio.to_thread(delete_prefix_now, prefix)
 
-    client = aioredis.Redis.from_url(REDIS_URL)
+
+def delete_prefix_now(prefix: str) -> None:
+    """:func:`delete_prefix` for synchronous callers."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
     try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
         if keys:
-            await client.delete(*keys)
+            client.delete(*keys)
     finally:
-        await client.aclose()
+        client.close()
 
 
 AMQP_URL = os.environ.get("TASKMILL_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

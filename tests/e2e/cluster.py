@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests import backends
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Test-sized timings (RELIABILITY.md conventions): lease L, heartbeat H, watcher W, Q.
@@ -92,11 +94,15 @@ class Cluster:
 
 @contextmanager
 def cluster(database_url: str, broker_url: str, workdir: Path) -> Iterator[Cluster]:
+    """A cluster whose processes are stopped, and then its Redis keys deleted, on exit
+    (in that order: a running executor would create its consumer group again)."""
     running = Cluster(database_url, broker_url, workdir)
     try:
         yield running
     finally:
         running.stop_all()
+        if running.broker_url.startswith("redis"):
+            backends.delete_prefix_now(running.prefix)
 
 
 def effects(path: Path) -> list[tuple[str, int, int]]:
