@@ -1,6 +1,7 @@
 """SQLite writes run whole on one thread (``store/sqlite_writer.py``): all or nothing,
-translated errors, a cancelled caller that returns only once its write has ended, and no
-thread left behind by ``Database.close()``."""
+translated errors, a cancelled caller that returns only once its write has ended, store
+functions run there through ``Database.write``, and no thread left behind by
+``Database.close()``."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.errors import Conflict
 from taskmill.core.jobs import JobStatus
@@ -110,5 +112,51 @@ async def test_sqlite_writer_is_refused_on_postgresql(postgres_url: str) -> None
     try:
         with pytest.raises(RuntimeError, match="SQLite"):
             await database.write_in_one_hop(lambda conn: None)
+    finally:
+        await database.close()
+
+
+async def test_sqlite_writer_runs_a_whole_write_on_its_thread(db: Database) -> None:
+    """``Database.write`` on SQLite: the store function's statements run on the writer
+    thread, results come back, and the transaction commits."""
+    await insert_made(db, [_made(1), _made(2)])
+    threads: list[str] = []
+
+    async def bump(conn: AsyncConnection) -> list[str]:
+        threads.append(threading.current_thread().name)
+        await conn.execute(update(jobs).values(priority=jobs.c.priority + 10))
+        rows = (await conn.execute(select(jobs.c.id).order_by(jobs.c.priority))).all()
+        return [row.id for row in rows]
+
+    ids = await db.write(bump)
+    assert len(ids) == 2 and threads[0].startswith("taskmill-sqlite")
+    assert [(await get_job(db, i)).priority for i in ids] == [11, 12]
+
+
+async def test_sqlite_writer_refuses_a_write_that_waits_and_stores_nothing(
+    db: Database,
+) -> None:
+    """A write that awaits anything but its connection cannot run on the writer thread
+    (there is no event loop there): a clear error, and its statements are rolled back."""
+
+    async def waits(conn: AsyncConnection) -> None:
+        await conn.execute(insert(jobs), _made(1).row)
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="awaited something besides its connection"):
+        await db.write(waits)
+    assert await _counts(db) == (0, 0)
+
+
+async def test_database_write_on_postgresql_is_a_transaction(postgres_url: str) -> None:
+    database = Database.from_url(postgres_url)
+    try:
+
+        async def add(conn: AsyncConnection) -> int:
+            await conn.execute(insert(jobs), _made(1).row)
+            return 1
+
+        assert await database.write(add) == 1
+        assert await _counts(database) == (1, 0)
     finally:
         await database.close()

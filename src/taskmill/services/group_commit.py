@@ -74,13 +74,14 @@ class GroupCommitter:
         successes = [item for item in batch if item.success is not None]
         others = [item for item in batch if item.write is not None]
         recorded = [i.success for i in successes if i.success]
+        results: list[bool] = []
         try:
             if not others:  # the common case: on PostgreSQL, one statement
-                done, results = await outcomes.record_successes(self.db, recorded), []
+                done = await outcomes.record_successes(self.db, recorded)
             else:
-                async with self.db.transaction() as conn:
-                    done = await outcomes.succeed_many(conn, self.db.dialect, recorded)
-                    results = [await i.write(conn) for i in others if i.write]
+                done, results = await self.db.write(
+                    lambda conn: self._write_all(conn, recorded, others)
+                )
         except Exception as exc:  # the writer must outlive any write: hand errors back
             if len(batch) == 1:
                 settle(batch[0].done, exc)
@@ -92,6 +93,12 @@ class GroupCommitter:
             return
         for item, result in zip([*successes, *others], [*done, *results], strict=True):
             settle(item.done, result)
+
+    async def _write_all(
+        self, conn: AsyncConnection, recorded: list[outcomes.Success], others: list[_Item]
+    ) -> tuple[list[bool], list[bool]]:
+        done = await outcomes.succeed_many(conn, self.db.dialect, recorded)
+        return done, [await i.write(conn) for i in others if i.write]
 
     async def flush(self) -> None:
         """Wait until every write submitted so far is committed (or failed)."""

@@ -137,7 +137,8 @@ async def enqueue_due_and_next(
     if db.dialect.name == "postgresql" and not merchants_in_turn:
         return await _enqueue_due_in_one_statement(db, now=now, limit=limit, actor=actor)
     candidates = _due_candidates(now, limit, merchants_in_turn=merchants_in_turn)
-    async with db.transaction() as conn:
+
+    async def enqueue_in(conn: AsyncConnection) -> tuple[list[Job], datetime | None]:
         ids = await _lock_ids(conn, db, candidates)
         rows = await transition(
             conn,
@@ -152,7 +153,9 @@ async def enqueue_due_and_next(
             ),
         )
         later = None if len(ids) >= limit else (await conn.execute(_NEXT_DUE)).scalar_one_or_none()
-    return [to_job(row) for row in rows], later
+        return [to_job(row) for row in rows], later
+
+    return await db.write(enqueue_in)
 
 
 # ORDER BY ... LIMIT 1, not min(): with the NOT EXISTS conditions PostgreSQL computes
@@ -329,7 +332,8 @@ async def claim(db: Database, params: ClaimParams) -> list[Job]:
     if db.dialect.name == "postgresql" and cap is None:
         return await _claim_in_one_statement(db, params)
     now = db.dialect.db_now()
-    async with db.transaction() as conn:
+
+    async def claim_in(conn: AsyncConnection) -> list[Row[Any]]:
         if cap is None:
             ids = [row.id for row in await _lock_rows(conn, db, _candidates(params, params.limit))]
         else:
@@ -352,6 +356,9 @@ async def claim(db: Database, params: ClaimParams) -> list[Job]:
             ),
         )
         await start_runs(conn, rows)
+        return rows
+
+    rows = await db.write(claim_in)
     # RETURNING gives no order: start them in claim order, as the one statement does.
     rows.sort(key=lambda row: (-row.priority, row.run_at, row.id))
     return [to_job(row) for row in rows]

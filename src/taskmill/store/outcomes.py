@@ -284,8 +284,7 @@ async def record_successes(db: Database, successes: Sequence[Success]) -> list[b
     if not successes:
         return []
     if db.dialect.name != "postgresql":
-        async with db.transaction() as conn:
-            return await succeed_many(conn, db.dialect, successes)
+        return await db.write(lambda conn: succeed_many(conn, db.dialect, successes))
     check_transition(JobStatus.RUNNING, JobStatus.SUCCEEDED)
     values = {
         "job_ids": [s.attempt.job_id for s in successes],

@@ -3,16 +3,21 @@ transaction. Through aiosqlite every cursor, execute and close is a hop to its t
 and back (ten for one job created, about 0.3 ms of wall time each with SQLAlchemy's
 layers): the cost of ``schedule()`` on SQLite (``bench/README.md``).
 
-Only for writes whose statements are all known up front (no ``await`` between them);
-the rest use ``Database.transaction()``. Both queue on the same write lock.
+Two ways in, both through ``Database`` and queued on its write lock with
+``transaction()``'s writers: ``write_in_one_hop(fn)`` runs a synchronous ``fn(conn)``
+(job creation); ``write(work)`` runs a store function written for an ``AsyncConnection``
+(the worker's claims and outcomes, the populator's round) over an
+:class:`InlineConnection`, whose ``execute`` never suspends, so the coroutine runs to its
+end on this thread. Such a function may await nothing but its connection; one that
+does is refused with an error and rolled back.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy.engine import URL, Connection
 
@@ -58,3 +63,26 @@ class SQLiteWriter:
         """Close the connection (on its own thread, as pysqlite requires) and the thread."""
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
         self._thread.shutdown(wait=True)
+
+
+class InlineConnection:
+    """What store functions use of an ``AsyncConnection`` (``execute``), over a
+    synchronous ``Connection``: its ``execute`` never suspends, so a coroutine that
+    awaits only its connection runs to the end in one ``send`` (:func:`run_inline`), on
+    the writer thread."""
+
+    def __init__(self, sync: Connection) -> None:
+        self._sync = sync
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self._sync.execute(statement, parameters)
+
+
+def run_inline(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end now; it must not wait for anything (see InlineConnection)."""
+    try:
+        work.send(None)
+    except StopIteration as finished:
+        return cast(T, finished.value)
+    work.close()
+    raise RuntimeError("a write run on the SQLite writer awaited something besides its connection")
