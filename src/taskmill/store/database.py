@@ -62,29 +62,22 @@ class Database:
                 async with self.engine.begin() as conn:
                     yield conn
 
-    async def write_in_one_hop(self, write: Callable[[Connection], T]) -> T:
-        """SQLite only: ``write(conn)`` in a write transaction on a synchronous connection,
-        the whole transaction in one thread hop (``sqlite_writer.py``), queued with
-        ``transaction()``'s writers. For writes that need no ``await`` between statements."""
-        if self._write_lock is None or self._sqlite_writer is None:
-            raise RuntimeError("write_in_one_hop() is for SQLite; PostgreSQL has autocommit()")
-        async with self._write_lock:
-            with translated():
-                return await self._sqlite_writer.run(write)
-
     async def write(self, work: Callable[[AsyncConnection], Coroutine[Any, Any, T]]) -> T:
         """``await work(conn)`` in a write transaction. On SQLite it runs whole on the
-        writer thread (one hop instead of three per statement: the worker's CPU per job
-        fell by a third), so ``work`` must await nothing but ``conn.execute``; the
-        ``AsyncConnection`` it gets there is an ``InlineConnection`` (``execute`` only)."""
-        if self._sqlite_writer is None:
+        writer thread (``sqlite_writer.py``: one thread hop instead of three per
+        statement), queued with ``transaction()``'s writers, so ``work`` must await
+        nothing but ``conn.execute``: the ``AsyncConnection`` it gets there is an
+        ``InlineConnection``."""
+        if self._write_lock is None or self._sqlite_writer is None:
             async with self.transaction() as conn:
                 return await work(conn)
 
         def inline(sync: Connection) -> T:
             return run_inline(work(cast(AsyncConnection, InlineConnection(sync))))
 
-        return await self.write_in_one_hop(inline)
+        async with self._write_lock:
+            with translated():
+                return await self._sqlite_writer.run(inline)
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[PoolProxiedConnection]:

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Insert, Select, Table, bindparam, func, insert, select, union_all
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.dependencies import parse_policy
@@ -121,22 +120,14 @@ async def insert_made(db: Database, made: Sequence[MadeJob]) -> None:
 async def _insert_all(db: Database, rows: list[dict[str, Any]], new_events: list[NewEvent]) -> None:
     """Insert ``rows`` and their events in one transaction, one multi-row insert each (a
     plain ``insert()`` with the rows as parameters: its compiled form is cached)."""
-    event_rows = [event_log.row(e) for e in new_events]
-    if db.dialect.is_sqlite:  # and no wake-up to send: other processes poll SQLite
-        await db.write_in_one_hop(functools.partial(_insert_rows_sync, rows, event_rows))
-        return
-    async with db.transaction() as conn:
+
+    async def insert_in(conn: AsyncConnection) -> None:
         await conn.execute(insert(jobs), rows)
-        await conn.execute(insert(events), event_rows)
+        await event_log.append(conn, new_events)
         for channel in sorted({wake(row) for row in rows}):
             await notify(conn, db.dialect, channel)
 
-
-def _insert_rows_sync(
-    rows: list[dict[str, Any]], event_rows: list[dict[str, Any]], conn: Connection
-) -> None:
-    conn.execute(insert(jobs), rows)
-    conn.execute(insert(events), event_rows)
+    await db.write(insert_in)
 
 
 async def insert_in_one_statement(db: Database, made: Sequence[MadeJob]) -> None:

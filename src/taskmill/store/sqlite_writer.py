@@ -3,12 +3,11 @@ transaction. Through aiosqlite every cursor, execute and close is a hop to its t
 and back (ten for one job created, about 0.3 ms of wall time each with SQLAlchemy's
 layers): the cost of ``schedule()`` on SQLite (``bench/README.md``).
 
-Two ways in, both through ``Database`` and queued on its write lock with
-``transaction()``'s writers: ``write_in_one_hop(fn)`` runs a synchronous ``fn(conn)``
-(job creation); ``write(work)`` runs a store function written for an ``AsyncConnection``
-(the worker's claims and outcomes, the populator's round) over an
-:class:`InlineConnection`, whose ``execute`` never suspends, so the coroutine runs to its
-end on this thread. Such a function may await nothing but its connection; one that
+``Database.write(work)`` runs here, queued on its write lock with ``transaction()``'s
+writers, the store functions of the hot writes (job creation, the worker's claims and
+outcomes, the populator's round): each is written for an ``AsyncConnection`` and gets an
+:class:`InlineConnection`, whose ``execute`` never suspends, so the coroutine runs to
+its end on this thread. Such a function may await nothing but its connection; one that
 does is refused with an error and rolled back.
 """
 
