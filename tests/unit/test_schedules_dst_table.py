@@ -296,6 +296,64 @@ def test_cron_next_after_dst_table_rhythm(tr: Transition, every: int, form: str)
         assert fires == _fires(expression, tr.zone, tr.day)
 
 
+def _instants_of_local_day(zone: str, day: date, step: timedelta) -> list[datetime]:
+    start, end = _local_day_bounds(zone, day)
+    return [start + k * step for k in range(int((end - start) / step))]
+
+
+def _hour_of(tr: Transition) -> int:
+    """The local hour that holds the transition's missing or repeated wall times."""
+    return tr.window[0].hour
+
+
+def _hour_fixed_cases() -> list[object]:
+    return [
+        pytest.param(tr, form, id=f"{tr.label}-{form}")
+        for tr in TRANSITIONS_2026
+        for form in ("every20s", "every10min", "range")
+    ]
+
+
+@pytest.mark.parametrize(("tr", "form"), _hour_fixed_cases())
+def test_cron_next_after_dst_table_fixed_hour_keeps_rhythm(tr: Transition, form: str) -> None:
+    """A fixed hour with a wildcard, step or range in the seconds or minutes is not a fixed
+    time of day: it fires in both passes of a repeated hour and skips missing instants."""
+    hour = _hour_of(tr)
+    expression, step, keep = {
+        "every20s": (f"*/20 * {hour} * * *", SECOND, lambda w: w.second % 20 == 0),
+        "every10min": (f"*/10 {hour} * * *", MINUTE, lambda w: w.minute % 10 == 0),
+        "range": (f"0-5 {hour} * * *", MINUTE, lambda w: w.minute <= 5),
+    }[form]
+    expected = [
+        i
+        for i in _instants_of_local_day(tr.zone, tr.day, step)
+        if _wall(i, tr.zone).hour == hour and keep(_wall(i, tr.zone))
+    ]
+    assert _fires(expression, tr.zone, tr.day) == expected
+
+
+def test_cron_next_after_berlin_fall_back_every_20s_in_hour_2_fires_in_both_passes() -> None:
+    """The issue's example: 360 fires on 2026-10-25 (180 per pass of 02:00-03:00)."""
+    fires = _fires("*/20 * 2 * * *", BERLIN, date(2026, 10, 25))
+    assert len(fires) == 360
+    assert (
+        fires[0] == _utc(2026, 10, 25, 0, 0)
+        and fires[-1] == _utc(2026, 10, 25, 1, 59) + 40 * SECOND
+    )
+    assert _fires("*/20 * 2 * * *", BERLIN, date(2026, 3, 29)) == []  # the gap is skipped
+
+
+@pytest.mark.parametrize("tr", TRANSITIONS_2026, ids=lambda tr: tr.label)
+def test_cron_next_after_dst_table_list_of_fixed_times(tr: Transition) -> None:
+    """``0,30`` has no wildcard, step or range: each is a fixed time of day, and times
+    missing in one gap collapse into one fire at its end."""
+    hour = _hour_of(tr)
+    times = (time(hour, 0), time(hour, 30))
+    expected = sorted({i for at in times for i in _expected_fixed(tr.zone, tr.day, at)})
+    assert _fires(f"0,30 {hour} * * *", tr.zone, tr.day) == expected
+    assert _fires(f"0 0,30 {hour} * * *", tr.zone, tr.day) == expected
+
+
 # --- part 2: property over random expressions ----------------------------------------------
 
 PROPERTY_ZONES = (*DST_ZONES, "UTC")
@@ -324,8 +382,8 @@ def _mostly_wild(strategy: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     return st.one_of(st.just("*"), st.just("*"), st.just("*"), strategy)
 
 
-# Half the hour fields keep a rhythm (wildcard or step), half are fixed times of day, and
-# those are often the hours the three zones skip or repeat.
+# Half the hour fields are wildcards or steps, half name hours (often those the three
+# zones skip or repeat); with a plain minute (and second) those are fixed times of day.
 _hours = st.one_of(
     st.one_of(st.just("*"), st.integers(min_value=1, max_value=11).map(lambda n: f"*/{n}")),
     st.one_of(
@@ -377,10 +435,11 @@ _zone_and_start = st.sampled_from(PROPERTY_ZONES).flatmap(
 
 
 def _is_fixed_time(expression: str) -> bool:
-    """The ADR's split: an hour field with no wildcard and no step is a fixed time of day."""
+    """The ADR's split (Debian cron's): a fixed time of day has no wildcard, step or range
+    in its seconds, minutes and hours fields (a 5-field expression's seconds are 0)."""
     parts = expression.split()
-    hour = parts[2] if len(parts) == 6 else parts[1]
-    return "*" not in hour and "/" not in hour
+    clock = parts[:3] if len(parts) == 6 else parts[:2]
+    return all(not set(f) & set("*/-") for f in clock)
 
 
 def _matches(expression: str, wall: datetime) -> bool:
