@@ -16,6 +16,8 @@ from taskmill.core.schedules import (
     IntervalSchedule,
     OneTimeSchedule,
     Schedule,
+    MAX_INTERVAL_SECONDS,
+    MAX_SCHEDULE_TIME,
     load_timezone,
     normalize_cron,
     utc,
@@ -469,3 +471,113 @@ def test_cron_next_after_property_strictly_increasing_utc(
         assert nxt.utcoffset() == timedelta(0)
         assert nxt > previous
         previous = nxt
+
+
+# --- issue 18: bounds, odd zones, never-firing expressions, day fields --------------------
+
+
+@pytest.mark.parametrize("zone", ["America", "Europe", "Etc", "__pycache__", "zone.tab", "A" * 300])
+def test_cron_tzdata_directory_or_file_is_unknown_zone(zone: str) -> None:
+    """``America`` (a tzdata directory) was an IsADirectoryError: a 500."""
+    with pytest.raises(ValidationError) as info:
+        CronSchedule("* * * * *", zone)
+    assert info.value.field == "timezone"
+    assert "/" not in info.value.reason.replace("Nope/", "")  # no file system path
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["0 0 0 */31 2 5#5", "0 0 * 2 1#5 ", "0 0 31 4 *"],
+)
+def test_cron_that_never_fires_is_refused(expression: str) -> None:
+    """``0 0 0 */31 2 5#5`` (1 February and the fifth Friday) was an AssertionError."""
+    if expression.strip() == "0 0 * 2 1#5":
+        # A fifth Monday in February: every 28 years or so, so it does fire.
+        assert CronSchedule(expression).next_after(T0) == datetime(2044, 2, 29, tzinfo=UTC)
+        return
+    with pytest.raises(ValidationError) as info:
+        CronSchedule(expression)
+    assert info.value.field == "cron"
+
+
+def test_cron_rhythm_naming_only_missing_times_is_refused_quickly() -> None:
+    # Every second of 02:xx on the last Sunday of March: Berlin skips all of them.
+    with pytest.raises(ValidationError, match="never fires"):
+        CronSchedule("* * 2 * 3 0L", "Europe/Berlin")
+
+
+def test_cron_next_after_near_year_9000_returns_none() -> None:
+    schedule = CronSchedule("0 0 1 1 *", "Pacific/Kiritimati")
+    # 9000-01-01 00:00 at +14:00 is still in 8999 in UTC; the next one would not be.
+    last = schedule.next_after(datetime(8999, 6, 1, tzinfo=UTC))
+    assert last == datetime(8999, 12, 31, 10, 0, tzinfo=UTC)
+    assert schedule.next_after(last) is None
+    assert schedule.next_after(datetime(9999, 12, 31, 23, tzinfo=UTC)) is None
+
+
+@pytest.mark.parametrize("seconds", [1e-7, 1e-9, float("inf"), float("nan"), -1.0, 4e8, 1e300])
+def test_interval_out_of_bounds_is_refused(seconds: float) -> None:
+    """1e-9 s was timedelta(0), and next_after raised ZeroDivisionError."""
+    with pytest.raises(ValidationError) as info:
+        IntervalSchedule(seconds, start_at=T0)
+    assert info.value.field == "interval_seconds"
+
+
+@pytest.mark.parametrize("seconds", [1e-6, 0.001, 1, 86_400.5, MAX_INTERVAL_SECONDS])
+@pytest.mark.parametrize("start_year", [1, 2026, 8999])
+def test_interval_next_after_never_raises_for_accepted_values(
+    seconds: float, start_year: int
+) -> None:
+    start = datetime(start_year, 1, 1, tzinfo=UTC)
+    schedule = IntervalSchedule(seconds, start_at=start)
+    for after in (start, start + timedelta(days=365), datetime(8999, 12, 31, tzinfo=UTC)):
+        nxt = schedule.next_after(after)
+        assert nxt is None or after < nxt < MAX_SCHEDULE_TIME
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone"),
+    [("* * * * * *", "UTC"), ("*/7 3-5 * * 1-5", "UTC"), ("0 30 9 1,15 * 1", "Asia/Tokyo")],
+)
+def test_count_between_matches_a_walk(expression: str, zone: str) -> None:
+    schedule = CronSchedule(expression, zone)
+    low, high = T0 + timedelta(seconds=0.5), T0 + timedelta(days=40, hours=3)
+    if expression.startswith("* "):
+        high = T0 + timedelta(hours=5, seconds=7)
+    walked, tick = 0, schedule.next_after(low)
+    while tick is not None and tick < high:
+        walked, tick = walked + 1, schedule.next_after(tick)
+    assert schedule.count_between(low, high) == walked
+    interval = IntervalSchedule(0.37, start_at=T0, end_at=T0 + timedelta(hours=2))
+    ticks = [T0 + k * timedelta(seconds=0.37) for k in range(100_000)]
+    ticks = [t for t in ticks if t <= T0 + timedelta(hours=2)]
+    assert interval.count_between(low, high) == sum(low <= t < high for t in ticks)
+
+
+# Day-of-month and day-of-week combine as in Vixie/Debian cron (and cronsim): when both
+# are restricted a day matching EITHER fires; when either field starts with ``*``
+# (``*``, ``*/2``) a day must match BOTH.
+@pytest.mark.parametrize(
+    ("expression", "days"),
+    [
+        # 13th OR Friday (May 2026: Fridays 1, 8, 15, 22, 29)
+        ("0 0 13 5 5", [1, 8, 13, 15, 22, 29]),
+        # day-of-month starts with *: odd days AND Friday
+        ("0 0 */2 5 5", [1, 15, 29]),
+        # day-of-week starts with *: 13th AND every day of the week
+        ("0 0 13 5 *", [13]),
+        # day-of-week */2 (Sun, Tue, Thu, Sat) AND 1st-10th
+        ("0 0 1-10 5 */2", [2, 3, 5, 7, 9, 10]),
+        # both restricted: 1st-3rd OR Monday (4, 11, 18, 25)
+        ("0 0 1-3 5 1", [1, 2, 3, 4, 11, 18, 25]),
+    ],
+)
+def test_cron_day_of_month_and_day_of_week_combine_like_vixie_cron(
+    expression: str, days: list[int]
+) -> None:
+    schedule = CronSchedule(expression)
+    fires, tick = [], schedule.next_after(datetime(2026, 4, 30, tzinfo=UTC))
+    while tick is not None and tick < datetime(2026, 6, 1, tzinfo=UTC):
+        fires.append(tick.day)
+        tick = schedule.next_after(tick)
+    assert fires == days

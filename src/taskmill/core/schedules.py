@@ -42,6 +42,7 @@ _CRON_FIELDS_5 = ("minute", "hour", "day", "month", "weekday")
 _CRON_FIELDS_6 = ("second", *_CRON_FIELDS_5)
 _ZERO = timedelta(0)
 _ONE_SECOND = timedelta(seconds=1)
+_ONE_MICROSECOND = timedelta(microseconds=1)
 # No zone in the tz database has moved its clocks by more than 2 hours at once.
 _MAX_DST_SHIFT = timedelta(hours=3)
 # Start, end and fire times stay below this, far from datetime's year-9999 ceiling, so
@@ -124,16 +125,20 @@ class IntervalSchedule:
             nxt = self.start_at
         else:
             k = (after - self.start_at) // self._step + 1  # exact: integer microseconds
-            if k > (MAX_SCHEDULE_TIME - self.start_at) // self._step:
+            if k > self._last_k():
                 return None
             nxt = self.start_at + self._step * k
         if self.end_at is not None and nxt > self.end_at:
             return None
         return nxt
 
+    def _last_k(self) -> int:
+        """The index of the last tick before :data:`MAX_SCHEDULE_TIME`."""
+        return (MAX_SCHEDULE_TIME - _ONE_MICROSECOND - self.start_at) // self._step
+
     def count_between(self, low: datetime, high: datetime) -> int:
         """How many ticks fall in ``[low, high)``, by arithmetic (no walk)."""
-        last = (MAX_SCHEDULE_TIME - self.start_at) // self._step
+        last = self._last_k()
         if self.end_at is not None:
             last = min(last, (self.end_at - self.start_at) // self._step)
         first_k = max(0, -((self.start_at - low) // self._step))  # ceil((low - start) / step)

@@ -9,19 +9,35 @@ from typing import Any
 
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import ScheduleType
-from taskmill.core.schedules import CronSchedule, IntervalSchedule, Schedule, load_timezone
+from taskmill.core.schedules import (
+    CronSchedule,
+    IntervalSchedule,
+    Schedule,
+    check_schedule_time,
+    load_timezone,
+)
 
 # Walking a schedule tick by tick is bounded: a per-second cron missed for a day is
-# 86,400 ticks; past this many we jump straight to the future (documented in ADR 0002).
+# 86,400 ticks; past this many, missed ticks are counted by arithmetic (ADR 0002).
 MAX_TICKS_WALKED = 10_000
+# At most this many on-time ticks become instances per template per round; the rest stay
+# due (``next_run_at`` is the first of them) and are planned in the next round.
+MAX_ON_TIME_PER_ROUND = 100
+MAX_CATCHUP = 1000
+# A tick read less than this late is on time whatever ``grace_seconds`` says: the
+# recurrence manager always reads a tick a little after it falls due.
+MIN_GRACE_SECONDS = 1.0
+MAX_GRACE_SECONDS = 86400.0
+_US = timedelta(microseconds=1)
 
 
 class MisfirePolicy(enum.StrEnum):
     """What to do with ticks missed while no recurrence manager ran."""
 
-    SKIP = "skip"  # run none of them; carry on from the next future tick
-    RUN_ONCE = "run_once"  # run one instance, for the latest missed tick
-    CATCH_UP = "catch_up"  # run each missed tick, at most ``max_catchup`` (the latest)
+    # On-time ticks (at most ``grace_seconds`` late) always run, whatever the policy.
+    SKIP = "skip"  # run none of the missed ticks
+    RUN_ONCE = "run_once"  # run one instance for them all, at the latest missed tick
+    CATCH_UP = "catch_up"  # run the latest ``max_catchup`` missed ticks
 
 
 class OverlapPolicy(enum.StrEnum):
@@ -79,6 +95,9 @@ def build_schedule(
     end_at: datetime | None,
 ) -> Schedule:
     """The :class:`Schedule` of a recurring template, or a :class:`ValidationError`."""
+    load_timezone(timezone)  # an interval keeps its zone too (for previews): check it
+    start_at = check_schedule_time(start_at, "start_at")
+    end_at = None if end_at is None else check_schedule_time(end_at, "end_at")
     if schedule_type is ScheduleType.CRON:
         if not cron_expression:
             raise ValidationError("cron", "is required for a cron schedule")
@@ -97,19 +116,38 @@ class _BoundedCron:
     end_at: datetime | None
 
     def next_after(self, after: datetime) -> datetime | None:
-        nxt = self.cron.next_after(max(after, self.start_at - timedelta(microseconds=1)))
+        nxt = self.cron.next_after(max(after, self.start_at - _US))
         if nxt is None or (self.end_at is not None and nxt > self.end_at):
             return None
         return nxt
 
+    def count_between(self, low: datetime, high: datetime) -> int:
+        low = max(low, self.start_at)
+        high = high if self.end_at is None else min(high, self.end_at + _US)
+        return self.cron.count_between(low, high)
+
 
 def _bounded_cron(cron: CronSchedule, start_at: datetime, end_at: datetime | None) -> Schedule:
+    if end_at is not None and end_at < start_at:
+        raise ValidationError("end_at", "must not be before start_at")
     return _BoundedCron(cron, start_at, end_at)
+
+
+def first_tick(schedule: Schedule, now: datetime) -> datetime | None:
+    """A new or re-activated template's first tick: the first at or after ``now``.
+
+    Ticks before ``now`` are never backfilled, for an interval (a past ``start_at`` only
+    sets its phase) as for a cron; a future ``start_at`` is its first tick.
+    """
+    return schedule.next_after(now - _US)
 
 
 @dataclass(frozen=True, slots=True)
 class FirePlan:
-    """The instances to create now (their ``scheduled_for``) and the tick to wait for next."""
+    """The instances to create now (their ``scheduled_for``) and the tick to wait for next.
+
+    ``next_run_at`` is in the past when on-time ticks were left for the next round.
+    """
 
     fire_at: list[datetime]
     next_run_at: datetime | None
@@ -127,54 +165,77 @@ def plan_fires(
 ) -> FirePlan:
     """Which ticks from ``due_at`` up to ``now`` become instances, per ``policy``.
 
-    A tick no older than ``grace_seconds`` is on time and always runs; older ones
-    were missed and follow the misfire policy.
+    A tick at most ``grace_seconds`` old (never less than 1 s) is on time and runs, up
+    to :data:`MAX_ON_TIME_PER_ROUND` per round. Older ones were missed: ``skip`` runs
+    none, ``run_once`` the latest, ``catch_up`` the latest ``max_catchup``.
     """
-    if max_catchup < 1:
-        raise ValidationError("max_catchup", "must be at least 1")
-    ticks, upcoming = _ticks_until(schedule, due_at, now, grace_seconds, max_catchup)
-    on_time = [t for t in ticks if (now - t).total_seconds() <= grace_seconds]
-    missed = [t for t in ticks if (now - t).total_seconds() > grace_seconds]
-    if policy is MisfirePolicy.SKIP or not missed:
-        chosen = on_time
-    elif policy is MisfirePolicy.RUN_ONCE:
-        chosen = on_time or missed[-1:]
-    else:
-        # max_catchup bounds the whole burst; on-time ticks are never dropped.
-        chosen = (missed + on_time)[-max(max_catchup, len(on_time)) :]
-    return FirePlan(fire_at=chosen, next_run_at=upcoming, dropped=len(ticks) - len(chosen))
+    if not 1 <= max_catchup <= MAX_CATCHUP:
+        raise ValidationError("max_catchup", f"must be between 1 and {MAX_CATCHUP}")
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise ValidationError("grace_seconds", f"must be between 0 and {MAX_GRACE_SECONDS:.0f}")
+    cutoff = now - timedelta(seconds=max(grace_seconds, MIN_GRACE_SECONDS))
+    keep = {MisfirePolicy.SKIP: 0, MisfirePolicy.RUN_ONCE: 1}.get(policy, max_catchup)
+    missed, missed_count = _latest_missed(schedule, due_at, cutoff, keep)
+    first_on_time = due_at if due_at >= cutoff else schedule.next_after(cutoff - _US)
+    on_time, upcoming, _ = _walk(schedule, first_on_time, now, MAX_ON_TIME_PER_ROUND)
+    return FirePlan(missed + on_time, upcoming, dropped=missed_count - len(missed))
 
 
 def _walk(
-    schedule: Schedule, start: datetime | None, now: datetime
+    schedule: Schedule, start: datetime | None, end: datetime, limit: int, *, before: bool = False
 ) -> tuple[list[datetime], datetime | None, bool]:
-    """Ticks from ``start`` up to ``now``, the first one after, and whether the walk ended."""
+    """Up to ``limit`` ticks from ``start`` up to ``end`` (inclusive, or not if ``before``),
+    the first tick not returned, and whether the walk reached ``end``."""
     ticks: list[datetime] = []
     tick = start
-    while tick is not None and tick <= now:
-        if len(ticks) == MAX_TICKS_WALKED:
+    while tick is not None and (tick < end or (tick == end and not before)):
+        if len(ticks) == limit:
             return ticks, tick, False
         ticks.append(tick)
         tick = schedule.next_after(tick)
     return ticks, tick, True
 
 
-def _ticks_until(
-    schedule: Schedule, due_at: datetime, now: datetime, grace_seconds: float, keep: int
-) -> tuple[list[datetime], datetime | None]:
-    """The ticks due by ``now`` that a policy may need: all of them, or, after a long
-    outage, the on-time ones and the latest ``keep`` missed ones; plus the next tick."""
-    ticks, upcoming, complete = _walk(schedule, due_at, now)
+def _latest_missed(
+    schedule: Schedule, due_at: datetime, cutoff: datetime, keep: int
+) -> tuple[list[datetime], int]:
+    """The latest ``keep`` ticks in ``[due_at, cutoff)`` and how many there are in all,
+    without walking them one by one when there are more than :data:`MAX_TICKS_WALKED`."""
+    if due_at >= cutoff:
+        return [], 0
+    ticks, _, complete = _walk(schedule, due_at, cutoff, MAX_TICKS_WALKED, before=True)
     if complete:
-        return ticks, upcoming
-    # Too many to walk (a per-second schedule down for hours): resume near ``now``,
-    # far enough back to see ``keep`` missed ticks at the spacing seen so far.
-    spacing = (ticks[-1] - ticks[0]) / (len(ticks) - 1)
-    resume = now - timedelta(seconds=grace_seconds) - spacing * (keep + 1)
-    tail, upcoming, complete = _walk(schedule, schedule.next_after(resume), now)
-    if not complete:  # irregular spacing defeated the estimate: jump to the future
-        upcoming = schedule.next_after(now)
-    return tail, upcoming
+        return (ticks[-keep:] if keep else []), len(ticks)
+    count = getattr(schedule, "count_between", None)
+    total = max(count(due_at, cutoff), len(ticks)) if count is not None else len(ticks)
+    if keep == 0:
+        return [], total
+    start = _window_for(schedule, due_at, cutoff, keep)
+    tail, _, _ = _walk(
+        schedule, schedule.next_after(start - _US), cutoff, MAX_TICKS_WALKED, before=True
+    )
+    return tail[-keep:], total
+
+
+def _window_for(schedule: Schedule, due_at: datetime, cutoff: datetime, keep: int) -> datetime:
+    """A start ``s`` with about ``keep`` (at least 1) ticks in ``[s, cutoff)``: widened from
+    1 s by doubling, then narrowed by bisection, counting ticks by arithmetic."""
+    count = getattr(schedule, "count_between", None)
+    if count is None:  # a schedule that cannot count: the last stretch of one walk
+        return max(due_at, cutoff - timedelta(seconds=keep))
+    width = timedelta(seconds=1)
+    while cutoff - width > due_at and count(cutoff - width, cutoff) < keep:
+        width *= 2
+    if cutoff - width <= due_at:
+        return due_at
+    low, high = cutoff - width, cutoff - width / 2  # count(low) >= keep > count(high)
+    while high - low > timedelta(milliseconds=1) and count(low, cutoff) > MAX_TICKS_WALKED // 2:
+        mid = low + (high - low) / 2
+        if count(mid, cutoff) >= keep:
+            low = mid
+        else:
+            high = mid
+    return low
 
 
 @dataclass(frozen=True, slots=True)
