@@ -100,8 +100,8 @@ class SchedulerSettings(_Section):
     requeue_after_seconds: float = Field(default=30.0, gt=0)
     """A job ``queued`` this long without being claimed is published again (its hint
     was lost: a broker flush or restart)."""
-    misfire_grace_seconds: float = Field(default=60.0, ge=0)
-    max_catchup: int = Field(default=10, ge=1)
+    misfire_grace_seconds: float = Field(default=60.0, ge=0, le=86400)
+    max_catchup: int = Field(default=10, ge=1, le=1000)
     max_running_per_merchant: int | None = Field(default=None, gt=0)
     """At most this many jobs of one merchant run at once, across all workers, so one
     tenant's backlog cannot starve the others; unset: no cap."""

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from taskmill.core.errors import ValidationError
 from taskmill.core.schedules import (
+    MAX_INTERVAL_SECONDS,
+    MAX_SCHEDULE_TIME,
     CronSchedule,
     IntervalSchedule,
     OneTimeSchedule,
     Schedule,
-    MAX_INTERVAL_SECONDS,
-    MAX_SCHEDULE_TIME,
     load_timezone,
     normalize_cron,
     utc,

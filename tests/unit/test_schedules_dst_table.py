@@ -15,6 +15,7 @@ draws, once concentrated on the skipped and repeated wall times.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
@@ -319,11 +320,12 @@ def test_cron_next_after_dst_table_fixed_hour_keeps_rhythm(tr: Transition, form:
     """A fixed hour with a wildcard, step or range in the seconds or minutes is not a fixed
     time of day: it fires in both passes of a repeated hour and skips missing instants."""
     hour = _hour_of(tr)
-    expression, step, keep = {
+    forms: dict[str, tuple[str, timedelta, Callable[[datetime], bool]]] = {
         "every20s": (f"*/20 * {hour} * * *", SECOND, lambda w: w.second % 20 == 0),
         "every10min": (f"*/10 {hour} * * *", MINUTE, lambda w: w.minute % 10 == 0),
         "range": (f"0-5 {hour} * * *", MINUTE, lambda w: w.minute <= 5),
-    }[form]
+    }
+    expression, step, keep = forms[form]
     expected = [
         i
         for i in _instants_of_local_day(tr.zone, tr.day, step)

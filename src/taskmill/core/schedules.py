@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -236,8 +236,9 @@ class CronSchedule:
         walk; exact except that a clock change's skipped or repeated ticks are not."""
         if high <= low:
             return 0
-        low_wall, high_wall = _wall(min(low, MAX_SCHEDULE_TIME), self._tz), _wall(
-            min(high, MAX_SCHEDULE_TIME), self._tz
+        low_wall, high_wall = (
+            _wall(min(low, MAX_SCHEDULE_TIME), self._tz),
+            _wall(min(high, MAX_SCHEDULE_TIME), self._tz),
         )
         return _count_walls(self._expr, low_wall, high_wall)
 
@@ -306,25 +307,18 @@ def _count_walls(expr: str, low: datetime, high: datetime) -> int:
     """Matching naive wall times in ``[low, high)``: per day, matching day x time of day."""
     seconds, sim = _times_of_day(expr)
     total = 0
-    day = low.date()
-    while day <= high.date():
+    for offset in range((high.date() - low.date()).days + 1):
+        day = low.date() + timedelta(days=offset)
         if day.month in sim.months and sim.match_day(day):
             lo = _second_of_day(low) if day == low.date() else 0
             hi = _second_of_day(high) if day == high.date() else 86400
             total += max(0, bisect_left(seconds, hi) - bisect_left(seconds, lo))
-        day = _next_day(day)
-        if day is None:
-            break
     return total
 
 
 def _second_of_day(wall: datetime) -> int:
     """The first whole second at or after ``wall`` within its day."""
     return wall.hour * 3600 + wall.minute * 60 + wall.second + (1 if wall.microsecond else 0)
-
-
-def _next_day(day: date) -> date | None:
-    return None if day == date.max else day + timedelta(days=1)
 
 
 def _wall(instant: datetime, tz: tzinfo) -> datetime:

@@ -134,12 +134,15 @@ def _bounded_cron(cron: CronSchedule, start_at: datetime, end_at: datetime | Non
 
 
 def first_tick(schedule: Schedule, now: datetime) -> datetime | None:
-    """A new or re-activated template's first tick: the first at or after ``now``.
+    """A new or re-activated template's first tick: never one before ``now``.
 
-    Ticks before ``now`` are never backfilled, for an interval (a past ``start_at`` only
-    sets its phase) as for a cron; a future ``start_at`` is its first tick.
+    A past ``start_at`` is not backfilled, for an interval (it only sets the phase) as
+    for a cron. An interval may fire at ``now`` itself (its ``start_at`` defaults to
+    now: it fires at once); a cron fires at its first match strictly after ``now``.
     """
-    return schedule.next_after(now - _US)
+    if isinstance(schedule, IntervalSchedule):
+        return schedule.next_after(now - _US)
+    return schedule.next_after(now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,13 @@ from taskmill.core.jobs import (
     ScheduleType,
 )
 from taskmill.core.schedules import utc
-from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template, build_schedule
+from taskmill.core.templates import (
+    MisfirePolicy,
+    OverlapPolicy,
+    Template,
+    build_schedule,
+    first_tick,
+)
 from taskmill.executors.python import TaskRegistry
 from taskmill.observability import tracing
 from taskmill.services.insert_batcher import InsertBatcher
@@ -208,8 +214,8 @@ class Scheduler:
             start_at=start_at,
             end_at=end_at,
         )
-        # An interval fires first at start_at (now, by default); cron at its next tick.
-        first = start_at if kind is ScheduleType.INTERVAL else schedule.next_after(now)
+        # The first tick at or after now: a past start_at is never backfilled (ADR 0002).
+        first = first_tick(schedule, now)
         max_attempts, timeout, queue, priority = self._options(req)
         new = template_store.NewTemplate(
             name=req.name or f"{req.task}-{uuid.uuid4().hex[:12]}",

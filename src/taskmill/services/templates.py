@@ -17,6 +17,7 @@ from taskmill.core.templates import (
     OverlapPolicy,
     Template,
     build_schedule,
+    first_tick,
     preview_fires,
 )
 from taskmill.store import templates as template_store
@@ -119,10 +120,7 @@ def _first_fire(
     )
     if not active:
         return None
-    start = merged["start_at"]
-    if kind is ScheduleType.INTERVAL and start > now:
-        return start  # type: ignore[no-any-return]
-    return schedule.next_after(now)
+    return first_tick(schedule, now)
 
 
 def _check_simple_fields(current: Template, changes: dict[str, Any]) -> None:
