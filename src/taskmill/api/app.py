@@ -86,8 +86,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     errors.install(app)
     # Outside ROUTERS: static files with no data and no key (the page asks for one).
-    app.include_router(ui_router())
-    app.add_middleware(AllowOptions, routes=app.routes)
+    ui = ui_router()
+    app.include_router(ui)
+    # The routes themselves (the app's own list holds included routers as single items).
+    served = [r for r in app.routes if getattr(r, "methods", None)]
+    served += [r for router in (*ROUTERS, ui) for r in router.routes]
+    app.add_middleware(AllowOptions, routes=served)
     app.add_middleware(
         RequestLimits, max_body_bytes=api.max_body_bytes, max_json_depth=api.max_json_depth
     )

@@ -26,8 +26,7 @@ def allowed_methods(scope: Scope, routes: Sequence[BaseRoute]) -> set[str]:
 class AllowOptions:
     """ASGI middleware answering ``OPTIONS`` itself; every other request passes through.
 
-    ``routes`` is read at each request, so routes added after the middleware count.
-    A path no route serves goes on to the app (its ``404``).
+    A path no route in ``routes`` serves goes on to the app (its ``404``).
     """
 
     def __init__(self, app: ASGIApp, *, routes: Sequence[BaseRoute]) -> None:
