@@ -49,7 +49,7 @@ def test_server_section_is_api_and_taskmill_names_win(tmp_path: Path) -> None:
     settings = _load(
         tmp_path,
         '[server]\nbind_address = "[::1]:9000"\ncors_enabled = false\n'
-        '[api]\nport = 7000\n[worker]\nmax_concurrent_tasks = 3\nconcurrency = 4\n',
+        "[api]\nport = 7000\n[worker]\nmax_concurrent_tasks = 3\nconcurrency = 4\n",
     )
     assert settings.api.host == "::1"
     assert settings.api.port == 7000

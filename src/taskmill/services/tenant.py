@@ -79,7 +79,9 @@ class TenantScope:
     async def list_templates(self) -> list[Template]:
         return await template_store.list_templates(self.db, self.merchant_id)
 
-    async def get_template(self, template_id: str) -> Template:
+    async def get_template(self, ident: str) -> Template:
+        """By id or, failing that, by the template's name (unique per merchant)."""
+        template_id = await template_store.find_template_id(self.db, ident, self.merchant_id)
         return await template_store.get_template(self.db, template_id, self.merchant_id)
 
     async def update_template(self, template_id: str, update: TemplateUpdate) -> Template:
