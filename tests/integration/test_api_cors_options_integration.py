@@ -8,6 +8,8 @@ import pytest
 
 from tests.integration.api_fixtures import Api, api, serve_api
 
+__all__ = ["api"]
+
 ORIGIN = "https://ops.example.com"
 PREFLIGHT = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
 
@@ -50,23 +52,25 @@ async def test_cors_is_off_by_default(api: Api) -> None:
 async def test_cors_preflight_and_response_with_configured_origins(tmp_path: Path) -> None:
     async with serve_api(
         f"sqlite:///{tmp_path / 'cors.db'}", tmp_path, api={"cors_origins": [ORIGIN]}
-    ) as api:
-        preflight = await api.client.options(
+    ) as served:
+        preflight = await served.client.options(
             "/jobs", headers={**PREFLIGHT, "Access-Control-Request-Headers": "x-api-key"}
         )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == ORIGIN
         assert "x-api-key" in preflight.headers["access-control-allow-headers"].lower()
-        plain = await api.client.get("/jobs", headers={**api.a, "Origin": ORIGIN})
+        plain = await served.client.get("/jobs", headers={**served.a, "Origin": ORIGIN})
         assert plain.headers["access-control-allow-origin"] == ORIGIN
         # An origin not listed gets no grant.
-        other = await api.client.options(
+        other = await served.client.options(
             "/jobs", headers={**PREFLIGHT, "Origin": "https://evil.example"}
         )
         assert "access-control-allow-origin" not in other.headers
         # Answers of the request limits (here 415) carry the grant too.
-        refused = await api.client.post(
-            "/jobs", content=b"x", headers={**api.a, "Origin": ORIGIN, "content-type": "text/plain"}
+        refused = await served.client.post(
+            "/jobs",
+            content=b"x",
+            headers={**served.a, "Origin": ORIGIN, "content-type": "text/plain"},
         )
         assert refused.status_code == 415
         assert refused.headers["access-control-allow-origin"] == ORIGIN
