@@ -27,7 +27,7 @@ from taskmill.services.templates import TemplateUpdate
 from taskmill.store import dependencies as dependency_store
 from taskmill.store import events as event_store
 from taskmill.store import jobs as job_store
-from taskmill.store import outcomes
+from taskmill.store import names, outcomes
 from taskmill.store import runs as run_store
 from taskmill.store import templates as template_store
 from taskmill.store.events import EventFilter
@@ -260,9 +260,9 @@ class Taskmill:
         (a template's ``name``, a job's ``idempotency_key``), ids first, then templates."""
         runtime = await self.open()
         merchant = DEFAULT_MERCHANT_ID  # the library's schedules are this merchant's
-        found = await template_store.find_template_id(runtime.db, ident, merchant)
+        found = await names.find_template_id(runtime.db, ident, merchant)
         if found == ident:
-            found = await job_store.find_job_id(runtime.db, ident, merchant)
+            found = await names.find_job_id(runtime.db, ident, merchant)
         return found
 
     async def cancel(self, ident: str, reason: str = "cancelled") -> Job | Template:

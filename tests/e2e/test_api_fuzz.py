@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,40 +16,57 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.e2e.test_cli import ROOT, _env, _taskmill, free_port, running
+from tests.e2e.test_cli import ROOT, _env, _taskmill, free_port
+
+
+@contextmanager
+def _serve(directory: Path, **settings: str) -> Iterator[tuple[str, str]]:
+    """``taskmill run`` on a fresh database in ``directory`` (``settings``: extra
+    ``TASKMILL_*`` variables), and an admin key for it."""
+    url = f"sqlite:///{directory / 'taskmill.db'}"
+    port = free_port()
+    env = _env(url, port) | settings
+    key = subprocess.run(
+        _taskmill("api-keys", "create", "--admin", "--name", "fuzz"),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout.decode()
+    with (directory / "taskmill.log").open("ab") as log:
+        proc = subprocess.Popen(
+            _taskmill("run", "--app", "tests.fixtures.apps:app"),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            _wait_healthy(base)
+            yield base, key.strip()
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _wait_healthy(base: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("taskmill run did not serve /healthz within 60 s")
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """``taskmill run`` on a fresh database, and an admin key for it."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'taskmill.db'}"
-    port = free_port()
-    env = _env(url, port)
-    key = (
-        subprocess.run(
-            _taskmill("api-keys", "create", "--admin", "--name", "fuzz"),
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            check=True,
-            timeout=60,
-        )
-        .stdout.decode()
-        .strip()
-    )
-    with running(url, port) as _proc:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("taskmill run did not serve /healthz within 30 s")
-            time.sleep(0.1)
-        yield base, key
+    with _serve(tmp_path_factory.mktemp("fuzz")) as served:
+        yield served
 
 
 EXAMPLES_PER_OPERATION = 40
@@ -138,51 +156,11 @@ KNOWN = "ST201/ST202 on POST /jobs, POST /templates, GET /jobs, POST /api-keys"
 
 @pytest.fixture(scope="module")
 def served_for_checks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """``taskmill run`` whose failed-authentication limit schemathesis's missing-key
-    probes cannot reach (they would turn its 401s into 429s)."""
-    directory = tmp_path_factory.mktemp("fuzz-all")
-    url = f"sqlite:///{directory / 'taskmill.db'}"
-    port = free_port()
-    env = _env(url, port) | {"TASKMILL_API__AUTH_FAILURES_PER_MINUTE": "1000000"}
-    key = (
-        subprocess.run(
-            _taskmill("api-keys", "create", "--admin", "--name", "fuzz"),
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            check=True,
-            timeout=60,
-        )
-        .stdout.decode()
-        .strip()
-    )
-    with (directory / "taskmill.log").open("ab") as log:
-        proc = subprocess.Popen(
-            _taskmill("run", "--app", "tests.fixtures.apps:app"),
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            _wait_healthy(base)
-            yield base, key
-        finally:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _wait_healthy(base: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("taskmill run did not serve /healthz within 60 s")
+    """Its failed-authentication limit out of reach of schemathesis's missing-key probes
+    (they would turn its 401s into 429s)."""
+    limit = {"TASKMILL_API__AUTH_FAILURES_PER_MINUTE": "1000000"}
+    with _serve(tmp_path_factory.mktemp("fuzz-all"), **limit) as served:
+        yield served
 
 
 @pytest.mark.xfail(strict=True, reason=f"open findings: {KNOWN}")

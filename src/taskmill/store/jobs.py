@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Select, Table, bindparam, func, insert, or_, select, union_all
+from sqlalchemy import Insert, Select, Table, bindparam, func, insert, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.dependencies import parse_policy
@@ -401,15 +401,3 @@ async def count_by_status(db: Database, merchant_id: str | None = None) -> dict[
     async with db.read() as conn:
         counts = {JobStatus(s): n for s, n in (await conn.execute(stmt)).all()}
     return {status: counts.get(status, 0) for status in JobStatus}
-
-
-async def find_job_id(db: Database, ident: str, merchant_id: str) -> str:
-    """The id of the merchant's job whose id or, failing that, idempotency key (the
-    caller's own name for it) is ``ident``; ``ident`` itself when neither matches."""
-    stmt = select(jobs.c.id).where(
-        jobs.c.merchant_id == merchant_id,
-        or_(jobs.c.id == ident, jobs.c.idempotency_key == ident),
-    )
-    async with db.read() as conn:
-        found = [row.id for row in await conn.execute(stmt)]
-    return ident if not found or ident in found else str(found[0])

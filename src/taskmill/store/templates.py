@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, or_, select, update
+from sqlalchemy import Row, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.errors import Conflict, NotFound
@@ -339,15 +339,3 @@ async def _insert_instance(
         return 0  # another manager created this tick's instance first
     await event_log.append(conn, [created_event(row, actor)])
     return 1
-
-
-async def find_template_id(db: Database, ident: str, merchant_id: str) -> str:
-    """The id of the merchant's template whose id or, failing that, name is ``ident``
-    (seed 003: callers name their schedules); ``ident`` itself when neither matches."""
-    stmt = select(templates.c.id).where(
-        templates.c.merchant_id == merchant_id,
-        or_(templates.c.id == ident, templates.c.name == ident),
-    )
-    async with db.read() as conn:
-        found = [row.id for row in await conn.execute(stmt)]
-    return ident if not found or ident in found else str(found[0])
