@@ -9,6 +9,8 @@ import pytest
 
 from taskmill.config import Settings, load_settings
 from taskmill.core.errors import ConfigError
+from taskmill.executors.python import TaskRegistry
+from taskmill.runtime import Runtime
 
 SEED_002 = Path(__file__).parents[1] / "fixtures" / "seed002"
 
@@ -83,3 +85,17 @@ def test_bad_aliased_values_name_the_key(tmp_path: Path, body: str, named: str) 
 
 def test_cors_is_off_by_default() -> None:
     assert load_settings().api.cors_origins == ()
+
+
+def test_enabled_keys_choose_what_taskmill_run_runs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    worker_off = load_settings(database={"url": url}, worker={"enabled": False})
+    assert set(Runtime(worker_off, TaskRegistry()).services()) == {
+        "queue-populator",
+        "failure-watcher",
+        "recurrence-manager",
+    }
+    scheduler_off = load_settings(database={"url": url}, scheduler={"enabled": False})
+    assert set(Runtime(scheduler_off, TaskRegistry()).services()) == {"executor"}
+    # A service named on its own (``taskmill executor``) runs whatever the keys say.
+    assert set(Runtime(worker_off, TaskRegistry()).services(only={"executor"})) == {"executor"}
