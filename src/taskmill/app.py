@@ -15,7 +15,7 @@ from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.errors import NotFound
 from taskmill.core.events import Event
-from taskmill.core.jobs import DependencyFailurePolicy, Job, JobRun, JobStatus
+from taskmill.core.jobs import DEFAULT_MERCHANT_ID, DependencyFailurePolicy, Job, JobRun, JobStatus
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.templates import FirePreview, MisfirePolicy, OverlapPolicy, Template
 from taskmill.executors.python import TaskDefinition, TaskRegistry, Validator
@@ -27,7 +27,7 @@ from taskmill.services.templates import TemplateUpdate
 from taskmill.store import dependencies as dependency_store
 from taskmill.store import events as event_store
 from taskmill.store import jobs as job_store
-from taskmill.store import outcomes
+from taskmill.store import names, outcomes
 from taskmill.store import runs as run_store
 from taskmill.store import templates as template_store
 from taskmill.store.events import EventFilter
@@ -255,9 +255,21 @@ class Taskmill:
             runtime.wakers.populator.wake()
         return jobs
 
-    async def cancel(self, ident: str, reason: str = "cancelled") -> Job | Template:
-        """Cancel a job (scheduled, queued or running), or switch a template off."""
+    async def _resolve(self, ident: str) -> str:
+        """Seed 003: a job or template can be named by its id or by the caller's own name
+        (a template's ``name``, a job's ``idempotency_key``), ids first, then templates."""
         runtime = await self.open()
+        merchant = DEFAULT_MERCHANT_ID  # the library's schedules are this merchant's
+        found = await names.find_template_id(runtime.db, ident, merchant)
+        if found == ident:
+            found = await names.find_job_id(runtime.db, ident, merchant)
+        return found
+
+    async def cancel(self, ident: str, reason: str = "cancelled") -> Job | Template:
+        """Cancel a job (scheduled, queued or running), or switch a template off; ``ident``
+        is an id, a template's name or a job's idempotency key (``app.cancel("daily-report")``)."""
+        runtime = await self.open()
+        ident = await self._resolve(ident)
         try:
             job = await outcomes.cancel(runtime.db, ident, reason=reason, actor="library")
         except NotFound:
@@ -269,8 +281,10 @@ class Taskmill:
         return job
 
     async def get(self, ident: str) -> Job | Template:
-        """The job or template with this id, or :class:`~taskmill.core.errors.NotFound`."""
+        """The job or template with this id, template name or job idempotency key, or
+        :class:`~taskmill.core.errors.NotFound`."""
         runtime = await self.open()
+        ident = await self._resolve(ident)
         try:
             return await job_store.get_job(runtime.db, ident)
         except NotFound:

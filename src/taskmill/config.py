@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -67,6 +68,8 @@ class BrokerSettings(_Section):
 
 
 class WorkerSettings(_Section):
+    enabled: bool = True
+    """Whether ``taskmill run`` (and ``Taskmill.run``) runs the executor."""
     concurrency: int = Field(default=10, gt=0, le=10_000)
     queues: tuple[str, ...] = ("default",)
     lease_seconds: float = Field(default=30.0, gt=0)
@@ -91,6 +94,9 @@ class WorkerSettings(_Section):
 
 
 class SchedulerSettings(_Section):
+    enabled: bool = True
+    """Whether ``taskmill run`` runs the queue populator, failure watcher and recurrence
+    manager."""
     poll_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
     batch_size: int = Field(default=500, gt=0, le=100_000)
     watcher_interval_seconds: float = Field(default=1.0, gt=0)
@@ -143,6 +149,22 @@ class ApiSettings(_Section):
     request_read_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
     """A request's headers and body must arrive within this long of its first byte
     (and a new connection must start one), or the connection is closed (slowloris)."""
+    cors_origins: tuple[str, ...] = Field(default=(), max_length=100)
+    """Origins (``https://app.example.com``) browsers may call the API from; ``["*"]``:
+    any; empty: CORS off (no CORS header is sent)."""
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin (scheme://host[:port], no path) or '*'"
+                )
+        return value
+
+
+_ORIGIN = re.compile(r"https?://[^/\s:]+(:[0-9]{1,5})?")
 
 
 class MetricsSettings(_Section):
@@ -307,6 +329,11 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     process: ProcessSettings = ProcessSettings()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_002_names(cls, data: Any) -> Any:
+        return seed_002_aliases(data) if isinstance(data, dict) else data
+
     @model_validator(mode="after")
     def _dead_after_beats(self) -> Settings:
         # A live worker must get a heartbeat in before it is judged dead, or its jobs
@@ -335,6 +362,95 @@ class Settings(BaseSettings):
         if toml is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
+
+
+# Seed 002's section and key names (its example config/development.toml), accepted as
+# aliases of taskmill's own (docs/configuration.md). Taskmill's own name wins when a file
+# or the environment gives both.
+SECTION_ALIASES = {"message_queue": "broker", "dispatcher": "scheduler", "server": "api"}
+KEY_ALIASES: dict[str, dict[str, str]] = {
+    "database": {"max_connections": "pool_size"},
+    "broker": {"task_queue": "prefix"},
+    "scheduler": {
+        "schedule_interval_seconds": "poll_interval_seconds",
+        "max_concurrent_dispatches": "batch_size",
+    },
+    "worker": {
+        "max_concurrent_tasks": "concurrency",
+        "heartbeat_interval_seconds": "heartbeat_seconds",
+    },
+}
+# Seed 002's ``status_queue``: taskmill's workers write outcomes to the database, so no
+# status queue exists; the key is accepted (a string) and has no effect.
+
+
+def seed_002_aliases(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with seed 002's names rewritten to taskmill's (a new dict)."""
+    result = dict(data)
+    for alias, own in SECTION_ALIASES.items():
+        if isinstance(result.get(alias), dict):
+            aliased = result.pop(alias)
+            own_section = result.get(own)
+            if own_section is None or isinstance(own_section, dict):
+                result[own] = {**aliased, **(own_section or {})}
+    for section, value in list(result.items()):
+        if isinstance(value, dict):
+            result[section] = _section_aliases(section, value)
+    worker = result.get("worker")
+    if isinstance(worker, dict) and "heartbeat_interval_seconds" in data.get("worker", {}):
+        _fit_to_heartbeat(result, worker)
+    return result
+
+
+def _fit_to_heartbeat(result: dict[str, Any], worker: dict[str, Any]) -> None:
+    """Seed 002 sets only a heartbeat (30 s in its example): keep taskmill's default ratios
+    to it (lease 3 beats, dead after 2.5) for the keys not set, so the file loads."""
+    try:
+        beat = float(worker["heartbeat_seconds"])
+    except (TypeError, ValueError):
+        return  # the field's own validation names it
+    worker.setdefault("lease_seconds", 3 * beat)
+    scheduler = result.setdefault("scheduler", {})
+    if isinstance(scheduler, dict):
+        scheduler.setdefault("worker_dead_after_seconds", 2.5 * beat)
+
+
+def _section_aliases(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    aliases = KEY_ALIASES.get(section, {}).keys() | _SPECIAL.get(section, set())
+    renamed = {k: v for k, v in values.items() if k not in aliases}
+    for key, value in values.items():
+        if key in aliases:
+            for own, own_value in _translate(section, key, value):
+                renamed.setdefault(own, own_value)  # taskmill's own name wins
+    return renamed
+
+
+_SPECIAL = {"api": {"bind_address", "cors_enabled"}, "broker": {"status_queue"}}
+
+
+def _translate(section: str, key: str, value: Any) -> list[tuple[str, Any]]:
+    own = KEY_ALIASES.get(section, {}).get(key)
+    if own is not None:
+        return [(own, value)]
+    if key == "bind_address":
+        host, port = _bind_address(value)
+        return [("host", host), ("port", port)]
+    if key == "cors_enabled":
+        if not isinstance(value, bool):
+            raise ValueError("api.cors_enabled: must be true or false")
+        return [("cors_origins", ("*",) if value else ())]
+    # status_queue: no effect (see _NO_EFFECT above), but it must be what seed 002 says.
+    if not isinstance(value, str):
+        raise ValueError(f"{section}.{key}: must be a string")
+    return []
+
+
+def _bind_address(value: Any) -> tuple[str, str]:
+    """Seed 002's ``bind_address = "host:port"`` (``[::1]:8080`` for IPv6)."""
+    host, sep, port = str(value).rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"api.bind_address: {value!r} is not host:port")
+    return host.removeprefix("[").removesuffix("]"), port
 
 
 class _SeedUrls(PydanticBaseSettingsSource):

@@ -230,11 +230,22 @@ class Runtime:
     def services(self, only: Collection[str] | None = None) -> dict[str, ServiceMain]:
         """Every service (``taskmill run``), or those named in ``only`` (one per process:
         ``taskmill executor`` and the like). On PostgreSQL a notification listener joins
-        them, so work queued by other processes is seen at once."""
-        chosen = {k: v for k, v in self._all_services().items() if only is None or k in only}
+        them, so work queued by other processes is seen at once. Without ``only``,
+        ``worker.enabled`` and ``scheduler.enabled`` say which services run."""
+        if only is None:
+            only = self._enabled_services()
+        chosen = {k: v for k, v in self._all_services().items() if k in only}
         if self.db.dialect.name == "postgresql" and set(chosen) - {"failure-watcher"}:
             chosen["pg-listener"] = self._listener()
         return chosen
+
+    def _enabled_services(self) -> set[str]:
+        enabled = set()
+        if self.settings.worker.enabled:
+            enabled.add("executor")
+        if self.settings.scheduler.enabled:
+            enabled |= {"queue-populator", "failure-watcher", "recurrence-manager"}
+        return enabled
 
     def _all_services(self) -> dict[str, ServiceMain]:
         sched = self.settings.scheduler

@@ -4,8 +4,11 @@ every 4xx carries the machine-readable error body (RELIABILITY.md S20)."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,40 +16,57 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.e2e.test_cli import ROOT, _env, _taskmill, free_port, running
+from tests.e2e.test_cli import ROOT, _env, _taskmill, free_port
+
+
+@contextmanager
+def _serve(directory: Path, **settings: str) -> Iterator[tuple[str, str]]:
+    """``taskmill run`` on a fresh database in ``directory`` (``settings``: extra
+    ``TASKMILL_*`` variables), and an admin key for it."""
+    url = f"sqlite:///{directory / 'taskmill.db'}"
+    port = free_port()
+    env = _env(url, port) | settings
+    key = subprocess.run(
+        _taskmill("api-keys", "create", "--admin", "--name", "fuzz"),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout.decode()
+    with (directory / "taskmill.log").open("ab") as log:
+        proc = subprocess.Popen(
+            _taskmill("run", "--app", "tests.fixtures.apps:app"),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            _wait_healthy(base)
+            yield base, key.strip()
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _wait_healthy(base: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("taskmill run did not serve /healthz within 60 s")
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """``taskmill run`` on a fresh database, and an admin key for it."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'taskmill.db'}"
-    port = free_port()
-    env = _env(url, port)
-    key = (
-        subprocess.run(
-            _taskmill("api-keys", "create", "--admin", "--name", "fuzz"),
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            check=True,
-            timeout=60,
-        )
-        .stdout.decode()
-        .strip()
-    )
-    with running(url, port) as _proc:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("taskmill run did not serve /healthz within 30 s")
-            time.sleep(0.1)
-        yield base, key
+    with _serve(tmp_path_factory.mktemp("fuzz")) as served:
+        yield served
 
 
 EXAMPLES_PER_OPERATION = 40
@@ -120,3 +140,55 @@ def test_api_fuzz_schema_lists_every_route(served: tuple[str, str]) -> None:
     assert {"/jobs", "/jobs/{job_id}", "/templates/{template_id}", "/events", "/readyz"} <= set(
         paths
     )
+
+
+# Issue 18 item 9: every schemathesis check (schema conformance of statuses, headers and
+# bodies, positive and negative data, missing auth, OPTIONS/Allow, 405s, stateful links)
+# over every operation, in every phase, with bounded examples (about 40 s).
+ALL_CHECKS_EXAMPLES = 10
+
+# What the run still finds (all outside the declarations this test was written for; see
+# the issue 18 hand-over): JobCreate's and TemplateCreate's "one schedule kind" rule is not
+# in the JSON schema; GET /jobs takes a number as a date-time (run_before=0.5) and refuses
+# a schema-valid opaque cursor; POST /api-keys refuses a past expires_at.
+KNOWN = "ST201/ST202 on POST /jobs, POST /templates, GET /jobs, POST /api-keys"
+
+
+@pytest.fixture(scope="module")
+def served_for_checks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """Its failed-authentication limit out of reach of schemathesis's missing-key probes
+    (they would turn its 401s into 429s)."""
+    limit = {"TASKMILL_API__AUTH_FAILURES_PER_MINUTE": "1000000"}
+    with _serve(tmp_path_factory.mktemp("fuzz-all"), **limit) as served:
+        yield served
+
+
+@pytest.mark.xfail(strict=True, reason=f"open findings: {KNOWN}")
+def test_schemathesis_all_checks_over_every_operation(
+    served_for_checks: tuple[str, str], tmp_path: Path
+) -> None:
+    base, key = served_for_checks
+    st = Path(sys.executable).with_name("st")
+    result = subprocess.run(
+        [
+            str(st),
+            "run",
+            f"{base}/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            str(ALL_CHECKS_EXAMPLES),
+            "--workers",
+            "1",
+            "--continue-on-failure",
+            "--seed",
+            "18",
+            "-H",
+            f"x-api-key: {key}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-20000:]

@@ -25,7 +25,16 @@ def _compose(name: str) -> dict[str, Any]:
 
 
 def test_compose_dev_has_postgres_and_redis() -> None:
-    assert set(_compose("docker-compose.dev.yml")["services"]) == {"postgres", "redis"}
+    assert set(_compose("docker-compose.dev.yml")["services"]) == {"postgres", "redis", "rabbitmq"}
+
+
+def test_compose_dev_starts_rabbitmq_only_with_its_profile() -> None:
+    """Seed 004's dev environment has RabbitMQ: ``--profile rabbitmq`` starts it on the
+    ports the broker URL in docs/deployment/README.md names; a plain ``up`` does not."""
+    services = _compose("docker-compose.dev.yml")["services"]
+    assert services["rabbitmq"]["profiles"] == ["rabbitmq"]
+    assert "5672:5672" in services["rabbitmq"]["ports"]
+    assert all("profiles" not in services[name] for name in ("postgres", "redis"))
 
 
 def test_compose_runs_every_service_with_real_commands() -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from taskmill import __version__
 from taskmill.api import errors
 from taskmill.api.auth import Authenticator, FailureLimiter
 from taskmill.api.limits import RequestLimits
+from taskmill.api.options import AllowOptions
 from taskmill.api.quota import MerchantQuota
 from taskmill.api.routes import admin, events, health, jobs, metrics, stats, templates
 from taskmill.api.tracing import RequestSpans
@@ -36,9 +40,14 @@ ROUTERS: tuple[APIRouter, ...] = (
 )
 
 
-def create_app(runtime: Runtime) -> FastAPI:
-    """The API for ``runtime`` (its database, clock, scheduler and API keys)."""
-    api = runtime.settings.api
+# What a browser may send and read cross-origin when ``api.cors_origins`` is set.
+CORS_HEADERS = ("x-api-key", "authorization", "content-type")
+CORS_EXPOSED = ("location", "retry-after")
+
+
+def _routed_app() -> FastAPI:
+    """The app with every documented route and nothing else: what the OpenAPI document
+    is made from, served or exported (so the two cannot differ)."""
     app = FastAPI(
         title="taskmill",
         version=__version__,
@@ -47,6 +56,25 @@ def create_app(runtime: Runtime) -> FastAPI:
         openapi_url="/openapi.json",
         redoc_url=None,
     )
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document the API serves at ``/openapi.json`` (no runtime needed)."""
+    return _routed_app().openapi()
+
+
+def openapi_json() -> str:
+    """:func:`openapi_document` as stable text: sorted keys, two-space indent, newline."""
+    return json.dumps(openapi_document(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The API for ``runtime`` (its database, clock, scheduler and API keys)."""
+    api = runtime.settings.api
+    app = _routed_app()
     app.state.runtime = runtime
     quota = None
     if api.requests_per_second_per_merchant is not None:
@@ -57,14 +85,27 @@ def create_app(runtime: Runtime) -> FastAPI:
         runtime.api_keys, FailureLimiter(api.auth_failures_per_minute), quota
     )
     errors.install(app)
-    for router in ROUTERS:
-        app.include_router(router)
     # Outside ROUTERS: static files with no data and no key (the page asks for one).
-    app.include_router(ui_router())
+    ui = ui_router()
+    app.include_router(ui)
+    # The routes themselves (the app's own list holds included routers as single items).
+    served = [r for r in app.routes if getattr(r, "methods", None)]
+    served += [r for router in (*ROUTERS, ui) for r in router.routes]
+    app.add_middleware(AllowOptions, routes=served)
     app.add_middleware(
         RequestLimits, max_body_bytes=api.max_body_bytes, max_json_depth=api.max_json_depth
     )
     app.add_middleware(RequestSpans)
+    if api.cors_origins:  # off by default: no CORS header unless origins are configured
+        # Outside the limits, so that their 413/415/422 answers carry the CORS headers too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(api.cors_origins),
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=list(CORS_HEADERS),
+            expose_headers=list(CORS_EXPOSED),
+            max_age=600,
+        )
     # Added last, so outermost: it also times requests the limits reject.
     app.add_middleware(metrics.RequestMetrics, routes=[r for x in ROUTERS for r in x.routes])
     return app

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from taskmill import __version__
-from taskmill.api.app import create_app
+from taskmill.api.app import create_app, openapi_json
 from taskmill.api.server import api_service
 from taskmill.app import ServicesFactory
 from taskmill.cli.api_keys import api_keys_cli
@@ -165,6 +166,30 @@ def db_current(env: EnvOption = None, config_dir: ConfigDirOption = None) -> Non
 def version() -> None:
     """Print the taskmill version."""
     typer.echo(__version__)
+
+
+OPENAPI_FILE = Path("docs/api/openapi.json")
+
+
+@cli.command()
+def openapi(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="where to write the document")
+    ] = OPENAPI_FILE,
+    check: Annotated[
+        bool, typer.Option("--check", help="write nothing; exit 1 if the file is stale")
+    ] = False,
+) -> None:
+    """Write the OpenAPI document the API serves (sorted keys: the same text every run)."""
+    text = openapi_json()
+    if check:
+        current = output.read_text(encoding="utf-8") if output.is_file() else None
+        if current != text:
+            typer.echo(f"{output} is stale: run `taskmill openapi --output {output}`", err=True)
+            raise typer.Exit(1)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from taskmill.services.templates import Templates, TemplateUpdate
 from taskmill.store import dependencies as dependency_store
 from taskmill.store import events as event_store
 from taskmill.store import jobs as job_store
-from taskmill.store import outcomes, tenants
+from taskmill.store import names, outcomes, tenants
 from taskmill.store import runs as run_store
 from taskmill.store import templates as template_store
 from taskmill.store import workers as worker_store
@@ -79,7 +79,9 @@ class TenantScope:
     async def list_templates(self) -> list[Template]:
         return await template_store.list_templates(self.db, self.merchant_id)
 
-    async def get_template(self, template_id: str) -> Template:
+    async def get_template(self, ident: str) -> Template:
+        """By id or, failing that, by the template's name (unique per merchant)."""
+        template_id = await names.find_template_id(self.db, ident, self.merchant_id)
         return await template_store.get_template(self.db, template_id, self.merchant_id)
 
     async def update_template(self, template_id: str, update: TemplateUpdate) -> Template:

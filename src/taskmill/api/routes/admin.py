@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from taskmill.api.auth import Admin
+from taskmill.api.responses import AUTHENTICATED, BODY, WRITE, errors
 from taskmill.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, MerchantCreate, MerchantOut
 from taskmill.core.tenants import ApiKey
 
@@ -27,17 +28,24 @@ def key_out(key: ApiKey) -> ApiKeyOut:
     )
 
 
-@router.post("/merchants", status_code=201, response_model=MerchantOut)
+@router.post(
+    "/merchants", status_code=201, response_model=MerchantOut, responses=errors(409, *WRITE, *BODY)
+)
 async def create_merchant(body: MerchantCreate, admin: Admin) -> MerchantOut:
     return MerchantOut.model_validate(await admin.admin().create_merchant(body.name))
 
 
-@router.get("/merchants", response_model=list[MerchantOut])
+@router.get("/merchants", response_model=list[MerchantOut], responses=errors(*AUTHENTICATED))
 async def list_merchants(admin: Admin) -> list[MerchantOut]:
     return [MerchantOut.model_validate(m) for m in await admin.admin().list_merchants()]
 
 
-@router.post("/api-keys", status_code=201, response_model=ApiKeyCreated)
+@router.post(
+    "/api-keys",
+    status_code=201,
+    response_model=ApiKeyCreated,
+    responses=errors(404, 409, *WRITE, *BODY),
+)
 async def create_api_key(body: ApiKeyCreate, admin: Admin) -> ApiKeyCreated:
     """Issue a key; the response holds the secret, which is never shown again."""
     issued = await admin.admin().issue_key(
@@ -46,13 +54,15 @@ async def create_api_key(body: ApiKeyCreate, admin: Admin) -> ApiKeyCreated:
     return ApiKeyCreated(key=key_out(issued.key), secret=issued.plaintext)
 
 
-@router.get("/api-keys", response_model=list[ApiKeyOut])
+@router.get("/api-keys", response_model=list[ApiKeyOut], responses=errors(*AUTHENTICATED))
 async def list_api_keys(
     admin: Admin, merchant_id: Annotated[str | None, Query(max_length=36)] = None
 ) -> list[ApiKeyOut]:
     return [key_out(k) for k in await admin.admin().list_keys(merchant_id)]
 
 
-@router.post("/api-keys/{key_id}/revoke", response_model=ApiKeyOut)
+@router.post(
+    "/api-keys/{key_id}/revoke", response_model=ApiKeyOut, responses=errors(404, 409, *WRITE)
+)
 async def revoke_api_key(key_id: str, admin: Admin) -> ApiKeyOut:
     return key_out(await admin.admin().revoke_key(key_id))

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from taskmill.api.auth import JobsRead
+from taskmill.api.responses import AUTHENTICATED, errors
 from taskmill.api.schemas import EventOut, EventPage, WorkerOut
 from taskmill.core.events import EventType
 from taskmill.store.events import EventFilter
@@ -14,7 +15,7 @@ from taskmill.store.events import EventFilter
 router = APIRouter(tags=["events"])
 
 
-@router.get("/events", response_model=EventPage)
+@router.get("/events", response_model=EventPage, responses=errors(*AUTHENTICATED))
 async def list_events(
     tenant: JobsRead,
     job_id: Annotated[str | None, Query(max_length=36)] = None,
@@ -42,7 +43,9 @@ async def list_events(
     )
 
 
-@router.get("/workers", response_model=list[WorkerOut], tags=["workers"])
+@router.get(
+    "/workers", response_model=list[WorkerOut], tags=["workers"], responses=errors(*AUTHENTICATED)
+)
 async def list_workers(tenant: JobsRead) -> list[WorkerOut]:
     """Workers, live and dead, with their last heartbeat (shared infrastructure)."""
     return [WorkerOut.model_validate(w) for w in await tenant.workers()]

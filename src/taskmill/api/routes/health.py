@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
+from taskmill.api.responses import ANY, errors
 from taskmill.core.errors import StoreError
 from taskmill.runtime import Runtime
 from taskmill.store import migrate
@@ -12,12 +14,24 @@ from taskmill.store import migrate
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+class Readiness(BaseModel):
+    status: str
+    reason: str | None = None
+
+
+@router.get("/healthz", responses=errors(*ANY))
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        200: {"model": Readiness, "description": 'Ready: `{"status": "ok"}`'},
+        503: {"model": Readiness, "description": "Not ready, with the `reason`"},
+        **errors(*ANY),
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
     try:

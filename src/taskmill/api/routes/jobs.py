@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from taskmill.api.auth import JobsRead, JobsWrite
+from taskmill.api.responses import AUTHENTICATED, BODY, WRITE, errors
 from taskmill.api.schemas import (
     CancelRequest,
     DependenciesOut,
@@ -33,7 +34,10 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
     "",
     status_code=201,
     response_model=JobOut | TemplateOut,
-    responses={200: {"description": "An earlier job with the same idempotency_key"}},
+    responses={
+        200: {"description": "An earlier job with the same idempotency_key"},
+        **errors(409, *WRITE, *BODY),
+    },
 )
 async def create_job(
     body: JobCreate, tenant: JobsWrite, response: Response
@@ -83,7 +87,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValidationError("cursor", "is not a cursor this API returned") from exc
 
 
-@router.get("", response_model=JobPage)
+@router.get("", response_model=JobPage, responses=errors(*AUTHENTICATED))
 async def list_jobs(
     tenant: JobsRead,
     status: Annotated[list[JobStatus] | None, Query()] = None,
@@ -117,30 +121,34 @@ async def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=errors(404, *AUTHENTICATED))
 async def get_job(job_id: str, tenant: JobsRead) -> JobOut:
     return JobOut.model_validate(await tenant.get_job(job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=errors(404, 409, *WRITE, *BODY))
 async def cancel_job(job_id: str, tenant: JobsWrite, body: CancelRequest | None = None) -> JobOut:
     """Cancel a scheduled, queued or running job (409 if it already finished)."""
     reason = (body or CancelRequest()).reason
     return JobOut.model_validate(await tenant.cancel_job(job_id, reason))
 
 
-@router.post("/{job_id}/retry", response_model=JobOut)
+@router.post("/{job_id}/retry", response_model=JobOut, responses=errors(404, 409, *WRITE, *BODY))
 async def retry_job(job_id: str, tenant: JobsWrite) -> JobOut:
     """Give a failed job one more attempt now (409 unless it is ``failed``)."""
     return JobOut.model_validate(await tenant.retry_job(job_id))
 
 
-@router.get("/{job_id}/runs", response_model=list[RunOut])
+@router.get("/{job_id}/runs", response_model=list[RunOut], responses=errors(404, *AUTHENTICATED))
 async def list_runs(job_id: str, tenant: JobsRead) -> list[RunOut]:
     return [RunOut.model_validate(r) for r in await tenant.runs(job_id)]
 
 
-@router.get("/{job_id}/dependencies", response_model=DependenciesOut)
+@router.get(
+    "/{job_id}/dependencies",
+    response_model=DependenciesOut,
+    responses=errors(404, *AUTHENTICATED),
+)
 async def get_dependencies(job_id: str, tenant: JobsRead) -> DependenciesOut:
     """The jobs this one waits on (``upstream``) and those waiting on it (``downstream``)."""
     return DependenciesOut.model_validate(await tenant.dependencies(job_id))

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskmill.api.auth import Authenticator, api_key_header
+from taskmill.api.responses import AUTHENTICATED, errors
 from taskmill.core.errors import StoreError
 from taskmill.core.tenants import Scope as KeyScope
 from taskmill.observability import metrics
@@ -66,7 +67,10 @@ async def _snapshot(runtime: Runtime) -> metrics.StoreSnapshot:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+        **errors(*AUTHENTICATED),
+    },
     dependencies=[Depends(metrics_reader)],
 )
 async def get_metrics(request: Request) -> Response:

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from taskmill.api.auth import JobsRead
+from taskmill.api.responses import AUTHENTICATED, errors
 from taskmill.store import stats
 
 router = APIRouter(tags=["stats"])
@@ -50,7 +51,7 @@ class StatsOut(BaseModel):
     )
 
 
-@router.get("/stats", response_model=StatsOut)
+@router.get("/stats", response_model=StatsOut, responses=errors(*AUTHENTICATED))
 async def get_stats(tenant: JobsRead) -> StatsOut:
     """Unfinished jobs now, finished attempts per minute over the last hour, and the
     start lag of recent jobs, for this key's merchant. Bounded queries only."""

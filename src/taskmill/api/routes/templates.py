@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from taskmill.api.auth import TemplatesRead, TemplatesWrite
+from taskmill.api.responses import AUTHENTICATED, BODY, WRITE, errors
 from taskmill.api.schemas import FireOut, TemplateCreate, TemplateOut, TemplatePatch
 from taskmill.core.templates import Template
 from taskmill.services.scheduling import ScheduleRequest
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/templates", tags=["templates"])
 _PATCH_RENAMES = {"cron": "cron_expression"}
 
 
-@router.post("", status_code=201, response_model=TemplateOut)
+@router.post("", status_code=201, response_model=TemplateOut, responses=errors(409, *WRITE, *BODY))
 async def create_template(
     body: TemplateCreate, tenant: TemplatesWrite, response: Response
 ) -> TemplateOut:
@@ -44,17 +45,19 @@ async def create_template(
     return TemplateOut.model_validate(scheduled.item)
 
 
-@router.get("", response_model=list[TemplateOut])
+@router.get("", response_model=list[TemplateOut], responses=errors(*AUTHENTICATED))
 async def list_templates(tenant: TemplatesRead) -> list[TemplateOut]:
     return [TemplateOut.model_validate(t) for t in await tenant.list_templates()]
 
 
-@router.get("/{template_id}", response_model=TemplateOut)
+@router.get("/{template_id}", response_model=TemplateOut, responses=errors(404, *AUTHENTICATED))
 async def get_template(template_id: str, tenant: TemplatesRead) -> TemplateOut:
     return TemplateOut.model_validate(await tenant.get_template(template_id))
 
 
-@router.patch("/{template_id}", response_model=TemplateOut)
+@router.patch(
+    "/{template_id}", response_model=TemplateOut, responses=errors(404, 409, *WRITE, *BODY)
+)
 async def update_template(
     template_id: str, body: TemplatePatch, tenant: TemplatesWrite
 ) -> TemplateOut:
@@ -67,14 +70,16 @@ async def update_template(
     return TemplateOut.model_validate(updated)
 
 
-@router.delete("/{template_id}", status_code=204)
+@router.delete("/{template_id}", status_code=204, responses=errors(404, 409, *WRITE))
 async def delete_template(template_id: str, tenant: TemplatesWrite) -> Response:
     """Delete the template; jobs it already created stay."""
     await tenant.delete_template(template_id)
     return Response(status_code=204)
 
 
-@router.get("/{template_id}/preview", response_model=list[FireOut])
+@router.get(
+    "/{template_id}/preview", response_model=list[FireOut], responses=errors(404, *AUTHENTICATED)
+)
 async def preview(
     template_id: str, tenant: TemplatesRead, count: Annotated[int, Query(ge=1, le=1000)] = 10
 ) -> list[FireOut]:
