@@ -145,6 +145,22 @@ class ApiSettings(_Section):
     request_read_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
     """A request's headers and body must arrive within this long of its first byte
     (and a new connection must start one), or the connection is closed (slowloris)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks (CIDR) of the reverse proxies whose ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` are believed; empty: forwarded headers are ignored."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Normalised (10.1.2.3/8 -> 10.0.0.0/8): uvicorn would silently treat a network
+        # with host bits as a literal that matches nothing.
+        normalised = []
+        for entry in value:
+            try:
+                normalised.append(str(ipaddress.ip_network(entry, strict=False)))
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or a network in CIDR") from exc
+        return tuple(normalised)
 
 
 class MetricsSettings(_Section):
