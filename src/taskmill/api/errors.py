@@ -38,7 +38,14 @@ _STATUS: list[tuple[type[TaskmillError], int, str]] = [
 def error_body(
     kind: str, message: str, fields: list[dict[str, str]] | None = None
 ) -> dict[str, Any]:
-    return {"error": {"type": kind, "message": message, "fields": fields or []}}
+    fields = [{k: _encodable(v) for k, v in f.items()} for f in fields or []]
+    return {"error": {"type": kind, "message": _encodable(message), "fields": fields}}
+
+
+def _encodable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot encode escaped: a message may quote the input
+    it refuses, and a lone surrogate in it would turn a 422 into a 500."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error_response(
@@ -72,8 +79,16 @@ def _request_validation(_request: Request, exc: Exception) -> JSONResponse:
         if error.get("type") == "json_invalid":
             return error_response(400, "malformed_json", "the body is not valid JSON")
         location = [str(part) for part in error.get("loc", ()) if part != "body"]
-        fields.append({"field": ".".join(location) or "body", "reason": str(error.get("msg"))})
+        fields.append({"field": ".".join(location) or "body", "reason": _reason(error)})
     return error_response(422, "validation_error", "the request is invalid", fields)
+
+
+def _reason(error: Any) -> str:
+    """pydantic's message, without the ``Value error, `` it puts before our own."""
+    cause = (error.get("ctx") or {}).get("error")
+    if error.get("type") == "value_error" and isinstance(cause, ValueError):
+        return str(cause)
+    return str(error.get("msg"))
 
 
 def _http_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -23,6 +23,7 @@ from taskmill.api.schemas import (
 )
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import Job, JobStatus
+from taskmill.core.schedules import utc
 from taskmill.services.scheduling import ScheduleRequest
 from taskmill.store.jobs import JobFilter
 
@@ -78,8 +79,9 @@ def encode_cursor(job: Job) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, ident = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created), str(ident)
-    except (ValueError, TypeError, binascii.Error) as exc:
+        # utc(): a naive or unrepresentable time (OverflowError) is no cursor of ours.
+        return utc(datetime.fromisoformat(created)), str(ident)
+    except (ValueError, TypeError, binascii.Error, ValidationError) as exc:
         raise ValidationError("cursor", "is not a cursor this API returned") from exc
 
 
