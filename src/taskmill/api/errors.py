@@ -18,6 +18,7 @@ from taskmill.core.errors import (
     Conflict,
     NotFound,
     StorageFull,
+    StoreError,
     StoreUnavailable,
     TaskmillError,
     ValidationError,
@@ -32,6 +33,15 @@ _STATUS: list[tuple[type[TaskmillError], int, str]] = [
     (StorageFull, 507, "storage_full"),
     (StoreUnavailable, 503, "unavailable"),
     (BrokerError, 503, "unavailable"),
+    (StoreError, 500, "internal_error"),
+]
+# What a client is told of a failure of the infrastructure: never the driver's text,
+# which names hosts, ports, constraints and SQL. The details go to the log.
+_INFRASTRUCTURE: list[tuple[type[TaskmillError], str]] = [
+    (StorageFull, "the database is out of space; try again later"),
+    (StoreUnavailable, "the database is unavailable; try again later"),
+    (BrokerError, "the message broker is unavailable; try again later"),
+    (StoreError, "internal error"),
 ]
 
 
@@ -68,8 +78,16 @@ def _taskmill_error(_request: Request, exc: Exception) -> JSONResponse:
             if isinstance(exc, NotFound):
                 # The same body whether it is missing or another merchant's (no oracle).
                 return error_response(status, name, f"{exc.kind} not found")
-            return error_response(status, name, str(exc))
+            return error_response(status, name, _public_message(exc))
     return error_response(500, "internal_error", "internal error")
+
+
+def _public_message(exc: TaskmillError) -> str:
+    for kind, message in _INFRASTRUCTURE:
+        if isinstance(exc, kind):
+            log.warning("%s: %s", type(exc).__name__, exc)
+            return message
+    return str(exc)
 
 
 def _request_validation(_request: Request, exc: Exception) -> JSONResponse:
