@@ -11,15 +11,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
 from taskmill.store import schema
 from tests.integration.api_fixtures import Api, serve_api
-from tests.plan import sized
 
-ROUNDS = sized(10, 3)
+ROUNDS = 10
 CONCURRENT = 20
 # Text a body must never hold: the driver's, the SQL's, the schema's.
 INTERNALS = (

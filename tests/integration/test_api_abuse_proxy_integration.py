@@ -7,7 +7,6 @@ since the forwarded headers are read by uvicorn, not by the application.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,17 +19,11 @@ from taskmill.api.server import api_service
 from taskmill.config import load_settings
 from taskmill.core.errors import ConfigError
 from tests.conftest import wait_for
+from tests.e2e.test_cli import free_port
 from tests.integration.api_fixtures import serve_api
 
 LIMIT = 5  # api.auth_failures_per_minute in these tests
 BAD_KEYS = 40
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @asynccontextmanager
@@ -38,7 +31,7 @@ async def _served(sqlite_url: str, tmp_path: Path, **api: object) -> AsyncIterat
     """A real uvicorn server on loopback for an API with ``api`` settings; its base URL."""
     settings = {"auth_failures_per_minute": LIMIT, **api}
     async with serve_api(sqlite_url, tmp_path, api=settings) as holder:
-        port = _free_port()
+        port = free_port()
         stop = asyncio.Event()
         serving = asyncio.create_task(
             api_service(create_app(holder.runtime), "127.0.0.1", port)(stop)
