@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from taskmill.executors.http import HttpExecutorConfig
     from taskmill.executors.process import ProcessExecutorConfig
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _toml_file: ContextVar[Path | None] = ContextVar("taskmill_toml_file", default=None)
 
 
@@ -163,6 +164,23 @@ class ApiSettings(_Section):
                 )
         return value
 
+    trusted_proxies: tuple[str, ...] = Field(default=(), max_length=100)
+    """Addresses or networks (CIDR) of the reverse proxies whose ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` are believed; empty: forwarded headers are ignored."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Normalised (10.1.2.3/8 -> 10.0.0.0/8): uvicorn would silently treat a network
+        # with host bits as a literal that matches nothing.
+        normalised = []
+        for entry in value:
+            try:
+                normalised.append(str(ipaddress.ip_network(entry, strict=False)))
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or a network in CIDR") from exc
+        return tuple(normalised)
+
 
 _ORIGIN = re.compile(r"https?://[^/\s:]+(:[0-9]{1,5})?")
 
@@ -243,6 +261,9 @@ class ProcessSettings(_Section):
     argument is an operand, never an option. Only for programs that honour ``--``."""
     allowed_cwds: tuple[str, ...] = ()
     """Directories a job's ``cwd`` must be in; empty: any existing directory."""
+    allowed_env: tuple[str, ...] = ()
+    """Names of the environment variables a job's ``env`` may set; empty: none. Every
+    other name is refused (many run code in the program: ``BASH_ENV``, ``PYTHON*``…)."""
     path: str = Field(default="/usr/local/bin:/usr/bin:/bin", min_length=1)
     """``PATH`` of the child, and where a bare program name is looked up."""
     max_output_bytes: int = Field(default=65_536, gt=0, le=16_777_216)
@@ -279,6 +300,16 @@ class ProcessSettings(_Section):
     def _cwds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _absolute_paths(value)
 
+    @field_validator("allowed_env")
+    @classmethod
+    def _env_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)")
+            if name.startswith(("LD_", "DYLD_")):
+                raise ValueError(f"{name!r}: loader variables are never passed to a program")
+        return value
+
     @field_validator("run_dir")
     @classmethod
     def _run_dir(cls, value: str | None) -> str | None:
@@ -292,6 +323,7 @@ class ProcessSettings(_Section):
             allowed_programs=self.allowed_programs,
             operands_only_programs=self.operands_only_programs,
             allowed_cwds=self.allowed_cwds,
+            allowed_env=self.allowed_env,
             path=self.path,
             max_output_bytes=self.max_output_bytes,
             max_timeout_seconds=self.max_timeout_seconds,

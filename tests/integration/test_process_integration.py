@@ -61,6 +61,7 @@ def _settings(url: str, tmp_path: Path, **process: Any) -> Any:
             "allowed_programs": [SH, ENV],
             "max_output_bytes": MAX_OUTPUT,
             "kill_grace_seconds": 1.0,
+            "allowed_env": ["GREETING"],
             **process,
         },
     )

@@ -19,7 +19,9 @@ from taskmill.executors.process import (
 )
 
 SH = "/bin/sh"
-CONFIG = ProcessExecutorConfig(allowed_programs=(SH, "/usr/bin/env"), max_timeout_seconds=60)
+CONFIG = ProcessExecutorConfig(
+    allowed_programs=(SH, "/usr/bin/env"), allowed_env=("A", "LANG", "X"), max_timeout_seconds=60
+)
 
 
 @pytest.mark.parametrize(
@@ -100,6 +102,56 @@ def test_process_payload_operands_only_program_gets_end_of_options(tmp_path: Pat
     assert spec.args == ("--", "-rf", "--help", "--")
     assert checker.check({"argv": [PRINTF]}).args == ("--",)
     assert checker.check({"argv": [SH, "-c", "true"]}).args == ("-c", "true")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "BASH_FUNC_date%%",
+        "BASH_ENV",
+        "ENV",
+        "PYTHONSTARTUP",
+        "PYTHONWARNINGS",
+        "BROWSER",
+        "PERL5OPT",
+        "NODE_OPTIONS",
+        "GCONV_PATH",
+        "a",  # names are exact: case matters
+    ],
+)
+def test_process_payload_env_outside_allow_list_refused(name: str) -> None:
+    """Only the names in ``allowed_env`` may be set: the error names the variable."""
+    with pytest.raises(ValidationError) as err:
+        PayloadChecker(CONFIG).check({"argv": [SH], "env": {"X": "1", name: "x"}})
+    assert err.value.field == "payload.env"
+    assert name in err.value.reason and "process.allowed_env" in err.value.reason
+
+
+def test_process_payload_env_refused_by_default() -> None:
+    """With no ``allowed_env`` (the default) a payload sets no variable at all."""
+    config = ProcessExecutorConfig(allowed_programs=(SH,))
+    with pytest.raises(ValidationError, match="GREETING is not an allowed variable"):
+        PayloadChecker(config).check({"argv": [SH], "env": {"GREETING": "hi"}})
+    assert PayloadChecker(config).check({"argv": [SH], "env": {}}).env["LANG"] == "C.UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("names", "reason"),
+    [
+        (["BASH_FUNC_date%%"], "is not a variable name"),
+        (["A=B"], "is not a variable name"),
+        (["LD_PRELOAD"], "loader variables"),
+        (["DYLD_INSERT_LIBRARIES"], "loader variables"),
+    ],
+)
+def test_process_settings_allowed_env_checked(names: list[str], reason: str) -> None:
+    with pytest.raises(ConfigError, match=rf"process\.allowed_env.*{reason}"):
+        load_settings("test", None, process={"allowed_env": names})
+
+
+def test_process_settings_allowed_env_reaches_the_executor() -> None:
+    settings = load_settings("test", None, process={"allowed_env": ["REPORT_BUCKET"]})
+    assert settings.process.executor_config(0).allowed_env == ("REPORT_BUCKET",)
 
 
 def test_process_payload_env_over_base() -> None:

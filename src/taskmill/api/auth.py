@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -85,6 +85,12 @@ class Authenticator:
         return key
 
 
+def check_scope(scopes: Collection[Scope], scope: Scope) -> None:
+    """403 unless ``scopes`` include ``scope`` (``admin`` includes every scope)."""
+    if Scope.ADMIN not in scopes and scope not in scopes:
+        raise HTTPException(403, f"this key lacks the {scope.value!r} scope")
+
+
 def requires(scope: Scope) -> Callable[..., Awaitable[TenantScope]]:
     """A dependency that authenticates the key, checks ``scope`` and returns the tenant."""
 
@@ -94,8 +100,7 @@ def requires(scope: Scope) -> Callable[..., Awaitable[TenantScope]]:
         authenticator: Authenticator = request.app.state.authenticator
         runtime: Runtime = request.app.state.runtime
         key = await authenticator.authenticate(request, plaintext)
-        if not key.allows(scope):
-            raise HTTPException(403, f"this key lacks the {scope.value!r} scope")
+        check_scope(key.scopes, scope)
         return TenantScope(
             merchant_id=key.merchant_id,
             actor=f"api_key:{key.prefix}",

@@ -18,6 +18,7 @@ from taskmill.core.errors import (
     Conflict,
     NotFound,
     StorageFull,
+    StoreError,
     StoreUnavailable,
     TaskmillError,
     ValidationError,
@@ -32,13 +33,29 @@ _STATUS: list[tuple[type[TaskmillError], int, str]] = [
     (StorageFull, 507, "storage_full"),
     (StoreUnavailable, 503, "unavailable"),
     (BrokerError, 503, "unavailable"),
+    (StoreError, 500, "internal_error"),
+]
+# What a client is told of a failure of the infrastructure: never the driver's text,
+# which names hosts, ports, constraints and SQL. The details go to the log.
+_INFRASTRUCTURE: list[tuple[type[TaskmillError], str]] = [
+    (StorageFull, "the database is out of space; try again later"),
+    (StoreUnavailable, "the database is unavailable; try again later"),
+    (BrokerError, "the message broker is unavailable; try again later"),
+    (StoreError, "internal error"),
 ]
 
 
 def error_body(
     kind: str, message: str, fields: list[dict[str, str]] | None = None
 ) -> dict[str, Any]:
-    return {"error": {"type": kind, "message": message, "fields": fields or []}}
+    fields = [{k: _encodable(v) for k, v in f.items()} for f in fields or []]
+    return {"error": {"type": kind, "message": _encodable(message), "fields": fields}}
+
+
+def _encodable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot encode escaped: a message may quote the input
+    it refuses, and a lone surrogate in it would turn a 422 into a 500."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error_response(
@@ -61,8 +78,16 @@ def _taskmill_error(_request: Request, exc: Exception) -> JSONResponse:
             if isinstance(exc, NotFound):
                 # The same body whether it is missing or another merchant's (no oracle).
                 return error_response(status, name, f"{exc.kind} not found")
-            return error_response(status, name, str(exc))
+            return error_response(status, name, _public_message(exc))
     return error_response(500, "internal_error", "internal error")
+
+
+def _public_message(exc: TaskmillError) -> str:
+    for kind, message in _INFRASTRUCTURE:
+        if isinstance(exc, kind):
+            log.warning("%s: %s", type(exc).__name__, exc)
+            return message
+    return str(exc)
 
 
 def _request_validation(_request: Request, exc: Exception) -> JSONResponse:
@@ -72,8 +97,16 @@ def _request_validation(_request: Request, exc: Exception) -> JSONResponse:
         if error.get("type") == "json_invalid":
             return error_response(400, "malformed_json", "the body is not valid JSON")
         location = [str(part) for part in error.get("loc", ()) if part != "body"]
-        fields.append({"field": ".".join(location) or "body", "reason": str(error.get("msg"))})
+        fields.append({"field": ".".join(location) or "body", "reason": _reason(error)})
     return error_response(422, "validation_error", "the request is invalid", fields)
+
+
+def _reason(error: Any) -> str:
+    """pydantic's message, without the ``Value error, `` it puts before our own."""
+    cause = (error.get("ctx") or {}).get("error")
+    if error.get("type") == "value_error" and isinstance(cause, ValueError):
+        return str(cause)
+    return str(error.get("msg"))
 
 
 def _http_error(_request: Request, exc: Exception) -> JSONResponse:

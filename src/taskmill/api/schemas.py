@@ -5,13 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import DependencyFailurePolicy, JobStatus, RunOutcome, ScheduleType
 from taskmill.core.schedules import utc
 from taskmill.core.templates import MisfirePolicy, OverlapPolicy
 from taskmill.core.tenants import Scope
+from taskmill.core.text import check_json
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 QueueName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -36,6 +46,17 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        """Every string of every request body, nested ones included, must be storable
+        (UTF-8, no NUL): a lone surrogate or NUL is a 422, never a stored row."""
+        try:
+            check_json(info.field_name or "body", value)
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class _Response(BaseModel):

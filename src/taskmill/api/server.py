@@ -4,6 +4,11 @@ uvicorn (h11) has no deadline for receiving a request: its keep-alive timer star
 after a response, and any byte a client sends cancels it, so a client sending one header
 byte every few seconds (slowloris), or none at all, holds a connection forever.
 :func:`guarded_h11` adds that deadline (``api.request_read_timeout_seconds``).
+
+uvicorn also believes ``X-Forwarded-For`` from loopback by default, so any local client
+(or one behind a local proxy that passes the header on) could choose the address the
+failed-key limiter counts against. Forwarded headers are honoured only from the
+addresses in ``api.trusted_proxies`` (none by default).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import h11
 import uvicorn
@@ -89,6 +95,14 @@ def guarded_h11(read_timeout: float) -> type[H11Protocol]:
     return type("GuardedH11Protocol", (GuardedH11Protocol,), {"read_timeout": read_timeout})
 
 
+def proxy_options(trusted_proxies: tuple[str, ...]) -> dict[str, Any]:
+    """uvicorn's proxy settings: forwarded headers only from ``trusted_proxies``, never
+    its defaults (on, loopback and ``FORWARDED_ALLOW_IPS`` trusted)."""
+    if not trusted_proxies:
+        return {"proxy_headers": False, "forwarded_allow_ips": []}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(trusted_proxies)}
+
+
 def api_service(app: FastAPI, host: str, port: int) -> ServiceMain:
     """A service serving ``app`` on ``host:port`` until the stop event."""
 
@@ -102,6 +116,7 @@ def api_service(app: FastAPI, host: str, port: int) -> ServiceMain:
             lifespan="off",
             access_log=False,
             http=guarded_h11(runtime.settings.api.request_read_timeout_seconds),
+            **proxy_options(runtime.settings.api.trusted_proxies),
         )
         server = _EmbeddedServer(config)
         serving = asyncio.create_task(server.serve(), name="uvicorn")

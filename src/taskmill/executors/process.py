@@ -9,8 +9,11 @@ The security model, in one place:
   as ``-rf`` or ``--help`` is an operand, never an option.
 - The child's environment is the payload's ``env`` over a minimal base (``PATH`` from the
   configuration, ``LANG``): the worker's own environment (``DATABASE_URL``, secrets) is
-  never passed on. Loader variables (``LD_*``, ``DYLD_*``) are refused: they would let a
-  payload run its own code inside an allow-listed program.
+  never passed on. Only the names on ``allowed_env`` (empty by default) may be set: too
+  many variables run code inside an allow-listed program (``BASH_FUNC_*%%``,
+  ``BASH_ENV``, ``PYTHONWARNINGS`` with ``BROWSER``, ``PERL5OPT``, ``NODE_OPTIONS``,
+  ``GCONV_PATH``, ``LD_PRELOAD`` …) for a deny-list ever to be complete. Loader variables
+  (``LD_*``, ``DYLD_*``) are refused even if listed.
 - The child leads its own session and process group. A timeout, a cancel, a lost lease
   or a shutdown kills the whole group (SIGTERM, a grace, then SIGKILL) and reaps it; so
   does a normal exit for anything the program left running in its group.
@@ -68,6 +71,7 @@ class ProcessExecutorConfig:
         operands_only_programs: those of ``allowed_programs`` started with ``--`` before
             the payload's arguments (programs that honour ``--``).
         allowed_cwds: directories a payload's ``cwd`` must be in; empty: any directory.
+        allowed_env: names of the variables a payload's ``env`` may set; empty: none.
         path: ``PATH`` of the child, also used to find a bare program name.
         max_output_bytes: bytes kept of each of stdout and stderr (first and last half).
         max_timeout_seconds: the longest a payload may ask for, and the default.
@@ -84,6 +88,7 @@ class ProcessExecutorConfig:
     allowed_programs: tuple[str, ...]
     operands_only_programs: tuple[str, ...] = ()
     allowed_cwds: tuple[str, ...] = ()
+    allowed_env: tuple[str, ...] = ()
     path: str = "/usr/local/bin:/usr/bin:/bin"
     max_output_bytes: int = 65536
     max_timeout_seconds: float = 300.0
@@ -165,6 +170,7 @@ class PayloadChecker:
         # Resolved like the allow-list, so the marking follows the file that really runs.
         self._operands_only = frozenset(os.path.realpath(p) for p in config.operands_only_programs)
         self._cwds = tuple(os.path.realpath(c) for c in config.allowed_cwds)
+        self._env_names = frozenset(config.allowed_env)
 
     def check(self, payload: Any) -> ProcessSpec:
         if not isinstance(payload, dict):
@@ -179,7 +185,7 @@ class PayloadChecker:
         return ProcessSpec(
             program=program,
             args=(*end_of_options, *argv[1:]),
-            env=_env(payload.get("env"), self.config.path),
+            env=_env(payload.get("env"), self.config.path, self._env_names),
             cwd=self._cwd(payload.get("cwd")),
             timeout_seconds=self._timeout(payload.get("timeout_seconds")),
         )
@@ -256,7 +262,7 @@ def _argv(value: Any) -> list[str]:
     return list(value)
 
 
-def _env(value: Any, path: str) -> dict[str, str]:
+def _env(value: Any, path: str, allowed: frozenset[str]) -> dict[str, str]:
     field = "payload.env"
     if value is None:
         value = {}
@@ -268,6 +274,10 @@ def _env(value: Any, path: str) -> dict[str, str]:
             raise ValidationError(field, f"{name!r} is not a valid variable name")
         if name.startswith(_LOADER_PREFIXES):
             raise ValidationError(field, f"{name} is refused: loader variables are not passed")
+        if name not in allowed:
+            raise ValidationError(
+                field, f"{name} is not an allowed variable name (process.allowed_env)"
+            )
         if not isinstance(text, str) or "\x00" in text:
             raise ValidationError(field, f"{name}: the value must be a string without NUL bytes")
         env[name] = text

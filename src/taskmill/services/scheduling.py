@@ -32,6 +32,7 @@ from taskmill.core.templates import (
     build_schedule,
     first_tick,
 )
+from taskmill.core.text import check_json, check_text
 from taskmill.executors.python import TaskRegistry
 from taskmill.observability import tracing
 from taskmill.services.insert_batcher import InsertBatcher
@@ -84,6 +85,15 @@ class Scheduled:
     created: bool = True
 
 
+def check_storable(req: ScheduleRequest, prefix: str = "") -> None:
+    """Refuse a string the database cannot store (a lone surrogate, NUL) in any field of
+    ``req``, before anything is validated further or written."""
+    for name in ("task", "name", "queue", "cron", "timezone", "idempotency_key"):
+        check_text(prefix + name, getattr(req, name))
+    check_json(prefix + "depends_on", list(req.depends_on))
+    check_json(prefix + "payload", req.payload)
+
+
 class Scheduler:
     """Validates and stores schedule requests, and announces the jobs ready at once."""
 
@@ -128,6 +138,7 @@ class Scheduler:
         kinds = [k for k in ("run_at", "interval", "cron") if getattr(req, k) is not None]
         if len(kinds) > 1:
             raise ValidationError(kinds[1], f"cannot be combined with {kinds[0]}")
+        check_storable(req)
         definition = self.registry.get(req.task)
         definition.validate(req.payload)
         if req.interval is not None or req.cron is not None:
@@ -156,6 +167,7 @@ class Scheduler:
         for index, req in enumerate(requests):
             if req.interval is not None or req.cron is not None:
                 raise ValidationError(f"jobs[{index}]", "recurring schedules are templates")
+            check_storable(req, f"jobs[{index}].")
             definition = self.registry.get(req.task)
             definition.validate(req.payload)
             news.append(self._new_job(req, now))

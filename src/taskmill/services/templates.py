@@ -20,6 +20,7 @@ from taskmill.core.templates import (
     first_tick,
     preview_fires,
 )
+from taskmill.core.text import check_json
 from taskmill.store import templates as template_store
 from taskmill.store.database import Database
 
@@ -67,6 +68,8 @@ class Templates:
         """Validate ``update`` against the template as it is, then store it."""
         current = await template_store.get_template(self.db, template_id, merchant_id)
         changes = update.changes()
+        for key, value in changes.items():
+            check_json(key, value)  # a lone surrogate or NUL cannot be stored
         _check_simple_fields(current, changes)
         for key in ("start_at", "end_at"):
             if changes.get(key) is not None:

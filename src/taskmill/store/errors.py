@@ -1,4 +1,10 @@
-"""Driver errors become taskmill errors here, and nowhere else."""
+"""Driver errors become taskmill errors here, and nowhere else.
+
+A unique or foreign-key violation becomes a :class:`Conflict` whose message says nothing
+of the database (its text names constraints and columns, and a ``Conflict`` message
+reaches API clients); the driver's error stays the ``__cause__``, for the logs. The
+messages of the other store errors can carry hosts and ports: the API never shows them.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,8 @@ from sqlalchemy import exc as sa_exc
 from taskmill.core.errors import Conflict, StorageFull, StoreError, StoreUnavailable, TaskmillError
 
 _FULL_MARKERS = ("database or disk is full", "disk full", "no space left", "diskfull")
-_DISK_FULL = "53100"  # PostgreSQL's disk_full SQLSTATE
+_DISK_FULL = "53100"
+INTEGRITY_CONFLICT = "conflicts with existing data"  # PostgreSQL's disk_full SQLSTATE
 
 
 @contextmanager
@@ -19,7 +26,7 @@ def translated() -> Iterator[None]:
     try:
         yield
     except sa_exc.IntegrityError as exc:
-        raise Conflict(_message(exc)) from exc
+        raise Conflict(INTEGRITY_CONFLICT) from exc
     except sa_exc.OperationalError as exc:
         text = _message(exc).lower()
         if any(marker in text for marker in _FULL_MARKERS):
@@ -44,7 +51,7 @@ def from_asyncpg(exc: Exception, *, closed: bool) -> TaskmillError | None:
     import asyncpg  # the postgresql extra: only loaded when PostgreSQL is in use
 
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
-        return Conflict(str(exc))
+        return Conflict(INTEGRITY_CONFLICT)
     if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == _DISK_FULL:
         return StorageFull(str(exc))
     if closed or isinstance(exc, asyncpg.InterfaceError | ConnectionError | OSError):

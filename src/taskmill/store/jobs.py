@@ -13,7 +13,7 @@ from sqlalchemy import Insert, Select, Table, bindparam, func, insert, select, u
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.dependencies import parse_policy
-from taskmill.core.errors import NotFound, ValidationError
+from taskmill.core.errors import Conflict, NotFound, ValidationError
 from taskmill.core.events import EventType
 from taskmill.core.jobs import (
     DEFAULT_MERCHANT_ID,
@@ -75,15 +75,31 @@ async def create_job(
         made = make_job(new, now, actor, queue_if_due)
         await insert_made(db, [made])
         return CreatedJob(to_job_dict(made.row), created=True)
-    async with db.transaction() as conn:
-        if new.idempotency_key is not None:
-            existing = await _by_idempotency_key(conn, new.merchant_id, new.idempotency_key)
-            if existing is not None:
-                return CreatedJob(existing, created=False)
-        job = await insert_job(
-            conn, db.dialect, new, actor=actor, now=now, queue_if_due=queue_if_due
-        )
-        return CreatedJob(job, created=True)
+    try:
+        async with db.transaction() as conn:
+            if new.idempotency_key is not None:
+                existing = await _by_idempotency_key(conn, new.merchant_id, new.idempotency_key)
+                if existing is not None:
+                    return CreatedJob(existing, created=False)
+            job = await insert_job(
+                conn, db.dialect, new, actor=actor, now=now, queue_if_due=queue_if_due
+            )
+            return CreatedJob(job, created=True)
+    except Conflict:
+        # A concurrent create with the same key committed between the look-up and the
+        # insert (PostgreSQL, read committed): the unique index refused ours, and the
+        # job it protects is the answer. The failed transaction was rolled back whole.
+        existing = await _committed_by_key(db, new)
+        if existing is None:
+            raise
+        return CreatedJob(existing, created=False)
+
+
+async def _committed_by_key(db: Database, new: NewJob) -> Job | None:
+    if new.idempotency_key is None:
+        return None
+    async with db.read() as conn:
+        return await _by_idempotency_key(conn, new.merchant_id, new.idempotency_key)
 
 
 @dataclass(frozen=True, slots=True)

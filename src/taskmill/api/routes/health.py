@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -11,6 +13,7 @@ from taskmill.core.errors import StoreError
 from taskmill.runtime import Runtime
 from taskmill.store import migrate
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
@@ -37,7 +40,10 @@ async def readyz(request: Request) -> JSONResponse:
     try:
         current = await migrate.is_current(runtime.db)
     except StoreError as exc:
-        return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
+        # Unauthenticated: the driver's text (host, port, user) stays in the log.
+        log.warning("not ready: %s", exc)
+        body = {"status": "unavailable", "reason": "the database is unavailable"}
+        return JSONResponse(body, status_code=503)
     if not current:
         body = {"status": "unavailable", "reason": "database schema is not at the newest revision"}
         return JSONResponse(body, status_code=503)

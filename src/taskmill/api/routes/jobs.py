@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from taskmill.api.auth import JobsRead, JobsWrite
+from taskmill.api.auth import JobsRead, JobsWrite, check_scope
 from taskmill.api.responses import AUTHENTICATED, BODY, WRITE, errors
 from taskmill.api.schemas import (
     CancelRequest,
@@ -24,6 +24,8 @@ from taskmill.api.schemas import (
 )
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import Job, JobStatus
+from taskmill.core.schedules import utc
+from taskmill.core.tenants import Scope
 from taskmill.services.scheduling import ScheduleRequest
 from taskmill.store.jobs import JobFilter
 
@@ -43,7 +45,10 @@ async def create_job(
     body: JobCreate, tenant: JobsWrite, response: Response
 ) -> JobOut | TemplateOut:
     """Schedule a job now, at ``run_at`` or after ``delay_seconds``; with
-    ``interval_seconds`` or ``cron`` this creates a template (``kind: "template"``)."""
+    ``interval_seconds`` or ``cron`` this creates a template (``kind: "template"``), which
+    also needs ``templates:write``: the scope that lists, changes and deletes it."""
+    if body.interval_seconds is not None or body.cron is not None:
+        check_scope(tenant.scopes, Scope.TEMPLATES_WRITE)
     run_at = body.run_at
     if body.delay_seconds is not None:
         run_at = tenant.clock.now() + timedelta(seconds=body.delay_seconds)
@@ -82,8 +87,9 @@ def encode_cursor(job: Job) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, ident = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created), str(ident)
-    except (ValueError, TypeError, binascii.Error) as exc:
+        # utc(): a naive or unrepresentable time (OverflowError) is no cursor of ours.
+        return utc(datetime.fromisoformat(created)), str(ident)
+    except (ValueError, TypeError, binascii.Error, ValidationError) as exc:
         raise ValidationError("cursor", "is not a cursor this API returned") from exc
 
 
