@@ -432,7 +432,8 @@ async def _pending_counts(conn: AsyncConnection, rows: list[Row[Any]], cap: int 
         .where(jobs.c.merchant_id.in_(merchants), jobs.c.status.in_(list(WAITING_STATUSES)))
         .group_by(jobs.c.merchant_id)
     )
-    return _Pending(cap, dict((await conn.execute(stmt)).tuples().all()))
+    counts = {merchant: n for merchant, n in (await conn.execute(stmt)).all()}  # noqa: C416
+    return _Pending(cap, counts)
 
 
 async def _fire_one(

@@ -23,6 +23,7 @@ from taskmill.api.schemas import (
 )
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import Job, JobStatus
+from taskmill.core.templates import Template
 from taskmill.services.scheduling import ScheduleRequest
 from taskmill.store.jobs import JobFilter
 
@@ -70,8 +71,9 @@ async def create_job(
     return TemplateOut.model_validate(scheduled.item)
 
 
-def encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+def encode_cursor(item: Job | Template) -> str:
+    """The keyset cursor after ``item`` (lists ordered by ``(created_at, id)``)."""
+    raw = json.dumps([item.created_at.isoformat(), item.id]).encode()
     return base64.urlsafe_b64encode(raw).decode()
 
 
