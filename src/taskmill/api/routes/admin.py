@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from taskmill.api.auth import Admin
-from taskmill.api.routes.jobs import decode_cursor, encode_cursor
+from taskmill.api.routes.jobs import decode_cursor, keyset_page
 from taskmill.api.schemas import (
     AdminTemplateOut,
     AdminTemplatePage,
@@ -77,10 +77,9 @@ async def list_templates(
     """Every merchant's templates (or one merchant's), oldest first, keyset pages."""
     after = decode_cursor(cursor) if cursor else None
     found = await admin.admin().list_templates(merchant_id, limit + 1, after)
-    page, more = found[:limit], len(found) > limit
+    page, next_cursor = keyset_page(found, limit)
     return AdminTemplatePage(
-        items=[AdminTemplateOut.model_validate(t) for t in page],
-        next_cursor=encode_cursor(page[-1]) if more else None,
+        items=[AdminTemplateOut.model_validate(t) for t in page], next_cursor=next_cursor
     )
 
 

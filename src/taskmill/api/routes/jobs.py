@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Response
 
@@ -28,6 +29,7 @@ from taskmill.services.scheduling import ScheduleRequest
 from taskmill.store.jobs import JobFilter
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+T = TypeVar("T", Job, Template)
 
 
 @router.post(
@@ -77,6 +79,12 @@ def encode_cursor(item: Job | Template) -> str:
     return base64.urlsafe_b64encode(raw).decode()
 
 
+def keyset_page(found: Sequence[T], limit: int) -> tuple[Sequence[T], str | None]:
+    """The page of ``found`` (fetched with ``limit + 1``) and the cursor of the next one."""
+    page = found[:limit]
+    return page, encode_cursor(page[-1]) if len(found) > limit else None
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, ident = json.loads(base64.urlsafe_b64decode(cursor.encode()))
@@ -112,11 +120,8 @@ async def list_jobs(
             after=decode_cursor(cursor) if cursor else None,
         )
     )
-    page, more = jobs[:limit], len(jobs) > limit
-    return JobPage(
-        items=[JobOut.model_validate(j) for j in page],
-        next_cursor=encode_cursor(page[-1]) if more else None,
-    )
+    page, next_cursor = keyset_page(jobs, limit)
+    return JobPage(items=[JobOut.model_validate(j) for j in page], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from taskmill.api.auth import TemplatesRead, TemplatesWrite
-from taskmill.api.routes.jobs import decode_cursor, encode_cursor
+from taskmill.api.routes.jobs import decode_cursor, keyset_page
 from taskmill.api.schemas import FireOut, TemplateCreate, TemplateOut, TemplatePage, TemplatePatch
 from taskmill.core.templates import Template
 from taskmill.services.scheduling import ScheduleRequest
@@ -53,10 +53,9 @@ async def list_templates(
 ) -> TemplatePage:
     """Templates oldest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     found = await tenant.list_templates(limit + 1, decode_cursor(cursor) if cursor else None)
-    page, more = found[:limit], len(found) > limit
+    page, next_cursor = keyset_page(found, limit)
     return TemplatePage(
-        items=[TemplateOut.model_validate(t) for t in page],
-        next_cursor=encode_cursor(page[-1]) if more else None,
+        items=[TemplateOut.model_validate(t) for t in page], next_cursor=next_cursor
     )
 
 
