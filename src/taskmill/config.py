@@ -112,6 +112,15 @@ class SchedulerSettings(_Section):
     max_running_per_merchant: int | None = Field(default=None, gt=0)
     """At most this many jobs of one merchant run at once, across all workers, so one
     tenant's backlog cannot starve the others; unset: no cap."""
+    min_interval_seconds: float = Field(default=1.0, ge=0.001, le=86_400)
+    """The shortest ``interval_seconds`` a template may have (shorter ones are refused
+    with 422 when created or updated), so no schedule can flood the scheduler."""
+    max_templates_per_merchant: int = Field(default=1000, ge=1, le=1_000_000)
+    """Templates one merchant may have (active or not); one more is refused with 429."""
+    max_pending_jobs_per_merchant: int | None = Field(default=None, ge=1, le=100_000_000)
+    """Jobs of one merchant that may wait to start (``scheduled`` or ``queued``); a new
+    job over it is refused with 429 and a template's tick over it is skipped; unset:
+    no cap."""
 
 
 class RetrySettings(_Section):

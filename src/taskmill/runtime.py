@@ -29,7 +29,7 @@ from taskmill.services.queue_populator import QueuePopulator, QueuePopulatorConf
 from taskmill.services.recurrence_manager import RecurrenceConfig, RecurrenceManager
 from taskmill.services.runner import ServiceMain, run_services
 from taskmill.services.scheduling import Defaults, Scheduler
-from taskmill.services.templates import Templates
+from taskmill.services.templates import MerchantLimits, Templates
 from taskmill.services.worker import Worker, WorkerConfig
 from taskmill.store import migrate, notify
 from taskmill.store.database import Database
@@ -97,6 +97,16 @@ def load_hmac_secret(api: ApiSettings) -> bytes:
     return secret.encode()
 
 
+def merchant_limits(settings: Settings) -> MerchantLimits:
+    """The ``[scheduler]`` quotas every producer enforces on a merchant's requests."""
+    sched = settings.scheduler
+    return MerchantLimits(
+        min_interval_seconds=sched.min_interval_seconds,
+        max_templates_per_merchant=sched.max_templates_per_merchant,
+        max_pending_jobs_per_merchant=sched.max_pending_jobs_per_merchant,
+    )
+
+
 @dataclass(slots=True)
 class Wakers:
     populator: Waker
@@ -125,8 +135,9 @@ class Runtime:
             self.clock,
             Defaults(settings.tasks.max_retries, settings.tasks.timeout_seconds),
             self.broker,
+            merchant_limits(settings),
         )
-        self.templates = Templates(self.db, self.clock)
+        self.templates = Templates(self.db, self.clock, merchant_limits(settings))
         sched = settings.scheduler
         self.populator = QueuePopulator(
             self.db,
@@ -154,6 +165,7 @@ class Runtime:
                 batch_size=sched.batch_size,
                 max_catchup=sched.max_catchup,
                 misfire_grace_seconds=sched.misfire_grace_seconds,
+                max_pending_per_merchant=sched.max_pending_jobs_per_merchant,
             ),
             on_created=self.wakers.populator.wake,
         )

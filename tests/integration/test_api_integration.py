@@ -149,7 +149,7 @@ async def test_api_integration_templates_crud_patch_preview(api: Api) -> None:
     preview = await api.client.get(f"/templates/{tid}/preview?count=3", headers=api.a)
     assert [f["at"][:10] for f in preview.json()] == ["2026-11-24", "2026-11-25", "2026-11-26"]
     listed = await api.client.get("/templates", headers=api.a)
-    assert [t["id"] for t in listed.json()] == [tid]
+    assert [t["id"] for t in listed.json()["items"]] == [tid]
     deleted = await api.client.delete(f"/templates/{tid}", headers=api.a)
     assert deleted.status_code == 204
     gone = await api.client.get(f"/templates/{tid}", headers=api.a)
@@ -164,7 +164,7 @@ async def test_api_integration_template_create_validation(api: Api) -> None:
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "timezone"
     listed = await api.client.get("/templates", headers=api.a)
-    assert listed.json() == []  # nothing half-written
+    assert listed.json()["items"] == []  # nothing half-written
 
 
 async def test_api_integration_events_filter_and_actor(api: Api) -> None:

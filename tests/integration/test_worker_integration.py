@@ -29,7 +29,11 @@ from tests.jobs import job_of
 
 FAST = {
     "worker": {"lease_seconds": 2.0, "heartbeat_seconds": 0.2, "shutdown_grace_seconds": 2.0},
-    "scheduler": {"poll_interval_seconds": 0.05, "watcher_interval_seconds": 0.1},
+    "scheduler": {
+        "poll_interval_seconds": 0.05,
+        "watcher_interval_seconds": 0.1,
+        "min_interval_seconds": 0.1,  # a sub-second template below
+    },
     "retry": {"base_seconds": 0.0, "jitter": 0.0},
 }
 # I1 grace: nothing here is meant to wait in queued, or past a lease, for this long.

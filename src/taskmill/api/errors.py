@@ -17,6 +17,7 @@ from taskmill.core.errors import (
     BrokerError,
     Conflict,
     NotFound,
+    QuotaExceeded,
     StorageFull,
     StoreError,
     StoreUnavailable,
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 _STATUS: list[tuple[type[TaskmillError], int, str]] = [
     (ValidationError, 422, "validation_error"),
     (NotFound, 404, "not_found"),
+    (QuotaExceeded, 429, "quota_exceeded"),
     (Conflict, 409, "conflict"),
     (StorageFull, 507, "storage_full"),
     (StoreUnavailable, 503, "unavailable"),
@@ -75,6 +77,11 @@ def _taskmill_error(_request: Request, exc: Exception) -> JSONResponse:
             if isinstance(exc, ValidationError):
                 fields = [{"field": exc.field, "reason": exc.reason}]
                 return error_response(status, name, str(exc), fields)
+            if isinstance(exc, QuotaExceeded):
+                reason = f"at most {exc.limit} per merchant"
+                return error_response(
+                    status, name, str(exc), [{"field": exc.field, "reason": reason}]
+                )
             if isinstance(exc, NotFound):
                 # The same body whether it is missing or another merchant's (no oracle).
                 return error_response(status, name, f"{exc.kind} not found")

@@ -206,6 +206,23 @@ class TemplateOut(_Response):
     max_attempts: int
     timeout_seconds: float | None
     created_at: datetime
+    last_error: str | None = None
+
+
+class AdminTemplateOut(TemplateOut):
+    """A template as an administrator sees it: whose it is, too."""
+
+    merchant_id: str
+
+
+class TemplatePage(BaseModel):
+    items: list[TemplateOut]
+    next_cursor: str | None
+
+
+class AdminTemplatePage(BaseModel):
+    items: list[AdminTemplateOut]
+    next_cursor: str | None
 
 
 class JobPage(BaseModel):

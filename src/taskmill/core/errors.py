@@ -16,6 +16,15 @@ class ValidationError(TaskmillError):
         self.reason = reason
 
 
+class QuotaExceeded(TaskmillError):
+    """A merchant's quota is used up; ``field`` names which one (``templates``, ``jobs``)."""
+
+    def __init__(self, field: str, limit: int) -> None:
+        super().__init__(f"{field}: the merchant's quota of {limit} is used up")
+        self.field = field
+        self.limit = limit
+
+
 class NotFound(TaskmillError):
     """The object does not exist, or belongs to another tenant (indistinguishable on purpose)."""
 

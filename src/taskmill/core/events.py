@@ -25,6 +25,7 @@ class EventType(enum.StrEnum):
     TEMPLATE_UPDATED = "template.updated"
     TEMPLATE_DELETED = "template.deleted"
     TEMPLATE_TICK_SKIPPED = "template.tick_skipped"
+    TEMPLATE_ERROR = "template.error"
     API_KEY_CREATED = "api_key.created"
     API_KEY_REVOKED = "api_key.revoked"
 

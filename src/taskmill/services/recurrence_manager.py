@@ -1,4 +1,10 @@
-"""The recurrence manager (seed 000): active templates -> one job instance per tick."""
+"""The recurrence manager (seed 000): active templates -> one job instance per tick.
+
+A shared service: nothing one tenant stores may stop it. A template whose schedule
+cannot be evaluated (whatever it raises) is switched off with the reason as its
+``last_error`` and a ``template.error`` event, logged with its id and merchant, and the
+round goes on with the other templates (docs/adr/0006-isolating-bad-templates.md).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ class RecurrenceConfig:
     max_catchup: int = 10
     misfire_grace_seconds: float = 60.0
     actor: str = "recurrence-manager"
+    max_pending_per_merchant: int | None = None
 
 
 class RecurrenceManager:
@@ -44,19 +51,28 @@ class RecurrenceManager:
     async def run_once(self) -> int:
         """Fire every due template once; return how many templates were handled."""
         now = self.clock.now()
-        handled, created = await templates.fire_due(
+        done = await templates.fire_due(
             self.db,
             now,
             self.config.batch_size,
             lambda template: self._plan(template, now),
             actor=self.config.actor,
+            max_pending_per_merchant=self.config.max_pending_per_merchant,
         )
-        if created:
-            log.info("created %d job instances from templates", created)
+        for broken in done.broken:
+            log.error(
+                "template %s of merchant %s switched off: %s",
+                broken.template_id,
+                broken.merchant_id,
+                broken.reason,
+                extra={"template_id": broken.template_id, "merchant_id": broken.merchant_id},
+            )
+        if done.created:
+            log.info("created %d job instances from templates", done.created)
             self.on_created()
-        return handled
+        return done.taken
 
-    def _plan(self, template: Template, now: datetime) -> templates.Fire | None:
+    def _plan(self, template: Template, now: datetime) -> templates.Fire | templates.Broken:
         assert template.next_run_at is not None  # fire_due takes due templates only
         try:
             plan = plan_fires(
@@ -67,9 +83,8 @@ class RecurrenceManager:
                 max_catchup=self.config.max_catchup,
                 grace_seconds=self.config.misfire_grace_seconds,
             )
-        except TaskmillError as exc:  # a template that can no longer be evaluated
-            log.error("template %s cannot be scheduled: %s", template.id, exc)
-            return None
+        except Exception as exc:  # one template's failure must stay its own
+            return self._broken(template, exc)
         if plan.dropped:
             log.warning(
                 "template %s: %d missed ticks not run (misfire policy %s)",
@@ -78,6 +93,19 @@ class RecurrenceManager:
                 template.misfire_policy.value,
             )
         return templates.Fire(template, plan.fire_at, plan.next_run_at)
+
+    def _broken(self, template: Template, exc: Exception) -> templates.Broken:
+        if isinstance(exc, TaskmillError):
+            reason = f"its schedule cannot be evaluated: {exc}"
+        else:  # a bug's text is for the log, not for the tenant
+            reason = f"its schedule cannot be evaluated ({type(exc).__name__})"
+            log.exception(
+                "template %s of merchant %s: evaluating its schedule failed",
+                template.id,
+                template.merchant_id,
+                exc_info=exc,
+            )
+        return templates.Broken(template.id, template.merchant_id, template.next_run_at, reason)
 
     async def next_wake_at(self) -> datetime | None:
         return await templates.next_template_due_at(self.db)

@@ -16,7 +16,7 @@ from typing import Any
 from taskmill.brokers.base import Broker, Message
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import parse_policy
-from taskmill.core.errors import BrokerError, ValidationError
+from taskmill.core.errors import BrokerError, QuotaExceeded, ValidationError
 from taskmill.core.jobs import (
     DEFAULT_MERCHANT_ID,
     DependencyFailurePolicy,
@@ -36,6 +36,7 @@ from taskmill.core.text import check_json, check_text
 from taskmill.executors.python import TaskRegistry
 from taskmill.observability import tracing
 from taskmill.services.insert_batcher import InsertBatcher
+from taskmill.services.templates import MerchantLimits, check_interval
 from taskmill.store import jobs as job_store
 from taskmill.store import templates as template_store
 from taskmill.store.database import Database
@@ -104,12 +105,14 @@ class Scheduler:
         clock: Clock,
         defaults: Defaults,
         broker: Broker,
+        limits: MerchantLimits | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
         self.clock = clock
         self.defaults = defaults
         self.broker = broker
+        self.limits = limits or MerchantLimits()
         self._batcher = InsertBatcher(db, self._announce)
 
     async def _announce(self, created: Sequence[Job]) -> None:
@@ -145,7 +148,17 @@ class Scheduler:
             if req.depends_on:
                 raise ValidationError("depends_on", "recurring schedules cannot depend on jobs")
             return Scheduled(await self._template(req))
+        await self._check_pending(req.merchant_id, 1)
         return await self._job(req)
+
+    async def _check_pending(self, merchant_id: str, adding: int) -> None:
+        """Refuse jobs that would take the merchant past its pending-jobs quota (soft:
+        requests racing each other may each see room)."""
+        cap = self.limits.max_pending_jobs_per_merchant
+        if cap is None:
+            return
+        if await job_store.pending_jobs(self.db, merchant_id, cap) + adding > cap:
+            raise QuotaExceeded("jobs", cap)
 
     def _options(self, req: ScheduleRequest) -> tuple[int, float | None, str, int]:
         definition = self.registry.get(req.task)
@@ -171,6 +184,8 @@ class Scheduler:
             definition = self.registry.get(req.task)
             definition.validate(req.payload)
             news.append(self._new_job(req, now))
+        for merchant_id in {new.merchant_id for new in news}:
+            await self._check_pending(merchant_id, sum(n.merchant_id == merchant_id for n in news))
         created = await job_store.create_jobs(
             self.db, news, actor="library", now=now, queue_if_due=self.broker.producers_announce
         )
@@ -215,6 +230,7 @@ class Scheduler:
         seconds = req.interval
         if isinstance(seconds, timedelta):
             seconds = seconds.total_seconds()
+        check_interval(seconds, self.limits)
         kind = ScheduleType.CRON if req.cron is not None else ScheduleType.INTERVAL
         start_at = utc(req.start_at) if req.start_at else now
         end_at = utc(req.end_at) if req.end_at else None
@@ -248,4 +264,10 @@ class Scheduler:
             max_attempts=max_attempts,
             timeout_seconds=timeout,
         )
-        return await template_store.create_template(self.db, new, actor=req.actor, now=now)
+        return await template_store.create_template(
+            self.db,
+            new,
+            actor=req.actor,
+            now=now,
+            max_per_merchant=self.limits.max_templates_per_merchant,
+        )

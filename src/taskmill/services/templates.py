@@ -29,6 +29,24 @@ _SCHEDULE_FIELDS = {"cron_expression", "interval_seconds", "timezone", "start_at
 
 
 @dataclass(frozen=True, slots=True)
+class MerchantLimits:
+    """What one merchant may ask of the shared scheduler (``[scheduler]``); ``None``: no cap."""
+
+    min_interval_seconds: float = 1.0
+    max_templates_per_merchant: int | None = None
+    max_pending_jobs_per_merchant: int | None = None
+
+
+def check_interval(seconds: float | None, limits: MerchantLimits) -> None:
+    """Refuse an interval below the minimum: a tick every nanosecond would flood the
+    recurrence manager (and a zero step cannot be evaluated at all)."""
+    if seconds is not None and not seconds >= limits.min_interval_seconds:  # NaN too
+        raise ValidationError(
+            "interval_seconds", f"must be at least {limits.min_interval_seconds:g} seconds"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class TemplateUpdate:
     """Fields to change; anything left ``_UNSET`` stays as it is."""
 
@@ -58,14 +76,19 @@ class TemplateUpdate:
 class Templates:
     """Template use cases, scoped to a merchant when one is given."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, limits: MerchantLimits | None = None) -> None:
         self.db = db
         self.clock = clock
+        self.limits = limits or MerchantLimits()
 
     async def update(
         self, template_id: str, update: TemplateUpdate, *, actor: str, merchant_id: str | None
     ) -> Template:
-        """Validate ``update`` against the template as it is, then store it."""
+        """Validate ``update`` against the template as it is, then store it.
+
+        Switching a template off never evaluates its schedule (so even one that cannot
+        be evaluated can be stopped); a change to its schedule, or switching it on,
+        validates the whole schedule as it would then be and clears ``last_error``."""
         current = await template_store.get_template(self.db, template_id, merchant_id)
         changes = update.changes()
         for key, value in changes.items():
@@ -75,12 +98,31 @@ class Templates:
             if changes.get(key) is not None:
                 changes[key] = utc(changes[key])
         now = self.clock.now()
-        if _SCHEDULE_FIELDS & changes.keys() or "active" in changes:
+        if _SCHEDULE_FIELDS & changes.keys() or changes.get("active") is True:
             merged = {**_schedule_fields(current), **changes}
+            check_interval(merged["interval_seconds"], self.limits)
             active = merged.get("active", current.active)
             changes["next_run_at"] = _first_fire(current.schedule_type, merged, now, active)
+            changes["last_error"] = None
+        elif changes.get("active") is False:
+            changes["next_run_at"] = None
         return await template_store.update_template(
             self.db, template_id, changes, actor=actor, now=now, merchant_id=merchant_id
+        )
+
+    async def switch_off(
+        self, template_id: str, reason: str, *, actor: str, merchant_id: str | None
+    ) -> Template:
+        """Switch a template off with ``reason`` as its ``last_error`` (an administrator
+        stopping any merchant's template); its schedule is not evaluated."""
+        changes = {"active": False, "next_run_at": None, "last_error": reason}
+        return await template_store.update_template(
+            self.db,
+            template_id,
+            changes,
+            actor=actor,
+            now=self.clock.now(),
+            merchant_id=merchant_id,
         )
 
     async def set_active(

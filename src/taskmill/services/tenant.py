@@ -31,6 +31,8 @@ from taskmill.store.events import EventFilter
 from taskmill.store.jobs import JobFilter
 from taskmill.store.workers import WorkerInfo
 
+PAUSED_BY_ADMIN = "switched off by an administrator"
+
 
 @dataclass(frozen=True, slots=True)
 class TenantScope:
@@ -76,8 +78,12 @@ class TenantScope:
     async def events(self, flt: EventFilter) -> list[Event]:
         return await event_store.list_events(self.db, replace(flt, merchant_id=self.merchant_id))
 
-    async def list_templates(self) -> list[Template]:
-        return await template_store.list_templates(self.db, self.merchant_id)
+    async def list_templates(
+        self, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Template]:
+        return await template_store.list_templates(
+            self.db, self.merchant_id, limit=limit, after=after
+        )
 
     async def get_template(self, ident: str) -> Template:
         """By id or, failing that, by the template's name (unique per merchant)."""
@@ -114,7 +120,8 @@ class TenantScope:
 
 @dataclass(frozen=True, slots=True)
 class AdminScope:
-    """What an ``admin`` key may do beyond its own merchant: merchants and keys."""
+    """What an ``admin`` key may do beyond its own merchant: merchants, keys, and any
+    merchant's templates (to find and stop one that floods or breaks the scheduler)."""
 
     tenant: TenantScope
 
@@ -137,6 +144,29 @@ class AdminScope:
 
     async def list_keys(self, merchant_id: str | None) -> list[ApiKey]:
         return await tenants.list_api_keys(self.tenant.db, merchant_id)
+
+    async def list_templates(
+        self, merchant_id: str | None, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Template]:
+        """Any merchant's templates (every merchant's when ``merchant_id`` is ``None``)."""
+        return await template_store.list_templates(
+            self.tenant.db, merchant_id, limit=limit, after=after
+        )
+
+    async def get_template(self, template_id: str) -> Template:
+        return await template_store.get_template(self.tenant.db, template_id)
+
+    async def pause_template(self, template_id: str) -> Template:
+        """Switch any merchant's template off without evaluating its schedule; its
+        owner sees why in ``last_error`` and may switch it on again."""
+        return await self.tenant.templates.switch_off(
+            template_id, PAUSED_BY_ADMIN, actor=self.tenant.actor, merchant_id=None
+        )
+
+    async def delete_template(self, template_id: str) -> None:
+        await template_store.delete_template(
+            self.tenant.db, template_id, actor=self.tenant.actor, now=self.tenant.clock.now()
+        )
 
     async def revoke_key(self, key_id: str) -> ApiKey:
         return await tenants.revoke_api_key(

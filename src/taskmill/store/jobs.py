@@ -417,3 +417,20 @@ async def count_by_status(db: Database, merchant_id: str | None = None) -> dict[
     async with db.read() as conn:
         counts = {JobStatus(s): n for s, n in (await conn.execute(stmt)).all()}
     return {status: counts.get(status, 0) for status in JobStatus}
+
+
+# Jobs that wait to start: what a merchant's pending-jobs quota counts.
+WAITING_STATUSES = frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED})
+
+
+async def pending_jobs(db: Database, merchant_id: str, limit: int) -> int:
+    """How many of the merchant's jobs wait to start, counting at most ``limit`` rows
+    (the quota check needs no more, and its cost stays bounded)."""
+    mine = (
+        select(jobs.c.id)
+        .where(jobs.c.merchant_id == merchant_id, jobs.c.status.in_(list(WAITING_STATUSES)))
+        .limit(limit)
+    )
+    counted = select(func.count()).select_from(mine.subquery())
+    async with db.read() as conn:
+        return int((await conn.execute(counted)).scalar_one())

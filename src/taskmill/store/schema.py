@@ -111,8 +111,12 @@ templates = Table(
     Column("timeout_seconds", Float, nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+    # Why the recurrence manager switched the template off (its schedule could not be
+    # evaluated), or an administrator did; cleared when its owner changes it.
+    Column("last_error", Text, nullable=True),
     UniqueConstraint("merchant_id", "name"),
     Index("idx_templates_active_next_run_at", "active", "next_run_at"),
+    Index("idx_templates_merchant_id_created_at", "merchant_id", "created_at"),
 )
 
 jobs = Table(

@@ -9,16 +9,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import Row, Select, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskmill.core.errors import Conflict, NotFound
+from taskmill.core.errors import Conflict, NotFound, QuotaExceeded
 from taskmill.core.events import EventType
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, UNFINISHED_STATUSES, ScheduleType
 from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
-from taskmill.store.jobs import NewJob, created_event, job_row
+from taskmill.store.jobs import WAITING_STATUSES, NewJob, created_event, job_row
 from taskmill.store.notify import DUE, TEMPLATES, notify
 from taskmill.store.schema import jobs, templates
 
@@ -48,9 +48,18 @@ class NewTemplate:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def to_template(row: Row[Any]) -> Template:
+@dataclass(frozen=True, slots=True)
+class StoredTemplate(Template):
+    """A template as stored: core's :class:`Template` and why it was last switched off
+    (``last_error``: a schedule the recurrence manager could not evaluate, or an
+    administrator; cleared when its owner changes the schedule or switches it on)."""
+
+    last_error: str | None = None
+
+
+def to_template(row: Row[Any]) -> StoredTemplate:
     m = row._mapping
-    return Template(
+    return StoredTemplate(
         id=m["id"],
         merchant_id=m["merchant_id"],
         name=m["name"],
@@ -72,11 +81,23 @@ def to_template(row: Row[Any]) -> Template:
         max_attempts=m["max_attempts"],
         timeout_seconds=m["timeout_seconds"],
         created_at=m["created_at"],
+        last_error=m["last_error"],
     )
 
 
-async def create_template(db: Database, new: NewTemplate, *, actor: str, now: datetime) -> Template:
-    """Insert a template and its ``template.created`` event; a taken name is a ``Conflict``."""
+async def create_template(
+    db: Database,
+    new: NewTemplate,
+    *,
+    actor: str,
+    now: datetime,
+    max_per_merchant: int | None = None,
+) -> Template:
+    """Insert a template and its ``template.created`` event; a taken name is a ``Conflict``,
+    a merchant with ``max_per_merchant`` templates already gets ``QuotaExceeded``.
+
+    The count is read in the inserting transaction: exact on SQLite (one writer), soft on
+    PostgreSQL, where creations racing each other may each see room for one more."""
     row = {
         "id": str(uuid.uuid4()),
         "merchant_id": new.merchant_id,
@@ -109,10 +130,20 @@ async def create_template(db: Database, new: NewTemplate, *, actor: str, now: da
         )
         if taken.first() is not None:
             raise Conflict(f"name: a template named {new.name!r} already exists")
+        if max_per_merchant is not None:
+            await _check_quota(conn, new.merchant_id, max_per_merchant)
         await conn.execute(templates.insert().values(row))
         await _event(conn, row["id"], new.merchant_id, EventType.TEMPLATE_CREATED, actor, now, row)
         await notify(conn, db.dialect, TEMPLATES)
         return await _get(conn, row["id"], None)
+
+
+async def _check_quota(conn: AsyncConnection, merchant_id: str, limit: int) -> None:
+    # Count at most ``limit`` rows: the cost stays bounded however many there are.
+    mine = select(templates.c.id).where(templates.c.merchant_id == merchant_id).limit(limit)
+    count = (await conn.execute(select(func.count()).select_from(mine.subquery()))).scalar_one()
+    if count >= limit:
+        raise QuotaExceeded("templates", limit)
 
 
 async def _event(
@@ -154,10 +185,27 @@ async def get_template(db: Database, template_id: str, merchant_id: str | None =
         return await _get(conn, template_id, merchant_id)
 
 
-async def list_templates(db: Database, merchant_id: str | None = None) -> list[Template]:
+async def list_templates(
+    db: Database,
+    merchant_id: str | None = None,
+    *,
+    limit: int | None = None,
+    after: tuple[datetime, str] | None = None,
+) -> list[Template]:
+    """Templates oldest first, keyset-paginated by ``(created_at, id)`` after ``after``;
+    at most ``limit`` of them (``None``: all, for the library)."""
     stmt = select(templates).order_by(templates.c.created_at, templates.c.id)
     if merchant_id is not None:
         stmt = stmt.where(templates.c.merchant_id == merchant_id)
+    if after is not None:
+        created, ident = after
+        stmt = stmt.where(
+            templates.c.created_at >= created,
+            (templates.c.created_at > created)
+            | ((templates.c.created_at == created) & (templates.c.id > ident)),
+        )
+    if limit is not None:
+        stmt = stmt.limit(limit)
     async with db.read() as conn:
         return [to_template(row) for row in (await conn.execute(stmt)).all()]
 
@@ -179,6 +227,7 @@ UPDATABLE_COLUMNS = frozenset(
         "overlap_policy",
         "max_attempts",
         "timeout_seconds",
+        "last_error",
     }
 )
 
@@ -247,18 +296,66 @@ class Fire:
     next_run_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class Broken:
+    """A due template that cannot be fired (its schedule cannot be evaluated, or its row
+    cannot be read): it is switched off with ``reason`` as its ``last_error``."""
+
+    template_id: str
+    merchant_id: str
+    due_at: datetime | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FireRound:
+    """What one :func:`fire_due` did."""
+
+    taken: int
+    created: int
+    broken: list[Broken] = field(default_factory=list)
+
+
+def _due_in_turn(now: datetime, limit: int) -> Select[Any]:
+    """Due active templates, merchants taking turns: each merchant's most overdue first,
+    then each one's second, and so on, so that one merchant with thousands of due
+    templates fills at most its share of a round while another's wait (as the queue
+    populator does for jobs). Ranked in a subquery: PostgreSQL refuses ``FOR UPDATE``
+    beside a window function."""
+    due = (templates.c.active.is_(True), templates.c.next_run_at <= now)
+    turn = func.row_number().over(
+        partition_by=templates.c.merchant_id, order_by=(templates.c.next_run_at, templates.c.id)
+    )
+    ranked = select(templates.c.id, templates.c.next_run_at, turn.label("turn")).where(*due)
+    ranked_sq = ranked.subquery()
+    return (
+        select(templates)
+        .join(ranked_sq, ranked_sq.c.id == templates.c.id)
+        .where(*due)  # rechecked: a row changed meanwhile is judged as it is now
+        .order_by(ranked_sq.c.turn, ranked_sq.c.next_run_at, templates.c.id)
+        .limit(limit)
+    )
+
+
 async def fire_due(
     db: Database,
     now: datetime,
     limit: int,
-    planner: Callable[[Template], Fire | None],
+    planner: Callable[[Template], Fire | Broken | None],
     *,
     actor: str,
-) -> tuple[int, int]:
-    """Take up to ``limit`` active templates whose ``next_run_at`` has come, plan each
-    with ``planner`` (``None``: leave it), create the planned instances and advance each
-    ``next_run_at``, all in one transaction (one commit per round, not per template).
-    Return how many templates were taken and how many instances were new.
+    max_pending_per_merchant: int | None = None,
+) -> FireRound:
+    """Take up to ``limit`` active templates whose ``next_run_at`` has come (merchants in
+    turn), plan each with ``planner`` (``None``: leave it; :class:`Broken`: switch it
+    off), create the planned instances and advance each ``next_run_at``, all in one
+    transaction (one commit per round, not per template).
+
+    One template's failure is its own: a row that cannot be read or a schedule the
+    planner cannot evaluate switches that template off (``last_error`` and a
+    ``template.error`` event) and the round goes on with the others. With
+    ``max_pending_per_merchant``, a tick of a merchant with that many jobs waiting to
+    start is skipped (a ``template.tick_skipped`` event) and the schedule moves on.
 
     The due templates are locked with SKIP LOCKED, so recurrence managers running side by
     side fire disjoint templates instead of all doing every one (and queueing on each
@@ -266,38 +363,100 @@ async def fire_due(
     ``(template_id, scheduled_for)`` makes the second insert a no-op, and the guarded
     ``next_run_at`` update never moves the schedule backwards.
     """
-    stmt = (
-        select(templates)
-        .where(templates.c.active.is_(True), templates.c.next_run_at <= now)
-        .order_by(templates.c.next_run_at)
-        .limit(limit)
-    )
+    stmt = _due_in_turn(now, limit)
     if db.dialect.supports_skip_locked:
-        stmt = stmt.with_for_update(skip_locked=True)
+        stmt = stmt.with_for_update(skip_locked=True, of=templates)
     created = 0
+    broken: list[Broken] = []
     async with db.transaction() as conn:
-        due = [to_template(row) for row in (await conn.execute(stmt)).all()]
-        for template in due:
-            plan = planner(template)
-            if plan is not None:
-                created += await _fire_one(conn, db, plan, actor=actor, now=now)
+        rows = (await conn.execute(stmt)).all()
+        pending = await _pending_counts(conn, rows, max_pending_per_merchant)
+        for row in rows:
+            plan = _plan_row(row, planner)
+            if isinstance(plan, Broken):
+                broken.append(plan)
+                await _switch_off(conn, plan, actor=actor, now=now)
+            elif plan is not None:
+                created += await _fire_one(conn, db, plan, pending, actor=actor, now=now)
         if created:
             await notify(conn, db.dialect, DUE)  # once per round, not per instance
-    return len(due), created
+    return FireRound(len(rows), created, broken)
+
+
+def _plan_row(
+    row: Row[Any], planner: Callable[[Template], Fire | Broken | None]
+) -> Fire | Broken | None:
+    m = row._mapping
+    try:
+        template = to_template(row)
+    except (ValueError, TypeError, KeyError) as exc:  # a row no API could have written
+        reason = f"the stored template cannot be read ({type(exc).__name__})"
+        return Broken(m["id"], m["merchant_id"], m["next_run_at"], reason)
+    return planner(template)
+
+
+async def _switch_off(conn: AsyncConnection, broken: Broken, *, actor: str, now: datetime) -> None:
+    # Guarded like _fire_one: a replica that already moved or changed it wins.
+    await conn.execute(
+        update(templates)
+        .where(templates.c.id == broken.template_id, templates.c.next_run_at == broken.due_at)
+        .values(active=False, next_run_at=None, last_error=broken.reason, updated_at=now)
+    )
+    data = {"reason": broken.reason, "due_at": broken.due_at, "active": False}
+    kind = EventType.TEMPLATE_ERROR
+    await _event(conn, broken.template_id, broken.merchant_id, kind, actor, now, data)
+
+
+class _Pending:
+    """Jobs waiting to start per merchant, counted once per round and kept up to date as
+    the round creates more; ``cap`` ``None``: no quota, nothing counted."""
+
+    def __init__(self, cap: int | None, counts: dict[str, int]) -> None:
+        self.cap = cap
+        self.counts = counts
+
+    def full(self, merchant_id: str) -> bool:
+        return self.cap is not None and self.counts.get(merchant_id, 0) >= self.cap
+
+    def add(self, merchant_id: str, n: int) -> None:
+        if self.cap is not None:
+            self.counts[merchant_id] = self.counts.get(merchant_id, 0) + n
+
+
+async def _pending_counts(conn: AsyncConnection, rows: list[Row[Any]], cap: int | None) -> _Pending:
+    if cap is None or not rows:
+        return _Pending(cap, {})
+    merchants = sorted({row._mapping["merchant_id"] for row in rows})
+    stmt = (
+        select(jobs.c.merchant_id, func.count())
+        .where(jobs.c.merchant_id.in_(merchants), jobs.c.status.in_(list(WAITING_STATUSES)))
+        .group_by(jobs.c.merchant_id)
+    )
+    counts = {merchant: n for merchant, n in (await conn.execute(stmt)).all()}  # noqa: C416
+    return _Pending(cap, counts)
 
 
 async def _fire_one(
-    conn: AsyncConnection, db: Database, plan: Fire, *, actor: str, now: datetime
+    conn: AsyncConnection,
+    db: Database,
+    plan: Fire,
+    pending: _Pending,
+    *,
+    actor: str,
+    now: datetime,
 ) -> int:
     t = plan.template
     created = 0
     for when in plan.fire_at:
-        if t.overlap_policy is OverlapPolicy.SKIP and await _has_unfinished(conn, t.id):
-            data = {"scheduled_for": when, "reason": "previous instance unfinished"}
+        reason = await _skip_reason(conn, t, pending)
+        if reason is not None:
+            data = {"scheduled_for": when, "reason": reason}
             kind = EventType.TEMPLATE_TICK_SKIPPED
             await _event(conn, t.id, t.merchant_id, kind, actor, now, data)
             continue
-        created += await _insert_instance(conn, db, t, when, actor=actor, now=now)
+        made = await _insert_instance(conn, db, t, when, actor=actor, now=now)
+        pending.add(t.merchant_id, made)
+        created += made
     await conn.execute(
         update(templates)
         .where(templates.c.id == t.id, templates.c.next_run_at == t.next_run_at)
@@ -308,6 +467,14 @@ async def _fire_one(
         )
     )
     return created
+
+
+async def _skip_reason(conn: AsyncConnection, t: Template, pending: _Pending) -> str | None:
+    if pending.full(t.merchant_id):
+        return f"the merchant has {pending.cap} jobs waiting to start (its quota)"
+    if t.overlap_policy is OverlapPolicy.SKIP and await _has_unfinished(conn, t.id):
+        return "previous instance unfinished"
+    return None
 
 
 async def _has_unfinished(conn: AsyncConnection, template_id: str) -> bool:

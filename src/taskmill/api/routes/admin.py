@@ -1,14 +1,23 @@
-"""Admin-scoped management of merchants and API keys."""
+"""Admin-scoped management of merchants, API keys and any merchant's templates."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from taskmill.api.auth import Admin
 from taskmill.api.responses import AUTHENTICATED, BODY, WRITE, errors
-from taskmill.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, MerchantCreate, MerchantOut
+from taskmill.api.routes.jobs import decode_cursor, keyset_page
+from taskmill.api.schemas import (
+    AdminTemplateOut,
+    AdminTemplatePage,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyOut,
+    MerchantCreate,
+    MerchantOut,
+)
 from taskmill.core.tenants import ApiKey
 
 router = APIRouter(tags=["admin"])
@@ -66,3 +75,46 @@ async def list_api_keys(
 )
 async def revoke_api_key(key_id: str, admin: Admin) -> ApiKeyOut:
     return key_out(await admin.admin().revoke_key(key_id))
+
+
+@router.get("/admin/templates", response_model=AdminTemplatePage, responses=errors(*AUTHENTICATED))
+async def list_templates(
+    admin: Admin,
+    merchant_id: Annotated[str | None, Query(max_length=36)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> AdminTemplatePage:
+    """Every merchant's templates (or one merchant's), oldest first, keyset pages."""
+    after = decode_cursor(cursor) if cursor else None
+    found = await admin.admin().list_templates(merchant_id, limit + 1, after)
+    page, next_cursor = keyset_page(found, limit)
+    return AdminTemplatePage(
+        items=[AdminTemplateOut.model_validate(t) for t in page], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/admin/templates/{template_id}",
+    response_model=AdminTemplateOut,
+    responses=errors(404, *AUTHENTICATED),
+)
+async def get_template(template_id: str, admin: Admin) -> AdminTemplateOut:
+    return AdminTemplateOut.model_validate(await admin.admin().get_template(template_id))
+
+
+@router.post(
+    "/admin/templates/{template_id}/pause",
+    response_model=AdminTemplateOut,
+    responses=errors(404, *WRITE),
+)
+async def pause_template(template_id: str, admin: Admin) -> AdminTemplateOut:
+    """Switch any merchant's template off (its schedule is not evaluated, so a broken
+    one stops too); ``last_error`` tells its owner why."""
+    return AdminTemplateOut.model_validate(await admin.admin().pause_template(template_id))
+
+
+@router.delete("/admin/templates/{template_id}", status_code=204, responses=errors(404, *WRITE))
+async def delete_template(template_id: str, admin: Admin) -> Response:
+    """Delete any merchant's template; the jobs it already created stay."""
+    await admin.admin().delete_template(template_id)
+    return Response(status_code=204)

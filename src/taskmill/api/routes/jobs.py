@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Response
 
@@ -25,11 +26,13 @@ from taskmill.api.schemas import (
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import Job, JobStatus
 from taskmill.core.schedules import utc
+from taskmill.core.templates import Template
 from taskmill.core.tenants import Scope
 from taskmill.services.scheduling import ScheduleRequest
 from taskmill.store.jobs import JobFilter
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+T = TypeVar("T", Job, Template)
 
 
 @router.post(
@@ -79,9 +82,16 @@ async def create_job(
     return TemplateOut.model_validate(scheduled.item)
 
 
-def encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+def encode_cursor(item: Job | Template) -> str:
+    """The keyset cursor after ``item`` (lists ordered by ``(created_at, id)``)."""
+    raw = json.dumps([item.created_at.isoformat(), item.id]).encode()
     return base64.urlsafe_b64encode(raw).decode()
+
+
+def keyset_page(found: Sequence[T], limit: int) -> tuple[Sequence[T], str | None]:
+    """The page of ``found`` (fetched with ``limit + 1``) and the cursor of the next one."""
+    page = found[:limit]
+    return page, encode_cursor(page[-1]) if len(found) > limit else None
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
@@ -120,11 +130,8 @@ async def list_jobs(
             after=decode_cursor(cursor) if cursor else None,
         )
     )
-    page, more = jobs[:limit], len(jobs) > limit
-    return JobPage(
-        items=[JobOut.model_validate(j) for j in page],
-        next_cursor=encode_cursor(page[-1]) if more else None,
-    )
+    page, next_cursor = keyset_page(jobs, limit)
+    return JobPage(items=[JobOut.model_validate(j) for j in page], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=errors(404, *AUTHENTICATED))

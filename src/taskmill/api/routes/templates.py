@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query, Response
 
 from taskmill.api.auth import TemplatesRead, TemplatesWrite
 from taskmill.api.responses import AUTHENTICATED, BODY, WRITE, errors
-from taskmill.api.schemas import FireOut, TemplateCreate, TemplateOut, TemplatePatch
+from taskmill.api.routes.jobs import decode_cursor, keyset_page
+from taskmill.api.schemas import FireOut, TemplateCreate, TemplateOut, TemplatePage, TemplatePatch
 from taskmill.core.templates import Template
 from taskmill.services.scheduling import ScheduleRequest
 from taskmill.services.templates import TemplateUpdate
@@ -45,9 +46,18 @@ async def create_template(
     return TemplateOut.model_validate(scheduled.item)
 
 
-@router.get("", response_model=list[TemplateOut], responses=errors(*AUTHENTICATED))
-async def list_templates(tenant: TemplatesRead) -> list[TemplateOut]:
-    return [TemplateOut.model_validate(t) for t in await tenant.list_templates()]
+@router.get("", response_model=TemplatePage, responses=errors(*AUTHENTICATED))
+async def list_templates(
+    tenant: TemplatesRead,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> TemplatePage:
+    """Templates oldest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    found = await tenant.list_templates(limit + 1, decode_cursor(cursor) if cursor else None)
+    page, next_cursor = keyset_page(found, limit)
+    return TemplatePage(
+        items=[TemplateOut.model_validate(t) for t in page], next_cursor=next_cursor
+    )
 
 
 @router.get("/{template_id}", response_model=TemplateOut, responses=errors(404, *AUTHENTICATED))

@@ -74,8 +74,8 @@ export function mount(container, { params }, app) {
     onchange: (e) => { filters.template_id = e.target.value; changed(); } },
     h("option", { value: "" }, "Any template"),
     filters.template_id ? h("option", { value: filters.template_id, selected: true }, shortId(filters.template_id)) : null);
-  get("/templates").then((list) => {
-    for (const t of list) {
+  get("/templates", { limit: 500 }).then((page) => {
+    for (const t of page.items) {
       if (t.id === filters.template_id) templateSelect.lastChild.textContent = t.name;
       else templateSelect.append(h("option", { value: t.id }, t.name));
     }

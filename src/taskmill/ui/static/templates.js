@@ -53,7 +53,8 @@ export function mount(container, _route, app) {
   }
 
   async function refresh() {
-    const list = await get("/templates");
+    // One page (the API pages templates): the first 500, oldest first.
+    const list = (await get("/templates", { limit: 500 })).items;
     const fireTimes = await Promise.all(list.map((t, i) => (i < PREVIEW_LIMIT ? preview(t) : null)));
     clear(results);
     if (!list.length) {
