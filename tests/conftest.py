@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +11,37 @@ import pytest
 
 from taskmill.store.database import Database
 from tests import backends
+from tests.plan import PLAN_SIZE
+
+
+def _in_parallel_worker() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """At the plan's size a scenario takes minutes: it gets 20 of them, not the default 2.
+    In a parallel run the long scenarios start first, so the run does not end with one
+    worker busy and the others idle (a stable sort: the order stays otherwise)."""
+    if PLAN_SIZE:
+        for item in items:
+            if item.get_closest_marker("plan_size") and not item.get_closest_marker("timeout"):
+                item.add_marker(pytest.mark.timeout(1200))
+    if _in_parallel_worker():
+        items.sort(key=lambda item: not any(item.iter_markers("slow")) and not _planned(item))
+
+
+def _planned(item: pytest.Item) -> bool:
+    return item.get_closest_marker("plan_size") is not None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test that stops a shared service would break the tests running beside it."""
+    if _in_parallel_worker() and item.get_closest_marker("exclusive") is not None:
+        pytest.fail(
+            "this test stops or reconfigures a shared service: run it alone, "
+            "`pytest -m exclusive` without -n (scripts/test.sh does)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -152,6 +152,7 @@ def _pg_cluster(action: str) -> None:
     )
 
 
+@pytest.mark.exclusive  # stops the machine's PostgreSQL: no other test may run meanwhile
 async def test_faults_postgres_restart_mid_run(
     postgres_url: str, db: Database, services: Cluster, tmp_path: Path
 ) -> None:

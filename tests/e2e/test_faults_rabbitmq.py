@@ -79,6 +79,7 @@ def _rabbitmq_stopped() -> Iterator[None]:
         backends.rabbitmqctl("await_startup")
 
 
+@pytest.mark.exclusive  # stops RabbitMQ (stop_app) for every test using it
 async def test_faults_rabbitmq_restart_with_1000_queued(
     postgres_url: str, db: Database, services: Cluster, tmp_path: Path
 ) -> None:
@@ -178,6 +179,7 @@ async def _wait_for_quiet(ours: str, within: float = 120.0) -> list[str]:
         await asyncio.sleep(2)
 
 
+@pytest.mark.exclusive  # stops RabbitMQ (stop_app) for every test using it
 async def test_faults_rabbitmq_restart_mid_flow(
     postgres_url: str, db: Database, services: Cluster, tmp_path: Path
 ) -> None:
@@ -254,6 +256,7 @@ async def _unacked_delivery_is_punished(prefix: str, within: float) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.exclusive  # changes RabbitMQ's consumer_timeout for every channel
 @plan_size
 async def test_faults_rabbitmq_job_longer_than_the_consumer_timeout_runs_once(
     postgres_url: str, db: Database, services: Cluster, tmp_path: Path
