@@ -31,6 +31,7 @@ from bench.compare_common import add_options, count, measure, options, write_jso
 from bench.support import create_postgres_database, drop_postgres_database
 from taskmill import Taskmill
 from taskmill.core.jobs import JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store.jobs import count_by_status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +123,7 @@ class TaskmillAdapter:
     def done(self, record_dir: Path, phase: str) -> int:
         if phase != "throughput":
             return count(record_dir, phase)
-        counts = self.loop.run_until_complete(count_by_status(self.app.runtime.db))
+        counts = self.loop.run_until_complete(count_by_status(self.app.runtime.db, ALL_MERCHANTS))
         return counts[JobStatus.SUCCEEDED]
 
     def close(self) -> None:

@@ -40,6 +40,7 @@ from typing import IO, Any
 from bench.noop_app import TASK, build_app
 from taskmill import Taskmill
 from taskmill.core.jobs import Job, JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import jobs as job_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,7 +215,7 @@ async def enqueue(app: Taskmill, run_at: datetime | None = None) -> Job:
 
 async def succeeded(app: Taskmill, proc: subprocess.Popen[bytes]) -> int:
     """How many jobs succeeded; raise if any failed or the subprocess died."""
-    counts = await job_store.count_by_status(app.runtime.db)
+    counts = await job_store.count_by_status(app.runtime.db, ALL_MERCHANTS)
     if counts[JobStatus.FAILED] or counts[JobStatus.CANCELLED]:
         raise BenchError(f"no-op jobs did not all succeed: {dict(counts)}")
     if proc.poll() is not None:

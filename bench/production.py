@@ -38,6 +38,7 @@ from bench.noop_app import TASK, build_app
 from taskmill import Taskmill
 from taskmill.config import load_settings
 from taskmill.core.jobs import JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import migrate
 from taskmill.store.database import Database
 from taskmill.store.jobs import count_by_status
@@ -134,7 +135,7 @@ def _delete_prefix(prefix: str) -> None:
 
 async def _wait_succeeded(db: Database, n: int, timeout: float) -> float:
     start = time.monotonic()
-    while (await count_by_status(db))[JobStatus.SUCCEEDED] < n:
+    while (await count_by_status(db, ALL_MERCHANTS))[JobStatus.SUCCEEDED] < n:
         if time.monotonic() - start > timeout:
             raise TimeoutError(f"not all {n} jobs succeeded within {timeout}s")
         await asyncio.sleep(0.1)
@@ -166,7 +167,7 @@ async def latency(
     batch = max(1, rate // 10)
     try:
         db = (await producer.open()).db
-        before = (await count_by_status(db))[JobStatus.SUCCEEDED]
+        before = (await count_by_status(db, ALL_MERCHANTS))[JobStatus.SUCCEEDED]
         since = datetime.now(UTC)
         t0 = time.monotonic()
         sent = 0

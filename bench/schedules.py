@@ -54,6 +54,7 @@ from taskmill import Taskmill
 from taskmill.config import Settings, load_settings
 from taskmill.core.jobs import Job, JobStatus, ScheduleType
 from taskmill.core.templates import Template
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import jobs as job_store
 from taskmill.store.schema import job_runs, jobs, templates
 
@@ -186,7 +187,7 @@ async def enqueue(app: Taskmill, run_at: datetime | None = None) -> Job:
 
 
 async def unfinished(app: Taskmill) -> int:
-    counts = await job_store.count_by_status(app.runtime.db)
+    counts = await job_store.count_by_status(app.runtime.db, ALL_MERCHANTS)
     return sum(counts[s] for s in UNFINISHED)
 
 

@@ -18,9 +18,8 @@ from typing import Any
 
 from taskmill import TaskContext, Taskmill
 from taskmill.core.errors import ValidationError
-from taskmill.core.jobs import Job, JobStatus
+from taskmill.core.jobs import Job, JobFilter, JobStatus
 from taskmill.core.templates import Template
-from taskmill.store.jobs import JobFilter
 
 DEADLINE_SECONDS = 8.0
 POLL_SECONDS = 0.05

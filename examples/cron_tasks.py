@@ -26,9 +26,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from taskmill import TaskContext, Taskmill
-from taskmill.core.jobs import JobStatus
+from taskmill.core.jobs import JobFilter, JobStatus
 from taskmill.core.templates import Template
-from taskmill.store.jobs import JobFilter
 
 DEADLINE_SECONDS = 8.0
 POLL_SECONDS = 0.05

@@ -14,27 +14,21 @@ from taskmill.config import Settings, load_settings
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.errors import NotFound
-from taskmill.core.events import Event
-from taskmill.core.jobs import DEFAULT_MERCHANT_ID, DependencyFailurePolicy, Job, JobRun, JobStatus
+from taskmill.core.events import Event, EventFilter
+from taskmill.core.jobs import DEFAULT_MERCHANT_ID, DependencyFailurePolicy, Job, JobFilter, JobRun
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.templates import FirePreview, MisfirePolicy, OverlapPolicy, Template
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.executors.python import TaskDefinition, TaskRegistry, Validator
 from taskmill.observability.logs import configure_logging, redact_url
 from taskmill.runtime import Runtime
 from taskmill.services.runner import ServiceMain
 from taskmill.services.scheduling import ScheduleRequest
 from taskmill.services.templates import TemplateUpdate
-from taskmill.store import dependencies as dependency_store
-from taskmill.store import events as event_store
-from taskmill.store import jobs as job_store
-from taskmill.store import names, outcomes
-from taskmill.store import runs as run_store
-from taskmill.store import templates as template_store
-from taskmill.store.events import EventFilter
-from taskmill.store.jobs import JobFilter
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
+_ACTOR = "library"  # the actor the event log names for what the library does
 ServicesFactory = Callable[[Runtime], dict[str, ServiceMain]]
 
 
@@ -212,7 +206,7 @@ class Taskmill:
         if delay is not None:
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
             run_at = runtime.clock.now() + timedelta(seconds=seconds)
-        scheduled = await runtime.scheduler.schedule(
+        scheduled = await runtime.jobs.schedule(
             ScheduleRequest(
                 task=task,
                 payload=payload,
@@ -234,12 +228,7 @@ class Taskmill:
                 overlap_policy=overlap_policy,
             )
         )
-        result = scheduled.item
-        if isinstance(result, Template):
-            runtime.wakers.recurrence.wake()
-        elif result.status is JobStatus.SCHEDULED:  # a queued one was announced already
-            runtime.wakers.populator.wake()
-        return result
+        return scheduled.item
 
     async def schedule_many(
         self, task: str, payloads: Sequence[Any], *, run_at: datetime | None = None
@@ -248,92 +237,60 @@ class Taskmill:
         much faster than one ``schedule`` call each. All payloads are validated first;
         if one is invalid, none is stored."""
         runtime = await self.open()
-        jobs = await runtime.scheduler.schedule_many(
+        return await runtime.jobs.schedule_many(
             [ScheduleRequest(task=task, payload=p, run_at=run_at) for p in payloads]
         )
-        if any(job.status is JobStatus.SCHEDULED for job in jobs):  # queued ones: announced
-            runtime.wakers.populator.wake()
-        return jobs
 
-    async def _resolve(self, ident: str) -> str:
-        """Seed 003: a job or template can be named by its id or by the caller's own name
-        (a template's ``name``, a job's ``idempotency_key``), ids first, then templates."""
-        runtime = await self.open()
-        merchant = DEFAULT_MERCHANT_ID  # the library's schedules are this merchant's
-        found = await names.find_template_id(runtime.db, ident, merchant)
-        if found == ident:
-            found = await names.find_job_id(runtime.db, ident, merchant)
-        return found
+    # The library is the operator's door: it reads and cancels every merchant's jobs
+    # (ALL_MERCHANTS), creates the default merchant's, and finds names among the
+    # default merchant's (seed 003's ids are the caller's own).
 
     async def cancel(self, ident: str, reason: str = "cancelled") -> Job | Template:
         """Cancel a job (scheduled, queued or running), or switch a template off; ``ident``
         is an id, a template's name or a job's idempotency key (``app.cancel("daily-report")``)."""
-        runtime = await self.open()
-        ident = await self._resolve(ident)
+        jobs = (await self.open()).jobs
+        ident = await jobs.resolve(DEFAULT_MERCHANT_ID, ident)
         try:
-            job = await outcomes.cancel(runtime.db, ident, reason=reason, actor="library")
+            return await jobs.cancel(ALL_MERCHANTS, ident, reason=reason, actor=_ACTOR)
         except NotFound:
-            off = await runtime.templates.set_active(
-                ident, False, actor="library", merchant_id=None
-            )
-            return off
-        runtime.worker.notify_lost(job.id, f"cancelled: {reason}")
-        return job
+            off = TemplateUpdate(active=False)
+            return await jobs.update_template(ALL_MERCHANTS, ident, off, actor=_ACTOR)
 
     async def get(self, ident: str) -> Job | Template:
         """The job or template with this id, template name or job idempotency key, or
         :class:`~taskmill.core.errors.NotFound`."""
-        runtime = await self.open()
-        ident = await self._resolve(ident)
-        try:
-            return await job_store.get_job(runtime.db, ident)
-        except NotFound:
-            return await template_store.get_template(runtime.db, ident)
+        jobs = (await self.open()).jobs
+        return await jobs.get_any(ALL_MERCHANTS, await jobs.resolve(DEFAULT_MERCHANT_ID, ident))
 
     async def list(self, flt: JobFilter | None = None) -> builtins.list[Job]:
         """Jobs matching ``flt`` (all, oldest first, by default)."""
-        runtime = await self.open()
-        return await job_store.list_jobs(runtime.db, flt or JobFilter())
+        return await (await self.open()).jobs.list(ALL_MERCHANTS, flt or JobFilter())
 
     async def templates(self) -> builtins.list[Template]:
-        runtime = await self.open()
-        return await template_store.list_templates(runtime.db)
+        return await (await self.open()).jobs.list_templates(ALL_MERCHANTS)
 
     async def update_template(self, template_id: str, update: TemplateUpdate) -> Template:
         """Change a template (schedule, payload, policies, ``active``)."""
-        runtime = await self.open()
-        template = await runtime.templates.update(
-            template_id, update, actor="library", merchant_id=None
-        )
-        runtime.wakers.recurrence.wake()
-        return template
+        jobs = (await self.open()).jobs
+        return await jobs.update_template(ALL_MERCHANTS, template_id, update, actor=_ACTOR)
 
     async def preview(self, template_id: str, count: int = 10) -> builtins.list[FirePreview]:
         """The template's next ``count`` fire times, DST-affected ones flagged."""
-        runtime = await self.open()
-        return await runtime.templates.preview(template_id, count, merchant_id=None)
+        return await (await self.open()).jobs.preview(ALL_MERCHANTS, template_id, count)
 
     async def dependencies(self, job_id: str) -> JobDependencies:
         """The jobs ``job_id`` waits on (``upstream``) and those waiting on it
         (``downstream``), each with its status and task type."""
-        runtime = await self.open()
-        return await dependency_store.get_dependencies(runtime.db, job_id)
+        return await (await self.open()).jobs.dependencies(ALL_MERCHANTS, job_id)
 
     async def runs(self, job_id: str) -> builtins.list[JobRun]:
         """Every attempt of a job."""
-        runtime = await self.open()
-        return await run_store.list_runs(runtime.db, job_id)
+        return await (await self.open()).jobs.runs(ALL_MERCHANTS, job_id)
 
     async def events(self, job_id: str | None = None) -> builtins.list[Event]:
         """The event log, optionally for one job."""
-        runtime = await self.open()
-        return await event_store.list_events(runtime.db, EventFilter(job_id=job_id))
+        return await (await self.open()).jobs.events(ALL_MERCHANTS, EventFilter(job_id=job_id))
 
     async def retry(self, job_id: str) -> Job:
         """Give a failed job one more attempt, now."""
-        runtime = await self.open()
-        job = await outcomes.retry_failed(
-            runtime.db, job_id, actor="library", run_at=runtime.clock.now()
-        )
-        runtime.wakers.populator.wake()
-        return job
+        return await (await self.open()).jobs.retry(ALL_MERCHANTS, job_id, actor=_ACTOR)

@@ -24,6 +24,7 @@ from taskmill.executors.process import process_task
 from taskmill.executors.python import PythonExecutor, TaskDefinition, TaskRegistry
 from taskmill.services.api_keys import ApiKeys
 from taskmill.services.failure_watcher import FailureWatcher, FailureWatcherConfig
+from taskmill.services.jobs import Jobs
 from taskmill.services.loop import PeriodicService, Waker, run_periodically
 from taskmill.services.queue_populator import QueuePopulator, QueuePopulatorConfig
 from taskmill.services.recurrence_manager import RecurrenceConfig, RecurrenceManager
@@ -176,6 +177,8 @@ class Runtime:
             self.clock,
             worker_config,
         )
+        # Every door (the library, the API, the CLI) goes through this one service.
+        self.jobs = Jobs(self.db, self.clock, self.scheduler, self.templates, self)
 
     def _worker_config(self) -> WorkerConfig:
         w, r = self.settings.worker, self.settings.retry
@@ -204,6 +207,10 @@ class Runtime:
         if self.settings.database.migrate_on_start:
             await migrate.upgrade(self.db)
 
+    async def schema_is_current(self) -> bool:
+        """Whether the database is migrated to this version's newest revision."""
+        return await migrate.is_current(self.db)
+
     async def close(self) -> None:
         await self.scheduler.drain()
         await self.broker.close()
@@ -224,13 +231,28 @@ class Runtime:
 
         return main
 
-    def _on_notify(self, channel: str) -> None:
+    def _on_notify(self, channel: str, payload: str) -> None:
         if channel == notify.DUE:
             self.wakers.populator.wake()
         elif channel == notify.TEMPLATES:
             self.wakers.recurrence.wake()
         elif channel == notify.QUEUED and isinstance(self.broker, DatabaseBroker):
             self.broker.wake()
+        elif channel == notify.CANCELLED and payload:
+            self.job_cancelled(payload, "cancelled")
+
+    # -- the jobs service's wake-ups (services.jobs.Wakeups) -----------------------------
+
+    def jobs_due(self) -> None:
+        self.wakers.populator.wake()
+
+    def templates_changed(self) -> None:
+        self.wakers.recurrence.wake()
+
+    def job_cancelled(self, job_id: str, reason: str) -> None:
+        """Stop this process's run of ``job_id``, if it has one (other processes hear of
+        it through the cancel's PostgreSQL notification)."""
+        self.worker.notify_lost(job_id, f"cancelled: {reason}")
 
     def _listener(self) -> ServiceMain:
         async def main(stop: asyncio.Event) -> None:

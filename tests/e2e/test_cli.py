@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from taskmill.core.jobs import Job, JobStatus
+from taskmill.core.jobs import Job, JobFilter, JobStatus
 from taskmill.store import migrate
-from taskmill.store.jobs import JobFilter
 from taskmill.store.replay import projection_diff
 from tests.conftest import wait_for
 from tests.fixtures.apps import build_app

@@ -27,6 +27,7 @@ import pytest
 from taskmill import Taskmill
 from taskmill.config import load_settings
 from taskmill.core.jobs import JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store.database import Database
 from taskmill.store.jobs import get_job
 from tests.conftest import wait_for
@@ -163,14 +164,14 @@ async def test_process_sigkilled_executor_group_killed_after_restart(
             gone_in = time.monotonic() - restarted_at
 
             async def lost() -> bool:
-                return (await get_job(db, job.id)).status is JobStatus.FAILED
+                return (await get_job(db, job.id, ALL_MERCHANTS)).status is JobStatus.FAILED
 
             await wait_for(lost, timeout=LEASE + WATCHER + 10)
             assert successor.poll() is None
             assert not (run_dir / str(pgid)).exists()
             logs = c.logs()
         assert "killed 1 process group(s) left running by a worker that died" in logs
-        done = await get_job(db, job.id)
+        done = await get_job(db, job.id, ALL_MERCHANTS)
         assert done.last_error == "worker_lost" and done.attempt == 1
         # I1-I4 (I5 counts record_effect executions; a process job records none: its one
         # run row and attempt 1 above are the execution count).

@@ -148,7 +148,9 @@ async def test_listener_survives_connections_terminated_mid_listen(postgres_url:
     stop = asyncio.Event()
     db = Database.from_url(postgres_url)
     listening = asyncio.create_task(
-        notify.listen(url, channels, heard.append, stop, retry_seconds=0.01)
+        notify.listen(
+            url, channels, lambda ch, _payload: heard.append(ch), stop, retry_seconds=0.01
+        )
     )
     try:
         terminated = 0

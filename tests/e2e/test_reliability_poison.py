@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import func, select
 
 from taskmill.core.jobs import JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import tenants
 from taskmill.store.database import Database
 from taskmill.store.jobs import NewJob, create_job, get_job
@@ -130,7 +131,7 @@ async def test_reliability_s18_poison_job_and_poison_messages(
                         deaths.append(proc.pid)
                         assert len(deaths) <= 10, "executors keep dying: a crash loop"
                         executors[i] = c.start("executor", TASKMILL_WORKER__CONCURRENCY="10")
-                job = await get_job(db, poison)
+                job = await get_job(db, poison, ALL_MERCHANTS)
                 return job.status is JobStatus.FAILED and await _succeeded(db) == 100
 
             await wait_for(settled, timeout=90, interval=0.2)
@@ -143,7 +144,7 @@ async def test_reliability_s18_poison_job_and_poison_messages(
             await asyncio.sleep(1)  # room for a late crash or a wrongly run job
             assert all(p.poll() is None for p in executors)
             logs = c.logs()
-        failed = await get_job(db, poison)
+        failed = await get_job(db, poison, ALL_MERCHANTS)
         assert failed.last_error == "worker_lost" and failed.attempt == 3
         assert len(deaths) <= 3
         assert "Traceback" not in logs
@@ -153,7 +154,7 @@ async def test_reliability_s18_poison_job_and_poison_messages(
         assert set(normal) <= set(per_job)
         for job_id in untouchable:  # still waiting, never executed
             assert per_job[job_id] == 0
-            assert (await get_job(db, job_id)).status is JobStatus.SCHEDULED
+            assert (await get_job(db, job_id, ALL_MERCHANTS)).status is JobStatus.SCHEDULED
         hit = Counter(job_id for job_id, _, pid in ran if pid in deaths)
         await check_history(
             db, faults_per_job=hit, queued_grace_s=REQUEUE + WATCHER, running_grace_s=WATCHER

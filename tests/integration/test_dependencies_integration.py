@@ -16,12 +16,13 @@ from sqlalchemy import func, select
 from taskmill import Taskmill
 from taskmill.core.dependencies import CASCADE_ACTOR
 from taskmill.core.errors import ValidationError
-from taskmill.core.events import EventType
+from taskmill.core.events import EventFilter, EventType
 from taskmill.core.jobs import DependencyFailurePolicy, Job, JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import claims, outcomes, tenants
 from taskmill.store.database import Database
 from taskmill.store.dependencies import get_dependencies
-from taskmill.store.events import EventFilter, list_events
+from taskmill.store.events import list_events
 from taskmill.store.jobs import NewJob, create_job, get_job
 from taskmill.store.replay import projection_diff
 from taskmill.store.schema import events, job_dependencies, jobs
@@ -69,7 +70,7 @@ async def _succeed(db: Database, job: Job) -> None:
 
 
 async def _status(db: Database, job_id: str) -> JobStatus:
-    return (await get_job(db, job_id)).status
+    return (await get_job(db, job_id, ALL_MERCHANTS)).status
 
 
 async def _counts(db: Database) -> list[int]:
@@ -82,7 +83,7 @@ async def _counts(db: Database) -> list[int]:
 
 
 async def _cascade_events(db: Database, job_id: str) -> list[dict[str, Any]]:
-    evs = await list_events(db, EventFilter(job_id=job_id))
+    evs = await list_events(db, ALL_MERCHANTS, EventFilter(job_id=job_id))
     return [
         {"actor": e.actor, **e.data}
         for e in evs
@@ -97,7 +98,7 @@ async def test_dependencies_integration_chain_failure_cancels_downstream(db: Dat
     [job] = await _run(db)
     assert job.id == a  # b and c wait
     await _fail(db, job)
-    job_b, job_c = await get_job(db, b), await get_job(db, c)
+    job_b, job_c = await get_job(db, b, ALL_MERCHANTS), await get_job(db, c, ALL_MERCHANTS)
     assert job_b.status is JobStatus.CANCELLED and job_c.status is JobStatus.CANCELLED
     assert job_b.cancel_reason == f"dependency {a} failed"
     assert job_c.cancel_reason == f"dependency {b} cancelled: upstream {a} failed"
@@ -114,8 +115,8 @@ async def test_dependencies_integration_chain_failure_cancels_downstream(db: Dat
 async def test_dependencies_integration_cancel_upstream_cancels_dependents(db: Database) -> None:
     a = await _new(db)
     b = await _new(db, a)
-    await outcomes.cancel(db, a, reason="changed my mind", actor="user")
-    job_b = await get_job(db, b)
+    await outcomes.cancel(db, a, reason="changed my mind", actor="user", merchant_id=ALL_MERCHANTS)
+    job_b = await get_job(db, b, ALL_MERCHANTS)
     assert job_b.status is JobStatus.CANCELLED
     assert job_b.cancel_reason == f"dependency {a} cancelled"
     assert await projection_diff(db) == []
@@ -127,7 +128,7 @@ async def test_dependencies_integration_cancel_running_upstream_cancels_dependen
     a = await _new(db)
     b = await _new(db, a)
     [job] = await _run(db)
-    await outcomes.cancel(db, job.id, reason="stop", actor="user")
+    await outcomes.cancel(db, job.id, reason="stop", actor="user", merchant_id=ALL_MERCHANTS)
     assert await _status(db, b) is JobStatus.CANCELLED
 
 
@@ -158,7 +159,7 @@ async def test_dependencies_integration_lease_expiry_failure_cancels_dependents(
             break
         await asyncio.sleep(0.01)
     assert [j.id for j in expired.failed] == [a]
-    job_b = await get_job(db, b)
+    job_b = await get_job(db, b, ALL_MERCHANTS)
     assert job_b.status is JobStatus.CANCELLED
     assert job_b.cancel_reason == f"dependency {a} failed"
     assert await projection_diff(db) == []
@@ -175,7 +176,7 @@ async def test_dependencies_integration_run_policy_runs_after_failure(db: Databa
     assert await _status(db, b) is JobStatus.SCHEDULED
     assert await claims.next_due_at(db) == NOW
     [job] = await _run(db)
-    assert job.id == b and (await get_job(db, b)).on_dependency_failure is RUN
+    assert job.id == b and (await get_job(db, b, ALL_MERCHANTS)).on_dependency_failure is RUN
     assert await _status(db, c) is JobStatus.SCHEDULED  # b has not finished
     await _succeed(db, job)
     [job] = await _run(db)
@@ -192,7 +193,7 @@ async def test_dependencies_integration_run_policy_waits_for_every_upstream(
     running = {j.id: j for j in await _run(db)}
     await _fail(db, running[a])
     assert [j.id for j in await _run(db)] == []  # slow is still running
-    await outcomes.cancel(db, slow, reason="enough", actor="user")
+    await outcomes.cancel(db, slow, reason="enough", actor="user", merchant_id=ALL_MERCHANTS)
     assert [j.id for j in await _run(db)] == [b]
 
 
@@ -232,7 +233,7 @@ async def test_dependencies_integration_one_upstream_succeeded_one_failed(db: Da
     await _succeed(db, running[good])
     assert await _status(db, cancel) is JobStatus.SCHEDULED  # bad still running
     await _fail(db, running[bad])
-    job = await get_job(db, cancel)
+    job = await get_job(db, cancel, ALL_MERCHANTS)
     assert job.status is JobStatus.CANCELLED and job.cancel_reason == f"dependency {bad} failed"
     assert [j.id for j in await _run(db)] == [run]
     assert await projection_diff(db) == []
@@ -245,10 +246,10 @@ async def test_dependencies_integration_retry_failed_leaves_dependents_cancelled
     b = await _new(db, a)
     [job] = await _run(db)
     await _fail(db, job)
-    await outcomes.retry_failed(db, a, actor="user", run_at=NOW)
+    await outcomes.retry_failed(db, a, actor="user", run_at=NOW, merchant_id=ALL_MERCHANTS)
     [job] = await _run(db)
     await _succeed(db, job)
-    job_b = await get_job(db, b)
+    job_b = await get_job(db, b, ALL_MERCHANTS)
     assert job_b.status is JobStatus.CANCELLED  # documented: a retry does not revive it
     assert [j.id for j in await _run(db)] == []
     assert await projection_diff(db) == []
@@ -261,7 +262,7 @@ async def test_dependencies_integration_refused_creations_leave_nothing(db: Data
     other = (await tenants.create_merchant(db, "other", now=NOW)).id
     theirs = await _new(db, merchant_id=other)
     cancelled = await _new(db)
-    await outcomes.cancel(db, cancelled, reason="x", actor="user")
+    await outcomes.cancel(db, cancelled, reason="x", actor="user", merchant_id=ALL_MERCHANTS)
     ok = await _new(db)
     before = await _counts(db)
     missing = str(uuid.uuid4())
@@ -307,7 +308,7 @@ async def test_dependencies_integration_cycles_cannot_form(db: Database) -> None
         db, NewJob("t", NOW, idempotency_key="a", depends_on=[b]), actor="test", now=NOW
     )
     assert not again.created and again.job.id == a
-    assert (await get_dependencies(db, a)).upstream == []
+    assert (await get_dependencies(db, a, ALL_MERCHANTS)).upstream == []
     with pytest.raises(ValidationError) as err:  # a job that is not yet made cannot be named
         await _new(db, b, str(uuid.uuid4()))
     assert err.value.field == "depends_on"
@@ -317,10 +318,10 @@ async def test_dependencies_integration_dependencies_read_both_ways(db: Database
     a = await _new(db)
     b = await _new(db, a, a)  # duplicates collapse
     c = await _new(db, a, b, policy=RUN)
-    deps_a = await get_dependencies(db, a)
+    deps_a = await get_dependencies(db, a, ALL_MERCHANTS)
     # Oldest first, then by id (all were created at the same NOW here).
     assert deps_a.upstream == [] and [d.id for d in deps_a.downstream] == sorted([b, c])
-    deps_c = await get_dependencies(db, c)
+    deps_c = await get_dependencies(db, c, ALL_MERCHANTS)
     assert [d.id for d in deps_c.upstream] == sorted([a, b]) and deps_c.downstream == []
     assert deps_c.on_dependency_failure is RUN
     assert {d.status for d in deps_c.upstream} == {JobStatus.SCHEDULED}

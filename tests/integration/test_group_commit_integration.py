@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.errors import Conflict
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.services.group_commit import GroupCommitter
 from taskmill.store.database import Database
 from taskmill.store.jobs import NewJob, create_job, get_job
@@ -32,7 +33,7 @@ async def test_group_commit_integration_concurrent_writes_all_land(db: Database)
     results = await asyncio.gather(*(committer.write(bump(i)) for i in ids))  # type: ignore[arg-type]
     await committer.close()
     assert results == [True] * 50
-    assert {(await get_job(db, i)).priority for i in ids} == {7}
+    assert {(await get_job(db, i, ALL_MERCHANTS)).priority for i in ids} == {7}
 
 
 async def test_group_commit_integration_one_failure_spares_the_others(db: Database) -> None:
@@ -55,7 +56,7 @@ async def test_group_commit_integration_one_failure_spares_the_others(db: Databa
     await committer.close()
     assert outcomes[0] is True
     assert isinstance(outcomes[1], Conflict)
-    assert (await get_job(db, good)).priority == 3
+    assert (await get_job(db, good, ALL_MERCHANTS)).priority == 3
     alone = GroupCommitter(db)
     with pytest.raises(Conflict):
         await alone.write(broken)

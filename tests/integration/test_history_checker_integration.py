@@ -11,6 +11,7 @@ from sqlalchemy import insert, update
 
 from taskmill.core.events import EventType
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import claims, outcomes
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
@@ -89,13 +90,13 @@ async def _good_history(db: Database) -> dict[str, str]:
     await _succeed(db, rescued, await _run(db, "w2"), "w2")
 
     cancelled = await _new(db)
-    await outcomes.cancel(db, cancelled, reason="no", actor="user")
+    await outcomes.cancel(db, cancelled, reason="no", actor="user", merchant_id=ALL_MERCHANTS)
 
     reopened = await _new(db, max_attempts=1)
     attempt = await _run(db)
     failure = outcomes.Failure("boom")
     assert await outcomes.fail(db, outcomes.Attempt(reopened, attempt, "w1"), failure)
-    await outcomes.retry_failed(db, reopened, actor="user", run_at=PAST)
+    await outcomes.retry_failed(db, reopened, actor="user", run_at=PAST, merchant_id=ALL_MERCHANTS)
     await _succeed(db, reopened, await _run(db))
     return {"ok": ok, "rescued": rescued, "cancelled": cancelled, "reopened": reopened}
 

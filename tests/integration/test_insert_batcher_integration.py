@@ -16,11 +16,12 @@ from taskmill import TaskContext, Taskmill
 from taskmill.config import load_settings
 from taskmill.core.errors import Conflict
 from taskmill.core.events import EventType
-from taskmill.core.jobs import Job, JobStatus
+from taskmill.core.jobs import Job, JobFilter, JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.services.insert_batcher import InsertBatcher
 from taskmill.services.scheduling import ScheduleRequest
 from taskmill.store.database import Database
-from taskmill.store.jobs import JobFilter, NewJob, get_job, list_jobs, make_job
+from taskmill.store.jobs import NewJob, get_job, list_jobs, make_job
 from taskmill.store.replay import projection_diff
 from tests.jobs import job_of
 
@@ -88,7 +89,7 @@ async def test_insert_batcher_integration_a_bad_row_fails_alone(app: Taskmill) -
     for scheduled in good:
         assert not isinstance(scheduled, BaseException)
         assert (await job_of(app, scheduled.item.id)).status is JobStatus.SCHEDULED
-    assert len(await list_jobs(runtime.db, JobFilter())) == 6
+    assert len(await list_jobs(runtime.db, ALL_MERCHANTS, JobFilter())) == 6
 
 
 async def test_insert_batcher_integration_returns_at_the_commit_and_drain_waits_for_the_hint(
@@ -109,7 +110,7 @@ async def test_insert_batcher_integration_returns_at_the_commit_and_drain_waits_
         now = datetime.now(UTC)
         made = make_job(NewJob(task_type="echo", run_at=now), now, "test", queue_if_due=True)
         job = await asyncio.wait_for(batcher.insert(made), timeout=10)
-        assert (await get_job(db, job.id)).status is JobStatus.QUEUED  # committed
+        assert (await get_job(db, job.id, ALL_MERCHANTS)).status is JobStatus.QUEUED  # committed
         assert announced == []
         draining = asyncio.create_task(batcher.drain())
         await asyncio.sleep(0.05)

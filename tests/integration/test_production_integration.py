@@ -14,8 +14,7 @@ from taskmill import TaskContext, Taskmill
 from taskmill.brokers.base import Message
 from taskmill.brokers.redis import RedisBroker
 from taskmill.config import load_settings
-from taskmill.core.jobs import Job, JobStatus
-from taskmill.store.jobs import JobFilter
+from taskmill.core.jobs import Job, JobFilter, JobStatus
 from tests import backends
 from tests.conftest import wait_for
 

@@ -19,9 +19,10 @@ import pytest
 from taskmill import TaskContext, Taskmill
 from taskmill.brokers.rabbitmq import QUEUE_ARGUMENTS
 from taskmill.config import load_settings
-from taskmill.core.jobs import Job, JobStatus
+from taskmill.core.jobs import Job, JobFilter, JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import tenants
-from taskmill.store.jobs import JobFilter, NewJob, create_job, get_job
+from taskmill.store.jobs import NewJob, create_job, get_job
 from tests import backends
 from tests.conftest import wait_for
 
@@ -105,7 +106,7 @@ async def test_rabbitmq_poison_messages_are_acked_and_run_nothing(
     await wait_for(queue_empty, timeout=10)
     runs: list[str] = app.runs_seen  # type: ignore[attr-defined]
     assert sorted(runs) == sorted(j.id for j in real if isinstance(j, Job))  # once each
-    assert (await get_job(db, theirs.job.id)).status is JobStatus.SCHEDULED
+    assert (await get_job(db, theirs.job.id, ALL_MERCHANTS)).status is JobStatus.SCHEDULED
     assert caplog.text.count("dropping a malformed hint") == len(malformed)
     assert "claim failed" not in caplog.text and "Traceback" not in caplog.text
     # The worker is still receiving: one more job runs from its hint at once.

@@ -13,15 +13,15 @@ from sqlalchemy import select, update
 
 from taskmill import TaskContext, Taskmill
 from taskmill.core.errors import ValidationError
-from taskmill.core.events import EventType
-from taskmill.core.jobs import DEFAULT_MERCHANT_ID, Job, JobStatus
+from taskmill.core.events import EventFilter, EventType
+from taskmill.core.jobs import DEFAULT_MERCHANT_ID, Job, JobFilter, JobStatus
 from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.services.recurrence_manager import RecurrenceConfig, RecurrenceManager
 from taskmill.services.templates import TemplateUpdate
 from taskmill.store import tenants
 from taskmill.store.database import Database
-from taskmill.store.events import EventFilter, list_events
-from taskmill.store.jobs import JobFilter
+from taskmill.store.events import list_events
 from taskmill.store.schema import templates
 from taskmill.store.templates import StoredTemplate, get_template
 from taskmill.testing import FrozenClock, run_until_idle
@@ -226,7 +226,7 @@ async def test_recurrence_integration_disable_enable_and_update(
     with pytest.raises(ValidationError) as err:
         await app.update_template(template.id, TemplateUpdate(cron_expression="99 * * * *"))
     assert err.value.field == "cron"
-    unchanged = await get_template(db, template.id)
+    unchanged = await get_template(db, template.id, ALL_MERCHANTS)
     assert unchanged.cron_expression == "30 9 * * *"
 
 
@@ -319,7 +319,9 @@ async def test_recurrence_isolation_bad_template_is_switched_off_others_keep_fir
     assert "Traceback" not in stored.last_error and "division" not in stored.last_error
     assert broken.id in caplog.text and merchant_a in caplog.text  # the log names it
     events = await list_events(
-        runtime.db, EventFilter(template_id=broken.id, types=[EventType.TEMPLATE_ERROR])
+        runtime.db,
+        ALL_MERCHANTS,
+        EventFilter(template_id=broken.id, types=[EventType.TEMPLATE_ERROR]),
     )
     assert len(events) == 1  # switched off once, not failing every round
     assert events[0].merchant_id == merchant_a
@@ -381,7 +383,9 @@ async def test_recurrence_isolation_pending_quota_skips_ticks(
         clock.advance(60)
     assert await _count_instances(app, template.id) == 2
     skipped = await list_events(
-        runtime.db, EventFilter(template_id=template.id, types=[EventType.TEMPLATE_TICK_SKIPPED])
+        runtime.db,
+        ALL_MERCHANTS,
+        EventFilter(template_id=template.id, types=[EventType.TEMPLATE_TICK_SKIPPED]),
     )
     assert len(skipped) == 2 and "quota" in skipped[0].data["reason"]
     current = await app.get(template.id)

@@ -13,10 +13,9 @@ import pytest
 
 from taskmill import TaskContext, Taskmill
 from taskmill.config import load_settings
-from taskmill.core.jobs import Job, JobStatus
+from taskmill.core.jobs import Job, JobFilter, JobStatus
 from taskmill.core.templates import MisfirePolicy, Template
 from taskmill.store.database import Database
-from taskmill.store.jobs import JobFilter
 from taskmill.testing import FrozenClock, run_until_idle
 from tests.conftest import wait_for
 from tests.history import check_history, check_invariants

@@ -23,7 +23,7 @@ from taskmill import TaskContext, Taskmill
 from taskmill.api.app import create_app
 from taskmill.config import load_settings
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, JobStatus
-from taskmill.core.tenants import Scope
+from taskmill.core.tenants import ALL_MERCHANTS, Scope
 from taskmill.runtime import Runtime
 from taskmill.store.jobs import get_job
 from taskmill.store.schema import events, jobs
@@ -183,7 +183,7 @@ async def test_reliability_s31_job_running_when_the_disk_fills_ends_terminal(
     await app.start()
 
     async def running() -> bool:
-        return (await get_job(runtime.db, job.id)).status == JobStatus.RUNNING
+        return (await get_job(runtime.db, job.id, ALL_MERCHANTS)).status == JobStatus.RUNNING
 
     await wait_for(running, timeout=10)
     # In a thread: blocking the event loop while SQLite waits for the write lock would
@@ -204,14 +204,17 @@ async def test_reliability_s31_job_running_when_the_disk_fills_ends_terminal(
 
     await wait_for(write_refused, timeout=10)
     await asyncio.sleep(3.0)  # past the lease: it is rescued and run again, in vain
-    assert (await get_job(runtime.db, job.id)).status != JobStatus.SUCCEEDED
+    assert (await get_job(runtime.db, job.id, ALL_MERCHANTS)).status != JobStatus.SUCCEEDED
     disk.pages = UNLIMITED
 
     async def terminal() -> bool:
-        return (await get_job(runtime.db, job.id)).status in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+        return (await get_job(runtime.db, job.id, ALL_MERCHANTS)).status in (
+            JobStatus.SUCCEEDED,
+            JobStatus.FAILED,
+        )
 
     await wait_for(terminal, timeout=15)
-    finished = await get_job(runtime.db, job.id)
+    finished = await get_job(runtime.db, job.id, ALL_MERCHANTS)
     # Rescued when its lease ran out, run again, recorded once there was room.
     assert finished.status == JobStatus.SUCCEEDED and finished.attempt >= 2, finished
     with sqlite3.connect(path) as check:

@@ -30,6 +30,7 @@ from sqlalchemy import delete
 
 from taskmill.core.errors import InvalidTransition
 from taskmill.core.jobs import JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import claims, outcomes
 from taskmill.store.database import Database
 from taskmill.store.jobs import NewJob, create_job, get_job
@@ -137,7 +138,7 @@ class StoreMachine(RuleBasedStateMachine):
         attempt = self._pick(worker, index)
         if attempt is None:
             return
-        before = self.run(get_job(self.db, attempt.job_id))
+        before = self.run(get_job(self.db, attempt.job_id, ALL_MERCHANTS))
         done = self.run(outcomes.succeed(self.db, attempt, "ok"))
         owned = before.status is JobStatus.RUNNING and (before.worker_id, before.attempt) == (
             worker,
@@ -151,7 +152,7 @@ class StoreMachine(RuleBasedStateMachine):
         attempt = self._pick(worker, index)
         if attempt is None:
             return
-        job = self.run(get_job(self.db, attempt.job_id))
+        job = self.run(get_job(self.db, attempt.job_id, ALL_MERCHANTS))
         retry_at = _later() - timedelta(minutes=2) if retry else None
         if attempt.attempt >= job.max_attempts:
             retry_at = None  # as the worker decides: no attempts left
@@ -179,7 +180,11 @@ class StoreMachine(RuleBasedStateMachine):
             return
         job_id = self.job_ids[index % len(self.job_ids)]
         with contextlib.suppress(InvalidTransition):  # already finished
-            self.run(outcomes.cancel(self.db, job_id, reason="user", actor="user"))
+            self.run(
+                outcomes.cancel(
+                    self.db, job_id, reason="user", actor="user", merchant_id=ALL_MERCHANTS
+                )
+            )
 
     @rule(index=st.integers(0, 999))
     def retry_failed(self, index: int) -> None:
@@ -187,7 +192,11 @@ class StoreMachine(RuleBasedStateMachine):
             return
         job_id = self.job_ids[index % len(self.job_ids)]
         with contextlib.suppress(InvalidTransition):  # not failed
-            self.run(outcomes.retry_failed(self.db, job_id, actor="user", run_at=PAST))
+            self.run(
+                outcomes.retry_failed(
+                    self.db, job_id, actor="user", run_at=PAST, merchant_id=ALL_MERCHANTS
+                )
+            )
 
     @rule(
         worker=st.sampled_from(WORKERS),
@@ -207,7 +216,11 @@ class StoreMachine(RuleBasedStateMachine):
             if other == "cancel":
                 try:
                     return await outcomes.cancel(
-                        self.db, attempt.job_id, reason="race", actor="user"
+                        self.db,
+                        attempt.job_id,
+                        reason="race",
+                        actor="user",
+                        merchant_id=ALL_MERCHANTS,
                     )
                 except InvalidTransition:
                     return None

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.errors import Conflict
 from taskmill.core.jobs import JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store.database import Database
 from taskmill.store.jobs import MadeJob, NewJob, get_job, insert_made, make_job
 from taskmill.store.schema import events, jobs
@@ -54,7 +55,9 @@ async def test_sqlite_writer_a_batch_is_stored_whole_or_not_at_all(db: Database)
 
     await insert_made(db, [first, second])
     assert await _counts(db) == (2, 2)
-    stored = await get_job(db, second.row["id"])  # read back through the async engine
+    stored = await get_job(
+        db, second.row["id"], ALL_MERCHANTS
+    )  # read back through the async engine
     assert stored.payload == {"n": 2, "text": "é"} and stored.priority == 2
     assert stored.run_at == NOW and stored.status is JobStatus.SCHEDULED
 
@@ -120,7 +123,7 @@ async def test_sqlite_writer_runs_a_whole_write_on_its_thread(db: Database) -> N
 
     ids = await db.write(bump)
     assert len(ids) == 2 and threads[0].startswith("taskmill-sqlite")
-    assert [(await get_job(db, i)).priority for i in ids] == [11, 12]
+    assert [(await get_job(db, i, ALL_MERCHANTS)).priority for i in ids] == [11, 12]
 
 
 async def test_sqlite_writer_refuses_a_write_that_waits_and_stores_nothing(

@@ -8,12 +8,13 @@ import pytest
 from sqlalchemy import bindparam, func, select
 
 from taskmill.core.errors import InvalidTransition, NotFound, StoreError, ValidationError
-from taskmill.core.events import EventType
-from taskmill.core.jobs import JobStatus, RunOutcome
+from taskmill.core.events import EventFilter, EventType
+from taskmill.core.jobs import JobFilter, JobStatus, RunOutcome
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import claims, outcomes, runs
 from taskmill.store.database import Database
-from taskmill.store.events import EventFilter, iso_text, list_events
-from taskmill.store.jobs import JobFilter, NewJob, create_job, get_job, list_jobs
+from taskmill.store.events import iso_text, list_events
+from taskmill.store.jobs import NewJob, create_job, get_job, list_jobs
 from taskmill.store.replay import projection_diff
 from taskmill.store.schema import events, jobs
 from taskmill.store.types import UtcDateTime
@@ -39,7 +40,7 @@ async def _running_job(db: Database, worker: str = "w1", lease: float = 30.0) ->
 async def test_store_integration_create_writes_row_and_event(db: Database) -> None:
     created = await create_job(db, NewJob("t", NOW, payload={"a": 1}), actor="test", now=NOW)
     assert created.created and created.job.status is JobStatus.SCHEDULED
-    evs = await list_events(db, EventFilter(job_id=created.job.id))
+    evs = await list_events(db, ALL_MERCHANTS, EventFilter(job_id=created.job.id))
     assert [e.type for e in evs] == [EventType.JOB_CREATED]
     assert evs[0].data["changes"]["payload"] == {"a": 1}
 
@@ -52,11 +53,11 @@ async def test_store_integration_a_job_due_at_creation_may_be_created_queued(
     producer and a worker; the log replays."""
     new = NewJob("t", NOW, payload={"a": 1})
     created = await create_job(db, new, actor="test", now=NOW, queue_if_due=True)
-    job = await get_job(db, created.job.id)
+    job = await get_job(db, created.job.id, ALL_MERCHANTS)
     assert created.job.status is job.status is JobStatus.QUEUED
     async with db.read() as conn:
         assert (await conn.execute(select(jobs.c.queued_at))).scalar_one() == NOW
-    evs = await list_events(db, EventFilter(job_id=job.id))
+    evs = await list_events(db, ALL_MERCHANTS, EventFilter(job_id=job.id))
     assert [e.type for e in evs] == [EventType.JOB_CREATED, EventType.JOB_QUEUED]
     assert (evs[1].data["from"], evs[1].data["to"], evs[1].actor) == ("scheduled", "queued", "test")
     assert await claims.enqueue_due(db, now=NOW, limit=10, actor="p") == []  # nothing left
@@ -75,7 +76,7 @@ async def test_store_integration_idempotency_key_returns_same_job(db: Database) 
     first = await create_job(db, NewJob("t", NOW, idempotency_key="k1"), actor="a", now=NOW)
     second = await create_job(db, NewJob("t", NOW, idempotency_key="k1"), actor="a", now=NOW)
     assert not second.created and second.job.id == first.job.id
-    assert len(await list_jobs(db, JobFilter())) == 1
+    assert len(await list_jobs(db, ALL_MERCHANTS, JobFilter())) == 1
 
 
 async def test_store_integration_unknown_dependency_rejected_without_row(db: Database) -> None:
@@ -127,10 +128,12 @@ async def test_store_integration_enqueue_logs_what_it_wrote(db: Database) -> Non
     assert [j.id for j in queued] == [older.job.id, newer.job.id]
     assert next_due == NOW + timedelta(seconds=3)
     for job in queued:
-        assert job == await get_job(db, job.id) and job.status is JobStatus.QUEUED
+        assert job == await get_job(db, job.id, ALL_MERCHANTS) and job.status is JobStatus.QUEUED
         async with db.read() as conn:
             at = (await conn.execute(select(jobs.c.queued_at).where(jobs.c.id == job.id))).one()[0]
-        [event] = await list_events(db, EventFilter(job_id=job.id, types=[EventType.JOB_QUEUED]))
+        [event] = await list_events(
+            db, ALL_MERCHANTS, EventFilter(job_id=job.id, types=[EventType.JOB_QUEUED])
+        )
         assert (event.actor, event.occurred_at) == ("populator:x", at)
         assert event.data == {
             "from": "scheduled",
@@ -162,10 +165,10 @@ async def test_store_integration_dependency_holds_job_until_upstream_succeeds(
 
 async def test_store_integration_claim_sets_lease_attempt_and_run(db: Database) -> None:
     job_id = await _running_job(db)
-    job = await get_job(db, job_id)
+    job = await get_job(db, job_id, ALL_MERCHANTS)
     assert job.status is JobStatus.RUNNING and job.attempt == 1 and job.worker_id == "w1"
     assert job.lease_expires_at is not None and job.lease_expires_at > datetime.now(UTC)
-    [run] = await runs.list_runs(db, job_id)
+    [run] = await runs.list_runs(db, job_id, ALL_MERCHANTS)
     assert run.attempt == 1 and run.outcome is None
 
 
@@ -182,9 +185,11 @@ async def test_store_integration_claim_logs_what_it_wrote(db: Database) -> None:
     taken = await claims.claim(db, params)
     assert [j.id for j in taken] == [made[1].job.id, made[0].job.id]
     for job in taken:
-        stored = await get_job(db, job.id)
+        stored = await get_job(db, job.id, ALL_MERCHANTS)
         assert stored == job
-        [started] = await list_events(db, EventFilter(job_id=job.id, types=[EventType.JOB_STARTED]))
+        [started] = await list_events(
+            db, ALL_MERCHANTS, EventFilter(job_id=job.id, types=[EventType.JOB_STARTED])
+        )
         assert started.actor == "worker:w1" and started.merchant_id == job.merchant_id
         assert started.data == {
             "from": "queued",
@@ -198,9 +203,9 @@ async def test_store_integration_claim_logs_what_it_wrote(db: Database) -> None:
             },
         }
         assert started.occurred_at == job.started_at
-        [run] = await runs.list_runs(db, job.id)
+        [run] = await runs.list_runs(db, job.id, ALL_MERCHANTS)
         assert (run.attempt, run.worker_id, run.started_at) == (1, "w1", job.started_at)
-    assert (await get_job(db, made[2].job.id)).status is JobStatus.QUEUED
+    assert (await get_job(db, made[2].job.id, ALL_MERCHANTS)).status is JobStatus.QUEUED
     assert await projection_diff(db) == []
 
 
@@ -251,9 +256,9 @@ async def test_store_integration_zombie_outcome_changes_nothing(db: Database) ->
     assert not await outcomes.fail(db, zombie, outcomes.Failure("late"))
     assert await claims.renew_leases(db, "w1", [(job_id, 1)], 30) == set()
     assert await outcomes.succeed(db, outcomes.Attempt(job_id, 2, "w2"), "ok")
-    job = await get_job(db, job_id)
+    job = await get_job(db, job_id, ALL_MERCHANTS)
     assert job.status is JobStatus.SUCCEEDED and job.result == "ok" and job.attempt == 2
-    lost, won = await runs.list_runs(db, job_id)
+    lost, won = await runs.list_runs(db, job_id, ALL_MERCHANTS)
     assert lost.outcome is RunOutcome.LOST and won.outcome is RunOutcome.SUCCEEDED
     await check_invariants(db)
 
@@ -281,21 +286,25 @@ async def test_store_integration_lease_expiry_on_last_attempt_fails_job(db: Data
     await _until_expired(db)
     expired = await claims.expire_leases(db, limit=10, actor="watcher")
     assert [j.id for j in expired.failed] == [created.job.id]
-    job = await get_job(db, created.job.id)
+    job = await get_job(db, created.job.id, ALL_MERCHANTS)
     assert job.status is JobStatus.FAILED and job.last_error == claims.WORKER_LOST
     await check_invariants(db)
 
 
 async def test_store_integration_cancel_running_job_fences_worker(db: Database) -> None:
     job_id = await _running_job(db)
-    cancelled = await outcomes.cancel(db, job_id, reason="no longer needed", actor="user")
+    cancelled = await outcomes.cancel(
+        db, job_id, reason="no longer needed", actor="user", merchant_id=ALL_MERCHANTS
+    )
     assert cancelled.status is JobStatus.CANCELLED
     assert cancelled.cancel_reason == "no longer needed"
     assert not await outcomes.succeed(db, outcomes.Attempt(job_id, 1, "w1"), "late")
     assert await claims.renew_leases(db, "w1", [(job_id, 1)], 30) == set()
-    [run] = await runs.list_runs(db, job_id)
+    [run] = await runs.list_runs(db, job_id, ALL_MERCHANTS)
     assert run.outcome is RunOutcome.CANCELLED
-    evs = await list_events(db, EventFilter(job_id=job_id, types=[EventType.JOB_CANCELLED]))
+    evs = await list_events(
+        db, ALL_MERCHANTS, EventFilter(job_id=job_id, types=[EventType.JOB_CANCELLED])
+    )
     assert evs[0].data["from"] == "running"
     await check_invariants(db)
 
@@ -304,9 +313,15 @@ async def test_store_integration_cancel_finished_job_is_invalid(db: Database) ->
     job_id = await _running_job(db)
     await outcomes.succeed(db, outcomes.Attempt(job_id, 1, "w1"), None)
     with pytest.raises(InvalidTransition):
-        await outcomes.cancel(db, job_id, reason="x", actor="user")
+        await outcomes.cancel(db, job_id, reason="x", actor="user", merchant_id=ALL_MERCHANTS)
     with pytest.raises(NotFound):
-        await outcomes.cancel(db, "00000000-0000-0000-0000-00000000dead", reason="x", actor="u")
+        await outcomes.cancel(
+            db,
+            "00000000-0000-0000-0000-00000000dead",
+            reason="x",
+            actor="u",
+            merchant_id=ALL_MERCHANTS,
+        )
 
 
 async def test_store_integration_other_merchant_sees_not_found(db: Database) -> None:
@@ -323,18 +338,20 @@ async def test_store_integration_retry_then_release_then_manual_retry(db: Databa
     retry_at = NOW + timedelta(seconds=60)
     failure = outcomes.Failure("boom", retry_at=retry_at)
     assert await outcomes.fail(db, outcomes.Attempt(job_id, 1, "w1"), failure)
-    job = await get_job(db, job_id)
+    job = await get_job(db, job_id, ALL_MERCHANTS)
     assert job.status is JobStatus.SCHEDULED and job.run_at == retry_at
     await claims.enqueue_due(db, now=retry_at, limit=10, actor="p")
     await claims.claim(db, _claim())
     assert await outcomes.release(db, outcomes.Attempt(job_id, 2, "w1"))
-    released = await get_job(db, job_id)
+    released = await get_job(db, job_id, ALL_MERCHANTS)
     assert released.status is JobStatus.SCHEDULED and released.max_attempts == 4
     await claims.enqueue_due(db, now=datetime.now(UTC) + timedelta(seconds=1), limit=10, actor="p")
     await claims.claim(db, _claim())
     assert await outcomes.fail(db, outcomes.Attempt(job_id, 3, "w1"), outcomes.Failure("final"))
-    assert (await get_job(db, job_id)).status is JobStatus.FAILED
-    again = await outcomes.retry_failed(db, job_id, actor="user", run_at=NOW)
+    assert (await get_job(db, job_id, ALL_MERCHANTS)).status is JobStatus.FAILED
+    again = await outcomes.retry_failed(
+        db, job_id, actor="user", run_at=NOW, merchant_id=ALL_MERCHANTS
+    )
     assert again.status is JobStatus.SCHEDULED and again.max_attempts == 4
 
 
@@ -345,9 +362,13 @@ async def test_store_integration_replay_matches_table_after_mixed_workload(db: D
         ).job.id
         for i in range(12)
     ]
-    await outcomes.cancel(db, ids[0], reason="early", actor="user")  # cancelled while scheduled
+    await outcomes.cancel(
+        db, ids[0], reason="early", actor="user", merchant_id=ALL_MERCHANTS
+    )  # cancelled while scheduled
     await claims.enqueue_due(db, now=NOW, limit=100, actor="p")
-    await outcomes.cancel(db, ids[1], reason="queued", actor="user")  # cancelled while queued
+    await outcomes.cancel(
+        db, ids[1], reason="queued", actor="user", merchant_id=ALL_MERCHANTS
+    )  # cancelled while queued
     # In payload order: which jobs retry (and so which are left to expire) must not
     # depend on the claim order, which follows the random job ids.
     claimed = sorted(await claims.claim(db, _claim(limit=100)), key=lambda j: int(j.payload))
@@ -365,7 +386,7 @@ async def test_store_integration_replay_matches_table_after_mixed_workload(db: D
             await outcomes.succeed(db, outcomes.Attempt(job.id, 2, "w1"), "second time")
     await _until_expired(db)
     await claims.expire_leases(db, limit=100, actor="watcher")  # the rest die on attempt 2
-    statuses = {j.status for j in await list_jobs(db, JobFilter())}
+    statuses = {j.status for j in await list_jobs(db, ALL_MERCHANTS, JobFilter())}
     assert statuses == {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
     assert await projection_diff(db) == []
 
@@ -398,10 +419,10 @@ async def test_store_integration_succeed_many_is_fenced_and_replayable(db: Datab
     ]
     async with db.transaction() as conn:
         assert await outcomes.succeed_many(conn, db.dialect, batch) == [True, False, True]
-    assert (await get_job(db, first.id)).result == {"n": 1}
-    assert (await get_job(db, second.id)).status is JobStatus.RUNNING  # untouched
-    assert (await get_job(db, third.id)).result == [1, 2]
-    [run] = await runs.list_runs(db, first.id)
+    assert (await get_job(db, first.id, ALL_MERCHANTS)).result == {"n": 1}
+    assert (await get_job(db, second.id, ALL_MERCHANTS)).status is JobStatus.RUNNING  # untouched
+    assert (await get_job(db, third.id, ALL_MERCHANTS)).result == [1, 2]
+    [run] = await runs.list_runs(db, first.id, ALL_MERCHANTS)
     assert run.outcome is RunOutcome.SUCCEEDED and run.duration_seconds == 0.5
     assert await projection_diff(db) == []
 
@@ -421,8 +442,10 @@ async def test_a_job_postgresql_refuses_leaves_neither_row_nor_event(postgres_ur
             ]
         assert stored == [0, 0]
         made = await create_job(db, NewJob("t", NOW, payload={"k": "ok"}), actor="t", now=NOW)
-        assert made.created and (await get_job(db, made.job.id)).payload == {"k": "ok"}
-        logged = await list_events(db, EventFilter(job_id=made.job.id))
+        assert made.created and (await get_job(db, made.job.id, ALL_MERCHANTS)).payload == {
+            "k": "ok"
+        }
+        logged = await list_events(db, ALL_MERCHANTS, EventFilter(job_id=made.job.id))
         assert [e.type for e in logged] == [EventType.JOB_CREATED]
         assert await projection_diff(db) == []
     finally:

@@ -16,11 +16,10 @@ from prometheus_client import REGISTRY
 from taskmill import Fail, Retry, TaskContext, Taskmill
 from taskmill.config import load_settings
 from taskmill.core.errors import ValidationError
-from taskmill.core.jobs import Job, JobStatus, RunOutcome
+from taskmill.core.jobs import Job, JobFilter, JobStatus, RunOutcome
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.templates import Template
 from taskmill.store.database import Database
-from taskmill.store.jobs import JobFilter
 from taskmill.store.replay import projection_diff
 from taskmill.testing import FrozenClock, run_until_idle
 from tests.conftest import wait_for
@@ -400,14 +399,14 @@ async def test_worker_integration_interval_template_creates_instances(app: Taskm
     template = await app.schedule("tick", interval=0.2, name="ticker")
 
     async def fired_three() -> bool:
-        from taskmill.store.jobs import JobFilter
+        from taskmill.core.jobs import JobFilter
 
         done = await app.list(JobFilter(template_id=template.id, statuses=[JobStatus.SUCCEEDED]))
         return len(done) >= 3
 
     await wait_for(fired_three)
     await app.cancel(template.id)
-    from taskmill.store.jobs import JobFilter
+    from taskmill.core.jobs import JobFilter
 
     instances = await app.list(JobFilter(template_id=template.id))
     ticks = [j.scheduled_for for j in instances]

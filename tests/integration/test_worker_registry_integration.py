@@ -10,12 +10,13 @@ from sqlalchemy import text, update
 from taskmill.brokers.database import DatabaseBroker
 from taskmill.config import load_settings
 from taskmill.core.errors import ConfigError
-from taskmill.core.events import EventType
+from taskmill.core.events import EventFilter, EventType
 from taskmill.core.jobs import JobStatus, RunOutcome
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.services.failure_watcher import FailureWatcher, FailureWatcherConfig
 from taskmill.store import claims, runs, workers
 from taskmill.store.database import Database
-from taskmill.store.events import EventFilter, list_events
+from taskmill.store.events import list_events
 from taskmill.store.jobs import NewJob, create_job, get_job
 from taskmill.store.replay import projection_diff
 from taskmill.store.schema import workers as workers_table
@@ -84,13 +85,13 @@ async def test_silent_worker_is_marked_dead_and_its_jobs_rescued_at_once(db: Dat
 
     statuses = {w.id: w.status for w in await workers.list_workers(db)}
     assert statuses == {"w-dead": workers.WorkerStatus.DEAD, "w-alive": workers.WorkerStatus.ALIVE}
-    rescued = await get_job(db, lost)
+    rescued = await get_job(db, lost, ALL_MERCHANTS)
     assert rescued.status is JobStatus.SCHEDULED and rescued.worker_id is None
     assert rescued.last_error == claims.WORKER_LOST
-    assert (await get_job(db, kept)).status is JobStatus.RUNNING
-    [run] = await runs.list_runs(db, lost)
+    assert (await get_job(db, kept, ALL_MERCHANTS)).status is JobStatus.RUNNING
+    [run] = await runs.list_runs(db, lost, ALL_MERCHANTS)
     assert run.outcome is RunOutcome.LOST
-    types = [e.type for e in await list_events(db, EventFilter(job_id=lost))]
+    types = [e.type for e in await list_events(db, ALL_MERCHANTS, EventFilter(job_id=lost))]
     assert types[-1] is EventType.JOB_LEASE_EXPIRED
     assert await projection_diff(db) == []
     await check_invariants(db)
@@ -101,7 +102,7 @@ async def test_dead_worker_on_the_last_attempt_fails_the_job(db: Database) -> No
     job_id = await _running_job(db, "w-dead", max_attempts=1)
     await _silence(db, "w-dead", 60)
     await _watcher(db).run_once()
-    failed = await get_job(db, job_id)
+    failed = await get_job(db, job_id, ALL_MERCHANTS)
     assert failed.status is JobStatus.FAILED and failed.last_error == claims.WORKER_LOST
     await check_invariants(db)
 
@@ -121,7 +122,7 @@ async def test_a_dead_worker_that_speaks_again_is_fenced_off_its_old_jobs(db: Da
     # Alive again, it is not rescued a second time on the next round.
     next_job = await _running_job(db, "w-paused")
     await _watcher(db).run_once()
-    assert (await get_job(db, next_job)).status is JobStatus.RUNNING
+    assert (await get_job(db, next_job, ALL_MERCHANTS)).status is JobStatus.RUNNING
     await check_invariants(db)
 
 

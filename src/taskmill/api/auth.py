@@ -104,12 +104,9 @@ def requires(scope: Scope) -> Callable[..., Awaitable[TenantScope]]:
         return TenantScope(
             merchant_id=key.merchant_id,
             actor=f"api_key:{key.prefix}",
-            db=runtime.db,
-            clock=runtime.clock,
-            scheduler=runtime.scheduler,
-            templates=runtime.templates,
-            api_keys=runtime.api_keys,
             scopes=key.scopes,
+            jobs=runtime.jobs,
+            api_keys=runtime.api_keys,
         )
 
     dependency.required_scope = scope  # type: ignore[attr-defined]  # read by the route meta-test

@@ -13,10 +13,9 @@ import typer
 from taskmill.cli.common import ConfigDirOption, EnvOption, errors_to_exit_codes
 from taskmill.config import load_settings
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID
-from taskmill.core.tenants import ApiKey, Scope
+from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Scope
 from taskmill.executors.python import TaskRegistry
 from taskmill.runtime import Runtime
-from taskmill.store import tenants
 
 api_keys_cli = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 T = TypeVar("T")
@@ -73,7 +72,7 @@ def list_keys(env: EnvOption = None, config_dir: ConfigDirOption = None) -> None
     """List keys (prefixes only; secrets are never stored)."""
 
     async def work(runtime: Runtime) -> list[ApiKey]:
-        return await tenants.list_api_keys(runtime.db)
+        return await runtime.api_keys.list_keys(ALL_MERCHANTS)
 
     for key in _with_runtime(env, config_dir, work):
         state = "revoked" if key.revoked_at else "active"
@@ -90,7 +89,7 @@ def revoke(
     """Revoke a key: it stops working on every API process at once."""
 
     async def work(runtime: Runtime) -> None:
-        await tenants.revoke_api_key(runtime.db, key_id, actor="cli", now=runtime.clock.now())
+        await runtime.api_keys.revoke(key_id, actor="cli")
 
     with errors_to_exit_codes():
         _with_runtime(env, config_dir, work)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,3 +47,14 @@ class Event:
     job_id: str | None
     template_id: str | None
     data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events to list; ``after_id`` is the keyset cursor."""
+
+    job_id: str | None = None
+    template_id: str | None = None
+    types: Sequence[EventType] = ()
+    after_id: int = 0
+    limit: int = 1000

@@ -21,6 +21,7 @@ Who moves a job out of each status (DESIGN.md §3)::
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -150,3 +151,18 @@ class JobRun:
     outcome: RunOutcome | None
     error: str | None
     duration_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs to list; keyset-paginated by ``(created_at, id)``."""
+
+    statuses: Sequence[JobStatus] = ()
+    task_type: str | None = None
+    template_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    run_after: datetime | None = None
+    run_before: datetime | None = None
+    limit: int = 100
+    after: tuple[datetime, str] | None = None

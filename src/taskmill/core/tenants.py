@@ -5,6 +5,17 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final, Literal, TypeAlias
+
+
+class _AllMerchants(enum.Enum):
+    ALL = "all merchants"
+
+
+ALL_MERCHANTS: Final = _AllMerchants.ALL
+"""What an operator's read passes instead of a merchant id: no tenant filter. Every store
+read takes a :data:`MerchantScope` without a default, so an unscoped read is spelled out."""
+MerchantScope: TypeAlias = str | Literal[_AllMerchants.ALL]
 
 
 class Scope(enum.StrEnum):

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from taskmill.core.clock import Clock
 from taskmill.core.errors import ValidationError
-from taskmill.core.tenants import ApiKey, Scope
+from taskmill.core.tenants import ApiKey, Merchant, MerchantScope, Scope
 from taskmill.store import tenants
 from taskmill.store.database import Database
 
@@ -117,3 +117,17 @@ class ApiKeys:
             return None
         await tenants.touch_api_key(self.db, key, now)
         return key
+
+    # -- tenants: an administrator's management of merchants and their keys ------------
+
+    async def create_merchant(self, name: str) -> Merchant:
+        return await tenants.create_merchant(self.db, name, now=self.clock.now())
+
+    async def list_merchants(self) -> list[Merchant]:
+        return await tenants.list_merchants(self.db)
+
+    async def list_keys(self, merchant_id: MerchantScope) -> list[ApiKey]:
+        return await tenants.list_api_keys(self.db, merchant_id)
+
+    async def revoke(self, key_id: str, *, actor: str) -> ApiKey:
+        return await tenants.revoke_api_key(self.db, key_id, actor=actor, now=self.clock.now())

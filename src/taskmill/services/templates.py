@@ -20,6 +20,7 @@ from taskmill.core.templates import (
     first_tick,
     preview_fires,
 )
+from taskmill.core.tenants import MerchantScope
 from taskmill.core.text import check_json
 from taskmill.store import templates as template_store
 from taskmill.store.database import Database
@@ -82,7 +83,7 @@ class Templates:
         self.limits = limits or MerchantLimits()
 
     async def update(
-        self, template_id: str, update: TemplateUpdate, *, actor: str, merchant_id: str | None
+        self, template_id: str, update: TemplateUpdate, *, actor: str, merchant_id: MerchantScope
     ) -> Template:
         """Validate ``update`` against the template as it is, then store it.
 
@@ -111,7 +112,7 @@ class Templates:
         )
 
     async def switch_off(
-        self, template_id: str, reason: str, *, actor: str, merchant_id: str | None
+        self, template_id: str, reason: str, *, actor: str, merchant_id: MerchantScope
     ) -> Template:
         """Switch a template off with ``reason`` as its ``last_error`` (an administrator
         stopping any merchant's template); its schedule is not evaluated."""
@@ -126,7 +127,7 @@ class Templates:
         )
 
     async def set_active(
-        self, template_id: str, active: bool, *, actor: str, merchant_id: str | None
+        self, template_id: str, active: bool, *, actor: str, merchant_id: MerchantScope
     ) -> Template:
         """Switch a template on (from its next tick after now) or off."""
         return await self.update(
@@ -134,7 +135,7 @@ class Templates:
         )
 
     async def preview(
-        self, template_id: str, count: int, *, merchant_id: str | None
+        self, template_id: str, count: int, *, merchant_id: MerchantScope
     ) -> list[FirePreview]:
         """The next ``count`` fire times after now, DST-affected ones flagged."""
         template = await template_store.get_template(self.db, template_id, merchant_id)

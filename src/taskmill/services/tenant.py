@@ -1,7 +1,8 @@
 """Everything an API key may do, scoped to its merchant in this one place.
 
-Routes get a :class:`TenantScope` for the authenticated key and nothing else, so no
-route can reach an unscoped query: another merchant's ids answer ``NotFound``.
+Routes get a :class:`TenantScope` for the authenticated key and nothing else: it holds
+no database handle, and every call goes to the jobs service with this key's merchant,
+so no route can reach an unscoped query; another merchant's ids answer ``NotFound``.
 """
 
 from __future__ import annotations
@@ -12,110 +13,103 @@ from datetime import datetime
 
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
-from taskmill.core.events import Event
-from taskmill.core.jobs import Job, JobRun
+from taskmill.core.events import Event, EventFilter
+from taskmill.core.jobs import Job, JobFilter, JobRun
 from taskmill.core.templates import FirePreview, Template
-from taskmill.core.tenants import ApiKey, Merchant, Scope
+from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope, Scope
 from taskmill.services.api_keys import ApiKeys, IssuedKey
-from taskmill.services.scheduling import Scheduled, Scheduler, ScheduleRequest
-from taskmill.services.templates import Templates, TemplateUpdate
-from taskmill.store import dependencies as dependency_store
-from taskmill.store import events as event_store
-from taskmill.store import jobs as job_store
-from taskmill.store import names, outcomes, tenants
-from taskmill.store import runs as run_store
-from taskmill.store import templates as template_store
-from taskmill.store import workers as worker_store
-from taskmill.store.database import Database
-from taskmill.store.events import EventFilter
-from taskmill.store.jobs import JobFilter
+from taskmill.services.jobs import Jobs
+from taskmill.services.scheduling import Scheduled, ScheduleRequest
+from taskmill.services.templates import TemplateUpdate
+from taskmill.store.stats import MerchantStats
 from taskmill.store.workers import WorkerInfo
 
 PAUSED_BY_ADMIN = "switched off by an administrator"
 
 
-@dataclass(frozen=True, slots=True)
 class TenantScope:
     """One merchant's view of taskmill, acting as ``actor`` (which key)."""
 
-    merchant_id: str
-    actor: str
-    db: Database
-    clock: Clock
-    scheduler: Scheduler
-    templates: Templates
-    api_keys: ApiKeys
-    scopes: frozenset[Scope]
+    __slots__ = ("_api_keys", "_jobs", "actor", "merchant_id", "scopes")
+
+    def __init__(
+        self,
+        merchant_id: str,
+        actor: str,
+        scopes: frozenset[Scope],
+        jobs: Jobs,
+        api_keys: ApiKeys,
+    ) -> None:
+        self.merchant_id = merchant_id
+        self.actor = actor
+        self.scopes = scopes
+        self._jobs = jobs
+        self._api_keys = api_keys
+
+    @property
+    def clock(self) -> Clock:
+        return self._jobs.clock
 
     async def schedule(self, req: ScheduleRequest) -> Scheduled:
-        scoped = replace(req, merchant_id=self.merchant_id, actor=self.actor)
-        return await self.scheduler.schedule(scoped)
+        return await self._jobs.schedule(
+            replace(req, merchant_id=self.merchant_id, actor=self.actor)
+        )
 
     async def get_job(self, job_id: str) -> Job:
-        return await job_store.get_job(self.db, job_id, self.merchant_id)
+        return await self._jobs.get(self.merchant_id, job_id)
 
     async def list_jobs(self, flt: JobFilter) -> list[Job]:
-        return await job_store.list_jobs(self.db, replace(flt, merchant_id=self.merchant_id))
+        return await self._jobs.list(self.merchant_id, flt)
 
     async def cancel_job(self, job_id: str, reason: str) -> Job:
-        return await outcomes.cancel(
-            self.db, job_id, reason=reason, actor=self.actor, merchant_id=self.merchant_id
-        )
+        return await self._jobs.cancel(self.merchant_id, job_id, reason=reason, actor=self.actor)
 
     async def retry_job(self, job_id: str) -> Job:
-        return await outcomes.retry_failed(
-            self.db, job_id, actor=self.actor, run_at=self.clock.now(), merchant_id=self.merchant_id
-        )
+        return await self._jobs.retry(self.merchant_id, job_id, actor=self.actor)
 
     async def dependencies(self, job_id: str) -> JobDependencies:
         """The job's upstream and downstream jobs (404 for another merchant's job)."""
-        return await dependency_store.get_dependencies(self.db, job_id, self.merchant_id)
+        return await self._jobs.dependencies(self.merchant_id, job_id)
 
     async def runs(self, job_id: str) -> list[JobRun]:
-        await self.get_job(job_id)  # 404 for another merchant's job
-        return await run_store.list_runs(self.db, job_id, self.merchant_id)
+        return await self._jobs.runs(self.merchant_id, job_id)
 
     async def events(self, flt: EventFilter) -> list[Event]:
-        return await event_store.list_events(self.db, replace(flt, merchant_id=self.merchant_id))
+        return await self._jobs.events(self.merchant_id, flt)
+
+    async def stats(self) -> MerchantStats:
+        return await self._jobs.stats(self.merchant_id)
 
     async def list_templates(
         self, limit: int, after: tuple[datetime, str] | None = None
     ) -> list[Template]:
-        return await template_store.list_templates(
-            self.db, self.merchant_id, limit=limit, after=after
-        )
+        return await self._jobs.list_templates(self.merchant_id, limit=limit, after=after)
 
     async def get_template(self, ident: str) -> Template:
         """By id or, failing that, by the template's name (unique per merchant)."""
-        template_id = await names.find_template_id(self.db, ident, self.merchant_id)
-        return await template_store.get_template(self.db, template_id, self.merchant_id)
+        template_id = await self._jobs.template_id(self.merchant_id, ident)
+        return await self._jobs.get_template(self.merchant_id, template_id)
 
     async def update_template(self, template_id: str, update: TemplateUpdate) -> Template:
-        return await self.templates.update(
-            template_id, update, actor=self.actor, merchant_id=self.merchant_id
+        return await self._jobs.update_template(
+            self.merchant_id, template_id, update, actor=self.actor
         )
 
     async def delete_template(self, template_id: str) -> None:
-        await template_store.delete_template(
-            self.db,
-            template_id,
-            actor=self.actor,
-            now=self.clock.now(),
-            merchant_id=self.merchant_id,
-        )
+        await self._jobs.delete_template(self.merchant_id, template_id, actor=self.actor)
 
     async def workers(self) -> list[WorkerInfo]:
         """Workers are shared infrastructure: every tenant sees them (no tenant data)."""
-        return await worker_store.list_workers(self.db)
+        return await self._jobs.workers()
 
     def admin(self) -> AdminScope:
         """Cross-tenant management, for keys with the ``admin`` scope only."""
         if Scope.ADMIN not in self.scopes:
             raise PermissionError("admin scope required")
-        return AdminScope(self)
+        return AdminScope(self.actor, self._jobs, self._api_keys)
 
     async def preview(self, template_id: str, count: int) -> list[FirePreview]:
-        return await self.templates.preview(template_id, count, merchant_id=self.merchant_id)
+        return await self._jobs.preview(self.merchant_id, template_id, count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +117,15 @@ class AdminScope:
     """What an ``admin`` key may do beyond its own merchant: merchants, keys, and any
     merchant's templates (to find and stop one that floods or breaks the scheduler)."""
 
-    tenant: TenantScope
+    actor: str
+    _jobs: Jobs
+    _api_keys: ApiKeys
 
     async def create_merchant(self, name: str) -> Merchant:
-        return await tenants.create_merchant(self.tenant.db, name, now=self.tenant.clock.now())
+        return await self._api_keys.create_merchant(name)
 
     async def list_merchants(self) -> list[Merchant]:
-        return await tenants.list_merchants(self.tenant.db)
+        return await self._api_keys.list_merchants()
 
     async def issue_key(
         self,
@@ -138,37 +134,36 @@ class AdminScope:
         scopes: Collection[Scope],
         expires_at: datetime | None,
     ) -> IssuedKey:
-        return await self.tenant.api_keys.issue(
-            merchant_id, name, scopes, expires_at=expires_at, actor=self.tenant.actor
+        return await self._api_keys.issue(
+            merchant_id, name, scopes, expires_at=expires_at, actor=self.actor
         )
 
     async def list_keys(self, merchant_id: str | None) -> list[ApiKey]:
-        return await tenants.list_api_keys(self.tenant.db, merchant_id)
+        return await self._api_keys.list_keys(_scope(merchant_id))
 
     async def list_templates(
         self, merchant_id: str | None, limit: int, after: tuple[datetime, str] | None = None
     ) -> list[Template]:
         """Any merchant's templates (every merchant's when ``merchant_id`` is ``None``)."""
-        return await template_store.list_templates(
-            self.tenant.db, merchant_id, limit=limit, after=after
-        )
+        return await self._jobs.list_templates(_scope(merchant_id), limit=limit, after=after)
 
     async def get_template(self, template_id: str) -> Template:
-        return await template_store.get_template(self.tenant.db, template_id)
+        return await self._jobs.get_template(ALL_MERCHANTS, template_id)
 
     async def pause_template(self, template_id: str) -> Template:
         """Switch any merchant's template off without evaluating its schedule; its
         owner sees why in ``last_error`` and may switch it on again."""
-        return await self.tenant.templates.switch_off(
-            template_id, PAUSED_BY_ADMIN, actor=self.tenant.actor, merchant_id=None
+        return await self._jobs.switch_off_template(
+            ALL_MERCHANTS, template_id, PAUSED_BY_ADMIN, actor=self.actor
         )
 
     async def delete_template(self, template_id: str) -> None:
-        await template_store.delete_template(
-            self.tenant.db, template_id, actor=self.tenant.actor, now=self.tenant.clock.now()
-        )
+        await self._jobs.delete_template(ALL_MERCHANTS, template_id, actor=self.actor)
 
     async def revoke_key(self, key_id: str) -> ApiKey:
-        return await tenants.revoke_api_key(
-            self.tenant.db, key_id, actor=self.tenant.actor, now=self.tenant.clock.now()
-        )
+        return await self._api_keys.revoke(key_id, actor=self.actor)
+
+
+def _scope(merchant_id: str | None) -> MerchantScope:
+    """An admin's optional ``merchant_id`` filter: unset means every merchant."""
+    return ALL_MERCHANTS if merchant_id is None else merchant_id

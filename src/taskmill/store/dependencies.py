@@ -21,6 +21,7 @@ from taskmill.core.jobs import (
     DependencyFailurePolicy,
     JobStatus,
 )
+from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.store.database import Database
 from taskmill.store.dialect import Dialect
 from taskmill.store.schema import job_dependencies, jobs
@@ -136,12 +137,12 @@ async def waiting_dependents(
 
 
 async def get_dependencies(
-    db: Database, job_id: str, merchant_id: str | None = None
+    db: Database, job_id: str, merchant_id: MerchantScope
 ) -> JobDependencies:
     """``job_id``'s upstream and downstream jobs; ``NotFound`` for another merchant's job."""
     policy = jobs.c.on_dependency_failure
     head = select(jobs.c.id, policy).where(jobs.c.id == job_id)
-    if merchant_id is not None:
+    if merchant_id is not ALL_MERCHANTS:
         head = head.where(jobs.c.merchant_id == merchant_id)
     link = jobs.alias("link")
     columns = (link.c.id, link.c.status, link.c.task_type)
@@ -157,7 +158,7 @@ async def get_dependencies(
         .where(job_dependencies.c.depends_on_job_id == job_id)
         .order_by(link.c.created_at, link.c.id)
     )
-    if merchant_id is not None:
+    if merchant_id is not ALL_MERCHANTS:
         upstream = upstream.where(link.c.merchant_id == merchant_id)
         downstream = downstream.where(link.c.merchant_id == merchant_id)
     async with db.read() as conn:

@@ -24,7 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskmill.core.events import Event, EventType
+from taskmill.core.events import Event, EventFilter, EventType
+from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.store.database import Database
 from taskmill.store.schema import events
 
@@ -116,23 +117,11 @@ async def append(conn: AsyncConnection, new: Sequence[NewEvent]) -> None:
     await conn.execute(insert(events), [row(e) for e in new])
 
 
-@dataclass(frozen=True, slots=True)
-class EventFilter:
-    """Which events to list; ``after_id`` is the keyset cursor."""
-
-    merchant_id: str | None = None
-    job_id: str | None = None
-    template_id: str | None = None
-    types: Sequence[EventType] = ()
-    after_id: int = 0
-    limit: int = 1000
-
-
-async def list_events(db: Database, flt: EventFilter) -> list[Event]:
-    """Events matching ``flt`` in log order."""
+async def list_events(db: Database, merchant_id: MerchantScope, flt: EventFilter) -> list[Event]:
+    """The merchant's events matching ``flt`` in log order."""
     stmt = select(events).where(events.c.id > flt.after_id).order_by(events.c.id).limit(flt.limit)
-    if flt.merchant_id is not None:
-        stmt = stmt.where(events.c.merchant_id == flt.merchant_id)
+    if merchant_id is not ALL_MERCHANTS:
+        stmt = stmt.where(events.c.merchant_id == merchant_id)
     if flt.job_id is not None:
         stmt = stmt.where(events.c.job_id == flt.job_id)
     if flt.template_id is not None:

@@ -19,9 +19,11 @@ from taskmill.core.jobs import (
     DEFAULT_MERCHANT_ID,
     DependencyFailurePolicy,
     Job,
+    JobFilter,
     JobStatus,
     ScheduleType,
 )
+from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.store import direct
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
@@ -339,9 +341,9 @@ async def _by_idempotency_key(conn: AsyncConnection, merchant_id: str, key: str)
     return to_job(row) if row else None
 
 
-async def _get(conn: AsyncConnection, job_id: str, merchant_id: str | None = None) -> Job:
+async def _get(conn: AsyncConnection, job_id: str, merchant_id: MerchantScope) -> Job:
     stmt = select(jobs).where(jobs.c.id == job_id)
-    if merchant_id is not None:
+    if merchant_id is not ALL_MERCHANTS:
         stmt = stmt.where(jobs.c.merchant_id == merchant_id)
     row = (await conn.execute(stmt)).first()
     if row is None:
@@ -349,32 +351,16 @@ async def _get(conn: AsyncConnection, job_id: str, merchant_id: str | None = Non
     return to_job(row)
 
 
-async def get_job(db: Database, job_id: str, merchant_id: str | None = None) -> Job:
+async def get_job(db: Database, job_id: str, merchant_id: MerchantScope) -> Job:
     """The job, or :class:`NotFound` (also when it belongs to another merchant)."""
     async with db.read() as conn:
         return await _get(conn, job_id, merchant_id)
 
 
-@dataclass(frozen=True, slots=True)
-class JobFilter:
-    """Which jobs to list; keyset-paginated by ``(created_at, id)``."""
-
-    merchant_id: str | None = None
-    statuses: Sequence[JobStatus] = ()
-    task_type: str | None = None
-    template_id: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    run_after: datetime | None = None
-    run_before: datetime | None = None
-    limit: int = 100
-    after: tuple[datetime, str] | None = None
-
-
-def _filtered(flt: JobFilter) -> Select[Any]:
+def _filtered(merchant_id: MerchantScope, flt: JobFilter) -> Select[Any]:
     stmt = select(jobs)
-    if flt.merchant_id is not None:
-        stmt = stmt.where(jobs.c.merchant_id == flt.merchant_id)
+    if merchant_id is not ALL_MERCHANTS:
+        stmt = stmt.where(jobs.c.merchant_id == merchant_id)
     if flt.statuses:
         stmt = stmt.where(jobs.c.status.in_(list(flt.statuses)))
     if flt.task_type is not None:
@@ -400,19 +386,19 @@ def _filtered(flt: JobFilter) -> Select[Any]:
     return stmt
 
 
-async def list_jobs(db: Database, flt: JobFilter) -> list[Job]:
-    """Jobs matching ``flt``, oldest first."""
+async def list_jobs(db: Database, merchant_id: MerchantScope, flt: JobFilter) -> list[Job]:
+    """The merchant's jobs matching ``flt``, oldest first."""
     if not 1 <= flt.limit <= 10_000:
         raise ValidationError("limit", "must be between 1 and 10000")
-    stmt = _filtered(flt).order_by(jobs.c.created_at, jobs.c.id).limit(flt.limit)
+    stmt = _filtered(merchant_id, flt).order_by(jobs.c.created_at, jobs.c.id).limit(flt.limit)
     async with db.read() as conn:
         return [to_job(row) for row in (await conn.execute(stmt)).all()]
 
 
-async def count_by_status(db: Database, merchant_id: str | None = None) -> dict[JobStatus, int]:
+async def count_by_status(db: Database, merchant_id: MerchantScope) -> dict[JobStatus, int]:
     """How many jobs are in each status."""
     stmt = select(jobs.c.status, func.count()).group_by(jobs.c.status)
-    if merchant_id is not None:
+    if merchant_id is not ALL_MERCHANTS:
         stmt = stmt.where(jobs.c.merchant_id == merchant_id)
     async with db.read() as conn:
         counts = {JobStatus(s): n for s, n in (await conn.execute(stmt)).all()}

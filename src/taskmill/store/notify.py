@@ -21,19 +21,20 @@ log = logging.getLogger(__name__)
 DUE = "taskmill_due"  # a job became scheduled (created, retried, rescued, released)
 QUEUED = "taskmill_queued"  # jobs became queued (for workers on the database broker)
 TEMPLATES = "taskmill_templates"  # a template was created or changed
-CHANNELS = (DUE, QUEUED, TEMPLATES)
+CANCELLED = "taskmill_cancelled"  # a job was cancelled (payload: its id)
+CHANNELS = (DUE, QUEUED, TEMPLATES, CANCELLED)
 
 
-def notification(channel: str) -> sa.Select[Any]:
+def notification(channel: str, payload: str = "") -> sa.Select[Any]:
     """The PostgreSQL statement that notifies ``channel``, delivered at commit."""
-    return sa.select(sa.func.pg_notify(channel, ""))
+    return sa.select(sa.func.pg_notify(channel, payload))
 
 
-async def notify(conn: AsyncConnection, dialect: Dialect, channel: str) -> None:
+async def notify(conn: AsyncConnection, dialect: Dialect, channel: str, payload: str = "") -> None:
     """Queue a notification on ``channel``; PostgreSQL delivers it when the caller's
     transaction commits (and folds duplicates within one transaction)."""
     if dialect.name == "postgresql":
-        await conn.execute(notification(channel))
+        await conn.execute(notification(channel, payload))
 
 
 def _dsn(url: str) -> str:
@@ -43,14 +44,14 @@ def _dsn(url: str) -> str:
 async def listen(
     url: str,
     channels: Sequence[str],
-    on_notify: Callable[[str], None],
+    on_notify: Callable[[str, str], None],
     stop: asyncio.Event,
     *,
     retry_seconds: float = 1.0,
 ) -> None:
-    """Call ``on_notify(channel)`` for each notification until ``stop``; reconnect after
-    a database restart, and signal every channel after each (re)connect, since
-    notifications sent while disconnected are lost."""
+    """Call ``on_notify(channel, payload)`` for each notification until ``stop``;
+    reconnect after a database restart, and signal every channel (with an empty payload)
+    after each (re)connect, since notifications sent while disconnected are lost."""
     import asyncpg  # the PostgreSQL extra; only this function needs it directly
 
     # A connection terminated mid-operation (pg_terminate_backend, a restart) can surface
@@ -84,15 +85,18 @@ async def listen(
 
 
 async def _listen_on(
-    conn: Any, channels: Sequence[str], on_notify: Callable[[str], None], stop: asyncio.Event
+    conn: Any,
+    channels: Sequence[str],
+    on_notify: Callable[[str, str], None],
+    stop: asyncio.Event,
 ) -> None:
     """Listen on an open connection until ``stop`` or until the connection drops."""
     lost = asyncio.Event()
     conn.add_termination_listener(lambda _conn: lost.set())
     for channel in channels:
-        await conn.add_listener(channel, lambda _c, _pid, ch, _payload: on_notify(ch))
+        await conn.add_listener(channel, lambda _c, _pid, ch, payload: on_notify(ch, payload))
     for channel in channels:
-        on_notify(channel)
+        on_notify(channel, "")
     await _first_set(stop, lost)
     if lost.is_set() and not stop.is_set():
         log.warning("LISTEN connection lost, reconnecting")

@@ -37,11 +37,13 @@ from taskmill.core.jobs import (
     RunOutcome,
     check_transition,
 )
+from taskmill.core.tenants import MerchantScope
 from taskmill.store import direct
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
 from taskmill.store.dialect import Dialect
 from taskmill.store.jobs import get_job
+from taskmill.store.notify import CANCELLED, notify
 from taskmill.store.records import to_job
 from taskmill.store.runs import close_runs, finish_runs
 from taskmill.store.schema import job_runs, jobs
@@ -157,10 +159,11 @@ async def release(db: Database, attempt: Attempt) -> bool:
 
 
 async def cancel(
-    db: Database, job_id: str, *, reason: str, actor: str, merchant_id: str | None = None
+    db: Database, job_id: str, *, reason: str, actor: str, merchant_id: MerchantScope
 ) -> Job:
-    """Cancel a scheduled, queued or running job; a running one's worker stops at its next
-    heartbeat. Raises ``NotFound`` or ``InvalidTransition`` (already finished)."""
+    """Cancel a scheduled, queued or running job; on PostgreSQL a notification tells the
+    worker running it, in any process (the jobs service tells this process's worker).
+    Raises ``NotFound`` or ``InvalidTransition`` (already finished)."""
     async with db.transaction() as conn:
         rows = await transition(
             conn,
@@ -184,13 +187,16 @@ async def cancel(
             await finish_runs(
                 conn, db.dialect, [(rows[0].id, rows[0].attempt)], RunOutcome.CANCELLED, reason
             )
+            # The executor running it, in whichever process, stops its handler now
+            # rather than at its next heartbeat.
+            await notify(conn, db.dialect, CANCELLED, rows[0].id)
             return to_job(rows[0])
     current = await get_job(db, job_id, merchant_id)
     raise InvalidTransition(current.status.value, JobStatus.CANCELLED.value)
 
 
 async def retry_failed(
-    db: Database, job_id: str, *, actor: str, run_at: datetime, merchant_id: str | None = None
+    db: Database, job_id: str, *, actor: str, run_at: datetime, merchant_id: MerchantScope
 ) -> Job:
     """Give a ``failed`` job one more attempt at ``run_at``."""
     async with db.transaction() as conn:

@@ -10,6 +10,7 @@ from sqlalchemy import Row, bindparam, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.jobs import JobRun, RunOutcome
+from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.store.database import Database
 from taskmill.store.dialect import Dialect
 from taskmill.store.records import to_run
@@ -60,10 +61,10 @@ async def finish_runs(
     )
 
 
-async def list_runs(db: Database, job_id: str, merchant_id: str | None = None) -> list[JobRun]:
+async def list_runs(db: Database, job_id: str, merchant_id: MerchantScope) -> list[JobRun]:
     """Every attempt of ``job_id``, oldest first (scoped to ``merchant_id`` when given)."""
     stmt = select(job_runs).where(job_runs.c.job_id == job_id).order_by(job_runs.c.attempt)
-    if merchant_id is not None:
+    if merchant_id is not ALL_MERCHANTS:
         stmt = stmt.join(jobs, jobs.c.id == job_runs.c.job_id).where(
             jobs.c.merchant_id == merchant_id
         )

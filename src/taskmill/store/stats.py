@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.events import EventType
 from taskmill.core.jobs import UNFINISHED_STATUSES, JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.store.database import Database
 from taskmill.store.schema import events, jobs, workers
 from taskmill.store.workers import WorkerStatus
@@ -118,13 +119,13 @@ def _age(now: datetime, since: datetime | None) -> float:
     return max(0.0, (now - since).total_seconds()) if since is not None else 0.0
 
 
-async def _unfinished(conn: AsyncConnection, merchant_id: str | None) -> dict[JobStatus, int]:
+async def _unfinished(conn: AsyncConnection, merchant_id: MerchantScope) -> dict[JobStatus, int]:
     stmt = (
         select(jobs.c.status, func.count())
         .where(jobs.c.status.in_(_UNFINISHED))
         .group_by(jobs.c.status)
     )
-    if merchant_id is not None:
+    if merchant_id is not ALL_MERCHANTS:
         stmt = stmt.where(jobs.c.merchant_id == merchant_id)
     counts = {JobStatus(s): n for s, n in (await conn.execute(stmt)).all()}
     return {status: counts.get(status, 0) for status in _UNFINISHED}
@@ -147,7 +148,7 @@ async def system_stats(db: Database, *, now: datetime) -> SystemStats:
     )
     status_stmt = select(workers.c.status, func.count()).group_by(workers.c.status)
     async with db.read() as conn:
-        unfinished = await _unfinished(conn, None)
+        unfinished = await _unfinished(conn, ALL_MERCHANTS)
         backlog = [
             Backlog(queue, depth, _age(now, oldest))
             for queue, depth, oldest in (await conn.execute(backlog_stmt)).all()

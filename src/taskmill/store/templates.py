@@ -16,6 +16,7 @@ from taskmill.core.errors import Conflict, NotFound, QuotaExceeded
 from taskmill.core.events import EventType
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, UNFINISHED_STATUSES, ScheduleType
 from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template
+from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
 from taskmill.store.jobs import WAITING_STATUSES, NewJob, created_event, job_row
@@ -135,7 +136,7 @@ async def create_template(
         await conn.execute(templates.insert().values(row))
         await _event(conn, row["id"], new.merchant_id, EventType.TEMPLATE_CREATED, actor, now, row)
         await notify(conn, db.dialect, TEMPLATES)
-        return await _get(conn, row["id"], None)
+        return await _get(conn, row["id"], ALL_MERCHANTS)
 
 
 async def _check_quota(conn: AsyncConnection, merchant_id: str, limit: int) -> None:
@@ -170,9 +171,9 @@ async def _event(
     )
 
 
-async def _get(conn: AsyncConnection, template_id: str, merchant_id: str | None) -> Template:
+async def _get(conn: AsyncConnection, template_id: str, merchant_id: MerchantScope) -> Template:
     stmt = select(templates).where(templates.c.id == template_id)
-    if merchant_id is not None:
+    if merchant_id is not ALL_MERCHANTS:
         stmt = stmt.where(templates.c.merchant_id == merchant_id)
     row = (await conn.execute(stmt)).first()
     if row is None:
@@ -180,14 +181,14 @@ async def _get(conn: AsyncConnection, template_id: str, merchant_id: str | None)
     return to_template(row)
 
 
-async def get_template(db: Database, template_id: str, merchant_id: str | None = None) -> Template:
+async def get_template(db: Database, template_id: str, merchant_id: MerchantScope) -> Template:
     async with db.read() as conn:
         return await _get(conn, template_id, merchant_id)
 
 
 async def list_templates(
     db: Database,
-    merchant_id: str | None = None,
+    merchant_id: MerchantScope,
     *,
     limit: int | None = None,
     after: tuple[datetime, str] | None = None,
@@ -195,7 +196,7 @@ async def list_templates(
     """Templates oldest first, keyset-paginated by ``(created_at, id)`` after ``after``;
     at most ``limit`` of them (``None``: all, for the library)."""
     stmt = select(templates).order_by(templates.c.created_at, templates.c.id)
-    if merchant_id is not None:
+    if merchant_id is not ALL_MERCHANTS:
         stmt = stmt.where(templates.c.merchant_id == merchant_id)
     if after is not None:
         created, ident = after
@@ -239,7 +240,7 @@ async def update_template(
     *,
     actor: str,
     now: datetime,
-    merchant_id: str | None = None,
+    merchant_id: MerchantScope,
 ) -> Template:
     """Apply validated ``changes`` and record them as one ``template.updated`` event."""
     unknown = set(changes) - UPDATABLE_COLUMNS
@@ -263,11 +264,11 @@ async def update_template(
         kind = EventType.TEMPLATE_UPDATED
         await _event(conn, template_id, current.merchant_id, kind, actor, now, values)
         await notify(conn, db.dialect, TEMPLATES)
-        return await _get(conn, template_id, None)
+        return await _get(conn, template_id, ALL_MERCHANTS)
 
 
 async def delete_template(
-    db: Database, template_id: str, *, actor: str, now: datetime, merchant_id: str | None = None
+    db: Database, template_id: str, *, actor: str, now: datetime, merchant_id: MerchantScope
 ) -> None:
     """Delete a template; its past instances stay (their ``template_id`` becomes NULL)."""
     async with db.transaction() as conn:

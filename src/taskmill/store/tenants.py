@@ -12,7 +12,7 @@ from sqlalchemy import Row, select, update
 
 from taskmill.core.errors import NotFound
 from taskmill.core.events import EventType
-from taskmill.core.tenants import ApiKey, Merchant, Scope
+from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope, Scope
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
 from taskmill.store.schema import api_keys, merchants
@@ -109,9 +109,9 @@ async def find_api_key(db: Database, prefix: str) -> tuple[ApiKey, str] | None:
     return (_key(row), row.key_hash) if row is not None else None
 
 
-async def list_api_keys(db: Database, merchant_id: str | None = None) -> list[ApiKey]:
+async def list_api_keys(db: Database, merchant_id: MerchantScope) -> list[ApiKey]:
     stmt = select(api_keys).order_by(api_keys.c.created_at)
-    if merchant_id is not None:
+    if merchant_id is not ALL_MERCHANTS:
         stmt = stmt.where(api_keys.c.merchant_id == merchant_id)
     async with db.read() as conn:
         return [_key(row) for row in (await conn.execute(stmt)).all()]

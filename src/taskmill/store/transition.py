@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from taskmill.core.dependencies import CASCADE_ACTOR, cascade_reason
 from taskmill.core.events import EventType
 from taskmill.core.jobs import DependencyFailurePolicy, JobStatus, check_transition
+from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.store import events as event_log
 from taskmill.store.dependencies import FAILURE_STATUSES, waiting_dependents
 from taskmill.store.dialect import Dialect
@@ -48,7 +49,7 @@ class Transition:
     actor: str
     values: Mapping[str, Any] = field(default_factory=dict)
     guards: Sequence[ColumnElement[bool]] = ()
-    merchant_id: str | None = None
+    merchant_id: MerchantScope = ALL_MERCHANTS
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -119,7 +120,7 @@ async def _apply(conn: AsyncConnection, dialect: Dialect, t: Transition) -> list
         return []
     status = dialect.by_key_only(jobs.c.status)
     clauses = [jobs.c.id.in_(list(t.job_ids)), status.in_(list(t.from_statuses)), *t.guards]
-    if t.merchant_id is not None:
+    if t.merchant_id is not ALL_MERCHANTS:
         clauses.append(jobs.c.merchant_id == t.merchant_id)
     old_status = await _old_statuses(conn, dialect, t, clauses)
     values = {"status": t.to_status, "updated_at": dialect.db_now(), **t.values}

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Query
 from taskmill.api.auth import JobsRead
 from taskmill.api.responses import AUTHENTICATED, errors
 from taskmill.api.schemas import EventOut, EventPage, WorkerOut
-from taskmill.core.events import EventType
-from taskmill.store.events import EventFilter
+from taskmill.core.events import EventFilter, EventType
 
 router = APIRouter(tags=["events"])
 

@@ -11,7 +11,6 @@ from pydantic import BaseModel
 from taskmill.api.responses import ANY, errors
 from taskmill.core.errors import StoreError
 from taskmill.runtime import Runtime
-from taskmill.store import migrate
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -38,7 +37,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
     try:
-        current = await migrate.is_current(runtime.db)
+        current = await runtime.schema_is_current()
     except StoreError as exc:
         # Unauthenticated: the driver's text (host, port, user) stays in the log.
         log.warning("not ready: %s", exc)

@@ -24,12 +24,11 @@ from taskmill.api.schemas import (
     UtcDatetime,
 )
 from taskmill.core.errors import ValidationError
-from taskmill.core.jobs import Job, JobStatus
+from taskmill.core.jobs import Job, JobFilter, JobStatus
 from taskmill.core.schedules import utc
 from taskmill.core.templates import Template
 from taskmill.core.tenants import Scope
 from taskmill.services.scheduling import ScheduleRequest
-from taskmill.store.jobs import JobFilter
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 T = TypeVar("T", Job, Template)

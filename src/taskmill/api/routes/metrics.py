@@ -23,7 +23,6 @@ from taskmill.core.errors import StoreError
 from taskmill.core.tenants import Scope as KeyScope
 from taskmill.observability import metrics
 from taskmill.runtime import Runtime
-from taskmill.store import stats
 
 router = APIRouter(tags=["monitoring"])
 bearer = HTTPBearer(auto_error=False)
@@ -49,7 +48,7 @@ metrics_reader.required_scope = KeyScope.ADMIN  # type: ignore[attr-defined]  # 
 
 async def _snapshot(runtime: Runtime) -> metrics.StoreSnapshot:
     try:
-        found = await stats.system_stats(runtime.db, now=runtime.clock.now())
+        found = await runtime.jobs.system_stats()
     except StoreError:
         # The process metrics are still worth serving; taskmill_store_up says why the
         # store gauges are missing.

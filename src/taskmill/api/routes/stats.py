@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from taskmill.api.auth import JobsRead
 from taskmill.api.responses import AUTHENTICATED, errors
-from taskmill.store import stats
+from taskmill.services.jobs import STATS_WINDOW_MINUTES
 
 router = APIRouter(tags=["stats"])
 
@@ -55,11 +55,11 @@ class StatsOut(BaseModel):
 async def get_stats(tenant: JobsRead) -> StatsOut:
     """Unfinished jobs now, finished attempts per minute over the last hour, and the
     start lag of recent jobs, for this key's merchant. Bounded queries only."""
-    found = await stats.merchant_stats(tenant.db, tenant.merchant_id, now=tenant.clock.now())
+    found = await tenant.stats()
     lag = found.start_lag
     return StatsOut(
         generated_at=found.now,
-        window_minutes=stats.WINDOW_MINUTES,
+        window_minutes=STATS_WINDOW_MINUTES,
         unfinished={status.value: n for status, n in found.unfinished.items()},
         due=found.due,
         oldest_due_age_seconds=found.oldest_due_age_seconds,

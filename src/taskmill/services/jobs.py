@@ -1,0 +1,199 @@
+"""The jobs service: every operation on jobs and templates, for every door.
+
+The library (:class:`~taskmill.app.Taskmill`), the REST API (through
+:class:`~taskmill.services.tenant.TenantScope`) and the CLI call these methods with the
+merchant they act for (:data:`~taskmill.core.tenants.ALL_MERCHANTS` only on operator
+paths) and the actor to record. The service sends the wake-up each change needs — the
+queue populator for a job that became due, the recurrence manager for a changed template,
+the executor running a cancelled job — whichever door called, so a job created or
+cancelled through the API is as prompt as one created through the library.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from taskmill.core.clock import Clock
+from taskmill.core.dependencies import JobDependencies
+from taskmill.core.errors import NotFound
+from taskmill.core.events import Event, EventFilter
+from taskmill.core.jobs import Job, JobFilter, JobRun, JobStatus
+from taskmill.core.templates import FirePreview, Template
+from taskmill.core.tenants import MerchantScope
+from taskmill.services.scheduling import Scheduled, Scheduler, ScheduleRequest
+from taskmill.services.templates import Templates, TemplateUpdate
+from taskmill.store import dependencies as dependency_store
+from taskmill.store import events as event_store
+from taskmill.store import jobs as job_store
+from taskmill.store import names, outcomes, stats
+from taskmill.store import runs as run_store
+from taskmill.store import templates as template_store
+from taskmill.store import workers as worker_store
+from taskmill.store.database import Database
+from taskmill.store.stats import MerchantStats, SystemStats
+from taskmill.store.workers import WorkerInfo
+
+STATS_WINDOW_MINUTES = stats.WINDOW_MINUTES
+
+
+class Wakeups(Protocol):
+    """Whom to wake after a change, in this process and (on PostgreSQL) in the others."""
+
+    def jobs_due(self) -> None:
+        """A job became due or may soon (the queue populator)."""
+        ...
+
+    def templates_changed(self) -> None:
+        """A template was created or changed (the recurrence manager)."""
+        ...
+
+    def job_cancelled(self, job_id: str, reason: str) -> None:
+        """``job_id`` was cancelled: the executor running it stops its handler."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Jobs:
+    """Jobs and templates, each call for one merchant (or, on operator paths, all)."""
+
+    db: Database
+    clock: Clock
+    scheduler: Scheduler
+    templates: Templates
+    wakeups: Wakeups
+
+    # -- creating ---------------------------------------------------------------------
+
+    async def schedule(self, req: ScheduleRequest) -> Scheduled:
+        """Create a job or a template for ``req.merchant_id``, acting as ``req.actor``."""
+        scheduled = await self.scheduler.schedule(req)
+        item = scheduled.item
+        if isinstance(item, Template):
+            self.wakeups.templates_changed()
+        elif scheduled.created and item.status is JobStatus.SCHEDULED:
+            self.wakeups.jobs_due()  # a job created queued was announced already
+        return scheduled
+
+    async def schedule_many(self, reqs: Sequence[ScheduleRequest]) -> builtins.list[Job]:
+        """Create jobs in one transaction: all or none."""
+        made = await self.scheduler.schedule_many(reqs)
+        if any(job.status is JobStatus.SCHEDULED for job in made):
+            self.wakeups.jobs_due()
+        return made
+
+    # -- jobs -------------------------------------------------------------------------
+
+    async def get(self, merchant_id: MerchantScope, job_id: str) -> Job:
+        return await job_store.get_job(self.db, job_id, merchant_id)
+
+    async def list(self, merchant_id: MerchantScope, flt: JobFilter) -> builtins.list[Job]:
+        return await job_store.list_jobs(self.db, merchant_id, flt)
+
+    async def cancel(
+        self, merchant_id: MerchantScope, job_id: str, *, reason: str, actor: str
+    ) -> Job:
+        """Cancel a scheduled, queued or running job; a running handler is stopped."""
+        job = await outcomes.cancel(
+            self.db, job_id, reason=reason, actor=actor, merchant_id=merchant_id
+        )
+        self.wakeups.job_cancelled(job.id, reason)
+        return job
+
+    async def retry(self, merchant_id: MerchantScope, job_id: str, *, actor: str) -> Job:
+        """Give a ``failed`` job one more attempt, now."""
+        job = await outcomes.retry_failed(
+            self.db, job_id, actor=actor, run_at=self.clock.now(), merchant_id=merchant_id
+        )
+        self.wakeups.jobs_due()
+        return job
+
+    async def runs(self, merchant_id: MerchantScope, job_id: str) -> builtins.list[JobRun]:
+        await self.get(merchant_id, job_id)  # NotFound for another merchant's job
+        return await run_store.list_runs(self.db, job_id, merchant_id)
+
+    async def dependencies(self, merchant_id: MerchantScope, job_id: str) -> JobDependencies:
+        return await dependency_store.get_dependencies(self.db, job_id, merchant_id)
+
+    async def events(self, merchant_id: MerchantScope, flt: EventFilter) -> builtins.list[Event]:
+        return await event_store.list_events(self.db, merchant_id, flt)
+
+    async def stats(self, merchant_id: str) -> MerchantStats:
+        """One merchant's jobs now, over the last hour, and their start lag."""
+        return await stats.merchant_stats(self.db, merchant_id, now=self.clock.now())
+
+    async def system_stats(self) -> SystemStats:
+        """Every merchant's jobs, for the operator's metrics."""
+        return await stats.system_stats(self.db, now=self.clock.now())
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """Workers are shared infrastructure: every tenant sees them (no tenant data)."""
+        return await worker_store.list_workers(self.db)
+
+    # -- templates --------------------------------------------------------------------
+
+    async def list_templates(
+        self,
+        merchant_id: MerchantScope,
+        *,
+        limit: int | None = None,
+        after: tuple[datetime, str] | None = None,
+    ) -> builtins.list[Template]:
+        return await template_store.list_templates(self.db, merchant_id, limit=limit, after=after)
+
+    async def get_template(self, merchant_id: MerchantScope, template_id: str) -> Template:
+        return await template_store.get_template(self.db, template_id, merchant_id)
+
+    async def update_template(
+        self, merchant_id: MerchantScope, template_id: str, update: TemplateUpdate, *, actor: str
+    ) -> Template:
+        template = await self.templates.update(
+            template_id, update, actor=actor, merchant_id=merchant_id
+        )
+        self.wakeups.templates_changed()
+        return template
+
+    async def switch_off_template(
+        self, merchant_id: MerchantScope, template_id: str, reason: str, *, actor: str
+    ) -> Template:
+        """Switch a template off without evaluating its schedule, ``reason`` as its
+        ``last_error`` (an administrator stopping a broken or flooding template)."""
+        return await self.templates.switch_off(
+            template_id, reason, actor=actor, merchant_id=merchant_id
+        )
+
+    async def delete_template(
+        self, merchant_id: MerchantScope, template_id: str, *, actor: str
+    ) -> None:
+        await template_store.delete_template(
+            self.db, template_id, actor=actor, now=self.clock.now(), merchant_id=merchant_id
+        )
+
+    async def preview(
+        self, merchant_id: MerchantScope, template_id: str, count: int
+    ) -> builtins.list[FirePreview]:
+        return await self.templates.preview(template_id, count, merchant_id=merchant_id)
+
+    # -- the caller's own names (seed 003) ---------------------------------------------
+
+    async def template_id(self, merchant_id: str, ident: str) -> str:
+        """The id of the merchant's template whose id or name is ``ident``."""
+        return await names.find_template_id(self.db, ident, merchant_id)
+
+    async def resolve(self, merchant_id: str, ident: str) -> str:
+        """A job's or template's id, from its id, a template's name or a job's
+        idempotency key (ids first, then templates, then jobs)."""
+        found = await self.template_id(merchant_id, ident)
+        if found == ident:
+            found = await names.find_job_id(self.db, ident, merchant_id)
+        return found
+
+    async def get_any(self, merchant_id: MerchantScope, ident: str) -> Job | Template:
+        """The job or else the template with this id."""
+        try:
+            return await self.get(merchant_id, ident)
+        except NotFound:
+            return await self.get_template(merchant_id, ident)
