@@ -58,7 +58,7 @@ async def test_api_abuse_jobs_write_cannot_create_templates(
     assert response.status_code == 403, response.text
     assert "templates:write" in response.json()["error"]["message"]
     listed = await api.client.get("/templates", headers=api.a)
-    assert listed.json() == []
+    assert listed.json()["items"] == []
     both = {"x-api-key": await api.key([Scope.JOBS_WRITE, Scope.TEMPLATES_WRITE])}
     created = await api.client.post("/jobs", json=body, headers=both)
     assert created.status_code == 201 and created.json()["kind"] == "template"

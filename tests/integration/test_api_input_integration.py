@@ -43,6 +43,9 @@ async def test_api_input_mass_assignment_refused(api: Api, field: str) -> None:
         # Valid ISO 8601, but before the first instant Python can represent in UTC.
         ({"task_type": "echo", "run_at": "0001-01-01T00:00:00+14:00"}, "run_at"),
         ({"task_type": "echo", "run_at": "9999-12-31T23:59:59-14:00"}, "run_at"),
+        # A number is no date-time (pydantic would read it as Unix time; the schema says no).
+        ({"task_type": "echo", "run_at": 0}, "run_at"),
+        ({"task_type": "echo", "run_at": "1700000000.5"}, "run_at"),
         ({"task_type": "echo", "priority": 10**6}, "priority"),
         ({"task_type": "echo", "max_attempts": 0}, "max_attempts"),
         ({"task_type": "echo", "timeout_seconds": -1}, "timeout_seconds"),
@@ -68,6 +71,22 @@ async def test_api_input_unrepresentable_time_filters_are_422(api: Api, name: st
     assert response.status_code == 422, response.text
     [problem] = response.json()["error"]["fields"]
     assert problem["field"] == f"query.{name}" and "representable" in problem["reason"]
+
+
+@pytest.mark.parametrize("name", ["created_after", "created_before", "run_after", "run_before"])
+async def test_api_input_numeric_time_filters_are_422(api: Api, name: str) -> None:
+    """Found by schemathesis: ``run_before=0.5`` was read as Unix time and answered 200."""
+    response = await api.client.get("/jobs", params={name: "0.5"}, headers=api.a)
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["error"]["fields"]
+    assert problem["field"] == f"query.{name}" and "not a number" in problem["reason"]
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/templates"])
+async def test_api_input_cursor_outside_base64url_is_422(api: Api, path: str) -> None:
+    response = await api.client.get(path, params={"cursor": "a b/c"}, headers=api.a)
+    assert response.status_code == 422, response.text
+    assert [f["field"] for f in response.json()["error"]["fields"]] == ["query.cursor"]
 
 
 async def test_api_input_conflicting_schedules_rejected(api: Api) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema_rs
 import pytest
 from typer.testing import CliRunner
 
 from taskmill.api.app import openapi_document, openapi_json
+from taskmill.api.schemas import MIN_INTERVAL_FLOOR
 from taskmill.cli.main import cli
+from taskmill.config import SchedulerSettings
 
 COMMITTED = Path(__file__).parents[2] / "docs" / "api" / "openapi.json"
 REGENERATE = "taskmill openapi --output docs/api/openapi.json"
@@ -67,3 +70,49 @@ def test_error_statuses_carry_the_error_body_and_429_its_retry_after() -> None:
         for operation in item.values():
             declared = set(operation["responses"])
             assert declared - {"200", "201", "204"}, operation["operationId"]
+
+
+def _body_rule(model: str, keyword: str) -> dict[str, object]:
+    schema = openapi_document()["components"]["schemas"][model]
+    return {keyword: schema[keyword]}
+
+
+@pytest.mark.parametrize(
+    ("body", "valid"),
+    [
+        ({"task_type": "t"}, True),
+        ({"task_type": "t", "cron": "@daily", "run_at": None, "delay_seconds": None}, True),
+        ({"task_type": "t", "run_at": "2030-01-01T00:00:00Z", "delay_seconds": 1}, False),
+        ({"task_type": "t", "cron": "@daily", "interval_seconds": 5}, False),
+        ({"task_type": "t", "delay_seconds": 0, "cron": "@daily"}, False),
+    ],
+)
+def test_job_create_schema_says_at_most_one_schedule_kind(
+    body: dict[str, object], valid: bool
+) -> None:
+    """Found by schemathesis: the rule was only in a validator, so the document allowed
+    bodies the API refuses (and generated clients could not know)."""
+    assert jsonschema_rs.is_valid(_body_rule("JobCreate", "not"), body) is valid
+
+
+@pytest.mark.parametrize(
+    ("body", "valid"),
+    [
+        ({"cron": "@daily"}, True),
+        ({"interval_seconds": 5, "cron": None}, True),
+        ({"interval_seconds": 5, "cron": "@daily"}, False),
+        ({"interval_seconds": None}, False),
+        ({}, False),
+    ],
+)
+def test_template_create_schema_says_exactly_one_schedule_kind(
+    body: dict[str, object], valid: bool
+) -> None:
+    assert jsonschema_rs.is_valid(_body_rule("TemplateCreate", "oneOf"), body) is valid
+
+
+def test_interval_floor_is_the_lowest_min_interval_setting() -> None:
+    """The document's floor is what the most permissive deployment accepts."""
+    field = SchedulerSettings.model_fields["min_interval_seconds"]
+    floor = next(m.ge for m in field.metadata if getattr(m, "ge", None) is not None)
+    assert floor == MIN_INTERVAL_FLOOR

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from itertools import combinations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -28,7 +30,17 @@ QueueName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-
 Priority = Annotated[int, Field(ge=-1000, le=1000)]
 MaxAttempts = Annotated[int, Field(ge=1, le=100)]
 Timeout = Annotated[float, Field(gt=0, le=7 * 86400)]
-Interval = Annotated[float, Field(gt=0, le=366 * 86400)]
+# The floor is the lowest ``scheduler.min_interval_seconds`` can be: a deployment's own,
+# higher minimum is a setting the document cannot carry (422 naming interval_seconds).
+MIN_INTERVAL_FLOOR = 0.001
+Interval = Annotated[
+    float,
+    Field(
+        ge=MIN_INTERVAL_FLOOR,
+        le=366 * 86400,
+        description="Seconds; at least `scheduler.min_interval_seconds` (default 1).",
+    ),
+]
 CronText = Annotated[str, Field(min_length=1, max_length=200)]
 ZoneName = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -40,8 +52,24 @@ def _in_utc(value: datetime) -> datetime:
         raise ValueError(exc.reason) from None
 
 
+def _not_a_number(value: Any) -> Any:
+    """A date-time is ISO 8601 text: pydantic would otherwise read a number (or numeric
+    text such as ``0.5``) as Unix time, which the schema's ``date-time`` does not allow."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _numeric(value)):
+        raise ValueError("must be an ISO 8601 date-time with an offset, not a number")
+    return value
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 # A time with an offset, normalised to UTC (every time is stored and compared in UTC).
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_not_a_number), AfterValidator(_in_utc)]
 
 
 class _Request(BaseModel):
@@ -59,13 +87,36 @@ class _Request(BaseModel):
         return value
 
 
+# A field given a value (not absent, not null): the schedule rules below ignore nulls.
+_GIVEN: dict[str, Any] = {"not": {"type": "null"}}
+
+
+def _given(*names: str) -> dict[str, Any]:
+    return {"required": list(names), "properties": dict.fromkeys(names, _GIVEN)}
+
+
+def at_most_one_of(*names: str) -> dict[str, Any]:
+    """JSON Schema for "no two of ``names`` given", so clients and fuzzers see the rule."""
+    return {"not": {"anyOf": [_given(a, b) for a, b in combinations(names, 2)]}}
+
+
+def exactly_one_of(*names: str) -> dict[str, Any]:
+    """JSON Schema for "exactly one of ``names`` given"."""
+    return {"oneOf": [_given(name) for name in names]}
+
+
 class _Response(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+_SCHEDULE_KINDS = ("run_at", "delay_seconds", "interval_seconds", "cron")
 
 
 class JobCreate(_Request):
     """A job now (default), at ``run_at``, after ``delay_seconds``; or, with
     ``interval_seconds`` or ``cron``, a template that creates jobs."""
+
+    model_config = ConfigDict(json_schema_extra=at_most_one_of(*_SCHEDULE_KINDS))
 
     task_type: Name
     payload: Any = None
@@ -85,17 +136,15 @@ class JobCreate(_Request):
 
     @model_validator(mode="after")
     def _one_schedule(self) -> JobCreate:
-        given = [
-            name
-            for name in ("run_at", "delay_seconds", "interval_seconds", "cron")
-            if getattr(self, name) is not None
-        ]
+        given = [name for name in _SCHEDULE_KINDS if getattr(self, name) is not None]
         if len(given) > 1:
             raise ValueError(f"{given[1]} cannot be combined with {given[0]}")
         return self
 
 
 class TemplateCreate(_Request):
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("interval_seconds", "cron"))
+
     name: Name
     task_type: Name
     payload: Any = None

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from taskmill.api.auth import Admin
 from taskmill.api.responses import AUTHENTICATED, BODY, WRITE, errors
-from taskmill.api.routes.jobs import decode_cursor, keyset_page
+from taskmill.api.routes.jobs import Cursor, decode_cursor, keyset_page
 from taskmill.api.schemas import (
     AdminTemplateOut,
     AdminTemplatePage,
@@ -82,7 +82,7 @@ async def list_templates(
     admin: Admin,
     merchant_id: Annotated[str | None, Query(max_length=36)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Cursor = None,
 ) -> AdminTemplatePage:
     """Every merchant's templates (or one merchant's), oldest first, keyset pages."""
     after = decode_cursor(cursor) if cursor else None

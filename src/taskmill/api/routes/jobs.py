@@ -81,6 +81,11 @@ async def create_job(
     return TemplateOut.model_validate(scheduled.item)
 
 
+# A page's ``next_cursor``, passed back: opaque, but base64url text (anything else is no
+# cursor of ours, and the document says so).
+Cursor = Annotated[str | None, Query(max_length=500, pattern=r"^[A-Za-z0-9_-]*={0,2}$")]
+
+
 def encode_cursor(item: Job | Template) -> str:
     """The keyset cursor after ``item`` (lists ordered by ``(created_at, id)``)."""
     raw = json.dumps([item.created_at.isoformat(), item.id]).encode()
@@ -113,7 +118,7 @@ async def list_jobs(
     run_after: UtcDatetime | None = None,
     run_before: UtcDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Cursor = None,
 ) -> JobPage:
     """Jobs oldest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     jobs = await tenant.list_jobs(

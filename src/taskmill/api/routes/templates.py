@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from taskmill.api.auth import TemplatesRead, TemplatesWrite
 from taskmill.api.responses import AUTHENTICATED, BODY, WRITE, errors
-from taskmill.api.routes.jobs import decode_cursor, keyset_page
+from taskmill.api.routes.jobs import Cursor, decode_cursor, keyset_page
 from taskmill.api.schemas import FireOut, TemplateCreate, TemplateOut, TemplatePage, TemplatePatch
 from taskmill.core.templates import Template
 from taskmill.services.scheduling import ScheduleRequest
@@ -50,7 +50,7 @@ async def create_template(
 async def list_templates(
     tenant: TemplatesRead,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Cursor = None,
 ) -> TemplatePage:
     """Templates oldest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     found = await tenant.list_templates(limit + 1, decode_cursor(cursor) if cursor else None)
