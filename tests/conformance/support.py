@@ -55,6 +55,18 @@ class Logged:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+def failed_logged(actor: str, changes: frozenset[str], reason: str) -> Logged:
+    """``job.failed`` from ``running``, by ``actor`` (the worker or the watcher)."""
+    return Logged(
+        EventType.JOB_FAILED,
+        actor,
+        JobStatus.FAILED,
+        changes,
+        JobStatus.RUNNING,
+        {"reason": reason},
+    )
+
+
 async def log_mark(db: Database) -> int:
     """The id of the last event so far: :func:`assert_logged` checks what comes after."""
     async with db.read() as conn:
@@ -134,6 +146,16 @@ def assert_at(
             assert stamp == moment
         else:
             assert abs(stamp - moment) < timedelta(seconds=1)
+
+
+async def expire(db: Database, job_id: str, *, dead_worker: bool) -> None:
+    """The watcher's round after ``w1``'s lease lapsed, or after ``w1`` was found dead."""
+    if dead_worker:
+        await workers.register(db, "w1", "host", 1, ["default"], 1)
+        assert await workers.mark_dead(db, silent_for_seconds=-1) == ["w1"]
+    else:
+        assert await claims.renew_leases(db, "w1", [(job_id, 1)], -1) == {job_id}
+    await claims.expire_leases(db, limit=10, actor="watcher")
 
 
 # -- stale writers: what the fence must stop -------------------------------------------
