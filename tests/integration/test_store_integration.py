@@ -19,22 +19,10 @@ from taskmill.store.replay import projection_diff
 from taskmill.store.schema import events, jobs
 from taskmill.store.types import UtcDateTime
 from tests.history import check_invariants
-
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-def _claim(worker: str = "w1", lease: float = 30.0, limit: int = 10) -> claims.ClaimParams:
-    return claims.ClaimParams(
-        worker_id=worker, limit=limit, lease_seconds=lease, queues=["default"], task_types=["t"]
-    )
-
-
-async def _running_job(db: Database, worker: str = "w1", lease: float = 30.0) -> str:
-    created = await create_job(db, NewJob("t", NOW, max_attempts=3), actor="test", now=NOW)
-    await claims.enqueue_due(db, now=NOW, limit=10, actor="test")
-    [job] = await claims.claim(db, _claim(worker, lease))
-    assert job.id == created.job.id
-    return job.id
+from tests.store import NOW
+from tests.store import claim_params as _claim
+from tests.store import running_job as _running_job
+from tests.store import until_expired as _until_expired
 
 
 async def test_store_integration_create_writes_row_and_event(db: Database) -> None:
@@ -261,22 +249,6 @@ async def test_store_integration_zombie_outcome_changes_nothing(db: Database) ->
     lost, won = await runs.list_runs(db, job_id, ALL_MERCHANTS)
     assert lost.outcome is RunOutcome.LOST and won.outcome is RunOutcome.SUCCEEDED
     await check_invariants(db)
-
-
-async def _until_expired(db: Database) -> None:
-    import asyncio
-
-    for _ in range(200):
-        async with db.read() as conn:
-            expired = (
-                await conn.execute(
-                    select(func.count()).where(jobs.c.lease_expires_at < db.dialect.db_now())
-                )
-            ).scalar_one()
-        if expired:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("lease never expired")
 
 
 async def test_store_integration_lease_expiry_on_last_attempt_fails_job(db: Database) -> None:

@@ -153,7 +153,8 @@ async def enqueue_due_and_next(
             ),
         )
         later = None if len(ids) >= limit else (await conn.execute(_NEXT_DUE)).scalar_one_or_none()
-        return [to_job(row) for row in rows], later
+        # RETURNING gives no order: oldest first, as the one statement returns them.
+        return [to_job(row) for row in sorted(rows, key=lambda r: (r.run_at, r.id))], later
 
     return await db.write(enqueue_in)
 
