@@ -17,11 +17,12 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from taskmill.core.events import EventType
+from taskmill.core.events import EventFilter, EventType
 from taskmill.core.jobs import JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import claims, outcomes, workers
 from taskmill.store.database import Database
-from taskmill.store.events import EventFilter, jsonable, list_events
+from taskmill.store.events import jsonable, list_events
 from taskmill.store.schema import events, job_dependencies, job_runs, jobs
 from tests.history import check_invariants
 from tests.store import claim_params
@@ -83,7 +84,7 @@ async def assert_logged(db: Database, since: int, expected: Mapping[str, Sequenc
     """The events after ``since`` are exactly ``expected``'s, job by job, in order; the
     last one of each job records the row as it is now and happened at its ``updated_at``;
     and the whole log still replays to the table (I2-I4)."""
-    logged = await list_events(db, EventFilter(after_id=since))
+    logged = await list_events(db, ALL_MERCHANTS, EventFilter(after_id=since))
     by_job: dict[str | None, list[Any]] = {}
     for event in logged:
         by_job.setdefault(event.job_id, []).append(event)
@@ -182,7 +183,7 @@ async def stale_attempt(db: Database, kind: str, job_id: str) -> outcomes.Attemp
         [again] = await claims.claim(db, claim_params("w2"))
         assert (again.id, again.attempt) == (job_id, 2)
     elif kind == "cancelled":
-        await outcomes.cancel(db, job_id, reason="stop", actor="user")
+        await outcomes.cancel(db, job_id, reason="stop", actor="user", merchant_id=ALL_MERCHANTS)
     else:
         assert await outcomes.succeed(db, held, "first")
     return held

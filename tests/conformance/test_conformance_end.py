@@ -14,6 +14,7 @@ import pytest
 
 from taskmill.core.events import EventType
 from taskmill.core.jobs import JobStatus, RunOutcome
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import claims, outcomes, runs, workers
 from taskmill.store.database import Database
 from taskmill.store.jobs import NewJob, create_job, get_job
@@ -85,7 +86,7 @@ async def test_succeed(db: Database, writer: str) -> None:
     ]
     assert await SUCCEEDERS[writer](db, batch) == [True, False, True]
     for job_id, result, duration in ((done, {"n": 1}, 0.5), (other, [1, 2], None)):
-        row, job = await job_row(db, job_id), await get_job(db, job_id)
+        row, job = await job_row(db, job_id), await get_job(db, job_id, ALL_MERCHANTS)
         assert (job.status, job.result, job.attempt, job.worker_id, job.lease_expires_at) == (
             JobStatus.SUCCEEDED,
             result,
@@ -94,7 +95,7 @@ async def test_succeed(db: Database, writer: str) -> None:
             None,
         )
         assert_at(db, row["updated_at"], job.finished_at)
-        [run] = await runs.list_runs(db, job_id)
+        [run] = await runs.list_runs(db, job_id, ALL_MERCHANTS)
         assert (run.outcome, run.finished_at, run.duration_seconds) == (
             RunOutcome.SUCCEEDED,
             job.finished_at,
@@ -219,7 +220,7 @@ async def test_back_to_scheduled(db: Database, writer: str) -> None:
     [job_id] = await _running(db, 1)
     since = await log_mark(db)
     await ending.write(db, job_id)
-    row, job = await job_row(db, job_id), await get_job(db, job_id)
+    row, job = await job_row(db, job_id), await get_job(db, job_id, ALL_MERCHANTS)
     assert (job.status, job.attempt, job.worker_id, job.lease_expires_at, job.finished_at) == (
         JobStatus.SCHEDULED,
         1,
@@ -232,7 +233,7 @@ async def test_back_to_scheduled(db: Database, writer: str) -> None:
         assert job.run_at == RETRY_AT
     else:
         assert_at(db, row["updated_at"], job.run_at, one_clock=ending.one_clock)
-    [run] = await runs.list_runs(db, job_id)
+    [run] = await runs.list_runs(db, job_id, ALL_MERCHANTS)
     assert (run.outcome, run.error) == ending.run and run.finished_at is not None
     await assert_logged(db, since, {job_id: [ending.logged]})
 
@@ -278,7 +279,7 @@ async def test_failed(db: Database, writer: str) -> None:
     [job_id] = await _running(db, 1, max_attempts=1)
     since = await log_mark(db)
     await ending.write(db, job_id)
-    row, job = await job_row(db, job_id), await get_job(db, job_id)
+    row, job = await job_row(db, job_id), await get_job(db, job_id, ALL_MERCHANTS)
     assert (job.status, job.attempt, job.lease_expires_at, job.last_error) == (
         JobStatus.FAILED,
         1,
@@ -289,7 +290,7 @@ async def test_failed(db: Database, writer: str) -> None:
     # F2: the worker's own failure keeps the worker, as success and cancel do; the
     # watcher's clears it. Pinned here until they agree.
     assert job.worker_id == ("w1" if writer in FAILERS else None)
-    [run] = await runs.list_runs(db, job_id)
+    [run] = await runs.list_runs(db, job_id, ALL_MERCHANTS)
     assert (run.outcome, run.error) == ending.run and run.finished_at is not None
     await assert_logged(db, since, {job_id: [ending.logged]})
 

@@ -14,6 +14,7 @@ from taskmill.core.dependencies import CASCADE_ACTOR, cascade_reason
 from taskmill.core.errors import InvalidTransition, NotFound
 from taskmill.core.events import EventType
 from taskmill.core.jobs import DependencyFailurePolicy, JobStatus, RunOutcome
+from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.store import claims, outcomes, runs
 from taskmill.store.database import Database
 from taskmill.store.jobs import NewJob, create_job, get_job
@@ -55,9 +56,11 @@ async def test_cancel(db: Database, status: JobStatus) -> None:
     running job keeps its worker and attempt, and its run is closed ``cancelled``."""
     job_id = await _job_in(db, status)
     since = await log_mark(db)
-    job = await outcomes.cancel(db, job_id, reason="not needed", actor="user")
+    job = await outcomes.cancel(
+        db, job_id, reason="not needed", actor="user", merchant_id=ALL_MERCHANTS
+    )
     row = await job_row(db, job_id)
-    assert job == await get_job(db, job_id)
+    assert job == await get_job(db, job_id, ALL_MERCHANTS)
     assert (job.status, job.cancel_reason, job.lease_expires_at) == (
         JobStatus.CANCELLED,
         "not needed",
@@ -66,7 +69,7 @@ async def test_cancel(db: Database, status: JobStatus) -> None:
     running = status is JobStatus.RUNNING
     assert (job.worker_id, job.attempt) == (("w1", 1) if running else (None, 0))
     assert_at(db, row["updated_at"], job.finished_at, one_clock=False)
-    closed = [(r.outcome, r.error) for r in await runs.list_runs(db, job_id)]
+    closed = [(r.outcome, r.error) for r in await runs.list_runs(db, job_id, ALL_MERCHANTS)]
     assert closed == ([(RunOutcome.CANCELLED, "not needed")] if running else [])
     logged = Logged(
         EventType.JOB_CANCELLED,
@@ -84,17 +87,17 @@ async def test_cancel_refused_changes_nothing(db: Database, ended: str) -> None:
     """A finished job cannot be cancelled (``InvalidTransition`` naming both statuses);
     another merchant's reads as missing (``NotFound``); nothing is written either way."""
     job_id = await running_job(db)
-    merchant = None
+    merchant: MerchantScope = ALL_MERCHANTS
     if ended == "succeeded":
         assert await outcomes.succeed(db, outcomes.Attempt(job_id, 1, "w1"), None)
     elif ended == "cancelled":
-        await outcomes.cancel(db, job_id, reason="first", actor="user")
+        await outcomes.cancel(db, job_id, reason="first", actor="user", merchant_id=ALL_MERCHANTS)
     else:
         merchant = OTHER_MERCHANT
     async with unchanged(db):
-        with pytest.raises(NotFound if merchant else InvalidTransition) as err:
+        with pytest.raises(NotFound if merchant == OTHER_MERCHANT else InvalidTransition) as err:
             await outcomes.cancel(db, job_id, reason="x", actor="user", merchant_id=merchant)
-    if not merchant:
+    if merchant != OTHER_MERCHANT:
         assert str(err.value) == str(InvalidTransition(ended, "cancelled"))
 
 
@@ -113,8 +116,10 @@ async def test_retry_failed(db: Database) -> None:
     attempt 2."""
     job_id = await _failed_job(db)
     since = await log_mark(db)
-    job = await outcomes.retry_failed(db, job_id, actor="user", run_at=NOW)
-    assert job == await get_job(db, job_id)
+    job = await outcomes.retry_failed(
+        db, job_id, actor="user", run_at=NOW, merchant_id=ALL_MERCHANTS
+    )
+    assert job == await get_job(db, job_id, ALL_MERCHANTS)
     assert (job.status, job.run_at, job.attempt, job.max_attempts) == (
         JobStatus.SCHEDULED,
         NOW,
@@ -132,16 +137,16 @@ async def test_retry_failed(db: Database) -> None:
 @pytest.mark.parametrize("status", ["scheduled", "succeeded", "other_merchant"])
 async def test_retry_refused_changes_nothing(db: Database, status: str) -> None:
     job_id = await _failed_job(db)
-    merchant = OTHER_MERCHANT if status == "other_merchant" else None
+    merchant: MerchantScope = OTHER_MERCHANT if status == "other_merchant" else ALL_MERCHANTS
     if status == "scheduled":
-        await outcomes.retry_failed(db, job_id, actor="user", run_at=NOW)
+        await outcomes.retry_failed(db, job_id, actor="user", run_at=NOW, merchant_id=ALL_MERCHANTS)
     elif status == "succeeded":
         job_id = await running_job(db)
         assert await outcomes.succeed(db, outcomes.Attempt(job_id, 1, "w1"), None)
     async with unchanged(db):
-        with pytest.raises(NotFound if merchant else InvalidTransition) as err:
+        with pytest.raises(NotFound if merchant == OTHER_MERCHANT else InvalidTransition) as err:
             await outcomes.retry_failed(db, job_id, actor="u", run_at=NOW, merchant_id=merchant)
-    if not merchant:
+    if merchant != OTHER_MERCHANT:
         assert str(err.value) == str(InvalidTransition(status, "scheduled"))
 
 
@@ -160,13 +165,13 @@ UPSTREAM_ENDINGS: dict[
 ] = {
     "cancel_scheduled": (
         JobStatus.SCHEDULED,
-        lambda db, j: outcomes.cancel(db, j, reason="x", actor="user"),
+        lambda db, j: outcomes.cancel(db, j, reason="x", actor="user", merchant_id=ALL_MERCHANTS),
         JobStatus.CANCELLED,
         _user_cancelled(JobStatus.SCHEDULED),
     ),
     "cancel_running": (
         JobStatus.RUNNING,
-        lambda db, j: outcomes.cancel(db, j, reason="x", actor="user"),
+        lambda db, j: outcomes.cancel(db, j, reason="x", actor="user", merchant_id=ALL_MERCHANTS),
         JobStatus.CANCELLED,
         _user_cancelled(JobStatus.RUNNING),
     ),
@@ -213,7 +218,7 @@ async def test_failure_propagates_to_waiting_dependents(db: Database, writer: st
     grandchild = await dependent(child, DependencyFailurePolicy.CANCEL)
     since = await log_mark(db)
     await end(db, upstream)
-    assert (await get_job(db, runs_anyway)).status is JobStatus.SCHEDULED
+    assert (await get_job(db, runs_anyway, ALL_MERCHANTS)).status is JobStatus.SCHEDULED
     cascade = {
         child: cascade_reason(upstream, upstream, ended),
         grandchild: cascade_reason(child, upstream, ended),
@@ -222,7 +227,7 @@ async def test_failure_propagates_to_waiting_dependents(db: Database, writer: st
     for job_id, (reason, dependency) in zip(
         cascade, ((cascade[child], upstream), (cascade[grandchild], child)), strict=True
     ):
-        row, job = await job_row(db, job_id), await get_job(db, job_id)
+        row, job = await job_row(db, job_id), await get_job(db, job_id, ALL_MERCHANTS)
         assert (job.status, job.cancel_reason, job.worker_id) == (JobStatus.CANCELLED, reason, None)
         assert_at(db, row["updated_at"], job.finished_at, one_clock=False)
         extra = {"reason": reason, "dependency_id": dependency, "root_job_id": upstream}

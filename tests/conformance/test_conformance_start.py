@@ -13,6 +13,7 @@ import pytest
 from taskmill.core.errors import ValidationError
 from taskmill.core.events import EventType
 from taskmill.core.jobs import Job, JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import claims, runs
 from taskmill.store import jobs as job_store
 from taskmill.store.database import Database
@@ -95,7 +96,7 @@ async def test_create(db: Database, writer: str, queue_if_due: bool) -> None:
         assert (row["status"], row["attempt"], row["worker_id"]) == (status, 0, None)
         assert row["created_at"] == row["updated_at"] == NOW
         assert row["queued_at"] == (NOW if status is JobStatus.QUEUED else None)
-    assert (await get_job(db, due)).payload == {"n": 1}
+    assert (await get_job(db, due, ALL_MERCHANTS)).payload == {"n": 1}
     await assert_logged(
         db,
         since,
@@ -147,9 +148,9 @@ async def test_enqueue_due(db: Database, writer: str) -> None:
     )
     for job in queued:
         row = await job_row(db, job.id)
-        assert job == await get_job(db, job.id) and job.status is JobStatus.QUEUED
+        assert job == await get_job(db, job.id, ALL_MERCHANTS) and job.status is JobStatus.QUEUED
         assert_at(db, row["updated_at"], row["queued_at"], one_clock=writer == "enqueue_due")
-    assert (await get_job(db, ids[2])).status is JobStatus.SCHEDULED
+    assert (await get_job(db, ids[2], ALL_MERCHANTS)).status is JobStatus.SCHEDULED
     await assert_logged(db, since, {ids[1]: [logged], ids[0]: [logged]})
     async with unchanged(db):
         assert await ENQUEUERS[writer](db) == ([], LATER)
@@ -202,7 +203,7 @@ async def test_claim(db: Database, writer: str) -> None:
     )
     for job in taken:
         row = await job_row(db, job.id)
-        assert job == await get_job(db, job.id)
+        assert job == await get_job(db, job.id, ALL_MERCHANTS)
         assert (job.status, job.attempt, job.worker_id) == (JobStatus.RUNNING, 1, "w1")
         one_clock = writer != "claim_capped"
         assert_at(db, row["updated_at"], job.started_at, one_clock=one_clock)
@@ -210,7 +211,7 @@ async def test_claim(db: Database, writer: str) -> None:
         assert_at(
             db, job.started_at + timedelta(seconds=30), job.lease_expires_at, one_clock=one_clock
         )
-        [run] = await runs.list_runs(db, job.id)
+        [run] = await runs.list_runs(db, job.id, ALL_MERCHANTS)
         assert (run.attempt, run.worker_id, run.started_at) == (1, "w1", job.started_at)
         assert (run.finished_at, run.outcome) == (None, None)
     await assert_logged(db, since, {ids[1]: [logged], ids[0]: [logged]})
