@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from taskmill.config import Settings, load_settings
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
-from taskmill.core.errors import NotFound
+from taskmill.core.errors import NotFound, ValidationError
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, DependencyFailurePolicy, Job, JobFilter, JobRun
 from taskmill.core.retry import BackoffPolicy
@@ -28,6 +28,7 @@ from taskmill.services.templates import TemplateUpdate
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_DELAY_SECONDS = 366 * 86400.0  # as the API's delay_seconds
 _ACTOR = "library"  # the actor the event log names for what the library does
 ServicesFactory = Callable[[Runtime], dict[str, ServiceMain]]
 
@@ -205,6 +206,8 @@ class Taskmill:
         runtime = await self.open()
         if delay is not None:
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+            if not 0 <= seconds <= MAX_DELAY_SECONDS:  # NaN fails too
+                raise ValidationError("delay", f"must be between 0 and {MAX_DELAY_SECONDS:.0f} s")
             run_at = runtime.clock.now() + timedelta(seconds=seconds)
         scheduled = await runtime.jobs.schedule(
             ScheduleRequest(

@@ -24,7 +24,7 @@ from taskmill.core.jobs import (
     JobStatus,
     ScheduleType,
 )
-from taskmill.core.schedules import utc
+from taskmill.core.schedules import check_schedule_time, utc
 from taskmill.core.templates import (
     MisfirePolicy,
     OverlapPolicy,
@@ -193,7 +193,7 @@ class Scheduler:
         return created
 
     def _new_job(self, req: ScheduleRequest, now: datetime) -> job_store.NewJob:
-        run_at = utc(req.run_at) if req.run_at is not None else now
+        run_at = check_schedule_time(req.run_at, "run_at") if req.run_at is not None else now
         max_attempts, timeout, queue, priority = self._options(req)
         return job_store.NewJob(
             task_type=req.task,
