@@ -131,22 +131,12 @@ async def unchanged(db: Database) -> AsyncIterator[None]:
     assert await _snapshot(db) == before
 
 
-def assert_at(
-    db: Database, moment: datetime, *stamps: datetime | None, one_clock: bool = True
-) -> None:
-    """Each of ``stamps`` is ``moment``: the transition's timestamps are one instant.
-
-    ``one_clock=False``: the writer goes through ``transition()``, whose ``db_now()`` on
-    PostgreSQL is ``clock_timestamp()``, read once per column and row, so its timestamps
-    may differ by microseconds there (finding F1 of the conformance report); SQLite reads
-    its clock once per statement. A second's leeway for those, until they agree.
-    """
+def assert_at(db: Database, moment: datetime, *stamps: datetime | None) -> None:
+    """Each of ``stamps`` is ``moment``: a transition's timestamps are one instant, on
+    every writer (the database clock is read once per statement on both backends)."""
     for stamp in stamps:
         assert stamp is not None
-        if one_clock or db.dialect.is_sqlite:
-            assert stamp == moment
-        else:
-            assert abs(stamp - moment) < timedelta(seconds=1)
+        assert stamp == moment
 
 
 async def expire(db: Database, job_id: str, *, dead_worker: bool) -> None:

@@ -165,7 +165,6 @@ class Ending:
     logged: Logged
     run: tuple[RunOutcome, str]  # the run's outcome and error
     last_error: str | None
-    one_clock: bool = False  # see support.assert_at
     extra_attempts: int = 0  # release: the interrupted attempt does not count
 
 
@@ -232,7 +231,7 @@ async def test_back_to_scheduled(db: Database, writer: str) -> None:
     if ending.logged.type is EventType.JOB_RETRY_SCHEDULED:
         assert job.run_at == RETRY_AT
     else:
-        assert_at(db, row["updated_at"], job.run_at, one_clock=ending.one_clock)
+        assert_at(db, row["updated_at"], job.run_at)
     [run] = await runs.list_runs(db, job_id, ALL_MERCHANTS)
     assert (run.outcome, run.error) == ending.run and run.finished_at is not None
     await assert_logged(db, since, {job_id: [ending.logged]})
@@ -286,7 +285,7 @@ async def test_failed(db: Database, writer: str) -> None:
         None,
         ending.last_error,
     )
-    assert_at(db, row["updated_at"], job.finished_at, one_clock=ending.one_clock)
+    assert_at(db, row["updated_at"], job.finished_at)
     # F2: the worker's own failure keeps the worker, as success and cancel do; the
     # watcher's clears it. Pinned here until they agree.
     assert job.worker_id == ("w1" if writer in FAILERS else None)

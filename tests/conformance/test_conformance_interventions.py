@@ -68,7 +68,7 @@ async def test_cancel(db: Database, status: JobStatus) -> None:
     )
     running = status is JobStatus.RUNNING
     assert (job.worker_id, job.attempt) == (("w1", 1) if running else (None, 0))
-    assert_at(db, row["updated_at"], job.finished_at, one_clock=False)
+    assert_at(db, row["updated_at"], job.finished_at)
     closed = [(r.outcome, r.error) for r in await runs.list_runs(db, job_id, ALL_MERCHANTS)]
     assert closed == ([(RunOutcome.CANCELLED, "not needed")] if running else [])
     logged = Logged(
@@ -229,7 +229,7 @@ async def test_failure_propagates_to_waiting_dependents(db: Database, writer: st
     ):
         row, job = await job_row(db, job_id), await get_job(db, job_id, ALL_MERCHANTS)
         assert (job.status, job.cancel_reason, job.worker_id) == (JobStatus.CANCELLED, reason, None)
-        assert_at(db, row["updated_at"], job.finished_at, one_clock=False)
+        assert_at(db, row["updated_at"], job.finished_at)
         extra = {"reason": reason, "dependency_id": dependency, "root_job_id": upstream}
         expected[job_id] = [
             Logged(

@@ -166,6 +166,7 @@ def served_for_checks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
         yield served
 
 
+@pytest.mark.timeout(600)  # ~35 s alone; several times that beside other tests
 def test_schemathesis_all_checks_over_every_operation(
     served_for_checks: tuple[str, str], tmp_path: Path
 ) -> None:

@@ -36,11 +36,14 @@ class Dialect:
                     _SQLITE_NOW_FORMAT, "now", f"{plus_seconds:+.6f} seconds", type_=utc
                 )
             return func.strftime(_SQLITE_NOW_FORMAT, "now", type_=utc)
+        # statement_timestamp(): one instant for the whole statement, as SQLite's "now",
+        # so a transition's updated_at, its event's time and the finished_at, started_at or
+        # lease it writes agree to the microsecond (clock_timestamp() is read per call).
         if plus_seconds:
             # A float formatted by Python, never user text, so inlining it is safe.
-            expr = f"clock_timestamp() + make_interval(secs => {float(plus_seconds)!r})"
+            expr = f"statement_timestamp() + make_interval(secs => {float(plus_seconds)!r})"
             return literal_column(expr, type_=utc)
-        return literal_column("clock_timestamp()", type_=utc)
+        return literal_column("statement_timestamp()", type_=utc)
 
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
         """``INSERT ... ON CONFLICT DO NOTHING`` (unique violations are expected, not errors)."""
