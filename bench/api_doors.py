@@ -114,7 +114,9 @@ def main() -> None:
             "TASKMILL_DATABASE__URL": args.database_url or f"sqlite:///{scratch / 'bench.db'}",
             "TASKMILL_API__SECRET_KEY_FILE": str(scratch / "secret"),
             "TASKMILL_API__PORT": str(port),
-            "PYTHONPATH": str(Path.cwd()),
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")])
+            ),
         }
         key = subprocess.run(
             [*CLI, "api-keys", "create", "--admin", "--name", "bench"],
