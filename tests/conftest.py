@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from taskmill.store.database import Database
+from taskmill.store.driver import SqlStore
+from taskmill.store.drivers import store_for
 from tests import backends
 from tests.plan import PLAN_SIZE
 
@@ -120,6 +122,12 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database.from_url(database_url)
     yield database
     await database.close()
+
+
+@pytest.fixture
+def store(db: Database) -> SqlStore:
+    """The driver over ``db`` (what the services are given)."""
+    return store_for(db)
 
 
 async def wait_for(

@@ -34,6 +34,8 @@ from taskmill.services.templates import MerchantLimits, Templates
 from taskmill.services.worker import Worker, WorkerConfig
 from taskmill.store import migrate, notify
 from taskmill.store.database import Database
+from taskmill.store.drivers import store_for
+from taskmill.store.postgres import listener
 
 log = logging.getLogger(__name__)
 
@@ -127,21 +129,22 @@ class Runtime:
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
         self.db = Database.from_url(settings.database.url, pool_size=settings.database.pool_size)
+        self.store = store_for(self.db)
         worker_config = self._worker_config()
         self.broker = build_broker(settings, worker_config.worker_id)
         self.wakers = Wakers(Waker(), Waker(), Waker())
         self.scheduler = Scheduler(
-            self.db,
+            self.store,
             registry,
             self.clock,
             Defaults(settings.tasks.max_retries, settings.tasks.timeout_seconds),
             self.broker,
             merchant_limits(settings),
         )
-        self.templates = Templates(self.db, self.clock, merchant_limits(settings))
+        self.templates = Templates(self.store, self.clock, merchant_limits(settings))
         sched = settings.scheduler
         self.populator = QueuePopulator(
-            self.db,
+            self.store,
             self.broker,
             self.clock,
             QueuePopulatorConfig(
@@ -150,7 +153,7 @@ class Runtime:
             ),
         )
         self.watcher = FailureWatcher(
-            self.db,
+            self.store,
             self.broker,
             FailureWatcherConfig(
                 batch_size=sched.batch_size,
@@ -160,7 +163,7 @@ class Runtime:
             on_rescued=self.wakers.populator.wake,
         )
         self.recurrence = RecurrenceManager(
-            self.db,
+            self.store,
             self.clock,
             RecurrenceConfig(
                 batch_size=sched.batch_size,
@@ -171,14 +174,14 @@ class Runtime:
             on_created=self.wakers.populator.wake,
         )
         self.worker = Worker(
-            self.db,
+            self.store,
             self.broker,
             PythonExecutor(registry, max_threads=settings.worker.concurrency),
             self.clock,
             worker_config,
         )
         # Every door (the library, the API, the CLI) goes through this one service.
-        self.jobs = Jobs(self.db, self.clock, self.scheduler, self.templates, self)
+        self.jobs = Jobs(self.store, self.clock, self.scheduler, self.templates, self)
 
     def _worker_config(self) -> WorkerConfig:
         w, r = self.settings.worker, self.settings.retry
@@ -200,7 +203,7 @@ class Runtime:
     @functools.cached_property
     def api_keys(self) -> ApiKeys:
         """API key issuing and checking (built on first use: it may create the secret file)."""
-        return ApiKeys(self.db, self.clock, load_hmac_secret(self.settings.api))
+        return ApiKeys(self.store, self.clock, load_hmac_secret(self.settings.api))
 
     async def open(self) -> None:
         """Connect and, unless disabled, migrate the schema to the newest revision."""
@@ -214,7 +217,7 @@ class Runtime:
     async def close(self) -> None:
         await self.scheduler.drain()
         await self.broker.close()
-        await self.db.close()
+        await self.store.close()
 
     def _periodic(self, service: PeriodicService, waker: Waker, interval: float) -> ServiceMain:
         async def main(stop: asyncio.Event) -> None:
@@ -257,7 +260,9 @@ class Runtime:
     def _listener(self) -> ServiceMain:
         async def main(stop: asyncio.Event) -> None:
             log.info("listening for PostgreSQL notifications")
-            await notify.listen(self.settings.database.url, notify.CHANNELS, self._on_notify, stop)
+            await listener.listen(
+                self.settings.database.url, notify.CHANNELS, self._on_notify, stop
+            )
 
         return main
 
@@ -269,7 +274,7 @@ class Runtime:
         if only is None:
             only = self._enabled_services()
         chosen = {k: v for k, v in self._all_services().items() if k in only}
-        if self.db.dialect.name == "postgresql" and set(chosen) - {"failure-watcher"}:
+        if self.store.notifies and set(chosen) - {"failure-watcher"}:
             chosen["pg-listener"] = self._listener()
         return chosen
 

@@ -17,6 +17,7 @@ from taskmill.core.jobs import JobStatus, RunOutcome
 from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import claims, outcomes, runs, workers
 from taskmill.store.database import Database
+from taskmill.store.drivers import store_for
 from taskmill.store.jobs import NewJob, create_job, get_job
 from tests.conformance.support import (
     FAILED,
@@ -54,13 +55,19 @@ async def _in_shared_transaction(db: Database, batch: Sequence[outcomes.Success]
         return await outcomes.succeed_many(conn, db.dialect, batch)
 
 
+async def _driver_outcomes(db: Database, batch: Sequence[outcomes.Success]) -> list[bool]:
+    done, _ = await store_for(db).record_outcomes(batch, [])
+    return done
+
+
 SUCCEEDERS: dict[str, Succeeder] = {
-    # The single path (a batch of one): one statement on PostgreSQL (direct.py).
+    # The shared forms: one by one, and a batch in a transaction of its own.
     "succeed": _one_by_one,
-    # The group committer's batch: PostgreSQL one statement; SQLite succeed_many.
     "record_successes": outcomes.record_successes,
-    # The group committer's batch beside other writes: transition_claimed() on both.
+    # A batch in the caller's transaction: transition_claimed() on both.
     "succeed_many": _in_shared_transaction,
+    # The group committer's batch through the driver: PostgreSQL one statement.
+    "driver_record_outcomes": _driver_outcomes,
 }
 
 
@@ -130,7 +137,18 @@ async def _fail_in_shared_transaction(
     return await db.write(lambda conn: outcomes.fail_in(conn, db.dialect, attempt, failure))
 
 
-FAILERS: dict[str, Failer] = {"fail": outcomes.fail, "fail_in": _fail_in_shared_transaction}
+async def _driver_fail(db: Database, attempt: outcomes.Attempt, failure: outcomes.Failure) -> bool:
+    done, [failed] = await store_for(db).record_outcomes([], [(attempt, failure)])
+    assert done == []
+    return failed
+
+
+FAILERS: dict[str, Failer] = {
+    "fail": outcomes.fail,
+    "fail_in": _fail_in_shared_transaction,
+    # The group committer's, through the driver.
+    "driver_record_outcomes": _driver_fail,
+}
 
 
 @pytest.mark.parametrize("stale", STALE)

@@ -17,6 +17,7 @@ from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import claims, runs
 from taskmill.store import jobs as job_store
 from taskmill.store.database import Database
+from taskmill.store.drivers import store_for
 from taskmill.store.jobs import NewJob, create_job, get_job
 from tests.conformance.support import (
     CREATED,
@@ -65,6 +66,12 @@ async def _batched(db: Database, news: Sequence[NewJob], queue_if_due: bool) -> 
     return [m.row["id"] for m in made]
 
 
+async def _driver_batched(db: Database, news: Sequence[NewJob], queue_if_due: bool) -> list[str]:
+    made = [job_store.make_job(n, NOW, "producer", queue_if_due) for n in news]
+    await store_for(db).insert_jobs(made)
+    return [m.row["id"] for m in made]
+
+
 CREATORS: dict[str, Creator] = {
     # PostgreSQL: one statement on asyncpg (direct.py); SQLite: Database.write.
     "create_job": _one_by_one,
@@ -72,8 +79,10 @@ CREATORS: dict[str, Creator] = {
     "create_job_keyed": _keyed,
     # The recurrence manager's bulk insert: Database.write on both.
     "create_jobs": _bulk,
-    # The insert batcher's: several jobs in one statement (PostgreSQL).
+    # Several jobs in one transaction: the shared form.
     "insert_made": _batched,
+    # The insert batcher's, through the driver: PostgreSQL one statement on asyncpg.
+    "driver_insert_jobs": _driver_batched,
 }
 
 
@@ -123,11 +132,15 @@ async def test_create_with_a_used_idempotency_key_changes_nothing(db: Database) 
 Enqueuer = Callable[[Database], Awaitable[tuple[list[Job], datetime | None]]]
 
 ENQUEUERS: dict[str, Enqueuer] = {
-    # PostgreSQL: one statement on asyncpg; SQLite: transition() in Database.write.
+    # The shared form: transition() in Database.write.
     "enqueue_due": lambda db: claims.enqueue_due_and_next(db, now=NOW, limit=10, actor="populator"),
-    # Merchants in turn: transition() on both.
-    "enqueue_due_in_turn": lambda db: claims.enqueue_due_and_next(
-        db, now=NOW, limit=10, actor="populator", merchants_in_turn=True
+    # Through the driver: PostgreSQL one statement on asyncpg.
+    "driver_enqueue_due": lambda db: store_for(db).enqueue_due(
+        now=NOW, limit=10, actor="populator", merchants_in_turn=False
+    ),
+    # Merchants in turn, through the driver: the shared form on both.
+    "driver_enqueue_due_in_turn": lambda db: store_for(db).enqueue_due(
+        now=NOW, limit=10, actor="populator", merchants_in_turn=True
     ),
 }
 
@@ -161,25 +174,28 @@ async def test_enqueue_due(db: Database, writer: str) -> None:
 Claimer = Callable[[Database, str, Sequence[str]], Awaitable[list[Job]]]
 
 
-def _claim_with(*, by_id: bool = False, cap: int | None = None) -> Claimer:
+def _claim_with(*, by_id: bool = False, cap: int | None = None, driver: bool = False) -> Claimer:
     def claim(db: Database, worker: str, job_ids: Sequence[str]) -> Awaitable[list[Job]]:
         params = dataclasses.replace(
             claim_params(worker),
             job_ids=list(job_ids) if by_id else None,
             max_running_per_merchant=cap,
         )
-        return claims.claim(db, params)
+        return store_for(db).claim(params) if driver else claims.claim(db, params)
 
     return claim
 
 
 CLAIMERS: dict[str, Claimer] = {
-    # PostgreSQL: one statement on asyncpg; SQLite: transition() in Database.write.
+    # The shared form: transition() in Database.write.
     "claim": _claim_with(),
-    # The worker's hinted claim (the broker named the jobs): the by-id statement.
     "claim_by_id": _claim_with(by_id=True),
-    # With a per-merchant cap: transition() on both.
-    "claim_capped": _claim_with(cap=10),
+    # Through the driver: PostgreSQL one statement on asyncpg (the worker's hinted claim,
+    # the broker naming the jobs, is the by-id statement).
+    "driver_claim": _claim_with(driver=True),
+    "driver_claim_by_id": _claim_with(by_id=True, driver=True),
+    # With a per-merchant cap, through the driver: the shared form on both.
+    "driver_claim_capped": _claim_with(cap=10, driver=True),
 }
 
 

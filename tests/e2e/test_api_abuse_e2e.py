@@ -23,6 +23,7 @@ from taskmill.core.tenants import Scope
 from taskmill.services.api_keys import ApiKeys
 from taskmill.store import schema, tenants
 from taskmill.store.database import Database
+from taskmill.store.drivers import store_for
 from tests.e2e.test_cli import ROOT, _taskmill, free_port
 from tests.plan import plan_size, sized
 
@@ -84,7 +85,7 @@ def _process(url: str, port: int, log: Path, **settings: str) -> Iterator[subpro
 async def serve(url: str, tmp_path: Path, **settings: str) -> AsyncIterator[Served]:
     """``taskmill api`` on ``url``, with merchants ``a`` and ``b`` and a key for each."""
     db = Database.from_url(url)
-    keys = ApiKeys(db, SystemClock(), SECRET.encode())
+    keys = ApiKeys(store_for(db), SystemClock(), SECRET.encode())
     merchants, headers = {}, {}
     now = SystemClock().now()
     for name in ("a", "b"):

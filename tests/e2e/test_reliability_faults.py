@@ -30,8 +30,8 @@ from sqlalchemy import func, select, text
 
 from taskmill.core import failpoints
 from taskmill.core.jobs import JobStatus
-from taskmill.store import notify
 from taskmill.store.database import Database
+from taskmill.store.postgres import listener
 from taskmill.store.schema import events, jobs, templates, workers
 from tests.conftest import wait_for
 from tests.e2e.cluster import LEASE, REQUEUE, WATCHER, Cluster, effects
@@ -148,7 +148,7 @@ async def test_listener_survives_connections_terminated_mid_listen(postgres_url:
     stop = asyncio.Event()
     db = Database.from_url(postgres_url)
     listening = asyncio.create_task(
-        notify.listen(
+        listener.listen(
             url, channels, lambda ch, _payload: heard.append(ch), stop, retry_seconds=0.01
         )
     )

@@ -21,6 +21,7 @@ from taskmill.core.tenants import Scope
 from taskmill.services.api_keys import ApiKeys
 from taskmill.store import schema, tenants
 from taskmill.store.database import Database
+from taskmill.store.drivers import store_for
 from tests import backends
 from tests.conftest import wait_for
 from tests.e2e.cluster import cluster
@@ -94,7 +95,7 @@ async def test_reliability_s34_passwords_and_keys_never_leak_from_the_services(
     database_url = postgres_url.replace("postgres@", f"postgres:{db_password}@", 1)
     assert db_password in database_url
     (tmp_path / "secret").write_text(hmac_secret)
-    keys = ApiKeys(db, SystemClock(), hmac_secret.encode())
+    keys = ApiKeys(store_for(db), SystemClock(), hmac_secret.encode())
     merchant = await tenants.create_merchant(db, "s34", now=SystemClock().now())
     writer = await keys.issue(merchant.id, "w", [Scope.JOBS_READ, Scope.JOBS_WRITE], actor="t")
     admin = await keys.issue(merchant.id, "a", [Scope.ADMIN], actor="t")

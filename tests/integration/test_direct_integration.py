@@ -1,4 +1,4 @@
-"""store/direct.py on a real PostgreSQL: what asyncpg returns straight must be what
+"""store/postgres/direct.py on a real PostgreSQL: what asyncpg returns straight must be what
 SQLAlchemy would have returned, and driver errors must become taskmill errors."""
 
 from __future__ import annotations
@@ -11,27 +11,36 @@ import pytest
 from sqlalchemy import ARRAY, Integer, String, any_, bindparam, event, func, literal, select, text
 
 from taskmill.core.errors import Conflict, StorageFull, StoreError, StoreUnavailable
-from taskmill.store import claims, direct
-from taskmill.store.database import Database
+from taskmill.store import claims
+from taskmill.store.database import Database as AnyDatabase
 from taskmill.store.errors import from_asyncpg
-from taskmill.store.jobs import NewJob, insert_in_one_statement, make_job
+from taskmill.store.jobs import NewJob, make_job
 from taskmill.store.notify import QUEUED
+from taskmill.store.postgres import direct, statements
+from taskmill.store.postgres.database import PostgresDatabase as Database
+from taskmill.store.postgres.statements import insert_jobs
 from taskmill.store.schema import jobs
 
 NOW = datetime(2026, 12, 1, 9, 30, 15, 250_000, tzinfo=UTC)
 ALL_JOBS = select(*jobs.c).where(jobs.c.id == any_(bindparam("ids", type_=ARRAY(String))))
 
 
+def _open(url: str, *, pool_size: int = 10) -> Database:
+    db = AnyDatabase.from_url(url, pool_size=pool_size)
+    assert isinstance(db, Database)
+    return db
+
+
 @pytest.fixture
 async def pg(postgres_url: str) -> AsyncIterator[Database]:
-    db = Database.from_url(postgres_url)
+    db = _open(postgres_url)
     yield db
     await db.close()
 
 
 async def _insert(db: Database, *news: NewJob) -> list[str]:
     made = [make_job(new, NOW, "test", queue_if_due=True) for new in news]
-    await insert_in_one_statement(db, made)
+    await insert_jobs(db, made)
     return [m.row["id"] for m in made]
 
 
@@ -61,7 +70,7 @@ async def test_direct_claim_returns_jobs_as_the_transaction_path_does(pg: Databa
     params = claims.ClaimParams(
         worker_id="w1", limit=5, lease_seconds=30, queues=["default"], task_types=["t"]
     )
-    [claimed] = await claims.claim(pg, params)
+    [claimed] = await statements.claim(pg, params)
     async with pg.read() as conn:
         row = (await conn.execute(ALL_JOBS, {"ids": [job_id]})).one()
     assert claimed.id == job_id and claimed.payload == {"a": 1}
@@ -72,9 +81,9 @@ async def test_direct_claim_returns_jobs_as_the_transaction_path_does(pg: Databa
 
 async def test_direct_duplicate_key_is_a_conflict(pg: Database) -> None:
     made = make_job(NewJob("t", NOW), NOW, "test", queue_if_due=True)
-    await insert_in_one_statement(pg, [made])
+    await insert_jobs(pg, [made])
     with pytest.raises(Conflict) as err:
-        await insert_in_one_statement(pg, [made])
+        await insert_jobs(pg, [made])
     # The message reaches API clients: no database text; the driver's error is the cause.
     assert str(err.value) == "conflicts with existing data"
     assert "duplicate key" in str(err.value.__cause__)
@@ -96,7 +105,7 @@ async def test_direct_lost_connection_is_unavailable_and_not_reused(
     """A backend killed mid-statement raises ``StoreUnavailable``; the pool drops that
     connection (one connection only: it would be handed out again), so the next
     statement runs on a fresh one."""
-    single = Database.from_url(postgres_url, pool_size=1)
+    single = _open(postgres_url, pool_size=1)
     sleep = select(func.pg_sleep(bindparam("seconds", type_=Integer)).label("slept"))
     find = text(
         "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' "
@@ -165,12 +174,12 @@ async def test_populator_round_wakes_workers_listening_for_queued_jobs(
     listener = await asyncpg.connect(postgres_url)
     try:
         await listener.add_listener(QUEUED, lambda _c, _p, channel, _d: heard.put_nowait(channel))
-        queued, _ = await claims.enqueue_due_and_next(pg, now=NOW, limit=10, actor="p")
+        queued, _ = await statements.enqueue_due_and_next(pg, now=NOW, limit=10, actor="p")
         assert queued == []
         await asyncio.sleep(0.2)
         assert heard.empty()
         later = NOW + timedelta(seconds=6)
-        queued, _ = await claims.enqueue_due_and_next(pg, now=later, limit=10, actor="p")
+        queued, _ = await statements.enqueue_due_and_next(pg, now=later, limit=10, actor="p")
         assert len(queued) == 1
         assert await asyncio.wait_for(heard.get(), timeout=5) == QUEUED
     finally:
@@ -204,7 +213,7 @@ async def test_direct_statements_reach_the_engines_cursor_listeners(pg: Database
 async def test_direct_database_that_cannot_be_reached_is_unavailable(postgres_url: str) -> None:
     """The pool's checkout raises the driver's connect error unwrapped (``engine.connect()``
     would wrap it): it is ``StoreUnavailable``, which the services wait out and retry."""
-    missing = Database.from_url(postgres_url.rsplit("/", 1)[0] + "/taskmill_no_such_database")
+    missing = _open(postgres_url.rsplit("/", 1)[0] + "/taskmill_no_such_database")
     try:
         with pytest.raises(StoreUnavailable, match="does not exist"):
             await direct.fetch(missing, select(literal(1).label("one")), {})

@@ -21,6 +21,7 @@ from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.services.insert_batcher import InsertBatcher
 from taskmill.services.scheduling import ScheduleRequest
 from taskmill.store.database import Database
+from taskmill.store.drivers import store_for
 from taskmill.store.jobs import NewJob, get_job, list_jobs, make_job
 from taskmill.store.replay import projection_diff
 from tests.jobs import job_of
@@ -105,7 +106,7 @@ async def test_insert_batcher_integration_returns_at_the_commit_and_drain_waits_
         await release.wait()
         announced.extend(job.id for job in created)
 
-    batcher = InsertBatcher(db, slow_announce)
+    batcher = InsertBatcher(store_for(db), slow_announce)
     try:
         now = datetime.now(UTC)
         made = make_job(NewJob(task_type="echo", run_at=now), now, "test", queue_if_due=True)

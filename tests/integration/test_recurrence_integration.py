@@ -21,6 +21,7 @@ from taskmill.services.recurrence_manager import RecurrenceConfig, RecurrenceMan
 from taskmill.services.templates import TemplateUpdate
 from taskmill.store import tenants
 from taskmill.store.database import Database
+from taskmill.store.drivers import store_for
 from taskmill.store.events import list_events
 from taskmill.store.schema import templates
 from taskmill.store.templates import StoredTemplate, get_template
@@ -61,7 +62,7 @@ async def test_recurrence_integration_replicas_create_one_instance_per_tick(
 ) -> None:
     template = await _template(app, cron="* * * * * *", name="every-second")
     databases = [Database.from_url(database_url) for _ in range(4)]
-    managers = [RecurrenceManager(db, clock, RecurrenceConfig()) for db in databases]
+    managers = [RecurrenceManager(store_for(db), clock, RecurrenceConfig()) for db in databases]
     try:
         for _ in range(30):
             clock.advance(1)
@@ -86,7 +87,7 @@ async def test_recurrence_integration_replicas_take_disjoint_templates(
     free = await _template(app, cron="* * * * * *", name="free")
     clock.advance(1)
     holder, other = Database.from_url(database_url), Database.from_url(database_url)
-    manager = RecurrenceManager(other, clock, RecurrenceConfig())
+    manager = RecurrenceManager(store_for(other), clock, RecurrenceConfig())
     try:
         if not holder.dialect.supports_skip_locked:
             assert await manager.run_once() == 2
@@ -303,7 +304,7 @@ async def test_recurrence_isolation_bad_template_is_switched_off_others_keep_fir
     good = await _merchant_template(app, DEFAULT_MERCHANT_ID, "good", interval=60)
     await _corrupt(app, broken.id, **bad)
     runtime = await app.open()
-    manager = RecurrenceManager(runtime.db, clock, RecurrenceConfig())
+    manager = RecurrenceManager(runtime.store, clock, RecurrenceConfig())
     with caplog.at_level(logging.ERROR):
         for _ in range(3):
             await manager.run_once()  # raises nothing: one template cannot stop it
@@ -334,7 +335,7 @@ async def test_recurrence_isolation_owner_fixes_and_switches_it_on_again(
     template = await _merchant_template(app, DEFAULT_MERCHANT_ID, "t", interval=60)
     await _corrupt(app, template.id, interval_seconds=1e-9)
     runtime = await app.open()
-    await RecurrenceManager(runtime.db, clock, RecurrenceConfig()).run_once()
+    await RecurrenceManager(runtime.store, clock, RecurrenceConfig()).run_once()
     with pytest.raises(ValidationError) as refused:  # still too short: not switched on
         await app.update_template(template.id, TemplateUpdate(active=True))
     assert refused.value.field == "interval_seconds"
@@ -365,7 +366,7 @@ async def test_recurrence_isolation_merchants_take_turns_in_a_round(
     theirs = await _merchant_template(app, DEFAULT_MERCHANT_ID, "b", interval=60)
     clock.advance(1)
     runtime = await app.open()
-    manager = RecurrenceManager(runtime.db, clock, RecurrenceConfig(batch_size=5))
+    manager = RecurrenceManager(runtime.store, clock, RecurrenceConfig(batch_size=5))
     assert await manager.run_once() == 5
     assert await _count_instances(app, theirs.id) == 1
 
@@ -377,7 +378,7 @@ async def test_recurrence_isolation_pending_quota_skips_ticks(
     template = await _merchant_template(app, DEFAULT_MERCHANT_ID, "t", interval=60)
     runtime = await app.open()
     config = RecurrenceConfig(max_pending_per_merchant=2)
-    manager = RecurrenceManager(runtime.db, clock, config)
+    manager = RecurrenceManager(runtime.store, clock, config)
     for _ in range(4):
         await manager.run_once()  # nothing runs the jobs: they stay scheduled/queued
         clock.advance(60)

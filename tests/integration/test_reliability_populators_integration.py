@@ -22,6 +22,7 @@ from taskmill.executors.python import PythonExecutor
 from taskmill.services.queue_populator import QueuePopulator, QueuePopulatorConfig
 from taskmill.services.worker import Worker, WorkerConfig
 from taskmill.store.database import Database
+from taskmill.store.drivers import store_for
 from taskmill.store.jobs import NewJob, create_jobs
 from taskmill.store.schema import events, job_runs, jobs
 from tests.conftest import wait_for
@@ -68,13 +69,13 @@ async def _run_s11(url: str, populators: int, monkeypatch: pytest.MonkeyPatch) -
         clock = SystemClock()
         config = QueuePopulatorConfig(batch_size=100)
         services = [
-            _populate(QueuePopulator(d, DatabaseBroker(), clock, config), stop)
+            _populate(QueuePopulator(store_for(d), DatabaseBroker(), clock, config), stop)
             for d in databases[:populators]
         ]
         services += [
             _work(
                 Worker(
-                    d,
+                    store_for(d),
                     DatabaseBroker(),
                     PythonExecutor(registry, max_threads=4),
                     clock,

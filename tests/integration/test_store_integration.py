@@ -13,10 +13,13 @@ from taskmill.core.jobs import JobFilter, JobStatus, RunOutcome
 from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store import claims, outcomes, runs
 from taskmill.store.database import Database
+from taskmill.store.drivers import open_store
 from taskmill.store.events import iso_text, list_events
 from taskmill.store.jobs import NewJob, create_job, get_job, list_jobs
+from taskmill.store.postgres.driver import PostgresStore
 from taskmill.store.replay import projection_diff
 from taskmill.store.schema import events, jobs
+from taskmill.store.sqlite.driver import SQLiteStore
 from taskmill.store.types import UtcDateTime
 from tests.history import check_invariants
 from tests.store import NOW
@@ -424,12 +427,14 @@ async def test_a_job_postgresql_refuses_leaves_neither_row_nor_event(postgres_ur
         await db.close()
 
 
-async def test_autocommit_is_refused_on_sqlite(sqlite_url: str) -> None:
-    """SQLite's writers must queue on the process's write lock: no autocommit bypass."""
-    db = Database.from_url(sqlite_url)
+async def test_each_database_gets_its_driver(sqlite_url: str, postgres_url: str) -> None:
+    """A URL picks its driver; SQLite's writes queue on the process's write lock (its
+    handle has no autocommit bypass)."""
+    lite, pg = open_store(sqlite_url), open_store(postgres_url)
     try:
-        with pytest.raises(RuntimeError, match="for PostgreSQL"):
-            async with db.autocommit():
-                pass
+        assert isinstance(lite, SQLiteStore) and not lite.notifies
+        assert not hasattr(lite.db, "autocommit")
+        assert isinstance(pg, PostgresStore) and pg.notifies
     finally:
-        await db.close()
+        await lite.close()
+        await pg.close()

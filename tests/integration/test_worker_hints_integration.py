@@ -17,6 +17,7 @@ from taskmill.core.errors import StoreError
 from taskmill.executors.python import PythonExecutor, TaskDefinition, TaskRegistry
 from taskmill.services.worker import Worker, WorkerConfig
 from taskmill.store.database import Database
+from taskmill.store.drivers import store_for
 from tests import backends
 
 # A database that does not exist: every claim fails as during an outage.
@@ -60,7 +61,7 @@ async def test_worker_hands_hints_back_when_its_claim_fails(make_broker: BrokerF
     broker = make_broker("w1")
     db = Database.from_url(MISSING_DB, pool_size=1)
     worker = Worker(
-        db,
+        store_for(db),
         broker,
         PythonExecutor(registry, max_threads=1),
         SystemClock(),

@@ -16,6 +16,7 @@ from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.services.failure_watcher import FailureWatcher, FailureWatcherConfig
 from taskmill.store import claims, runs, workers
 from taskmill.store.database import Database
+from taskmill.store.drivers import store_for
 from taskmill.store.events import list_events
 from taskmill.store.jobs import NewJob, create_job, get_job
 from taskmill.store.replay import projection_diff
@@ -56,7 +57,9 @@ async def _silence(db: Database, worker_id: str, seconds: float) -> None:
 
 
 def _watcher(db: Database) -> FailureWatcher:
-    return FailureWatcher(db, DatabaseBroker(), FailureWatcherConfig(worker_dead_after_seconds=10))
+    return FailureWatcher(
+        store_for(db), DatabaseBroker(), FailureWatcherConfig(worker_dead_after_seconds=10)
+    )
 
 
 async def test_registry_records_a_worker_and_its_restart(db: Database) -> None:

@@ -20,8 +20,7 @@ from datetime import datetime
 from taskmill.core.clock import Clock
 from taskmill.core.errors import ValidationError
 from taskmill.core.tenants import ApiKey, Merchant, MerchantScope, Scope
-from taskmill.store import tenants
-from taskmill.store.database import Database
+from taskmill.store.protocol import NewApiKey, Store
 
 KEY_PREFIX = "tm_"
 _KEY_RE = re.compile(r"^(tm_[a-z2-7]{8})_([A-Za-z0-9_-]{43})([0-9a-f]{8})$")
@@ -61,10 +60,10 @@ def parse(plaintext: str) -> str | None:
 class ApiKeys:
     """Issues and verifies keys with the server's HMAC secret."""
 
-    def __init__(self, db: Database, clock: Clock, hmac_secret: bytes) -> None:
+    def __init__(self, store: Store, clock: Clock, hmac_secret: bytes) -> None:
         if len(hmac_secret) < 32:
             raise ValueError("the API key HMAC secret must be at least 32 bytes")
-        self.db = db
+        self.store = store
         self.clock = clock
         self._secret = hmac_secret
 
@@ -92,10 +91,8 @@ class ApiKeys:
         if expires_at is not None and expires_at <= now:
             raise ValidationError("expires_at", "must be in the future")
         plaintext, prefix = new_plaintext()
-        new = tenants.NewApiKey(
-            merchant_id, name, prefix, self._hash(plaintext), scopes, expires_at
-        )
-        key = await tenants.create_api_key(self.db, new, actor=actor, now=now)
+        new = NewApiKey(merchant_id, name, prefix, self._hash(plaintext), scopes, expires_at)
+        key = await self.store.create_api_key(new, actor=actor, now=now)
         return IssuedKey(key, plaintext)
 
     async def verify(self, plaintext: str) -> ApiKey | None:
@@ -106,7 +103,7 @@ class ApiKeys:
         prefix = parse(plaintext)
         if prefix is None:
             return None
-        found = await tenants.find_api_key(self.db, prefix)
+        found = await self.store.find_api_key(prefix)
         if found is None:
             return None
         key, stored_hash = found
@@ -115,19 +112,19 @@ class ApiKeys:
         now = self.clock.now()
         if not key.usable_at(now):
             return None
-        await tenants.touch_api_key(self.db, key, now)
+        await self.store.touch_api_key(key, now)
         return key
 
     # -- tenants: an administrator's management of merchants and their keys ------------
 
     async def create_merchant(self, name: str) -> Merchant:
-        return await tenants.create_merchant(self.db, name, now=self.clock.now())
+        return await self.store.create_merchant(name, now=self.clock.now())
 
     async def list_merchants(self) -> list[Merchant]:
-        return await tenants.list_merchants(self.db)
+        return await self.store.list_merchants()
 
     async def list_keys(self, merchant_id: MerchantScope) -> list[ApiKey]:
-        return await tenants.list_api_keys(self.db, merchant_id)
+        return await self.store.list_api_keys(merchant_id)
 
     async def revoke(self, key_id: str, *, actor: str) -> ApiKey:
-        return await tenants.revoke_api_key(self.db, key_id, actor=actor, now=self.clock.now())
+        return await self.store.revoke_api_key(key_id, actor=actor, now=self.clock.now())

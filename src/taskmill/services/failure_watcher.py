@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from taskmill.brokers.base import Broker, Message
-from taskmill.store import claims, workers
-from taskmill.store.database import Database
+from taskmill.store.protocol import Store
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +31,12 @@ class FailureWatcher:
 
     def __init__(
         self,
-        db: Database,
+        store: Store,
         broker: Broker,
         config: FailureWatcherConfig,
         on_rescued: Callable[[], None] = lambda: None,
     ) -> None:
-        self.db = db
+        self.store = store
         self.broker = broker
         self.config = config
         self.on_rescued = on_rescued
@@ -46,7 +45,7 @@ class FailureWatcher:
     async def run_once(self) -> int:
         """One round of each duty; return how many jobs it touched."""
         # Dead workers first: their jobs are rescued in the same round.
-        dead = await workers.mark_dead(self.db, self.config.worker_dead_after_seconds)
+        dead = await self.store.mark_dead_workers(self.config.worker_dead_after_seconds)
         if dead:
             log.warning("workers marked dead (their jobs are rescued now): %s", ", ".join(dead))
         touched = await self._expire_leases()
@@ -54,8 +53,8 @@ class FailureWatcher:
         return touched
 
     async def _expire_leases(self) -> int:
-        expired = await claims.expire_leases(
-            self.db, limit=self.config.batch_size, actor=self.config.actor
+        expired = await self.store.expire_leases(
+            limit=self.config.batch_size, actor=self.config.actor
         )
         for job in expired.rescued:
             log.warning(
@@ -74,8 +73,7 @@ class FailureWatcher:
     async def _republish_stuck(self) -> int:
         if not self.broker.carries_ids:
             return 0  # workers read queued jobs straight from the database
-        stuck = await claims.stuck_in_queue(
-            self.db,
+        stuck = await self.store.stuck_in_queue(
             older_than_seconds=self.config.requeue_after_seconds,
             limit=self.config.batch_size,
         )

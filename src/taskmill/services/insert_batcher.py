@@ -21,24 +21,22 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from taskmill.core.jobs import Job
 from taskmill.services.loop import settle
-from taskmill.store import jobs as job_store
-from taskmill.store.database import Database
-from taskmill.store.records import to_job_dict
+from taskmill.store.protocol import MadeJob, Store
 
 log = logging.getLogger(__name__)
 
 Announce = Callable[[Sequence[Job]], Awaitable[None]]
 
-_Pending = tuple[job_store.MadeJob, "asyncio.Future[Job]"]
+_Pending = tuple[MadeJob, "asyncio.Future[Job]"]
 
 
 class InsertBatcher:
-    """Inserts jobs made by ``store.jobs.make_job`` in batches of up to ``max_batch``,
+    """Inserts jobs made by ``make_job`` (``store.protocol``) in batches of up to ``max_batch``,
     then has ``announce`` publish them. One writer task and one announcer task at a
     time; :meth:`drain` waits for both before the broker closes."""
 
-    def __init__(self, db: Database, announce: Announce, max_batch: int = 64) -> None:
-        self.db = db
+    def __init__(self, store: Store, announce: Announce, max_batch: int = 64) -> None:
+        self.store = store
         self.announce = announce
         self.max_batch = max_batch
         self._pending: list[_Pending] = []
@@ -46,7 +44,7 @@ class InsertBatcher:
         self._unannounced: list[Job] = []
         self._announcer: asyncio.Task[None] | None = None
 
-    async def insert(self, made: job_store.MadeJob) -> Job:
+    async def insert(self, made: MadeJob) -> Job:
         """Insert ``made`` (in a batch with whatever else is waiting); return the job once
         it is committed (its announcement follows). Raises what the insert raised. The
         insert goes on if the caller is cancelled meanwhile."""
@@ -65,7 +63,7 @@ class InsertBatcher:
 
     async def _write(self, batch: list[_Pending]) -> None:
         try:
-            await job_store.insert_made(self.db, [made for made, _ in batch])
+            await self.store.insert_jobs([made for made, _ in batch])
         except Exception as exc:  # the writer must outlive any insert: hand errors back
             if len(batch) == 1:
                 settle(batch[0][1], exc)
@@ -75,7 +73,7 @@ class InsertBatcher:
             for item in batch:
                 await self._write([item])
             return
-        created = [to_job_dict(made.row) for made, _ in batch]
+        created = [made.job for made, _ in batch]
         self._unannounced.extend(created)
         if self._announcer is None or self._announcer.done():
             loop = asyncio.get_running_loop()

@@ -26,18 +26,15 @@ from taskmill.core.templates import FirePreview, Template
 from taskmill.core.tenants import MerchantScope
 from taskmill.services.scheduling import Scheduled, Scheduler, ScheduleRequest
 from taskmill.services.templates import Templates, TemplateUpdate
-from taskmill.store import dependencies as dependency_store
-from taskmill.store import events as event_store
-from taskmill.store import jobs as job_store
-from taskmill.store import names, outcomes, stats
-from taskmill.store import runs as run_store
-from taskmill.store import templates as template_store
-from taskmill.store import workers as worker_store
-from taskmill.store.database import Database
-from taskmill.store.stats import MerchantStats, SystemStats
-from taskmill.store.workers import WorkerInfo
+from taskmill.store.protocol import (
+    STATS_WINDOW_MINUTES,
+    MerchantStats,
+    Store,
+    SystemStats,
+    WorkerInfo,
+)
 
-STATS_WINDOW_MINUTES = stats.WINDOW_MINUTES
+__all__ = ["STATS_WINDOW_MINUTES", "Jobs", "Wakeups"]
 
 
 class Wakeups(Protocol):
@@ -60,7 +57,7 @@ class Wakeups(Protocol):
 class Jobs:
     """Jobs and templates, each call for one merchant (or, on operator paths, all)."""
 
-    db: Database
+    store: Store
     clock: Clock
     scheduler: Scheduler
     templates: Templates
@@ -88,50 +85,48 @@ class Jobs:
     # -- jobs -------------------------------------------------------------------------
 
     async def get(self, merchant_id: MerchantScope, job_id: str) -> Job:
-        return await job_store.get_job(self.db, job_id, merchant_id)
+        return await self.store.get_job(merchant_id, job_id)
 
     async def list(self, merchant_id: MerchantScope, flt: JobFilter) -> builtins.list[Job]:
-        return await job_store.list_jobs(self.db, merchant_id, flt)
+        return await self.store.list_jobs(merchant_id, flt)
 
     async def cancel(
         self, merchant_id: MerchantScope, job_id: str, *, reason: str, actor: str
     ) -> Job:
         """Cancel a scheduled, queued or running job; a running handler is stopped."""
-        job = await outcomes.cancel(
-            self.db, job_id, reason=reason, actor=actor, merchant_id=merchant_id
-        )
+        job = await self.store.cancel(merchant_id, job_id, reason=reason, actor=actor)
         self.wakeups.job_cancelled(job.id, reason)
         return job
 
     async def retry(self, merchant_id: MerchantScope, job_id: str, *, actor: str) -> Job:
         """Give a ``failed`` job one more attempt, now."""
-        job = await outcomes.retry_failed(
-            self.db, job_id, actor=actor, run_at=self.clock.now(), merchant_id=merchant_id
+        job = await self.store.retry_failed(
+            merchant_id, job_id, actor=actor, run_at=self.clock.now()
         )
         self.wakeups.jobs_due()
         return job
 
     async def runs(self, merchant_id: MerchantScope, job_id: str) -> builtins.list[JobRun]:
         await self.get(merchant_id, job_id)  # NotFound for another merchant's job
-        return await run_store.list_runs(self.db, job_id, merchant_id)
+        return await self.store.list_runs(merchant_id, job_id)
 
     async def dependencies(self, merchant_id: MerchantScope, job_id: str) -> JobDependencies:
-        return await dependency_store.get_dependencies(self.db, job_id, merchant_id)
+        return await self.store.get_dependencies(merchant_id, job_id)
 
     async def events(self, merchant_id: MerchantScope, flt: EventFilter) -> builtins.list[Event]:
-        return await event_store.list_events(self.db, merchant_id, flt)
+        return await self.store.list_events(merchant_id, flt)
 
     async def stats(self, merchant_id: str) -> MerchantStats:
         """One merchant's jobs now, over the last hour, and their start lag."""
-        return await stats.merchant_stats(self.db, merchant_id, now=self.clock.now())
+        return await self.store.merchant_stats(merchant_id, now=self.clock.now())
 
     async def system_stats(self) -> SystemStats:
         """Every merchant's jobs, for the operator's metrics."""
-        return await stats.system_stats(self.db, now=self.clock.now())
+        return await self.store.system_stats(now=self.clock.now())
 
     async def workers(self) -> builtins.list[WorkerInfo]:
         """Workers are shared infrastructure: every tenant sees them (no tenant data)."""
-        return await worker_store.list_workers(self.db)
+        return await self.store.list_workers()
 
     # -- templates --------------------------------------------------------------------
 
@@ -142,10 +137,10 @@ class Jobs:
         limit: int | None = None,
         after: tuple[datetime, str] | None = None,
     ) -> builtins.list[Template]:
-        return await template_store.list_templates(self.db, merchant_id, limit=limit, after=after)
+        return await self.store.list_templates(merchant_id, limit=limit, after=after)
 
     async def get_template(self, merchant_id: MerchantScope, template_id: str) -> Template:
-        return await template_store.get_template(self.db, template_id, merchant_id)
+        return await self.store.get_template(merchant_id, template_id)
 
     async def update_template(
         self, merchant_id: MerchantScope, template_id: str, update: TemplateUpdate, *, actor: str
@@ -168,8 +163,8 @@ class Jobs:
     async def delete_template(
         self, merchant_id: MerchantScope, template_id: str, *, actor: str
     ) -> None:
-        await template_store.delete_template(
-            self.db, template_id, actor=actor, now=self.clock.now(), merchant_id=merchant_id
+        await self.store.delete_template(
+            merchant_id, template_id, actor=actor, now=self.clock.now()
         )
 
     async def preview(
@@ -181,14 +176,14 @@ class Jobs:
 
     async def template_id(self, merchant_id: str, ident: str) -> str:
         """The id of the merchant's template whose id or name is ``ident``."""
-        return await names.find_template_id(self.db, ident, merchant_id)
+        return await self.store.find_template_id(merchant_id, ident)
 
     async def resolve(self, merchant_id: str, ident: str) -> str:
         """A job's or template's id, from its id, a template's name or a job's
         idempotency key (ids first, then templates, then jobs)."""
         found = await self.template_id(merchant_id, ident)
         if found == ident:
-            found = await names.find_job_id(self.db, ident, merchant_id)
+            found = await self.store.find_job_id(merchant_id, ident)
         return found
 
     async def get_any(self, merchant_id: MerchantScope, ident: str) -> Job | Template:

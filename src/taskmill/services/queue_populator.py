@@ -9,8 +9,7 @@ from datetime import datetime
 from taskmill.brokers.base import Broker, Message
 from taskmill.core.clock import Clock
 from taskmill.core.failpoints import failpoint
-from taskmill.store import claims
-from taskmill.store.database import Database
+from taskmill.store.protocol import Store
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 class QueuePopulatorConfig:
     batch_size: int = 500
     actor: str = "queue-populator"
-    # Set with a per-merchant cap: merchants take turns in each batch (store.claims).
+    # Set with a per-merchant cap: merchants take turns in each batch (the store's enqueue_due).
     merchants_in_turn: bool = False
 
 
@@ -29,9 +28,9 @@ class QueuePopulator:
     name = "queue-populator"
 
     def __init__(
-        self, db: Database, broker: Broker, clock: Clock, config: QueuePopulatorConfig
+        self, store: Store, broker: Broker, clock: Clock, config: QueuePopulatorConfig
     ) -> None:
-        self.db = db
+        self.store = store
         self.broker = broker
         self.clock = clock
         self.config = config
@@ -39,8 +38,7 @@ class QueuePopulator:
 
     async def run_once(self) -> int:
         """Queue up to one batch of due jobs; return how many were queued."""
-        queued, self._next_due = await claims.enqueue_due_and_next(
-            self.db,
+        queued, self._next_due = await self.store.enqueue_due(
             now=self.clock.now(),
             limit=self.config.batch_size,
             actor=self.config.actor,

@@ -16,8 +16,7 @@ from datetime import datetime
 from taskmill.core.clock import Clock
 from taskmill.core.errors import TaskmillError
 from taskmill.core.templates import Template, plan_fires
-from taskmill.store import templates
-from taskmill.store.database import Database
+from taskmill.store.protocol import Broken, Fire, Store
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +37,12 @@ class RecurrenceManager:
 
     def __init__(
         self,
-        db: Database,
+        store: Store,
         clock: Clock,
         config: RecurrenceConfig,
         on_created: Callable[[], None] = lambda: None,
     ) -> None:
-        self.db = db
+        self.store = store
         self.clock = clock
         self.config = config
         self.on_created = on_created
@@ -51,11 +50,10 @@ class RecurrenceManager:
     async def run_once(self) -> int:
         """Fire every due template once; return how many templates were handled."""
         now = self.clock.now()
-        done = await templates.fire_due(
-            self.db,
-            now,
-            self.config.batch_size,
-            lambda template: self._plan(template, now),
+        done = await self.store.fire_due_templates(
+            now=now,
+            limit=self.config.batch_size,
+            planner=lambda template: self._plan(template, now),
             actor=self.config.actor,
             max_pending_per_merchant=self.config.max_pending_per_merchant,
         )
@@ -72,7 +70,7 @@ class RecurrenceManager:
             self.on_created()
         return done.taken
 
-    def _plan(self, template: Template, now: datetime) -> templates.Fire | templates.Broken:
+    def _plan(self, template: Template, now: datetime) -> Fire | Broken:
         assert template.next_run_at is not None  # fire_due takes due templates only
         try:
             plan = plan_fires(
@@ -92,9 +90,9 @@ class RecurrenceManager:
                 plan.dropped,
                 template.misfire_policy.value,
             )
-        return templates.Fire(template, plan.fire_at, plan.next_run_at)
+        return Fire(template, plan.fire_at, plan.next_run_at)
 
-    def _broken(self, template: Template, exc: Exception) -> templates.Broken:
+    def _broken(self, template: Template, exc: Exception) -> Broken:
         if isinstance(exc, TaskmillError):
             reason = f"its schedule cannot be evaluated: {exc}"
         else:  # a bug's text is for the log, not for the tenant
@@ -105,7 +103,7 @@ class RecurrenceManager:
                 template.merchant_id,
                 exc_info=exc,
             )
-        return templates.Broken(template.id, template.merchant_id, template.next_run_at, reason)
+        return Broken(template.id, template.merchant_id, template.next_run_at, reason)
 
     async def next_wake_at(self) -> datetime | None:
-        return await templates.next_template_due_at(self.db)
+        return await self.store.next_template_due_at()

@@ -37,9 +37,7 @@ from taskmill.executors.python import TaskRegistry
 from taskmill.observability import tracing
 from taskmill.services.insert_batcher import InsertBatcher
 from taskmill.services.templates import MerchantLimits, check_interval
-from taskmill.store import jobs as job_store
-from taskmill.store import templates as template_store
-from taskmill.store.database import Database
+from taskmill.store.protocol import NewJob, NewTemplate, Store, fits_batch, make_job
 
 log = logging.getLogger(__name__)
 
@@ -100,20 +98,20 @@ class Scheduler:
 
     def __init__(
         self,
-        db: Database,
+        store: Store,
         registry: TaskRegistry,
         clock: Clock,
         defaults: Defaults,
         broker: Broker,
         limits: MerchantLimits | None = None,
     ) -> None:
-        self.db = db
+        self.store = store
         self.registry = registry
         self.clock = clock
         self.defaults = defaults
         self.broker = broker
         self.limits = limits or MerchantLimits()
-        self._batcher = InsertBatcher(db, self._announce)
+        self._batcher = InsertBatcher(store, self._announce)
 
     async def _announce(self, created: Sequence[Job]) -> None:
         """Publish the jobs created ``queued`` (immediate, waiting for nothing) after their
@@ -157,7 +155,7 @@ class Scheduler:
         cap = self.limits.max_pending_jobs_per_merchant
         if cap is None:
             return
-        if await job_store.pending_jobs(self.db, merchant_id, cap) + adding > cap:
+        if await self.store.count_pending_jobs(merchant_id, cap) + adding > cap:
             raise QuotaExceeded("jobs", cap)
 
     def _options(self, req: ScheduleRequest) -> tuple[int, float | None, str, int]:
@@ -186,16 +184,16 @@ class Scheduler:
             news.append(self._new_job(req, now))
         for merchant_id in {new.merchant_id for new in news}:
             await self._check_pending(merchant_id, sum(n.merchant_id == merchant_id for n in news))
-        created = await job_store.create_jobs(
-            self.db, news, actor="library", now=now, queue_if_due=self.broker.producers_announce
+        created = await self.store.create_jobs(
+            news, actor="library", now=now, queue_if_due=self.broker.producers_announce
         )
         await self._announce(created)
         return created
 
-    def _new_job(self, req: ScheduleRequest, now: datetime) -> job_store.NewJob:
+    def _new_job(self, req: ScheduleRequest, now: datetime) -> NewJob:
         run_at = check_schedule_time(req.run_at, "run_at") if req.run_at is not None else now
         max_attempts, timeout, queue, priority = self._options(req)
-        return job_store.NewJob(
+        return NewJob(
             task_type=req.task,
             run_at=run_at,
             payload=req.payload,
@@ -215,11 +213,11 @@ class Scheduler:
         now = self.clock.now()
         new = self._new_job(req, now)
         queue_if_due = self.broker.producers_announce
-        if job_store.fits_batch(new):
-            made = job_store.make_job(new, now, req.actor, queue_if_due)
+        if fits_batch(new):
+            made = make_job(new, now, req.actor, queue_if_due)
             return Scheduled(await self._batcher.insert(made))
-        created = await job_store.create_job(
-            self.db, new, actor=req.actor, now=now, queue_if_due=queue_if_due
+        created = await self.store.create_job(
+            new, actor=req.actor, now=now, queue_if_due=queue_if_due
         )
         if created.created:
             await self._announce([created.job])
@@ -245,7 +243,7 @@ class Scheduler:
         # The first tick at or after now: a past start_at is never backfilled (ADR 0002).
         first = first_tick(schedule, now)
         max_attempts, timeout, queue, priority = self._options(req)
-        new = template_store.NewTemplate(
+        new = NewTemplate(
             name=req.name or f"{req.task}-{uuid.uuid4().hex[:12]}",
             task_type=req.task,
             schedule_type=kind,
@@ -264,8 +262,7 @@ class Scheduler:
             max_attempts=max_attempts,
             timeout_seconds=timeout,
         )
-        return await template_store.create_template(
-            self.db,
+        return await self.store.create_template(
             new,
             actor=req.actor,
             now=now,

@@ -22,8 +22,7 @@ from taskmill.core.templates import (
 )
 from taskmill.core.tenants import MerchantScope
 from taskmill.core.text import check_json
-from taskmill.store import templates as template_store
-from taskmill.store.database import Database
+from taskmill.store.protocol import Store
 
 _UNSET: Any = object()
 _SCHEDULE_FIELDS = {"cron_expression", "interval_seconds", "timezone", "start_at", "end_at"}
@@ -77,8 +76,8 @@ class TemplateUpdate:
 class Templates:
     """Template use cases, scoped to a merchant when one is given."""
 
-    def __init__(self, db: Database, clock: Clock, limits: MerchantLimits | None = None) -> None:
-        self.db = db
+    def __init__(self, store: Store, clock: Clock, limits: MerchantLimits | None = None) -> None:
+        self.store = store
         self.clock = clock
         self.limits = limits or MerchantLimits()
 
@@ -90,7 +89,7 @@ class Templates:
         Switching a template off never evaluates its schedule (so even one that cannot
         be evaluated can be stopped); a change to its schedule, or switching it on,
         validates the whole schedule as it would then be and clears ``last_error``."""
-        current = await template_store.get_template(self.db, template_id, merchant_id)
+        current = await self.store.get_template(merchant_id, template_id)
         changes = update.changes()
         for key, value in changes.items():
             check_json(key, value)  # a lone surrogate or NUL cannot be stored
@@ -107,8 +106,8 @@ class Templates:
             changes["last_error"] = None
         elif changes.get("active") is False:
             changes["next_run_at"] = None
-        return await template_store.update_template(
-            self.db, template_id, changes, actor=actor, now=now, merchant_id=merchant_id
+        return await self.store.update_template(
+            merchant_id, template_id, changes, actor=actor, now=now
         )
 
     async def switch_off(
@@ -117,13 +116,8 @@ class Templates:
         """Switch a template off with ``reason`` as its ``last_error`` (an administrator
         stopping any merchant's template); its schedule is not evaluated."""
         changes = {"active": False, "next_run_at": None, "last_error": reason}
-        return await template_store.update_template(
-            self.db,
-            template_id,
-            changes,
-            actor=actor,
-            now=self.clock.now(),
-            merchant_id=merchant_id,
+        return await self.store.update_template(
+            merchant_id, template_id, changes, actor=actor, now=self.clock.now()
         )
 
     async def set_active(
@@ -138,7 +132,7 @@ class Templates:
         self, template_id: str, count: int, *, merchant_id: MerchantScope
     ) -> list[FirePreview]:
         """The next ``count`` fire times after now, DST-affected ones flagged."""
-        template = await template_store.get_template(self.db, template_id, merchant_id)
+        template = await self.store.get_template(merchant_id, template_id)
         return preview_fires(template.schedule(), template.timezone, self.clock.now(), count)
 
 

@@ -21,8 +21,7 @@ from taskmill.services.api_keys import ApiKeys, IssuedKey
 from taskmill.services.jobs import Jobs
 from taskmill.services.scheduling import Scheduled, ScheduleRequest
 from taskmill.services.templates import TemplateUpdate
-from taskmill.store.stats import MerchantStats
-from taskmill.store.workers import WorkerInfo
+from taskmill.store.protocol import MerchantStats, WorkerInfo
 
 PAUSED_BY_ADMIN = "switched off by an administrator"
 

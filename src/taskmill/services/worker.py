@@ -24,8 +24,7 @@ from taskmill.executors.python import PythonExecutor
 from taskmill.observability import metrics, tracing
 from taskmill.services.group_commit import GroupCommitter
 from taskmill.services.loop import unless_stopped
-from taskmill.store import claims, outcomes, workers
-from taskmill.store.database import Database
+from taskmill.store.protocol import Attempt, ClaimParams, Failure, Store, Success
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +65,19 @@ class Worker:
 
     def __init__(
         self,
-        db: Database,
+        store: Store,
         broker: Broker,
         executor: PythonExecutor,
         clock: Clock,
         config: WorkerConfig,
     ) -> None:
-        self.db = db
+        self.store = store
         self.broker = broker
         self.executor = executor
         self.clock = clock
         self.config = config
         self._running: dict[str, _Running] = {}
-        self._commits = GroupCommitter(db)
+        self._commits = GroupCommitter(store)
         self._slot_freed = asyncio.Event()
         # With a per-merchant cap the claim must choose among all queued jobs, so a
         # broker's hints only wake the worker: hints arrive in queue order, and a
@@ -112,9 +111,8 @@ class Worker:
 
     async def _claim_and_start(self, job_ids: Sequence[str] | None) -> list[Job]:
         task_types, limit = self._claimable()
-        claimed = await claims.claim(
-            self.db,
-            claims.ClaimParams(
+        claimed = await self.store.claim(
+            ClaimParams(
                 worker_id=self.config.worker_id,
                 limit=limit,
                 lease_seconds=self.config.lease_seconds,
@@ -153,7 +151,7 @@ class Worker:
     # -- executing ------------------------------------------------------------
 
     async def _execute(self, job: Job, ctx: TaskContext) -> None:
-        attempt = outcomes.Attempt(job.id, job.attempt, self.config.worker_id)
+        attempt = Attempt(job.id, job.attempt, self.config.worker_id)
         started = time.monotonic()
         deadline = asyncio.timeout(job.timeout_seconds)
         attributes = {"taskmill.job_id": job.id, "taskmill.attempt": job.attempt}
@@ -191,7 +189,7 @@ class Worker:
             await self._record_result(job, attempt, ctx, result, started)
 
     async def _record_result(
-        self, job: Job, attempt: outcomes.Attempt, ctx: TaskContext, result: Any, started: float
+        self, job: Job, attempt: Attempt, ctx: TaskContext, result: Any, started: float
     ) -> None:
         """Record what the handler returned: a success, or a failure if it is not JSON."""
         unstorable = _not_json(result)
@@ -204,12 +202,11 @@ class Worker:
         metrics.job_succeeded(job, duration)
         await self._record(self._succeeded(attempt, result, duration), ctx)
 
-    def _succeeded(self, attempt: outcomes.Attempt, result: Any, duration: float) -> Any:
-        return self._commits.succeed(outcomes.Success(attempt, result, duration))
+    def _succeeded(self, attempt: Attempt, result: Any, duration: float) -> Any:
+        return self._commits.succeed(Success(attempt, result, duration))
 
-    def _failed(self, attempt: outcomes.Attempt, failure: outcomes.Failure) -> Any:
-        dialect = self.db.dialect
-        return self._commits.write(lambda conn: outcomes.fail_in(conn, dialect, attempt, failure))
+    def _failed(self, attempt: Attempt, failure: Failure) -> Any:
+        return self._commits.fail(attempt, failure)
 
     def _failure(
         self,
@@ -220,7 +217,7 @@ class Worker:
         outcome: RunOutcome = RunOutcome.FAILED,
         *,
         final: bool = False,
-    ) -> outcomes.Failure:
+    ) -> Failure:
         """The failure to record; ``final`` (the handler raised ``Fail``): no retry."""
         retry_at = None
         if job.attempt < job.max_attempts and not final:
@@ -245,7 +242,7 @@ class Worker:
             error,
             extra=extra,
         )
-        return outcomes.Failure(error, outcome, retry_at, time.monotonic() - started)
+        return Failure(error, outcome, retry_at, time.monotonic() - started)
 
     async def _record(self, write: Any, ctx: TaskContext) -> None:
         running = self._running.get(ctx.job_id)
@@ -267,10 +264,10 @@ class Worker:
     async def heartbeat(self) -> int:
         """Renew every held lease; cancel the jobs no longer ours. Return how many were lost."""
         held = [(r.job.id, r.job.attempt) for r in self._running.values()]
-        owned = await claims.renew_leases(
-            self.db, self.config.worker_id, held, self.config.lease_seconds
+        owned = await self.store.renew_leases(
+            self.config.worker_id, held, self.config.lease_seconds
         )
-        await workers.beat(self.db, self.config.worker_id)
+        await self.store.worker_beat(self.config.worker_id)
         lost = [job_id for job_id, _ in held if job_id not in owned]
         for job_id in lost:
             self.notify_lost(job_id, "lease lost (cancelled or rescued)")
@@ -298,8 +295,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop``; then finish or release what is running."""
-        await workers.register(
-            self.db,
+        await self.store.register_worker(
             self.config.worker_id,
             self.config.hostname,
             self.config.pid,
@@ -323,7 +319,7 @@ class Worker:
         finally:
             beating.cancel()
             await self.shutdown()
-            await workers.stop(self.db, self.config.worker_id)
+            await self.store.stop_worker(self.config.worker_id)
             log.info("worker %s stopped", self.config.worker_id)
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
@@ -412,9 +408,9 @@ class Worker:
         await asyncio.gather(*(r.task for r in leftovers), return_exceptions=True)
         await self._commits.close()  # outcomes of jobs that finished are written first
         for running in leftovers:
-            attempt = outcomes.Attempt(running.job.id, running.job.attempt, self.config.worker_id)
+            attempt = Attempt(running.job.id, running.job.attempt, self.config.worker_id)
             try:
-                if await outcomes.release(self.db, attempt):
+                if await self.store.release(attempt):
                     running.ctx.logger.info("released at shutdown")
             except StoreError as exc:
                 running.ctx.logger.error("could not release (the lease will expire): %s", exc)

@@ -3,7 +3,6 @@ lease renewal (heartbeats) and lease expiry (failure watcher)."""
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,41 +10,27 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
     ColumnElement,
-    Float,
-    Integer,
     Row,
     Select,
-    String,
-    any_,
-    bindparam,
     exists,
     func,
-    insert,
-    null,
     or_,
     select,
     tuple_,
-    type_coerce,
-    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.events import EventType
-from taskmill.core.jobs import Job, JobStatus, RunOutcome, check_transition
+from taskmill.core.jobs import Job, JobStatus, RunOutcome
 from taskmill.core.templates import OverlapPolicy
-from taskmill.store import direct
-from taskmill.store import events as event_log
 from taskmill.store.database import Database
 from taskmill.store.dependencies import dependencies_met
-from taskmill.store.notify import QUEUED
-from taskmill.store.records import to_job, to_job_dict
+from taskmill.store.records import to_job
 from taskmill.store.runs import finish_runs, start_runs
-from taskmill.store.schema import job_runs, jobs, templates, workers
+from taskmill.store.schema import jobs, templates, workers
 from taskmill.store.transition import Transition, transition
-from taskmill.store.types import UtcDateTime
 from taskmill.store.workers import WorkerStatus
 
 _sibling = jobs.alias("sibling")
@@ -96,7 +81,7 @@ async def enqueue_due(db: Database, *, now: datetime, limit: int, actor: str) ->
     return queued
 
 
-def _waiting() -> tuple[ColumnElement[bool], ...]:
+def waiting() -> tuple[ColumnElement[bool], ...]:
     """Scheduled and free to go once its ``run_at`` comes: no dependency or unfinished
     sibling holds it back (the populator and its next-due read must agree, or it spins)."""
     return (jobs.c.status == JobStatus.SCHEDULED, _dependencies_met(), _not_blocked_by_sibling())
@@ -110,7 +95,7 @@ def _due_candidates(now: datetime, limit: int, *, merchants_in_turn: bool) -> Se
     for that whole backlog to be queued before its own jobs reach the claim (issue 6). It
     ranks every due job, so it is used only with ``max_running_per_merchant`` set.
     """
-    due = (*_waiting(), jobs.c.run_at <= now)
+    due = (*waiting(), jobs.c.run_at <= now)
     if not merchants_in_turn:
         return select(jobs.c.id).where(*due).order_by(jobs.c.run_at).limit(limit)
     turn = func.row_number().over(partition_by=jobs.c.merchant_id, order_by=jobs.c.run_at)
@@ -134,8 +119,6 @@ async def enqueue_due_and_next(
     in the same transaction: the populator learns when to come back without another
     round trip. ``None`` when the batch was full (come back at once) or nothing waits.
     ``merchants_in_turn``: see :func:`_due_candidates`."""
-    if db.dialect.name == "postgresql" and not merchants_in_turn:
-        return await _enqueue_due_in_one_statement(db, now=now, limit=limit, actor=actor)
     candidates = _due_candidates(now, limit, merchants_in_turn=merchants_in_turn)
 
     async def enqueue_in(conn: AsyncConnection) -> tuple[list[Job], datetime | None]:
@@ -161,79 +144,7 @@ async def enqueue_due_and_next(
 
 # ORDER BY ... LIMIT 1, not min(): with the NOT EXISTS conditions PostgreSQL computes
 # min() by reading every job; this walks idx_jobs_status_run_at and stops at the first.
-_NEXT_DUE = select(jobs.c.run_at).where(*_waiting()).order_by(jobs.c.run_at).limit(1)
-
-
-async def _enqueue_due_in_one_statement(
-    db: Database, *, now: datetime, limit: int, actor: str
-) -> tuple[list[Job], datetime | None]:
-    """:func:`enqueue_due_and_next` as one PostgreSQL statement in autocommit, as the
-    claim is: lock, update, the ``job.queued`` events, the workers' wake-up and the next
-    due time, one round trip instead of seven on every delayed job's way."""
-    check_transition(JobStatus.SCHEDULED, JobStatus.QUEUED)
-    values = {"now": now, "limit": limit, "actor": actor}
-    rows = await direct.fetch(db, _enqueue_due_statement(), values)
-    later = rows[0]["next_due"] if rows and len(rows) - 1 < limit else None
-    return [to_job_dict(row) for row in rows if row["id"] is not None], later
-
-
-@functools.cache
-def _enqueue_due_statement() -> Select[Any]:
-    """The statement of :func:`_enqueue_due_in_one_statement`, built once (its
-    parameters declared with a value: see ``direct.compile_statement``). Its first row
-    carries the next due time (the ids it queued excluded: every part of one statement
-    reads the same snapshot, from before its own update) and no job, so that the time
-    comes back even when nothing was due; the queued jobs follow, oldest first."""
-    scheduled, queued = JobStatus.SCHEDULED.value, JobStatus.QUEUED.value
-    now = func.statement_timestamp()
-    picked = (
-        select(jobs.c.id)
-        .where(*_waiting(), jobs.c.run_at <= bindparam("now", None, type_=UtcDateTime()))
-        .order_by(jobs.c.run_at)
-        .limit(bindparam("limit", None, type_=Integer))
-        .with_for_update(skip_locked=True, of=jobs)
-        .cte("picked")
-    )
-    changed = (
-        update(jobs)
-        .where(jobs.c.id == picked.c.id, jobs.c.status == scheduled)
-        .values(status=queued, updated_at=now, queued_at=now)
-        .returning(*jobs.c)
-        .cte("changed")
-    )
-    logged = event_log.transition_events(
-        changed,
-        event_type=EventType.JOB_QUEUED,
-        actor=bindparam("actor", None, type_=String),
-        from_to=(scheduled, queued),
-        changes={"queued_at": event_log.iso_text(changed.c.queued_at)},
-        order_by=(changed.c.run_at, changed.c.id),
-    )
-    next_due = (
-        select(jobs.c.run_at)
-        .where(*_waiting(), jobs.c.id.not_in(select(picked.c.id)))
-        .order_by(jobs.c.run_at)
-        .limit(1)
-        .scalar_subquery()
-    )
-    # What transition() sends: workers on the database broker listen for queued jobs.
-    wake_workers = select(func.pg_notify(QUEUED, "")).select_from(changed).limit(1)
-    # Typed NULLs: the union's columns take the first select's types, and the rows are
-    # read through those types' processors.
-    first = select(
-        *(type_coerce(null(), c.type).label(c.name) for c in jobs.c),
-        next_due.label("next_due"),
-        wake_workers.scalar_subquery().label("woken"),
-    )
-    rest = select(
-        *changed.c, type_coerce(null(), UtcDateTime()).label("next_due"), null().label("woken")
-    )
-    both = union_all(first, rest).subquery("rows")
-    return (
-        select(*(both.c[c.name].label(c.name) for c in jobs.c), both.c.next_due, both.c.woken)
-        .add_cte(logged.cte("logged"))
-        .order_by(both.c.run_at.nulls_first(), both.c.id)
-    )
+_NEXT_DUE = select(jobs.c.run_at).where(*waiting()).order_by(jobs.c.run_at).limit(1)
 
 
 async def next_due_at(db: Database) -> datetime | None:
@@ -261,7 +172,7 @@ class ClaimParams:
 
 
 # Highest priority first, then oldest (the id breaks ties, so the order is total).
-_CLAIM_ORDER = (jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+CLAIM_ORDER = (jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
 
 # A fair claim excludes each merchant that fills up and looks again; bounded so that a
 # claim stays a handful of statements however many tenants there are.
@@ -277,7 +188,7 @@ def _candidates(params: ClaimParams, limit: int) -> Select[Any]:
             jobs.c.queue.in_(list(params.queues)),
             jobs.c.task_type.in_(list(params.task_types)),
         )
-        .order_by(*_CLAIM_ORDER)
+        .order_by(*CLAIM_ORDER)
         .limit(limit)
     )
     if params.job_ids is not None:
@@ -330,8 +241,6 @@ async def claim(db: Database, params: ClaimParams) -> list[Job]:
     if params.limit <= 0 or not params.task_types or not params.queues:
         return []
     cap = params.max_running_per_merchant
-    if db.dialect.name == "postgresql" and cap is None:
-        return await _claim_in_one_statement(db, params)
     now = db.dialect.db_now()
 
     async def claim_in(conn: AsyncConnection) -> list[Row[Any]]:
@@ -363,85 +272,6 @@ async def claim(db: Database, params: ClaimParams) -> list[Job]:
     # RETURNING gives no order: start them in claim order, as the one statement does.
     rows.sort(key=lambda row: (-row.priority, row.run_at, row.id))
     return [to_job(row) for row in rows]
-
-
-async def _claim_in_one_statement(db: Database, params: ClaimParams) -> list[Job]:
-    """:func:`claim` as one PostgreSQL statement in autocommit: lock, update, the
-    ``job.started`` events and the runs in data-modifying CTEs, one round trip instead of
-    six (``BEGIN``, select, update, two inserts, ``COMMIT``) on every job's way to start."""
-    check_transition(JobStatus.QUEUED, JobStatus.RUNNING)
-    stmt = _claim_statement(by_id=params.job_ids is not None)
-    values = {
-        "queues": list(params.queues),
-        "task_types": list(params.task_types),
-        "job_ids": list(params.job_ids or ()),
-        "limit": params.limit,
-        "worker_id": params.worker_id,
-        "actor": f"worker:{params.worker_id}",
-        "lease_seconds": params.lease_seconds,
-    }
-    return [to_job_dict(row) for row in await direct.fetch(db, stmt, values)]
-
-
-@functools.cache
-def _claim_statement(*, by_id: bool) -> Select[Any]:
-    """The statement of :func:`_claim_in_one_statement`, built once: lists are bound as
-    arrays (``= ANY``), so one prepared statement serves every batch size."""
-    queued, running = JobStatus.QUEUED.value, JobStatus.RUNNING.value
-    # One instant for the whole statement (clock_timestamp() would differ per call).
-    now = func.statement_timestamp()
-    candidates = (
-        select(jobs.c.id)
-        .where(
-            jobs.c.status == queued,
-            jobs.c.queue == any_(bindparam("queues", type_=ARRAY(String))),
-            jobs.c.task_type == any_(bindparam("task_types", type_=ARRAY(String))),
-        )
-        .order_by(*_CLAIM_ORDER)
-        .limit(bindparam("limit", type_=Integer))
-        .with_for_update(skip_locked=True, of=jobs)
-    )
-    if by_id:
-        candidates = candidates.where(jobs.c.id == any_(bindparam("job_ids", type_=ARRAY(String))))
-    picked = candidates.cte("picked")
-    lease = func.make_interval(0, 0, 0, 0, 0, 0, bindparam("lease_seconds", type_=Float))
-    started = (
-        update(jobs)
-        .where(jobs.c.id == picked.c.id, jobs.c.status == queued)
-        .values(
-            status=running,
-            updated_at=now,
-            worker_id=bindparam("worker_id", type_=String),
-            attempt=jobs.c.attempt + 1,
-            lease_expires_at=now + lease,
-            started_at=now,
-        )
-        .returning(*jobs.c)
-        .cte("started")
-    )
-    runs = insert(job_runs).from_select(
-        ["job_id", "attempt", "worker_id", "started_at"],
-        select(started.c.id, started.c.attempt, started.c.worker_id, started.c.started_at),
-    )
-    # What transition() would log: the columns it changed that replay rebuilds.
-    logged = event_log.transition_events(
-        started,
-        event_type=EventType.JOB_STARTED,
-        actor=bindparam("actor", type_=String),
-        from_to=(queued, running),
-        changes={
-            "worker_id": started.c.worker_id,
-            "attempt": started.c.attempt,
-            "lease_expires_at": event_log.iso_text(started.c.lease_expires_at),
-            "started_at": event_log.iso_text(started.c.started_at),
-        },
-        order_by=(started.c.priority.desc(), started.c.run_at, started.c.id),
-    )
-    return (
-        select(*started.c)
-        .add_cte(runs.cte("runs"), logged.cte("logged"))
-        .order_by(started.c.priority.desc(), started.c.run_at, started.c.id)
-    )
 
 
 async def renew_leases(

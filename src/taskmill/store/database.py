@@ -1,21 +1,21 @@
-"""The database handle every store function runs through."""
+"""The database handle every store function runs through.
+
+Each driver has its own (``store/sqlite/database.py``, ``store/postgres/database.py``):
+how a write transaction is run is where the two databases differ most.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.pool import PoolProxiedConnection
 
-from taskmill.core.errors import StoreUnavailable
 from taskmill.store.dialect import Dialect
 from taskmill.store.engine import READ_ONLY_OPTION, create_engine
 from taskmill.store.errors import translated
-from taskmill.store.sqlite_writer import InlineConnection, SQLiteWriter, run_inline
 
 T = TypeVar("T")
 
@@ -28,76 +28,40 @@ class Database:
     read-only one that never blocks a writer.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, dialect: Dialect) -> None:
         self.engine = engine
-        self.dialect = Dialect(engine.dialect.name)
-        # SQLite has one writer. Queueing this process's writers here costs nothing,
-        # whereas letting them collide inside SQLite makes each loser sleep in the busy
-        # handler (1, 2, 5, 10... ms): measured 5x slower with 50 concurrent jobs.
-        self._write_lock = asyncio.Lock() if self.dialect.is_sqlite else None
-        self._sqlite_writer = SQLiteWriter(engine.url) if self.dialect.is_sqlite else None
+        self.dialect = dialect
 
     @property
     def sync_engines(self) -> tuple[Engine, ...]:
         """Every engine this handle runs statements through, as SQLAlchemy's synchronous
-        ``Engine`` (where event listeners go): the async engine's and, on SQLite, the
-        one-hop writer's."""
-        writer = (self._sqlite_writer.engine,) if self._sqlite_writer is not None else ()
-        return (self.engine.sync_engine, *writer)
+        ``Engine`` (where event listeners go)."""
+        return (self.engine.sync_engine,)
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
-        return cls(create_engine(url, pool_size=pool_size))
+        """The driver's database handle for ``url``."""
+        # Imported here: the drivers' handles are subclasses of this one.
+        from taskmill.store.postgres.database import PostgresDatabase
+        from taskmill.store.sqlite.database import SQLiteDatabase
+
+        engine = create_engine(url, pool_size=pool_size)
+        if engine.dialect.name == "sqlite":
+            return SQLiteDatabase(engine)
+        return PostgresDatabase(engine)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction, committed on exit, rolled back on error."""
-        if self._write_lock is None:
-            with translated():
-                async with self.engine.begin() as conn:
-                    yield conn
-            return
-        async with self._write_lock:
-            with translated():
-                async with self.engine.begin() as conn:
-                    yield conn
+        with translated():
+            async with self.engine.begin() as conn:
+                yield conn
 
     async def write(self, work: Callable[[AsyncConnection], Coroutine[Any, Any, T]]) -> T:
-        """``await work(conn)`` in a write transaction. On SQLite it runs whole on the
-        writer thread (``sqlite_writer.py``: one thread hop instead of three per
-        statement), queued with ``transaction()``'s writers, so ``work`` must await
-        nothing but ``conn.execute``: the ``AsyncConnection`` it gets there is an
-        ``InlineConnection``."""
-        if self._write_lock is None or self._sqlite_writer is None:
-            async with self.transaction() as conn:
-                return await work(conn)
-
-        def inline(sync: Connection) -> T:
-            return run_inline(work(cast(AsyncConnection, InlineConnection(sync))))
-
-        async with self._write_lock:
-            with translated():
-                return await self._sqlite_writer.run(inline)
-
-    @asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[PoolProxiedConnection]:
-        """A pooled connection for ``store/direct.py`` to drive asyncpg on itself
-        (``.driver_connection``), outside any transaction: each statement commits on its
-        own, no ``BEGIN`` and ``COMMIT`` round trips, for a write that fits in one
-        statement (on PostgreSQL, data-modifying CTEs). Taken from the pool without an
-        ``AsyncConnection`` around it: one greenlet hop instead of three (0.17 -> 0.10 ms
-        of CPU per statement). Not for SQLite, whose writers queue in ``transaction()``."""
-        if self._write_lock is not None:
-            raise RuntimeError("autocommit() is for PostgreSQL; SQLite writes use transaction()")
-        with translated():
-            try:
-                raw = await self.engine.raw_connection()
-            except self.engine.dialect.loaded_dbapi.Error as exc:  # engine.connect() wraps it
-                raise StoreUnavailable(str(exc)) from exc
-        try:
-            yield raw
-        finally:
-            raw.close()  # back to the pool (an invalidated one is replaced there)
+        """``await work(conn)`` in a write transaction. ``work`` must await nothing but
+        ``conn.execute`` (SQLite's driver runs it whole on its writer thread)."""
+        async with self.transaction() as conn:
+            return await work(conn)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -109,6 +73,4 @@ class Database:
                     yield conn
 
     async def close(self) -> None:
-        if self._sqlite_writer is not None:
-            await self._sqlite_writer.close()
         await self.engine.dispose()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Select, Table, bindparam, func, insert, select, union_all
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.dependencies import parse_policy
@@ -24,7 +23,6 @@ from taskmill.core.jobs import (
     ScheduleType,
 )
 from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
-from taskmill.store import direct
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
 from taskmill.store.dependencies import check_upstream
@@ -32,7 +30,7 @@ from taskmill.store.dialect import Dialect
 from taskmill.store.events import NewEvent
 from taskmill.store.notify import DUE, QUEUED, notify
 from taskmill.store.records import to_job, to_job_dict
-from taskmill.store.schema import events, job_dependencies, jobs
+from taskmill.store.schema import job_dependencies, jobs
 from taskmill.store.transition import NOT_REPLAYED
 
 
@@ -111,6 +109,11 @@ class MadeJob:
     row: dict[str, Any]
     events: list[NewEvent]
 
+    @property
+    def job(self) -> Job:
+        """The job as it is once inserted."""
+        return to_job_dict(self.row)
+
 
 def fits_batch(new: NewJob) -> bool:
     """Whether ``new`` can be created by :func:`insert_made`, in a batch with others: it
@@ -126,12 +129,9 @@ def make_job(new: NewJob, now: datetime, actor: str, queue_if_due: bool) -> Made
 
 
 async def insert_made(db: Database, made: Sequence[MadeJob]) -> None:
-    """Insert ``made`` (from :func:`make_job`), their events and the wake-ups, all or
-    nothing: one statement on PostgreSQL (:func:`insert_in_one_statement`), one
-    transaction in one thread hop on SQLite."""
-    if db.dialect.name == "postgresql":
-        await insert_in_one_statement(db, made)
-        return
+    """Insert ``made`` (from :func:`make_job`), their events and the wake-ups in one
+    write transaction, all or nothing (PostgreSQL's driver: one statement,
+    ``store/postgres/statements.py``)."""
     await _insert_all(db, [m.row for m in made], [e for m in made for e in m.events])
 
 
@@ -146,55 +146,6 @@ async def _insert_all(db: Database, rows: list[dict[str, Any]], new_events: list
             await notify(conn, db.dialect, channel)
 
     await db.write(insert_in)
-
-
-async def insert_in_one_statement(db: Database, made: Sequence[MadeJob]) -> None:
-    """Insert ``made`` (from :func:`make_job`), their events and the wake-ups as one
-    PostgreSQL statement in autocommit: one round trip instead of five per job
-    (``BEGIN``, two inserts, the notification, ``COMMIT``) — the cost of ``schedule()``.
-    All or nothing."""
-    job_rows = [m.row for m in made]
-    event_rows = [event_log.row(e) for m in made for e in m.events]
-    stmt = _jobs_and_events_statement(
-        tuple(job_rows[0]),
-        tuple(event_rows[0]),
-        len(job_rows),
-        len(event_rows),
-        tuple(sorted({wake(row) for row in job_rows})),
-    )
-    params: dict[str, Any] = {}
-    for i, row in enumerate(job_rows):
-        params.update({f"job{i}_{k}": v for k, v in row.items()})
-    for i, event in enumerate(event_rows):
-        params.update({f"event{i}_{k}": v for k, v in event.items()})
-    await direct.fetch(db, stmt, params)
-
-
-@functools.lru_cache(maxsize=256)
-def _jobs_and_events_statement(
-    job_keys: tuple[str, ...],
-    event_keys: tuple[str, ...],
-    n_jobs: int,
-    n_events: int,
-    channels: tuple[str, ...],
-) -> Select[Any]:
-    """The statement of :func:`insert_in_one_statement`, built once per shape with bound
-    parameters: building and cache-keying it per call cost more CPU than the round trip."""
-    # INSERT ... SELECT ... UNION ALL ... rather than a multi-row VALUES, which SQLAlchemy
-    # does not cache (it would compile the statement on every call); the rows, and so
-    # the event ids, come in this order.
-    job = _insert_rows(jobs, "job", job_keys, n_jobs)
-    event = _insert_rows(events, "event", event_keys, n_events)
-    wake_up = select(*(func.pg_notify(channel, "") for channel in channels))
-    return wake_up.add_cte(job.cte("new_jobs"), event.cte("new_events"))
-
-
-def _insert_rows(table: Table, prefix: str, keys: tuple[str, ...], n: int) -> Insert:
-    rows = [
-        select(*(bindparam(f"{prefix}{i}_{k}", type_=table.c[k].type).label(k) for k in keys))
-        for i in range(n)
-    ]
-    return insert(table).from_select(list(keys), union_all(*rows) if n > 1 else rows[0])
 
 
 async def insert_job(

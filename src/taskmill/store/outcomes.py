@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    ARRAY,
-    Float,
-    Integer,
-    Select,
-    String,
-    Text,
-    bindparam,
-    cast,
-    column,
-    func,
-    literal,
-    null,
-    select,
-    update,
-)
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.errors import InvalidTransition
@@ -35,18 +16,15 @@ from taskmill.core.jobs import (
     Job,
     JobStatus,
     RunOutcome,
-    check_transition,
 )
 from taskmill.core.tenants import MerchantScope
-from taskmill.store import direct
-from taskmill.store import events as event_log
 from taskmill.store.database import Database
 from taskmill.store.dialect import Dialect
 from taskmill.store.jobs import get_job
 from taskmill.store.notify import CANCELLED, notify
 from taskmill.store.records import to_job
 from taskmill.store.runs import close_runs, finish_runs
-from taskmill.store.schema import job_runs, jobs
+from taskmill.store.schema import jobs
 from taskmill.store.transition import (
     Claimed,
     Transition,
@@ -284,102 +262,7 @@ async def succeed_many(
 
 
 async def record_successes(db: Database, successes: Sequence[Success]) -> list[bool]:
-    """:func:`succeed_many` in a transaction of its own: on PostgreSQL one statement in
-    autocommit (update, events and runs in data-modifying CTEs, one round trip instead of
-    seven), elsewhere a transaction around :func:`succeed_many`."""
+    """:func:`succeed_many` in a write transaction of its own."""
     if not successes:
         return []
-    if db.dialect.name != "postgresql":
-        return await db.write(lambda conn: succeed_many(conn, db.dialect, successes))
-    check_transition(JobStatus.RUNNING, JobStatus.SUCCEEDED)
-    values = {
-        "job_ids": [s.attempt.job_id for s in successes],
-        "attempts": [s.attempt.attempt for s in successes],
-        "worker_ids": [s.attempt.worker_id for s in successes],
-        # As text, cast in SQL: a JSONB array parameter would need a codec per driver.
-        "results": [json.dumps(s.result, allow_nan=False) for s in successes],
-        "durations": [s.duration_seconds for s in successes],
-    }
-    rows = await direct.fetch(db, _success_statement(), values)
-    done = {(row["id"], row["attempt"]) for row in rows}
-    return [(s.attempt.job_id, s.attempt.attempt) in done for s in successes]
-
-
-@functools.cache
-def _success_statement() -> Select[Any]:
-    """The statement of :func:`record_successes` on PostgreSQL, built once: the batch is
-    bound as parallel arrays, unnested into rows, so every batch size shares one prepared
-    statement. Writes what :func:`succeed_many` writes, guarded by the same fence."""
-    running, succeeded = JobStatus.RUNNING.value, JobStatus.SUCCEEDED.value
-    now = func.statement_timestamp()
-    batch = (
-        func.unnest(
-            bindparam("job_ids", type_=ARRAY(String)),
-            bindparam("attempts", type_=ARRAY(Integer)),
-            bindparam("worker_ids", type_=ARRAY(String)),
-            bindparam("results", type_=ARRAY(Text)),
-            bindparam("durations", type_=ARRAY(Float)),
-        )
-        .table_valued(
-            column("job_id", String),
-            column("attempt", Integer),
-            column("worker_id", String),
-            column("result", Text),
-            column("duration", Float),
-            name="batch",
-        )
-        .render_derived()
-    )
-    ended = (
-        update(jobs)
-        .where(
-            jobs.c.id == batch.c.job_id,
-            jobs.c.status == running,
-            jobs.c.worker_id == batch.c.worker_id,
-            jobs.c.attempt == batch.c.attempt,
-        )
-        .values(
-            status=succeeded,
-            updated_at=now,
-            result=cast(batch.c.result, JSONB),
-            finished_at=now,
-            lease_expires_at=None,
-        )
-        .returning(
-            jobs.c.id,
-            jobs.c.attempt,
-            jobs.c.merchant_id,
-            jobs.c.updated_at,
-            jobs.c.worker_id,
-            jobs.c.result,
-            jobs.c.finished_at,
-            batch.c.duration,
-        )
-        .cte("ended")
-    )
-    runs = (
-        update(job_runs)
-        .where(
-            job_runs.c.job_id == ended.c.id,
-            job_runs.c.attempt == ended.c.attempt,
-            job_runs.c.finished_at.is_(None),
-        )
-        .values(
-            finished_at=ended.c.finished_at,
-            outcome=RunOutcome.SUCCEEDED.value,
-            duration_seconds=ended.c.duration,
-        )
-    )
-    logged = event_log.transition_events(
-        ended,
-        event_type=EventType.JOB_SUCCEEDED,
-        actor=literal("worker:", String).concat(ended.c.worker_id),
-        from_to=(running, succeeded),
-        changes={
-            "finished_at": event_log.iso_text(ended.c.finished_at),
-            "lease_expires_at": null(),
-            "result": ended.c.result,
-        },
-        order_by=(ended.c.id,),
-    )
-    return select(ended.c.id, ended.c.attempt).add_cte(runs.cte("runs"), logged.cte("logged"))
+    return await db.write(lambda conn: succeed_many(conn, db.dialect, successes))

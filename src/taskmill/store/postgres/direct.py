@@ -24,8 +24,8 @@ from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeEngine
 
 from taskmill.core.errors import StoreUnavailable
-from taskmill.store.database import Database
 from taskmill.store.errors import from_asyncpg
+from taskmill.store.postgres.database import PostgresDatabase as Database
 
 Processor = Callable[[Any], Any]
 

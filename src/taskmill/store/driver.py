@@ -1,0 +1,270 @@
+"""What both drivers share: the :class:`~taskmill.store.protocol.Store` methods over the
+store modules' SQLAlchemy statements. Each driver subclasses it with its database handle
+and replaces what it does its own way (PostgreSQL's one-statement fast paths)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskmill.core.dependencies import JobDependencies
+from taskmill.core.events import Event, EventFilter
+from taskmill.core.jobs import Job, JobFilter, JobRun
+from taskmill.core.templates import Template
+from taskmill.core.tenants import ApiKey, Merchant, MerchantScope
+from taskmill.store import (
+    claims,
+    dependencies,
+    events,
+    jobs,
+    names,
+    outcomes,
+    runs,
+    stats,
+    templates,
+    tenants,
+    workers,
+)
+from taskmill.store.database import Database
+from taskmill.store.protocol import Planner
+
+
+class SqlStore:
+    """The shared implementation of ``Store`` (see ``protocol.py`` for each method)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def notifies(self) -> bool:
+        return self.db.dialect.notifies
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    # -- creating jobs ----------------------------------------------------------------
+
+    async def insert_jobs(self, made: Sequence[jobs.MadeJob]) -> None:
+        await jobs.insert_made(self.db, made)
+
+    async def create_job(
+        self, new: jobs.NewJob, *, actor: str, now: datetime, queue_if_due: bool
+    ) -> jobs.CreatedJob:
+        return await jobs.create_job(self.db, new, actor=actor, now=now, queue_if_due=queue_if_due)
+
+    async def create_jobs(
+        self, news: Sequence[jobs.NewJob], *, actor: str, now: datetime, queue_if_due: bool
+    ) -> list[Job]:
+        return await jobs.create_jobs(
+            self.db, news, actor=actor, now=now, queue_if_due=queue_if_due
+        )
+
+    async def count_pending_jobs(self, merchant_id: str, limit: int) -> int:
+        return await jobs.pending_jobs(self.db, merchant_id, limit)
+
+    # -- status changes ---------------------------------------------------------------
+
+    async def enqueue_due(
+        self, *, now: datetime, limit: int, actor: str, merchants_in_turn: bool
+    ) -> tuple[list[Job], datetime | None]:
+        return await claims.enqueue_due_and_next(
+            self.db, now=now, limit=limit, actor=actor, merchants_in_turn=merchants_in_turn
+        )
+
+    async def claim(self, params: claims.ClaimParams) -> list[Job]:
+        return await claims.claim(self.db, params)
+
+    async def record_outcomes(
+        self,
+        successes: Sequence[outcomes.Success],
+        failures: Sequence[tuple[outcomes.Attempt, outcomes.Failure]],
+    ) -> tuple[list[bool], list[bool]]:
+        if not failures:
+            return await self.record_successes(successes), []
+        dialect = self.db.dialect
+
+        async def record(conn: AsyncConnection) -> tuple[list[bool], list[bool]]:
+            done = await outcomes.succeed_many(conn, dialect, successes)
+            return done, [await outcomes.fail_in(conn, dialect, a, f) for a, f in failures]
+
+        return await self.db.write(record)
+
+    async def record_successes(self, successes: Sequence[outcomes.Success]) -> list[bool]:
+        """``running -> succeeded`` for a batch in a transaction of its own."""
+        return await outcomes.record_successes(self.db, successes)
+
+    async def release(self, attempt: outcomes.Attempt) -> bool:
+        return await outcomes.release(self.db, attempt)
+
+    async def cancel(
+        self, merchant_id: MerchantScope, job_id: str, *, reason: str, actor: str
+    ) -> Job:
+        return await outcomes.cancel(
+            self.db, job_id, reason=reason, actor=actor, merchant_id=merchant_id
+        )
+
+    async def retry_failed(
+        self, merchant_id: MerchantScope, job_id: str, *, actor: str, run_at: datetime
+    ) -> Job:
+        return await outcomes.retry_failed(
+            self.db, job_id, actor=actor, run_at=run_at, merchant_id=merchant_id
+        )
+
+    async def renew_leases(
+        self, worker_id: str, held: Sequence[tuple[str, int]], lease_seconds: float
+    ) -> set[str]:
+        return await claims.renew_leases(self.db, worker_id, held, lease_seconds)
+
+    async def expire_leases(self, *, limit: int, actor: str) -> claims.ExpiredLeases:
+        return await claims.expire_leases(self.db, limit=limit, actor=actor)
+
+    async def stuck_in_queue(self, *, older_than_seconds: float, limit: int) -> list[Job]:
+        return await claims.stuck_in_queue(
+            self.db, older_than_seconds=older_than_seconds, limit=limit
+        )
+
+    # -- reading jobs -----------------------------------------------------------------
+
+    async def get_job(self, merchant_id: MerchantScope, job_id: str) -> Job:
+        return await jobs.get_job(self.db, job_id, merchant_id)
+
+    async def list_jobs(self, merchant_id: MerchantScope, flt: JobFilter) -> list[Job]:
+        return await jobs.list_jobs(self.db, merchant_id, flt)
+
+    async def list_runs(self, merchant_id: MerchantScope, job_id: str) -> list[JobRun]:
+        return await runs.list_runs(self.db, job_id, merchant_id)
+
+    async def get_dependencies(self, merchant_id: MerchantScope, job_id: str) -> JobDependencies:
+        return await dependencies.get_dependencies(self.db, job_id, merchant_id)
+
+    async def list_events(self, merchant_id: MerchantScope, flt: EventFilter) -> list[Event]:
+        return await events.list_events(self.db, merchant_id, flt)
+
+    async def find_job_id(self, merchant_id: str, ident: str) -> str:
+        return await names.find_job_id(self.db, ident, merchant_id)
+
+    async def merchant_stats(self, merchant_id: str, *, now: datetime) -> stats.MerchantStats:
+        return await stats.merchant_stats(self.db, merchant_id, now=now)
+
+    async def system_stats(self, *, now: datetime) -> stats.SystemStats:
+        return await stats.system_stats(self.db, now=now)
+
+    # -- templates --------------------------------------------------------------------
+
+    async def create_template(
+        self,
+        new: templates.NewTemplate,
+        *,
+        actor: str,
+        now: datetime,
+        max_per_merchant: int | None,
+    ) -> Template:
+        return await templates.create_template(
+            self.db, new, actor=actor, now=now, max_per_merchant=max_per_merchant
+        )
+
+    async def get_template(self, merchant_id: MerchantScope, template_id: str) -> Template:
+        return await templates.get_template(self.db, template_id, merchant_id)
+
+    async def list_templates(
+        self,
+        merchant_id: MerchantScope,
+        *,
+        limit: int | None,
+        after: tuple[datetime, str] | None,
+    ) -> list[Template]:
+        return await templates.list_templates(self.db, merchant_id, limit=limit, after=after)
+
+    async def update_template(
+        self,
+        merchant_id: MerchantScope,
+        template_id: str,
+        changes: dict[str, Any],
+        *,
+        actor: str,
+        now: datetime,
+    ) -> Template:
+        return await templates.update_template(
+            self.db, template_id, changes, actor=actor, now=now, merchant_id=merchant_id
+        )
+
+    async def delete_template(
+        self, merchant_id: MerchantScope, template_id: str, *, actor: str, now: datetime
+    ) -> None:
+        await templates.delete_template(
+            self.db, template_id, actor=actor, now=now, merchant_id=merchant_id
+        )
+
+    async def find_template_id(self, merchant_id: str, ident: str) -> str:
+        return await names.find_template_id(self.db, ident, merchant_id)
+
+    async def fire_due_templates(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        planner: Planner,
+        actor: str,
+        max_pending_per_merchant: int | None,
+    ) -> templates.FireRound:
+        return await templates.fire_due(
+            self.db,
+            now,
+            limit,
+            planner,
+            actor=actor,
+            max_pending_per_merchant=max_pending_per_merchant,
+        )
+
+    async def next_template_due_at(self) -> datetime | None:
+        return await templates.next_template_due_at(self.db)
+
+    # -- workers ----------------------------------------------------------------------
+
+    async def register_worker(
+        self,
+        worker_id: str,
+        hostname: str,
+        pid: int,
+        queues: Sequence[str],
+        concurrency: int,
+    ) -> None:
+        await workers.register(self.db, worker_id, hostname, pid, queues, concurrency)
+
+    async def worker_beat(self, worker_id: str) -> None:
+        await workers.beat(self.db, worker_id)
+
+    async def stop_worker(self, worker_id: str) -> None:
+        await workers.stop(self.db, worker_id)
+
+    async def mark_dead_workers(self, silent_for_seconds: float) -> list[str]:
+        return await workers.mark_dead(self.db, silent_for_seconds)
+
+    async def list_workers(self) -> list[workers.WorkerInfo]:
+        return await workers.list_workers(self.db)
+
+    # -- tenants ----------------------------------------------------------------------
+
+    async def create_merchant(self, name: str, *, now: datetime) -> Merchant:
+        return await tenants.create_merchant(self.db, name, now=now)
+
+    async def list_merchants(self) -> list[Merchant]:
+        return await tenants.list_merchants(self.db)
+
+    async def create_api_key(self, new: tenants.NewApiKey, *, actor: str, now: datetime) -> ApiKey:
+        return await tenants.create_api_key(self.db, new, actor=actor, now=now)
+
+    async def find_api_key(self, prefix: str) -> tuple[ApiKey, str] | None:
+        return await tenants.find_api_key(self.db, prefix)
+
+    async def touch_api_key(self, key: ApiKey, now: datetime) -> None:
+        await tenants.touch_api_key(self.db, key, now)
+
+    async def list_api_keys(self, merchant_id: MerchantScope) -> list[ApiKey]:
+        return await tenants.list_api_keys(self.db, merchant_id)
+
+    async def revoke_api_key(self, key_id: str, *, actor: str, now: datetime) -> ApiKey:
+        return await tenants.revoke_api_key(self.db, key_id, actor=actor, now=now)

@@ -1,0 +1,38 @@
+"""PostgreSQL's SQL fragments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, literal_column
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.types import TypeEngine
+
+from taskmill.store.dialect import Dialect
+from taskmill.store.types import UtcDateTime
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+    supports_skip_locked = True
+    notifies = True
+
+    def db_now(self, plus_seconds: float = 0.0) -> ColumnElement[Any]:
+        # statement_timestamp(): one instant for the whole statement, as SQLite's "now"
+        # (clock_timestamp() is read per call).
+        utc: TypeEngine[Any] = UtcDateTime()
+        if plus_seconds:
+            # A float formatted by Python, never user text, so inlining it is safe.
+            expr = f"statement_timestamp() + make_interval(secs => {float(plus_seconds)!r})"
+            return literal_column(expr, type_=utc)
+        return literal_column("statement_timestamp()", type_=utc)
+
+    def insert_ignoring_conflicts(self, table: Table) -> Insert:
+        return postgresql.insert(table).on_conflict_do_nothing()
+
+    def upsert(
+        self, table: Table, key: list[str], values: dict[str, Any], updates: dict[str, Any]
+    ) -> Insert:
+        stmt = postgresql.insert(table).values(values)
+        return stmt.on_conflict_do_update(index_elements=key, set_=updates)

@@ -1,0 +1,354 @@
+"""PostgreSQL's fast paths: the hot transitions, each one statement in autocommit.
+
+A producer's insert, the populator's round, a claim and a batch of successes lie on every
+job's way through the system. Each is one statement here (data-modifying CTEs: the rows,
+their events, the runs and the wake-up together), run on asyncpg itself (``direct.py``):
+one round trip instead of five to seven. Each writes what the shared function of the same
+transition writes (``jobs.insert_made``, ``claims.enqueue_due_and_next``, ``claims.claim``,
+``outcomes.succeed_many``), fenced alike; the conformance suite runs both on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    Float,
+    Insert,
+    Integer,
+    Select,
+    String,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    column,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    type_coerce,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from taskmill.core.events import EventType
+from taskmill.core.jobs import Job, JobStatus, RunOutcome, check_transition
+from taskmill.store import events as event_log
+from taskmill.store.claims import CLAIM_ORDER, ClaimParams, waiting
+from taskmill.store.jobs import MadeJob, wake
+from taskmill.store.notify import QUEUED
+from taskmill.store.outcomes import Success
+from taskmill.store.postgres import direct
+from taskmill.store.postgres.database import PostgresDatabase as Database
+from taskmill.store.records import to_job_dict
+from taskmill.store.schema import events, job_runs, jobs
+from taskmill.store.types import UtcDateTime
+
+
+async def insert_jobs(db: Database, made: Sequence[MadeJob]) -> None:
+    """Insert ``made`` (from ``jobs.make_job``), their events and the wake-ups as one
+    PostgreSQL statement in autocommit: one round trip instead of five per job
+    (``BEGIN``, two inserts, the notification, ``COMMIT``) — the cost of ``schedule()``.
+    All or nothing."""
+    job_rows = [m.row for m in made]
+    event_rows = [event_log.row(e) for m in made for e in m.events]
+    stmt = _jobs_and_events_statement(
+        tuple(job_rows[0]),
+        tuple(event_rows[0]),
+        len(job_rows),
+        len(event_rows),
+        tuple(sorted({wake(row) for row in job_rows})),
+    )
+    params: dict[str, Any] = {}
+    for i, row in enumerate(job_rows):
+        params.update({f"job{i}_{k}": v for k, v in row.items()})
+    for i, event in enumerate(event_rows):
+        params.update({f"event{i}_{k}": v for k, v in event.items()})
+    await direct.fetch(db, stmt, params)
+
+
+@functools.lru_cache(maxsize=256)
+def _jobs_and_events_statement(
+    job_keys: tuple[str, ...],
+    event_keys: tuple[str, ...],
+    n_jobs: int,
+    n_events: int,
+    channels: tuple[str, ...],
+) -> Select[Any]:
+    """The statement of :func:`insert_jobs`, built once per shape with bound
+    parameters: building and cache-keying it per call cost more CPU than the round trip."""
+    # INSERT ... SELECT ... UNION ALL ... rather than a multi-row VALUES, which SQLAlchemy
+    # does not cache (it would compile the statement on every call); the rows, and so
+    # the event ids, come in this order.
+    job = _insert_rows(jobs, "job", job_keys, n_jobs)
+    event = _insert_rows(events, "event", event_keys, n_events)
+    wake_up = select(*(func.pg_notify(channel, "") for channel in channels))
+    return wake_up.add_cte(job.cte("new_jobs"), event.cte("new_events"))
+
+
+def _insert_rows(table: Table, prefix: str, keys: tuple[str, ...], n: int) -> Insert:
+    rows = [
+        select(*(bindparam(f"{prefix}{i}_{k}", type_=table.c[k].type).label(k) for k in keys))
+        for i in range(n)
+    ]
+    return insert(table).from_select(list(keys), union_all(*rows) if n > 1 else rows[0])
+
+
+async def enqueue_due_and_next(
+    db: Database, *, now: datetime, limit: int, actor: str
+) -> tuple[list[Job], datetime | None]:
+    """``claims.enqueue_due_and_next`` as one statement in autocommit, as the
+    claim is: lock, update, the ``job.queued`` events, the workers' wake-up and the next
+    due time, one round trip instead of seven on every delayed job's way."""
+    check_transition(JobStatus.SCHEDULED, JobStatus.QUEUED)
+    values = {"now": now, "limit": limit, "actor": actor}
+    rows = await direct.fetch(db, _enqueue_due_statement(), values)
+    later = rows[0]["next_due"] if rows and len(rows) - 1 < limit else None
+    return [to_job_dict(row) for row in rows if row["id"] is not None], later
+
+
+@functools.cache
+def _enqueue_due_statement() -> Select[Any]:
+    """The statement of :func:`enqueue_due_and_next`, built once (its
+    parameters declared with a value: see ``direct.compile_statement``). Its first row
+    carries the next due time (the ids it queued excluded: every part of one statement
+    reads the same snapshot, from before its own update) and no job, so that the time
+    comes back even when nothing was due; the queued jobs follow, oldest first."""
+    scheduled, queued = JobStatus.SCHEDULED.value, JobStatus.QUEUED.value
+    now = func.statement_timestamp()
+    picked = (
+        select(jobs.c.id)
+        .where(*waiting(), jobs.c.run_at <= bindparam("now", None, type_=UtcDateTime()))
+        .order_by(jobs.c.run_at)
+        .limit(bindparam("limit", None, type_=Integer))
+        .with_for_update(skip_locked=True, of=jobs)
+        .cte("picked")
+    )
+    changed = (
+        update(jobs)
+        .where(jobs.c.id == picked.c.id, jobs.c.status == scheduled)
+        .values(status=queued, updated_at=now, queued_at=now)
+        .returning(*jobs.c)
+        .cte("changed")
+    )
+    logged = event_log.transition_events(
+        changed,
+        event_type=EventType.JOB_QUEUED,
+        actor=bindparam("actor", None, type_=String),
+        from_to=(scheduled, queued),
+        changes={"queued_at": event_log.iso_text(changed.c.queued_at)},
+        order_by=(changed.c.run_at, changed.c.id),
+    )
+    next_due = (
+        select(jobs.c.run_at)
+        .where(*waiting(), jobs.c.id.not_in(select(picked.c.id)))
+        .order_by(jobs.c.run_at)
+        .limit(1)
+        .scalar_subquery()
+    )
+    # What transition() sends: workers on the database broker listen for queued jobs.
+    wake_workers = select(func.pg_notify(QUEUED, "")).select_from(changed).limit(1)
+    # Typed NULLs: the union's columns take the first select's types, and the rows are
+    # read through those types' processors.
+    first = select(
+        *(type_coerce(null(), c.type).label(c.name) for c in jobs.c),
+        next_due.label("next_due"),
+        wake_workers.scalar_subquery().label("woken"),
+    )
+    rest = select(
+        *changed.c, type_coerce(null(), UtcDateTime()).label("next_due"), null().label("woken")
+    )
+    both = union_all(first, rest).subquery("rows")
+    return (
+        select(*(both.c[c.name].label(c.name) for c in jobs.c), both.c.next_due, both.c.woken)
+        .add_cte(logged.cte("logged"))
+        .order_by(both.c.run_at.nulls_first(), both.c.id)
+    )
+
+
+async def claim(db: Database, params: ClaimParams) -> list[Job]:
+    """``claims.claim`` (without a per-merchant cap) as one statement in autocommit:
+    lock, update, the ``job.started`` events and the runs in data-modifying CTEs, one
+    round trip instead of six (``BEGIN``, select, update, two inserts, ``COMMIT``) on
+    every job's way to start."""
+    check_transition(JobStatus.QUEUED, JobStatus.RUNNING)
+    stmt = _claim_statement(by_id=params.job_ids is not None)
+    values = {
+        "queues": list(params.queues),
+        "task_types": list(params.task_types),
+        "job_ids": list(params.job_ids or ()),
+        "limit": params.limit,
+        "worker_id": params.worker_id,
+        "actor": f"worker:{params.worker_id}",
+        "lease_seconds": params.lease_seconds,
+    }
+    return [to_job_dict(row) for row in await direct.fetch(db, stmt, values)]
+
+
+@functools.cache
+def _claim_statement(*, by_id: bool) -> Select[Any]:
+    """The statement of :func:`claim`, built once: lists are bound as
+    arrays (``= ANY``), so one prepared statement serves every batch size."""
+    queued, running = JobStatus.QUEUED.value, JobStatus.RUNNING.value
+    # One instant for the whole statement (clock_timestamp() would differ per call).
+    now = func.statement_timestamp()
+    candidates = (
+        select(jobs.c.id)
+        .where(
+            jobs.c.status == queued,
+            jobs.c.queue == any_(bindparam("queues", type_=ARRAY(String))),
+            jobs.c.task_type == any_(bindparam("task_types", type_=ARRAY(String))),
+        )
+        .order_by(*CLAIM_ORDER)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(skip_locked=True, of=jobs)
+    )
+    if by_id:
+        candidates = candidates.where(jobs.c.id == any_(bindparam("job_ids", type_=ARRAY(String))))
+    picked = candidates.cte("picked")
+    lease = func.make_interval(0, 0, 0, 0, 0, 0, bindparam("lease_seconds", type_=Float))
+    started = (
+        update(jobs)
+        .where(jobs.c.id == picked.c.id, jobs.c.status == queued)
+        .values(
+            status=running,
+            updated_at=now,
+            worker_id=bindparam("worker_id", type_=String),
+            attempt=jobs.c.attempt + 1,
+            lease_expires_at=now + lease,
+            started_at=now,
+        )
+        .returning(*jobs.c)
+        .cte("started")
+    )
+    runs = insert(job_runs).from_select(
+        ["job_id", "attempt", "worker_id", "started_at"],
+        select(started.c.id, started.c.attempt, started.c.worker_id, started.c.started_at),
+    )
+    # What transition() would log: the columns it changed that replay rebuilds.
+    logged = event_log.transition_events(
+        started,
+        event_type=EventType.JOB_STARTED,
+        actor=bindparam("actor", type_=String),
+        from_to=(queued, running),
+        changes={
+            "worker_id": started.c.worker_id,
+            "attempt": started.c.attempt,
+            "lease_expires_at": event_log.iso_text(started.c.lease_expires_at),
+            "started_at": event_log.iso_text(started.c.started_at),
+        },
+        order_by=(started.c.priority.desc(), started.c.run_at, started.c.id),
+    )
+    return (
+        select(*started.c)
+        .add_cte(runs.cte("runs"), logged.cte("logged"))
+        .order_by(started.c.priority.desc(), started.c.run_at, started.c.id)
+    )
+
+
+async def record_successes(db: Database, successes: Sequence[Success]) -> list[bool]:
+    """``outcomes.record_successes`` as one statement in autocommit (update, events and
+    runs in data-modifying CTEs, one round trip instead of seven)."""
+    if not successes:
+        return []
+    check_transition(JobStatus.RUNNING, JobStatus.SUCCEEDED)
+    values = {
+        "job_ids": [s.attempt.job_id for s in successes],
+        "attempts": [s.attempt.attempt for s in successes],
+        "worker_ids": [s.attempt.worker_id for s in successes],
+        # As text, cast in SQL: a JSONB array parameter would need a codec per driver.
+        "results": [json.dumps(s.result, allow_nan=False) for s in successes],
+        "durations": [s.duration_seconds for s in successes],
+    }
+    rows = await direct.fetch(db, _success_statement(), values)
+    done = {(row["id"], row["attempt"]) for row in rows}
+    return [(s.attempt.job_id, s.attempt.attempt) in done for s in successes]
+
+
+@functools.cache
+def _success_statement() -> Select[Any]:
+    """The statement of :func:`record_successes`, built once: the batch is
+    bound as parallel arrays, unnested into rows, so every batch size shares one prepared
+    statement. Writes what ``outcomes.succeed_many`` writes, guarded by the same fence."""
+    running, succeeded = JobStatus.RUNNING.value, JobStatus.SUCCEEDED.value
+    now = func.statement_timestamp()
+    batch = (
+        func.unnest(
+            bindparam("job_ids", type_=ARRAY(String)),
+            bindparam("attempts", type_=ARRAY(Integer)),
+            bindparam("worker_ids", type_=ARRAY(String)),
+            bindparam("results", type_=ARRAY(Text)),
+            bindparam("durations", type_=ARRAY(Float)),
+        )
+        .table_valued(
+            column("job_id", String),
+            column("attempt", Integer),
+            column("worker_id", String),
+            column("result", Text),
+            column("duration", Float),
+            name="batch",
+        )
+        .render_derived()
+    )
+    ended = (
+        update(jobs)
+        .where(
+            jobs.c.id == batch.c.job_id,
+            jobs.c.status == running,
+            jobs.c.worker_id == batch.c.worker_id,
+            jobs.c.attempt == batch.c.attempt,
+        )
+        .values(
+            status=succeeded,
+            updated_at=now,
+            result=cast(batch.c.result, JSONB),
+            finished_at=now,
+            lease_expires_at=None,
+        )
+        .returning(
+            jobs.c.id,
+            jobs.c.attempt,
+            jobs.c.merchant_id,
+            jobs.c.updated_at,
+            jobs.c.worker_id,
+            jobs.c.result,
+            jobs.c.finished_at,
+            batch.c.duration,
+        )
+        .cte("ended")
+    )
+    runs = (
+        update(job_runs)
+        .where(
+            job_runs.c.job_id == ended.c.id,
+            job_runs.c.attempt == ended.c.attempt,
+            job_runs.c.finished_at.is_(None),
+        )
+        .values(
+            finished_at=ended.c.finished_at,
+            outcome=RunOutcome.SUCCEEDED.value,
+            duration_seconds=ended.c.duration,
+        )
+    )
+    logged = event_log.transition_events(
+        ended,
+        event_type=EventType.JOB_SUCCEEDED,
+        actor=literal("worker:", String).concat(ended.c.worker_id),
+        from_to=(running, succeeded),
+        changes={
+            "finished_at": event_log.iso_text(ended.c.finished_at),
+            "lease_expires_at": null(),
+            "result": ended.c.result,
+        },
+        order_by=(ended.c.id,),
+    )
+    return select(ended.c.id, ended.c.attempt).add_cte(runs.cte("runs"), logged.cte("logged"))

@@ -1,0 +1,245 @@
+"""The store as the services see it: one typed interface, one driver per database.
+
+Services depend on :class:`Store` and the records below, never on SQLAlchemy or on a
+store module: ``store/sqlite/driver.py`` and ``store/postgres/driver.py`` implement it
+(River's driver interface is the model), ``store/drivers.py`` picks one for a URL. Every
+method that changes a job's status writes its row(s), its event(s) and, where there is
+one, its run in one transaction, fenced by the attempt where a worker acts; the
+conformance suite (``tests/conformance/``) runs the same tests on both drivers.
+
+Reads take the merchant they are for: a merchant id, or ``ALL_MERCHANTS`` on operator
+paths; there is no default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from taskmill.core.dependencies import JobDependencies
+from taskmill.core.events import Event, EventFilter
+from taskmill.core.jobs import Job, JobFilter, JobRun
+from taskmill.core.templates import Template
+from taskmill.core.tenants import ApiKey, Merchant, MerchantScope
+from taskmill.store.claims import ClaimParams, ExpiredLeases
+from taskmill.store.jobs import CreatedJob, MadeJob, NewJob, fits_batch, make_job
+from taskmill.store.outcomes import Attempt, Failure, Success
+from taskmill.store.stats import WINDOW_MINUTES as STATS_WINDOW_MINUTES
+from taskmill.store.stats import MerchantStats, SystemStats
+from taskmill.store.templates import Broken, Fire, FireRound, NewTemplate
+from taskmill.store.tenants import NewApiKey
+from taskmill.store.workers import WorkerInfo
+
+__all__ = [
+    "STATS_WINDOW_MINUTES",
+    "ApiKey",
+    "Attempt",
+    "Broken",
+    "ClaimParams",
+    "CreatedJob",
+    "ExpiredLeases",
+    "Failure",
+    "Fire",
+    "FireRound",
+    "MadeJob",
+    "Merchant",
+    "MerchantStats",
+    "NewApiKey",
+    "NewJob",
+    "NewTemplate",
+    "Store",
+    "Success",
+    "SystemStats",
+    "WorkerInfo",
+    "fits_batch",
+    "make_job",
+]
+
+#: Decides, for one due template, what to create (``Fire``), that it is broken, or nothing.
+Planner = Callable[[Template], Fire | Broken | None]
+
+
+class Store(Protocol):
+    """Everything the services do with stored jobs, templates, workers and tenants."""
+
+    @property
+    def notifies(self) -> bool:
+        """Whether changes are announced to every process at commit (``LISTEN``/``NOTIFY``
+        on PostgreSQL); without it each process's services poll."""
+        ...
+
+    async def close(self) -> None: ...
+
+    # -- creating jobs ----------------------------------------------------------------
+
+    async def insert_jobs(self, made: Sequence[MadeJob]) -> None:
+        """Insert jobs built by :func:`make_job` (no dependencies, no idempotency key),
+        their events and wake-ups: all or nothing."""
+        ...
+
+    async def create_job(
+        self, new: NewJob, *, actor: str, now: datetime, queue_if_due: bool
+    ) -> CreatedJob:
+        """One job with its dependencies and idempotency key; the existing job when the
+        key matched. ``queue_if_due``: a due job is created ``queued``."""
+        ...
+
+    async def create_jobs(
+        self, news: Sequence[NewJob], *, actor: str, now: datetime, queue_if_due: bool
+    ) -> list[Job]:
+        """Many jobs in one transaction: all or none."""
+        ...
+
+    async def count_pending_jobs(self, merchant_id: str, limit: int) -> int:
+        """The merchant's jobs not yet finished, counted up to ``limit``."""
+        ...
+
+    # -- status changes ---------------------------------------------------------------
+
+    async def enqueue_due(
+        self, *, now: datetime, limit: int, actor: str, merchants_in_turn: bool
+    ) -> tuple[list[Job], datetime | None]:
+        """``scheduled -> queued`` for up to ``limit`` due jobs, and the next ``run_at``
+        still waiting (``None``: the batch was full, or nothing waits)."""
+        ...
+
+    async def claim(self, params: ClaimParams) -> list[Job]:
+        """``queued -> running`` for a worker: attempt + 1, a lease, a run."""
+        ...
+
+    async def record_outcomes(
+        self, successes: Sequence[Success], failures: Sequence[tuple[Attempt, Failure]]
+    ) -> tuple[list[bool], list[bool]]:
+        """``running -> succeeded`` / ``failed`` / ``scheduled`` (a retry) for a batch,
+        in one transaction; ``False`` where the attempt no longer holds its job."""
+        ...
+
+    async def release(self, attempt: Attempt) -> bool:
+        """``running -> scheduled`` at shutdown, the attempt given back."""
+        ...
+
+    async def cancel(
+        self, merchant_id: MerchantScope, job_id: str, *, reason: str, actor: str
+    ) -> Job: ...
+
+    async def retry_failed(
+        self, merchant_id: MerchantScope, job_id: str, *, actor: str, run_at: datetime
+    ) -> Job: ...
+
+    async def renew_leases(
+        self, worker_id: str, held: Sequence[tuple[str, int]], lease_seconds: float
+    ) -> set[str]:
+        """Extend the leases the worker still holds; the ids it holds."""
+        ...
+
+    async def expire_leases(self, *, limit: int, actor: str) -> ExpiredLeases:
+        """Jobs whose lease lapsed or whose worker died: back to ``scheduled`` or ``failed``."""
+        ...
+
+    async def stuck_in_queue(self, *, older_than_seconds: float, limit: int) -> list[Job]: ...
+
+    # -- reading jobs -----------------------------------------------------------------
+
+    async def get_job(self, merchant_id: MerchantScope, job_id: str) -> Job: ...
+
+    async def list_jobs(self, merchant_id: MerchantScope, flt: JobFilter) -> list[Job]: ...
+
+    async def list_runs(self, merchant_id: MerchantScope, job_id: str) -> list[JobRun]: ...
+
+    async def get_dependencies(
+        self, merchant_id: MerchantScope, job_id: str
+    ) -> JobDependencies: ...
+
+    async def list_events(self, merchant_id: MerchantScope, flt: EventFilter) -> list[Event]: ...
+
+    async def find_job_id(self, merchant_id: str, ident: str) -> str:
+        """The id of the merchant's job whose id or idempotency key is ``ident``."""
+        ...
+
+    async def merchant_stats(self, merchant_id: str, *, now: datetime) -> MerchantStats: ...
+
+    async def system_stats(self, *, now: datetime) -> SystemStats: ...
+
+    # -- templates --------------------------------------------------------------------
+
+    async def create_template(
+        self, new: NewTemplate, *, actor: str, now: datetime, max_per_merchant: int | None
+    ) -> Template: ...
+
+    async def get_template(self, merchant_id: MerchantScope, template_id: str) -> Template: ...
+
+    async def list_templates(
+        self,
+        merchant_id: MerchantScope,
+        *,
+        limit: int | None,
+        after: tuple[datetime, str] | None,
+    ) -> list[Template]: ...
+
+    async def update_template(
+        self,
+        merchant_id: MerchantScope,
+        template_id: str,
+        changes: dict[str, Any],
+        *,
+        actor: str,
+        now: datetime,
+    ) -> Template: ...
+
+    async def delete_template(
+        self, merchant_id: MerchantScope, template_id: str, *, actor: str, now: datetime
+    ) -> None: ...
+
+    async def find_template_id(self, merchant_id: str, ident: str) -> str:
+        """The id of the merchant's template whose id or name is ``ident``."""
+        ...
+
+    async def fire_due_templates(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        planner: Planner,
+        actor: str,
+        max_pending_per_merchant: int | None,
+    ) -> FireRound:
+        """Create the instances of due templates and move their schedules on."""
+        ...
+
+    async def next_template_due_at(self) -> datetime | None: ...
+
+    # -- workers ----------------------------------------------------------------------
+
+    async def register_worker(
+        self,
+        worker_id: str,
+        hostname: str,
+        pid: int,
+        queues: Sequence[str],
+        concurrency: int,
+    ) -> None: ...
+
+    async def worker_beat(self, worker_id: str) -> None: ...
+
+    async def stop_worker(self, worker_id: str) -> None: ...
+
+    async def mark_dead_workers(self, silent_for_seconds: float) -> list[str]: ...
+
+    async def list_workers(self) -> list[WorkerInfo]: ...
+
+    # -- tenants ----------------------------------------------------------------------
+
+    async def create_merchant(self, name: str, *, now: datetime) -> Merchant: ...
+
+    async def list_merchants(self) -> list[Merchant]: ...
+
+    async def create_api_key(self, new: NewApiKey, *, actor: str, now: datetime) -> ApiKey: ...
+
+    async def find_api_key(self, prefix: str) -> tuple[ApiKey, str] | None: ...
+
+    async def touch_api_key(self, key: ApiKey, now: datetime) -> None: ...
+
+    async def list_api_keys(self, merchant_id: MerchantScope) -> list[ApiKey]: ...
+
+    async def revoke_api_key(self, key_id: str, *, actor: str, now: datetime) -> ApiKey: ...
