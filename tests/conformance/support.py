@@ -36,7 +36,7 @@ FAILED = frozenset({"status", "finished_at", "last_error", "lease_expires_at"})
 RELEASED = frozenset({"status", "run_at", "max_attempts", "worker_id", "lease_expires_at"})
 CANCELLED = frozenset({"status", "cancel_reason", "finished_at", "lease_expires_at"})
 LEASE_EXPIRED = frozenset({"status", "worker_id", "lease_expires_at", "run_at", "last_error"})
-FAILED_LOST = frozenset({"status", "worker_id", "lease_expires_at", "finished_at", "last_error"})
+FAILED_LOST = FAILED
 RETRIED = frozenset({"status", "run_at", "max_attempts", "finished_at", "worker_id"})
 CASCADE_CANCELLED = frozenset({"status", "cancel_reason", "finished_at"})
 # job.created records the whole row but what replay leaves out (transition.NOT_REPLAYED).

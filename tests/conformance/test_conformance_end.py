@@ -60,6 +60,16 @@ async def _driver_outcomes(db: Database, batch: Sequence[outcomes.Success]) -> l
     return done
 
 
+async def _driver_outcomes_beside_a_failure(
+    db: Database, batch: Sequence[outcomes.Success]
+) -> list[bool]:
+    """The batch in one transaction with a failure (of no job: refused, writes nothing)."""
+    stray = (outcomes.Attempt("no-such-job", 1, "w1"), outcomes.Failure("x"))
+    done, [failed] = await store_for(db).record_outcomes(batch, [stray])
+    assert failed is False
+    return done
+
+
 SUCCEEDERS: dict[str, Succeeder] = {
     # The shared forms: one by one, and a batch in a transaction of its own.
     "succeed": _one_by_one,
@@ -68,6 +78,8 @@ SUCCEEDERS: dict[str, Succeeder] = {
     "succeed_many": _in_shared_transaction,
     # The group committer's batch through the driver: PostgreSQL one statement.
     "driver_record_outcomes": _driver_outcomes,
+    # ... beside failures: the same statement in a transaction (PostgreSQL).
+    "driver_record_outcomes_beside_a_failure": _driver_outcomes_beside_a_failure,
 }
 
 
@@ -304,9 +316,8 @@ async def test_failed(db: Database, writer: str) -> None:
         ending.last_error,
     )
     assert_at(db, row["updated_at"], job.finished_at)
-    # F2: the worker's own failure keeps the worker, as success and cancel do; the
-    # watcher's clears it. Pinned here until they agree.
-    assert job.worker_id == ("w1" if writer in FAILERS else None)
+    # A final status keeps the worker that ran (or lost) the job, whoever wrote it.
+    assert job.worker_id == "w1"
     [run] = await runs.list_runs(db, job_id, ALL_MERCHANTS)
     assert (run.outcome, run.error) == ending.run and run.finished_at is not None
     await assert_logged(db, since, {job_id: [ending.logged]})

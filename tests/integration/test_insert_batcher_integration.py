@@ -41,7 +41,7 @@ async def app(database_url: str) -> AsyncIterator[Taskmill]:
 
 def _count_job_inserts(app: Taskmill) -> list[str]:
     """The statements that insert jobs, as the engine's listeners see them (those
-    ``store/direct.py`` runs on asyncpg included)."""
+    ``store/postgres/direct.py`` runs on asyncpg included)."""
     sent: list[str] = []
 
     def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:

@@ -1,4 +1,4 @@
-"""SQLite writes run whole on one thread (``store/sqlite_writer.py``): all or nothing,
+"""SQLite writes run whole on one thread (``store/sqlite/writer.py``): all or nothing,
 translated errors, a cancelled caller that returns only once its write has ended, store
 functions run there through ``Database.write``, and no thread left behind by
 ``Database.close()``."""

@@ -119,10 +119,9 @@ async def enqueue_due_and_next(
     in the same transaction: the populator learns when to come back without another
     round trip. ``None`` when the batch was full (come back at once) or nothing waits.
     ``merchants_in_turn``: see :func:`_due_candidates`."""
-    candidates = _due_candidates(now, limit, merchants_in_turn=merchants_in_turn)
 
     async def enqueue_in(conn: AsyncConnection) -> tuple[list[Job], datetime | None]:
-        ids = await _lock_ids(conn, db, candidates)
+        ids = await pick_due(conn, db, now, limit, merchants_in_turn=merchants_in_turn)
         rows = await transition(
             conn,
             db.dialect,
@@ -140,6 +139,15 @@ async def enqueue_due_and_next(
         return [to_job(row) for row in sorted(rows, key=lambda r: (r.run_at, r.id))], later
 
     return await db.write(enqueue_in)
+
+
+async def pick_due(
+    conn: AsyncConnection, db: Database, now: datetime, limit: int, *, merchants_in_turn: bool
+) -> list[str]:
+    """Lock up to ``limit`` due jobs in the caller's transaction (see :func:`_due_candidates`)."""
+    return await _lock_ids(
+        conn, db, _due_candidates(now, limit, merchants_in_turn=merchants_in_turn)
+    )
 
 
 # ORDER BY ... LIMIT 1, not min(): with the NOT EXISTS conditions PostgreSQL computes
@@ -196,7 +204,7 @@ def _candidates(params: ClaimParams, limit: int) -> Select[Any]:
     return stmt
 
 
-async def _fair_ids(
+async def pick_fair(
     conn: AsyncConnection, db: Database, params: ClaimParams, cap: int
 ) -> list[str]:
     """Up to ``params.limit`` ids in claim order, skipping merchants with ``cap`` running.
@@ -247,7 +255,7 @@ async def claim(db: Database, params: ClaimParams) -> list[Job]:
         if cap is None:
             ids = [row.id for row in await _lock_rows(conn, db, _candidates(params, params.limit))]
         else:
-            ids = await _fair_ids(conn, db, params, cap)
+            ids = await pick_fair(conn, db, params, cap)
         rows = await transition(
             conn,
             db.dialect,
@@ -324,6 +332,8 @@ async def expire_leases(db: Database, *, limit: int, actor: str) -> ExpiredLease
         .limit(limit)
     )
     running = frozenset({JobStatus.RUNNING})
+    # Back to scheduled, the job belongs to no worker; failed for good, it keeps the
+    # worker that lost it, as every other final status keeps the worker that ran it.
     cleared = {"worker_id": None, "lease_expires_at": None}
     async with db.transaction() as conn:
         ids = await _lock_ids(conn, db, stmt)
@@ -350,7 +360,11 @@ async def expire_leases(db: Database, *, limit: int, actor: str) -> ExpiredLease
                 to_status=JobStatus.FAILED,
                 event_type=EventType.JOB_FAILED,
                 actor=actor,
-                values={**cleared, "finished_at": db.dialect.db_now(), "last_error": WORKER_LOST},
+                values={
+                    "lease_expires_at": None,
+                    "finished_at": db.dialect.db_now(),
+                    "last_error": WORKER_LOST,
+                },
                 guards=[expired, jobs.c.attempt >= jobs.c.max_attempts],
                 data={"reason": WORKER_LOST},
             ),

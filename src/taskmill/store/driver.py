@@ -83,7 +83,7 @@ class SqlStore:
         failures: Sequence[tuple[outcomes.Attempt, outcomes.Failure]],
     ) -> tuple[list[bool], list[bool]]:
         if not failures:
-            return await self.record_successes(successes), []
+            return await outcomes.record_successes(self.db, successes), []
         dialect = self.db.dialect
 
         async def record(conn: AsyncConnection) -> tuple[list[bool], list[bool]]:
@@ -91,10 +91,6 @@ class SqlStore:
             return done, [await outcomes.fail_in(conn, dialect, a, f) for a, f in failures]
 
         return await self.db.write(record)
-
-    async def record_successes(self, successes: Sequence[outcomes.Success]) -> list[bool]:
-        """``running -> succeeded`` for a batch in a transaction of its own."""
-        return await outcomes.record_successes(self.db, successes)
 
     async def release(self, attempt: outcomes.Attempt) -> bool:
         return await outcomes.release(self.db, attempt)

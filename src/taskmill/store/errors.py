@@ -45,7 +45,7 @@ def _message(exc: sa_exc.DBAPIError) -> str:
 
 
 def from_asyncpg(exc: Exception, *, closed: bool) -> TaskmillError | None:
-    """The taskmill error for an error asyncpg raised on a connection ``store/direct.py``
+    """The taskmill error for an error asyncpg raised on a connection ``store/postgres/direct.py``
     drives itself (no SQLAlchemy wrapper around it); ``None``: not the driver's, re-raise.
     ``closed``: the connection is gone, whatever the error says."""
     import asyncpg  # the postgresql extra: only loaded when PostgreSQL is in use

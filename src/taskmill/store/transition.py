@@ -1,9 +1,8 @@
 """``transition()``: the writer of a job's status, and of the event that records it.
 
-Two paths on every job's way through a worker write both in one PostgreSQL statement
-instead (``claims._claim_in_one_statement``, ``outcomes.record_successes``); they check
-the same transition table and log the same event data (``events.transition_events``),
-which the replay tests compare with the table."""
+The PostgreSQL driver writes the hot transitions as one statement each instead
+(``store/postgres/statements.py``); those check the same transition table and log the
+same event data (``events.transition_events``), and the conformance suite runs both."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from taskmill.api.auth import TemplatesRead, TemplatesWrite
+from taskmill.api.paging import Cursor, decode_cursor, keyset_page
 from taskmill.api.responses import AUTHENTICATED, BODY, WRITE, errors
-from taskmill.api.routes.jobs import Cursor, decode_cursor, keyset_page
 from taskmill.api.schemas import FireOut, TemplateCreate, TemplateOut, TemplatePage, TemplatePatch
 from taskmill.core.templates import Template
 from taskmill.services.scheduling import ScheduleRequest

@@ -1,10 +1,14 @@
-"""The PostgreSQL driver: the shared statements, with the hot transitions replaced by
-one statement each in autocommit (``statements.py``, run on asyncpg by ``direct.py``)."""
+"""The PostgreSQL driver: the shared statements, with the hot transitions written by
+one statement each (``statements.py``): in autocommit on asyncpg itself (``direct.py``)
+when the statement is the whole write, or in a transaction beside the rest of it (the
+jobs a per-merchant cap or merchants' turns picked, failures in the same batch)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.jobs import Job
 from taskmill.store import claims, jobs, outcomes
@@ -24,18 +28,39 @@ class PostgresStore(SqlStore):
     async def enqueue_due(
         self, *, now: datetime, limit: int, actor: str, merchants_in_turn: bool
     ) -> tuple[list[Job], datetime | None]:
-        if merchants_in_turn:  # a window over merchants: the shared form
-            return await super().enqueue_due(
-                now=now, limit=limit, actor=actor, merchants_in_turn=True
-            )
-        return await statements.enqueue_due_and_next(self.pg, now=now, limit=limit, actor=actor)
+        if not merchants_in_turn:
+            return await statements.enqueue_due_and_next(self.pg, now=now, limit=limit, actor=actor)
+
+        async def in_turn(conn: AsyncConnection) -> tuple[list[Job], datetime | None]:
+            ids = await claims.pick_due(conn, self.pg, now, limit, merchants_in_turn=True)
+            return await statements.enqueue_picked(conn, ids, now=now, limit=limit, actor=actor)
+
+        return await self.pg.write(in_turn)
 
     async def claim(self, params: claims.ClaimParams) -> list[Job]:
         if params.limit <= 0 or not params.task_types or not params.queues:
             return []
-        if params.max_running_per_merchant is not None:  # fair shares: the shared form
-            return await super().claim(params)
-        return await statements.claim(self.pg, params)
+        cap = params.max_running_per_merchant
+        if cap is None:
+            return await statements.claim(self.pg, params)
 
-    async def record_successes(self, successes: Sequence[outcomes.Success]) -> list[bool]:
-        return await statements.record_successes(self.pg, successes)
+        async def fair(conn: AsyncConnection) -> list[Job]:
+            ids = await claims.pick_fair(conn, self.pg, params, cap)
+            return await statements.claim_picked(conn, params, ids)
+
+        return await self.pg.write(fair)
+
+    async def record_outcomes(
+        self,
+        successes: Sequence[outcomes.Success],
+        failures: Sequence[tuple[outcomes.Attempt, outcomes.Failure]],
+    ) -> tuple[list[bool], list[bool]]:
+        if not failures:
+            return await statements.record_successes(self.pg, successes), []
+        dialect = self.pg.dialect
+
+        async def record(conn: AsyncConnection) -> tuple[list[bool], list[bool]]:
+            done = await statements.succeed_in(conn, successes)
+            return done, [await outcomes.fail_in(conn, dialect, a, f) for a, f in failures]
+
+        return await self.pg.write(record)

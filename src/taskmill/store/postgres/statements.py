@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.events import EventType
 from taskmill.core.jobs import Job, JobStatus, RunOutcome, check_transition
@@ -49,7 +50,7 @@ from taskmill.store.notify import QUEUED
 from taskmill.store.outcomes import Success
 from taskmill.store.postgres import direct
 from taskmill.store.postgres.database import PostgresDatabase as Database
-from taskmill.store.records import to_job_dict
+from taskmill.store.records import to_job, to_job_dict
 from taskmill.store.schema import events, job_runs, jobs
 from taskmill.store.types import UtcDateTime
 
@@ -111,13 +112,30 @@ async def enqueue_due_and_next(
     due time, one round trip instead of seven on every delayed job's way."""
     check_transition(JobStatus.SCHEDULED, JobStatus.QUEUED)
     values = {"now": now, "limit": limit, "actor": actor}
-    rows = await direct.fetch(db, _enqueue_due_statement(), values)
+    rows = await direct.fetch(db, _enqueue_due_statement(by_id=False), values)
+    return _queued_and_next(rows, limit)
+
+
+async def enqueue_picked(
+    conn: AsyncConnection, ids: Sequence[str], *, now: datetime, limit: int, actor: str
+) -> tuple[list[Job], datetime | None]:
+    """The same statement for due jobs the caller picked and locked (merchants in turn),
+    in the caller's transaction; ``limit`` is the round's, for the next due time."""
+    check_transition(JobStatus.SCHEDULED, JobStatus.QUEUED)
+    values = {"now": now, "limit": len(ids), "actor": actor, "job_ids": list(ids)}
+    result = await conn.execute(_enqueue_due_statement(by_id=True), values)
+    return _queued_and_next([dict(row) for row in result.mappings().all()], limit)
+
+
+def _queued_and_next(
+    rows: Sequence[dict[str, Any]], limit: int
+) -> tuple[list[Job], datetime | None]:
     later = rows[0]["next_due"] if rows and len(rows) - 1 < limit else None
     return [to_job_dict(row) for row in rows if row["id"] is not None], later
 
 
 @functools.cache
-def _enqueue_due_statement() -> Select[Any]:
+def _enqueue_due_statement(*, by_id: bool) -> Select[Any]:
     """The statement of :func:`enqueue_due_and_next`, built once (its
     parameters declared with a value: see ``direct.compile_statement``). Its first row
     carries the next due time (the ids it queued excluded: every part of one statement
@@ -125,14 +143,17 @@ def _enqueue_due_statement() -> Select[Any]:
     comes back even when nothing was due; the queued jobs follow, oldest first."""
     scheduled, queued = JobStatus.SCHEDULED.value, JobStatus.QUEUED.value
     now = func.statement_timestamp()
-    picked = (
+    candidates = (
         select(jobs.c.id)
         .where(*waiting(), jobs.c.run_at <= bindparam("now", None, type_=UtcDateTime()))
         .order_by(jobs.c.run_at)
         .limit(bindparam("limit", None, type_=Integer))
         .with_for_update(skip_locked=True, of=jobs)
-        .cte("picked")
     )
+    if by_id:
+        ids = bindparam("job_ids", None, type_=ARRAY(String))
+        candidates = candidates.where(jobs.c.id == any_(ids))
+    picked = candidates.cte("picked")
     changed = (
         update(jobs)
         .where(jobs.c.id == picked.c.id, jobs.c.status == scheduled)
@@ -182,7 +203,21 @@ async def claim(db: Database, params: ClaimParams) -> list[Job]:
     every job's way to start."""
     check_transition(JobStatus.QUEUED, JobStatus.RUNNING)
     stmt = _claim_statement(by_id=params.job_ids is not None)
-    values = {
+    values = _claim_values(params)
+    return [to_job_dict(row) for row in await direct.fetch(db, stmt, values)]
+
+
+async def claim_picked(conn: AsyncConnection, params: ClaimParams, ids: Sequence[str]) -> list[Job]:
+    """The same statement for jobs the caller picked and locked (a per-merchant cap),
+    in the caller's transaction."""
+    check_transition(JobStatus.QUEUED, JobStatus.RUNNING)
+    values = {**_claim_values(params), "job_ids": list(ids), "limit": len(ids)}
+    result = await conn.execute(_claim_statement(by_id=True), values)
+    return [to_job(row) for row in result.all()]
+
+
+def _claim_values(params: ClaimParams) -> dict[str, Any]:
+    return {
         "queues": list(params.queues),
         "task_types": list(params.task_types),
         "job_ids": list(params.job_ids or ()),
@@ -191,7 +226,6 @@ async def claim(db: Database, params: ClaimParams) -> list[Job]:
         "actor": f"worker:{params.worker_id}",
         "lease_seconds": params.lease_seconds,
     }
-    return [to_job_dict(row) for row in await direct.fetch(db, stmt, values)]
 
 
 @functools.cache
@@ -261,7 +295,21 @@ async def record_successes(db: Database, successes: Sequence[Success]) -> list[b
     if not successes:
         return []
     check_transition(JobStatus.RUNNING, JobStatus.SUCCEEDED)
-    values = {
+    rows = await direct.fetch(db, _success_statement(), _success_values(successes))
+    return _owned(successes, rows)
+
+
+async def succeed_in(conn: AsyncConnection, successes: Sequence[Success]) -> list[bool]:
+    """The same statement in the caller's transaction (beside the batch's failures)."""
+    if not successes:
+        return []
+    check_transition(JobStatus.RUNNING, JobStatus.SUCCEEDED)
+    result = await conn.execute(_success_statement(), _success_values(successes))
+    return _owned(successes, result.mappings().all())
+
+
+def _success_values(successes: Sequence[Success]) -> dict[str, Any]:
+    return {
         "job_ids": [s.attempt.job_id for s in successes],
         "attempts": [s.attempt.attempt for s in successes],
         "worker_ids": [s.attempt.worker_id for s in successes],
@@ -269,7 +317,9 @@ async def record_successes(db: Database, successes: Sequence[Success]) -> list[b
         "results": [json.dumps(s.result, allow_nan=False) for s in successes],
         "durations": [s.duration_seconds for s in successes],
     }
-    rows = await direct.fetch(db, _success_statement(), values)
+
+
+def _owned(successes: Sequence[Success], rows: Sequence[Mapping[str, Any]]) -> list[bool]:
     done = {(row["id"], row["attempt"]) for row in rows}
     return [(s.attempt.job_id, s.attempt.attempt) in done for s in successes]
 
