@@ -8,6 +8,8 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from sqlalchemy import Column, ColumnElement, Table
+from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
+from sqlalchemy.dialects.sqlite import Insert as SQLiteInsert
 from sqlalchemy.sql.dml import Insert
 
 
@@ -28,14 +30,19 @@ class Dialect(ABC):
         event's time and the lease it writes agree to the microsecond."""
 
     @abstractmethod
+    def insert(self, table: Table) -> SQLiteInsert | PostgresInsert:
+        """The database's own ``INSERT`` (the one with ``ON CONFLICT``)."""
+
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
         """``INSERT ... ON CONFLICT DO NOTHING`` (unique violations are expected, not errors)."""
+        return self.insert(table).on_conflict_do_nothing()
 
-    @abstractmethod
     def upsert(
         self, table: Table, key: list[str], values: dict[str, Any], updates: dict[str, Any]
     ) -> Insert:
         """``INSERT ... ON CONFLICT (key) DO UPDATE SET updates``."""
+        stmt = self.insert(table).values(values)
+        return stmt.on_conflict_do_update(index_elements=key, set_=updates)
 
     def by_key_only(self, column: Column[Any]) -> ColumnElement[Any]:
         """``column`` in a form the planner finds it through: by default itself; SQLite's

@@ -83,14 +83,24 @@ class SqlStore:
         failures: Sequence[tuple[outcomes.Attempt, outcomes.Failure]],
     ) -> tuple[list[bool], list[bool]]:
         if not failures:
-            return await outcomes.record_successes(self.db, successes), []
+            return await self._record_successes(successes), []
         dialect = self.db.dialect
 
         async def record(conn: AsyncConnection) -> tuple[list[bool], list[bool]]:
-            done = await outcomes.succeed_many(conn, dialect, successes)
+            done = await self._succeed_in(conn, successes)
             return done, [await outcomes.fail_in(conn, dialect, a, f) for a, f in failures]
 
         return await self.db.write(record)
+
+    async def _record_successes(self, successes: Sequence[outcomes.Success]) -> list[bool]:
+        """``running -> succeeded`` for a batch, a write of its own."""
+        return await outcomes.record_successes(self.db, successes)
+
+    async def _succeed_in(
+        self, conn: AsyncConnection, successes: Sequence[outcomes.Success]
+    ) -> list[bool]:
+        """``running -> succeeded`` for a batch, in the caller's transaction."""
+        return await outcomes.succeed_many(conn, self.db.dialect, successes)
 
     async def release(self, attempt: outcomes.Attempt) -> bool:
         return await outcomes.release(self.db, attempt)

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Table, literal_column
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.types import TypeEngine
 
 from taskmill.store.dialect import Dialect
@@ -28,11 +28,5 @@ class PostgresDialect(Dialect):
             return literal_column(expr, type_=utc)
         return literal_column("statement_timestamp()", type_=utc)
 
-    def insert_ignoring_conflicts(self, table: Table) -> Insert:
-        return postgresql.insert(table).on_conflict_do_nothing()
-
-    def upsert(
-        self, table: Table, key: list[str], values: dict[str, Any], updates: dict[str, Any]
-    ) -> Insert:
-        stmt = postgresql.insert(table).values(values)
-        return stmt.on_conflict_do_update(index_elements=key, set_=updates)
+    def insert(self, table: Table) -> PostgresInsert:
+        return postgresql.insert(table)

@@ -50,17 +50,10 @@ class PostgresStore(SqlStore):
 
         return await self.pg.write(fair)
 
-    async def record_outcomes(
-        self,
-        successes: Sequence[outcomes.Success],
-        failures: Sequence[tuple[outcomes.Attempt, outcomes.Failure]],
-    ) -> tuple[list[bool], list[bool]]:
-        if not failures:
-            return await statements.record_successes(self.pg, successes), []
-        dialect = self.pg.dialect
+    async def _record_successes(self, successes: Sequence[outcomes.Success]) -> list[bool]:
+        return await statements.record_successes(self.pg, successes)
 
-        async def record(conn: AsyncConnection) -> tuple[list[bool], list[bool]]:
-            done = await statements.succeed_in(conn, successes)
-            return done, [await outcomes.fail_in(conn, dialect, a, f) for a, f in failures]
-
-        return await self.pg.write(record)
+    async def _succeed_in(
+        self, conn: AsyncConnection, successes: Sequence[outcomes.Success]
+    ) -> list[bool]:
+        return await statements.succeed_in(conn, successes)

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Column, ColumnElement, Table, func, literal_column
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.dialects.sqlite import Insert as SQLiteInsert
 from sqlalchemy.types import TypeEngine
 
 from taskmill.store.dialect import Dialect
@@ -28,14 +28,8 @@ class SQLiteDialect(Dialect):
             return func.strftime(_NOW_FORMAT, "now", f"{plus_seconds:+.6f} seconds", type_=utc)
         return func.strftime(_NOW_FORMAT, "now", type_=utc)
 
-    def insert_ignoring_conflicts(self, table: Table) -> Insert:
-        return sqlite.insert(table).on_conflict_do_nothing()
-
-    def upsert(
-        self, table: Table, key: list[str], values: dict[str, Any], updates: dict[str, Any]
-    ) -> Insert:
-        stmt = sqlite.insert(table).values(values)
-        return stmt.on_conflict_do_update(index_elements=key, set_=updates)
+    def insert(self, table: Table) -> SQLiteInsert:
+        return sqlite.insert(table)
 
     def by_key_only(self, column: Column[Any]) -> ColumnElement[Any]:
         """``+column``, which SQLite will not pick an index for. Guards like ``id IN (...)
