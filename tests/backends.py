@@ -83,6 +83,13 @@ async def clone_postgres() -> tuple[str, str]:
     return name, _db_url(name)
 
 
+async def empty_postgres() -> tuple[str, str]:
+    """A new PostgreSQL database with no schema at all (as a first deployment finds it)."""
+    name = f"taskmill_test_{uuid.uuid4().hex[:12]}"
+    await _admin([f"CREATE DATABASE {name}"])
+    return name, _db_url(name)
+
+
 async def drop_postgres(name: str) -> None:
     await _admin([f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"])
 

@@ -11,6 +11,7 @@ from sqlalchemy import Column, ColumnElement, Table
 from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.sqlite import Insert as SQLiteInsert
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.expression import Executable
 
 
 class Dialect(ABC):
@@ -43,6 +44,11 @@ class Dialect(ABC):
         """``INSERT ... ON CONFLICT (key) DO UPDATE SET updates``."""
         stmt = self.insert(table).values(values)
         return stmt.on_conflict_do_update(index_elements=key, set_=updates)
+
+    def migration_lock(self) -> Executable | None:
+        """A statement that holds every other migrating process off until this
+        transaction ends, if the database needs one (SQLite's ``BEGIN IMMEDIATE`` does it)."""
+        return None
 
     def by_key_only(self, column: Column[Any]) -> ColumnElement[Any]:
         """``column`` in a form the planner finds it through: by default itself; SQLite's

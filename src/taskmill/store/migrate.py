@@ -42,16 +42,24 @@ def head_revision() -> str | None:
 
 
 async def upgrade(db: Database, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; safe to run on every start (no-op when current)."""
+    """Bring the schema to ``revision``; safe to run on every start (no-op when current)
+    and from any number of processes at once: each waits for the others' migration
+    (``Dialect.migration_lock``), then finds the schema current."""
+    lock = db.dialect.migration_lock()
     with translated():
         async with db.engine.begin() as conn:
+            if lock is not None:
+                await conn.execute(lock)
             await conn.run_sync(_upgrade, revision)
 
 
 async def downgrade(db: Database, revision: str) -> None:
     """Step the schema back to ``revision`` (``base`` drops everything)."""
+    lock = db.dialect.migration_lock()
     with translated():
         async with db.engine.begin() as conn:
+            if lock is not None:
+                await conn.execute(lock)
             await conn.run_sync(_downgrade, revision)
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, literal_column
+from sqlalchemy import ColumnElement, Table, func, literal_column, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
+from sqlalchemy.sql.expression import Executable
 from sqlalchemy.types import TypeEngine
 
 from taskmill.store.dialect import Dialect
 from taskmill.store.types import UtcDateTime
+
+# The advisory lock migrations take: any fixed number, the same in every taskmill process.
+MIGRATION_LOCK_KEY = 0x7A5C_0D11_0000_0001
 
 
 class PostgresDialect(Dialect):
@@ -27,6 +31,12 @@ class PostgresDialect(Dialect):
             expr = f"statement_timestamp() + make_interval(secs => {float(plus_seconds)!r})"
             return literal_column(expr, type_=utc)
         return literal_column("statement_timestamp()", type_=utc)
+
+    def migration_lock(self) -> Executable:
+        """``pg_advisory_xact_lock``: held until the migration's transaction ends. Without
+        it, services started together on an empty database raced to create the same
+        tables and types (``pg_type_typname_nsp_index`` violations crashed some)."""
+        return select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY))
 
     def insert(self, table: Table) -> PostgresInsert:
         return postgresql.insert(table)
