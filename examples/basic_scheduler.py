@@ -16,10 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taskmill import TaskContext, Taskmill
-from taskmill.core.errors import ValidationError
-from taskmill.core.jobs import Job, JobFilter, JobStatus
-from taskmill.core.templates import Template
+from taskmill import Job, JobFilter, JobStatus, TaskContext, Taskmill, Template, ValidationError
 
 DEADLINE_SECONDS = 8.0
 POLL_SECONDS = 0.05

@@ -25,9 +25,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from taskmill import TaskContext, Taskmill
-from taskmill.core.jobs import JobFilter, JobStatus
-from taskmill.core.templates import Template
+from taskmill import JobFilter, JobStatus, TaskContext, Taskmill, Template
 
 DEADLINE_SECONDS = 8.0
 POLL_SECONDS = 0.05

@@ -1,17 +1,76 @@
 """taskmill: a distributed task scheduler for Python teams.
 
-The library facade is :class:`taskmill.app.Taskmill`; it is imported lazily so that
-``import taskmill.core`` stays free of I/O dependencies.
+Everything an application needs is importable from here: the library facade
+:class:`Taskmill`, the handler's :class:`TaskContext`, ``Retry`` and ``Fail``, the
+backoff policy, the job, template and event records with their filters and statuses, and
+the errors taskmill raises. ``Taskmill`` and ``TaskContext`` are imported on first use,
+so that ``import taskmill`` (and ``import taskmill.core``) stays free of I/O dependencies;
+users' tests also have :mod:`taskmill.testing`.
 """
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Fail", "Retry", "TaskContext", "Taskmill"]
+from taskmill.core.errors import (
+    BrokerError,
+    ConfigError,
+    Conflict,
+    Fail,
+    InvalidTransition,
+    NotFound,
+    QuotaExceeded,
+    Retry,
+    StoreError,
+    StoreUnavailable,
+    TaskmillError,
+    ValidationError,
+)
+from taskmill.core.events import Event, EventFilter, EventType
+from taskmill.core.jobs import (
+    DependencyFailurePolicy,
+    Job,
+    JobFilter,
+    JobRun,
+    JobStatus,
+    RunOutcome,
+    ScheduleType,
+)
+from taskmill.core.retry import BackoffPolicy
+from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template
+
+__all__ = [
+    "BackoffPolicy",
+    "BrokerError",
+    "ConfigError",
+    "Conflict",
+    "DependencyFailurePolicy",
+    "Event",
+    "EventFilter",
+    "EventType",
+    "Fail",
+    "InvalidTransition",
+    "Job",
+    "JobFilter",
+    "JobRun",
+    "JobStatus",
+    "MisfirePolicy",
+    "NotFound",
+    "OverlapPolicy",
+    "QuotaExceeded",
+    "Retry",
+    "RunOutcome",
+    "ScheduleType",
+    "StoreError",
+    "StoreUnavailable",
+    "TaskContext",
+    "Taskmill",
+    "TaskmillError",
+    "Template",
+    "ValidationError",
+]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from taskmill.app import Taskmill
-    from taskmill.core.errors import Fail, Retry
     from taskmill.executors.context import TaskContext
 
 
@@ -20,10 +79,6 @@ def __getattr__(name: str) -> Any:
         from taskmill.app import Taskmill
 
         return Taskmill
-    if name in ("Fail", "Retry"):
-        from taskmill.core import errors
-
-        return getattr(errors, name)
     if name == "TaskContext":
         from taskmill.executors.context import TaskContext
 

@@ -30,7 +30,7 @@ from tests.store import claim_params
 # The columns each transition records in its event's ``changes`` (``status`` always).
 QUEUED = frozenset({"status", "queued_at"})
 STARTED = frozenset({"status", "worker_id", "attempt", "lease_expires_at", "started_at"})
-SUCCEEDED = frozenset({"status", "result", "finished_at", "lease_expires_at"})
+SUCCEEDED = frozenset({"status", "result", "finished_at", "lease_expires_at", "last_error"})
 RETRY_SCHEDULED = frozenset({"status", "run_at", "worker_id", "last_error", "lease_expires_at"})
 FAILED = frozenset({"status", "finished_at", "last_error", "lease_expires_at"})
 RELEASED = frozenset({"status", "run_at", "max_attempts", "worker_id", "lease_expires_at"})

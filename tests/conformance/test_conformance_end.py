@@ -127,6 +127,24 @@ async def test_succeed(db: Database, writer: str) -> None:
     await assert_logged(db, since, {done: [logged], other: [logged]})
 
 
+@pytest.mark.parametrize("writer", SUCCEEDERS)
+async def test_succeed_clears_an_earlier_attempts_error(db: Database, writer: str) -> None:
+    """A job that failed once and then succeeded has no ``last_error``; its first run
+    keeps the error."""
+    [job_id] = await _running(db, 1)
+    retry = outcomes.Failure("boom", retry_at=NOW)
+    assert await outcomes.fail(db, outcomes.Attempt(job_id, 1, "w1"), retry)
+    await claims.enqueue_due(db, now=NOW, limit=10, actor="populator")
+    [again] = await claims.claim(db, claim_params())
+    assert (again.id, again.attempt, again.last_error) == (job_id, 2, "boom")
+    success = outcomes.Success(outcomes.Attempt(job_id, 2, "w1"), "ok")
+    assert await SUCCEEDERS[writer](db, [success]) == [True]
+    job = await get_job(db, job_id, ALL_MERCHANTS)
+    assert (job.status, job.last_error) == (JobStatus.SUCCEEDED, None)
+    first, second = await runs.list_runs(db, job_id, ALL_MERCHANTS)
+    assert (first.error, second.error) == ("boom", None)
+
+
 @pytest.mark.parametrize("stale", STALE)
 @pytest.mark.parametrize("writer", SUCCEEDERS)
 async def test_succeed_by_a_stale_claim_changes_nothing(

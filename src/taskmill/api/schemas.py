@@ -211,7 +211,10 @@ class JobOut(_Response):
     started_at: datetime | None
     finished_at: datetime | None
     result: Any
-    last_error: str | None
+    last_error: str | None = Field(
+        description="The latest attempt's error; cleared when the job succeeds (each run "
+        "keeps its own: GET /jobs/{id}/runs)"
+    )
     cancel_reason: str | None
     on_dependency_failure: DependencyFailurePolicy
 

@@ -239,7 +239,12 @@ async def succeed_many(
         conn,
         dialect,
         [Claimed(s.attempt.job_id, s.attempt.attempt, s.attempt.worker_id) for s in successes],
-        [{"result": s.result, "finished_at": now, "lease_expires_at": None} for s in successes],
+        # last_error cleared: a job that succeeded has no error (its runs keep each
+        # attempt's).
+        [
+            {"result": s.result, "finished_at": now, "lease_expires_at": None, "last_error": None}
+            for s in successes
+        ],
         to_status=JobStatus.SUCCEEDED,
         event_type=EventType.JOB_SUCCEEDED,
         now=now,

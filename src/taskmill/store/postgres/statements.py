@@ -363,6 +363,7 @@ def _success_statement() -> Select[Any]:
             result=cast(batch.c.result, JSONB),
             finished_at=now,
             lease_expires_at=None,
+            last_error=None,
         )
         .returning(
             jobs.c.id,
@@ -397,6 +398,7 @@ def _success_statement() -> Select[Any]:
         changes={
             "finished_at": event_log.iso_text(ended.c.finished_at),
             "lease_expires_at": null(),
+            "last_error": null(),
             "result": ended.c.result,
         },
         order_by=(ended.c.id,),
