@@ -1,4 +1,4 @@
-"""Seed 003's basic example: immediate, delayed and interval jobs on an embedded scheduler.
+"""The basics: immediate, delayed and interval jobs on an embedded scheduler.
 
 Run it with ``python examples/basic_scheduler.py``: it uses a SQLite file in a temporary
 directory, runs the services in this process (``await app.start()``), waits until the

@@ -1,4 +1,4 @@
-"""Seed 003's cron example: 6-field cron expressions (seconds first) in a time zone.
+"""Cron schedules: 6-field cron expressions (seconds first) in a time zone.
 
 Run it with ``python examples/cron_tasks.py``. It schedules a task every 2 seconds
 (``*/2 * * * * *``) and a daily one at midnight in Europe/Berlin (``0 0 0 * * *``), shows

@@ -83,7 +83,7 @@ def api_command(
     host: HostOption = None,
     port: PortOption = None,
 ) -> None:
-    """Serve only the REST API (seed 000's API service). Load the same --app as the
+    """Serve only the REST API (the API service). Load the same --app as the
     executors so that unknown task types are refused."""
     with errors_to_exit_codes():
         load_app(app, env, config_dir).run(_with_api(host, port))
@@ -97,7 +97,7 @@ def _only(name: str) -> ServicesFactory:
 
 
 def _service_command(name: str, summary: str) -> None:
-    """Register ``taskmill NAME``: one service in its own process (seed 000)."""
+    """Register ``taskmill NAME``: one service in its own process."""
 
     def command(
         app: AppOption = None, env: EnvOption = None, config_dir: ConfigDirOption = None

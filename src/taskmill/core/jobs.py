@@ -73,7 +73,7 @@ def check_transition(from_status: JobStatus, to_status: JobStatus) -> None:
 
 
 class ScheduleType(enum.StrEnum):
-    """How a job or template was scheduled (seed 003's four kinds)."""
+    """How a job or template was scheduled: at once, at a time, every N seconds, on a cron."""
 
     IMMEDIATE = "immediate"
     ONE_TIME = "one_time"
