@@ -12,7 +12,7 @@ from taskmill.core.errors import ConfigError
 from taskmill.executors.python import TaskRegistry
 from taskmill.runtime import Runtime
 
-SEED_002 = Path(__file__).parents[1] / "fixtures" / "seed002"
+SEED_002 = Path(__file__).parents[1] / "fixtures" / "older_names"
 
 
 @pytest.fixture(autouse=True)
