@@ -523,16 +523,20 @@ def load_settings(
     """Load settings, or raise :class:`ConfigError` naming the first bad key.
 
     ``environment`` (or ``TASKMILL_ENV``, default ``development``) picks the TOML file.
-    A missing file is fine (defaults and environment variables apply) unless both the
-    environment and the directory were named (``config_dir`` or ``TASKMILL_CONFIG_DIR``):
-    then the file was clearly expected, and its absence is an error.
+    Without a named environment a missing file is fine (defaults and environment
+    variables apply); a named environment's file must exist: its absence is an error
+    naming where it was looked for (a production file silently ignored would run
+    production on development settings).
     """
     explicit = environment or os.environ.get("TASKMILL_ENV")
     env_name = explicit or "development"
     path = config_file(env_name, config_dir)
-    dir_named = config_dir is not None or "TASKMILL_CONFIG_DIR" in os.environ
-    if explicit and dir_named and not path.is_file():
-        raise ConfigError(f"environment: no config file {path} for environment {env_name!r}")
+    if explicit and not path.is_file():
+        raise ConfigError(
+            f"environment: {env_name!r} was named but {path.absolute()} does not exist "
+            "(config files are read from ./config, or the folder --config-dir or "
+            "TASKMILL_CONFIG_DIR names)"
+        )
     token = _toml_file.set(path if path.is_file() else None)
     try:
         return Settings(environment=env_name, **overrides)

@@ -266,6 +266,31 @@ def test_load_settings_missing_explicit_file_rejected_without_config_dir(
         load_settings(environment="staging")
 
 
+def test_load_settings_named_environment_without_its_file_names_where_it_looked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``TASKMILL_ENV=production`` in a folder whose ``config/`` has no production.toml
+    (the file beside the app, say) is an error naming the path, not development's
+    settings in production."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TASKMILL_CONFIG_DIR", raising=False)
+    (tmp_path / "production.toml").write_text("[worker]\nconcurrency = 3\n")
+    monkeypatch.setenv("TASKMILL_ENV", "production")
+    expected = str(tmp_path / "config" / "production.toml")
+    with pytest.raises(ConfigError, match="'production' was named") as err:
+        load_settings()
+    assert expected in str(err.value)
+
+
+def test_load_settings_default_environment_needs_no_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TASKMILL_ENV", raising=False)
+    monkeypatch.delenv("TASKMILL_CONFIG_DIR", raising=False)
+    assert load_settings().environment == "development"
+
+
 def test_load_settings_malformed_toml_raises_config_error(config_dir: Path) -> None:
     _write(config_dir, "[worker\nconcurrency = 5\n")
     with pytest.raises(ConfigError):
