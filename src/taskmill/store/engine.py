@@ -38,9 +38,14 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if full.startswith("sqlite"):
         return _sqlite_engine(full)
     full, connect_args = _server_settings(full)
-    engine = create_async_engine(
-        full, pool_size=pool_size, max_overflow=pool_size, connect_args=connect_args
-    )
+    try:
+        engine = create_async_engine(
+            full, pool_size=pool_size, max_overflow=pool_size, connect_args=connect_args
+        )
+    except ImportError as exc:  # asyncpg is the postgres extra
+        raise ConfigError(
+            "database.url: PostgreSQL needs the postgres extra: pip install 'taskmill[postgres]'"
+        ) from exc
     _ping_when_idle(engine)
     return engine
 
