@@ -51,6 +51,10 @@ class DatabaseSettings(_Section):
     url: str = "sqlite:///taskmill.db"
     pool_size: int = Field(default=10, gt=0)
     migrate_on_start: bool = True
+    connect_timeout_seconds: float = Field(default=60.0, ge=0, le=3600)
+    """How long a process keeps retrying its first connection (with backoff, logging each
+    try) before it gives up: services started before the database, or during its restart,
+    wait for it instead of exiting. 0: give up at the first failure."""
 
 
 class BrokerSettings(_Section):

@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from taskmill.brokers.base import Broker
 from taskmill.brokers.database import DatabaseBroker
 from taskmill.config import ApiSettings, Settings
 from taskmill.core.clock import Clock, SystemClock
-from taskmill.core.errors import ConfigError
+from taskmill.core.errors import ConfigError, StoreUnavailable
 from taskmill.core.retry import BackoffPolicy
 from taskmill.executors.http import http_task
 from taskmill.executors.process import process_task
@@ -38,6 +39,9 @@ from taskmill.store.drivers import store_for
 from taskmill.store.postgres import listener
 
 log = logging.getLogger(__name__)
+
+# The first connection's backoff: 0.5, 1, 2, 4, 5, 5 ... seconds between tries.
+FIRST_CONNECT_DELAY, MAX_CONNECT_DELAY = 0.5, 5.0
 
 
 def build_broker(settings: Settings, consumer: str) -> Broker:
@@ -206,9 +210,34 @@ class Runtime:
         return ApiKeys(self.store, self.clock, load_hmac_secret(self.settings.api))
 
     async def open(self) -> None:
-        """Connect and, unless disabled, migrate the schema to the newest revision."""
-        if self.settings.database.migrate_on_start:
-            await migrate.upgrade(self.db)
+        """Connect and, unless disabled, migrate the schema to the newest revision. An
+        unreachable database is retried with backoff for ``database.connect_timeout_seconds``
+        (each try logged), then the last error is raised."""
+        timeout = self.settings.database.connect_timeout_seconds
+        deadline = time.monotonic() + timeout
+        delay, tries = FIRST_CONNECT_DELAY, 1
+        while True:
+            try:
+                if self.settings.database.migrate_on_start:
+                    await migrate.upgrade(self.db)
+                else:
+                    await migrate.current_revision(self.db)  # the connection alone
+                return
+            except StoreUnavailable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.error("database unreachable, %d tries in %.0f s: %s", tries, timeout, exc)
+                    raise
+                wait = min(delay, left)
+                log.warning(
+                    "database unreachable (try %d): %s; next try in %.1f s, giving up in %.0f s",
+                    tries,
+                    exc,
+                    wait,
+                    left,
+                )
+                await asyncio.sleep(wait)
+                delay, tries = min(delay * 2, MAX_CONNECT_DELAY), tries + 1
 
     async def schema_is_current(self) -> bool:
         """Whether the database is migrated to this version's newest revision."""

@@ -76,3 +76,42 @@ def test_compose_rabbitmq_override_points_every_service_at_rabbitmq(
         monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")  # from .env: must not win
         settings = load_settings("production", ROOT / "config")
         assert isinstance(build_broker(settings, "consumer"), RabbitMQBroker)
+
+
+def test_kubernetes_manifests_run_every_service_with_probes() -> None:
+    """One Deployment per service, each running a real command of the image's
+    ``taskmill``; the API probed on /healthz and /readyz, the others on their metrics
+    port, which the shared Secret sets."""
+    documents = list(
+        yaml.safe_load_all((ROOT / "docs/deployment/kubernetes/taskmill.yaml").read_text())
+    )
+    secret = next(d for d in documents if d["kind"] == "Secret")["stringData"]
+    deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
+    assert set(deployments) == {f"taskmill-{name}" for name in SERVICES}
+    for name in SERVICES:
+        [container] = deployments[f"taskmill-{name}"]["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == ["taskmill"]
+        assert container["args"][:3] == [name, "--app", "mymodule:app"]
+        probe = container["livenessProbe"]["httpGet"]
+        if name == "api":
+            assert probe["path"] == "/healthz"
+            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        else:
+            assert probe == {"path": "/metrics", "port": int(secret["TASKMILL_METRICS__PORT"])}
+    settings = load_settings("production", ROOT / "config")  # the Secret's env must load
+    assert settings.environment == secret["TASKMILL_ENV"]
+
+
+def test_systemd_unit_runs_a_real_command_and_restarts() -> None:
+    unit = (ROOT / "docs/deployment/systemd/taskmill@.service").read_text()
+    assert "ExecStart=/srv/app/.venv/bin/taskmill %i --app mymodule:app" in unit
+    assert "Restart=always" in unit
+    for name in SERVICES:  # %i is one of these
+        done = subprocess.run(
+            [sys.executable, "-c", "from taskmill.cli.main import main; main()", name, "--help"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr

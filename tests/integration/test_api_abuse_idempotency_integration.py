@@ -5,7 +5,6 @@ really unreachable (a loopback TCP relay to PostgreSQL, then cut)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from sqlalchemy import func, select
 
 from taskmill.store import schema
 from tests.integration.api_fixtures import Api, serve_api
+from tests.relay import PostgresRelay
 
 ROUNDS = 10
 CONCURRENT = 20
@@ -66,48 +66,13 @@ async def test_api_abuse_s40_concurrent_idempotent_creates(pg_api: Api) -> None:
             assert (await conn.execute(stmt)).scalar_one() == 1
 
 
-class _Relay:
-    """A loopback TCP relay to PostgreSQL that can be cut: the database becomes
-    unreachable for everything that connects through it."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        port: int = self.server.sockets[0].getsockname()[1]
-        return port
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self.writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    async def cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in self.writers:
-            writer.transport.abort()
-        await self.server.wait_closed()
-
-
 async def test_api_abuse_unreachable_database_bodies_hold_no_internals(
     postgres_url: str, tmp_path: Path
 ) -> None:
     """With the database unreachable: /readyz (no key) is a 503 and /jobs a 503, and
     neither body names the host, the port, the user or the driver."""
     parts = urlsplit(postgres_url)
-    relay = _Relay(parts.hostname or "127.0.0.1", parts.port or 5432)
+    relay = PostgresRelay(parts.hostname or "127.0.0.1", parts.port or 5432)
     port = await relay.start()
     netloc = f"{parts.username or 'postgres'}@127.0.0.1:{port}"
     relayed = urlunsplit(parts._replace(netloc=netloc))
