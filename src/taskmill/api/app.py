@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 
 from taskmill import __version__
@@ -21,9 +22,10 @@ from taskmill.runtime import Runtime
 from taskmill.ui import ui_router
 
 API_DESCRIPTION = """
-taskmill's REST API. Every request except `/healthz`, `/readyz` and the UI's files
-(`/ui`) carries an `x-api-key` header (`/metrics` also takes `Authorization: Bearer`);
-everything a key sees and changes belongs to its merchant.
+taskmill's REST API. Every request except `/healthz`, `/readyz`, the UI's files (`/ui`)
+and this explorer (`/docs`, whose files taskmill serves itself) carries an `x-api-key`
+header (`/metrics` also takes `Authorization: Bearer`); everything a key sees and changes
+belongs to its merchant.
 Errors have the body `{"error": {"type", "message", "fields": [{"field", "reason"}]}}`.
 """
 
@@ -40,6 +42,8 @@ ROUTERS: tuple[APIRouter, ...] = (
 )
 
 
+DOCS_ASSETS = "/docs-assets"
+
 # What a browser may send and read cross-origin when ``api.cors_origins`` is set.
 CORS_HEADERS = ("x-api-key", "authorization", "content-type")
 CORS_EXPOSED = ("location", "retry-after")
@@ -47,14 +51,18 @@ CORS_EXPOSED = ("location", "retry-after")
 
 def _routed_app() -> FastAPI:
     """The app with every documented route and nothing else: what the OpenAPI document
-    is made from, served or exported (so the two cannot differ)."""
-    app = FastAPI(
+    is made from, served or exported (so the two cannot differ). The explorer at
+    ``/docs`` loads Swagger UI from ``/docs-assets`` (fastapi-offline ships the files),
+    never from a CDN: it works without internet."""
+    app = FastAPIOffline(
         title="taskmill",
         version=__version__,
         description=API_DESCRIPTION,
         docs_url="/docs",
         openapi_url="/openapi.json",
         redoc_url=None,
+        static_url=DOCS_ASSETS,
+        favicon_url="/ui/favicon.svg",
     )
     for router in ROUTERS:
         app.include_router(router)
