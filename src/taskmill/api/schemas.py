@@ -217,6 +217,11 @@ class JobOut(_Response):
     )
     cancel_reason: str | None
     on_dependency_failure: DependencyFailurePolicy
+    waiting_reason: str | None = Field(
+        default=None,
+        description="GET /jobs/{id} only: why the job will not start, when taskmill can "
+        "tell (queued, and no live worker runs its task type)",
+    )
 
 
 class JobLinkOut(_Response):

@@ -174,6 +174,7 @@ class StoreSnapshot:
     backlog: Sequence[QueueBacklog] = ()
     workers_by_status: Mapping[str, int] = field(default_factory=dict)
     heartbeats: Sequence[WorkerHeartbeat] = ()
+    unserved: Mapping[str, int] = field(default_factory=dict)
 
 
 def _folded_backlog(backlog: Sequence[QueueBacklog]) -> list[QueueBacklog]:
@@ -231,7 +232,18 @@ def store_families(snapshot: StoreSnapshot) -> list[Metric]:
     )
     for beat in snapshot.heartbeats:
         beats.add_metric([beat.worker_id], beat.age_seconds)
-    return [up, jobs, depth, age, workers, beats]
+    unserved = GaugeMetricFamily(
+        "taskmill_queued_jobs_without_worker",
+        "Queued jobs whose task type no live worker runs (they wait until one does), by "
+        f"task type (the {MAX_QUEUE_LABELS} largest; the rest summed as {OTHER!r}).",
+        labels=["task_type"],
+    )
+    ranked = sorted(snapshot.unserved.items(), key=lambda item: (-item[1], item[0]))
+    for task_type, count in ranked[:MAX_QUEUE_LABELS]:
+        unserved.add_metric([task_type], count)
+    if rest := ranked[MAX_QUEUE_LABELS:]:
+        unserved.add_metric([OTHER], sum(count for _, count in rest))
+    return [up, jobs, depth, age, workers, beats, unserved]
 
 
 class _Families(Collector):

@@ -4,6 +4,7 @@ was lost are published again, silent workers are marked dead."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ class FailureWatcherConfig:
     worker_dead_after_seconds: float = 25.0
     requeue_after_seconds: float = 30.0
     actor: str = "failure-watcher"
+    # How often to look for queued jobs of a task type no live worker runs (a count over
+    # the queued jobs: not every round).
+    unserved_check_seconds: float = 60.0
 
 
 class FailureWatcher:
@@ -41,6 +45,7 @@ class FailureWatcher:
         self.config = config
         self.on_rescued = on_rescued
         self._republished: dict[str, float] = {}
+        self._unserved_checked = -math.inf
 
     async def run_once(self) -> int:
         """One round of each duty; return how many jobs it touched."""
@@ -50,7 +55,23 @@ class FailureWatcher:
             log.warning("workers marked dead (their jobs are rescued now): %s", ", ".join(dead))
         touched = await self._expire_leases()
         touched += await self._republish_stuck()
+        await self._warn_unserved()
         return touched
+
+    async def _warn_unserved(self) -> None:
+        """Say when queued jobs have a task type no live worker runs: they would otherwise
+        wait without a word (the API's job and /stats, /metrics and the UI say it too)."""
+        now = time.monotonic()
+        if now - self._unserved_checked < self.config.unserved_check_seconds:
+            return
+        self._unserved_checked = now
+        for task_type, count in sorted((await self.store.unserved_task_types()).items()):
+            log.warning(
+                "%d queued jobs of task type %r wait: no live worker runs it "
+                "(start a worker whose app registers it, or cancel them)",
+                count,
+                task_type,
+            )
 
     async def _expire_leases(self) -> int:
         expired = await self.store.expire_leases(

@@ -87,6 +87,16 @@ class Jobs:
     async def get(self, merchant_id: MerchantScope, job_id: str) -> Job:
         return await self.store.get_job(merchant_id, job_id)
 
+    async def waiting_reason(self, job: Job) -> str | None:
+        """Why ``job`` will not start, if taskmill can tell: it is queued and no live
+        worker runs its task type (``None`` otherwise)."""
+        if job.status is not JobStatus.QUEUED:
+            return None
+        served = await self.store.live_task_types()
+        if served is None or job.task_type in served:
+            return None
+        return f"no live worker runs task type {job.task_type!r}: it waits until one does"
+
     async def list(self, merchant_id: MerchantScope, flt: JobFilter) -> builtins.list[Job]:
         return await self.store.list_jobs(merchant_id, flt)
 

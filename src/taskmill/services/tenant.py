@@ -57,6 +57,9 @@ class TenantScope:
     async def get_job(self, job_id: str) -> Job:
         return await self._jobs.get(self.merchant_id, job_id)
 
+    async def waiting_reason(self, job: Job) -> str | None:
+        return await self._jobs.waiting_reason(job)
+
     async def list_jobs(self, flt: JobFilter) -> list[Job]:
         return await self._jobs.list(self.merchant_id, flt)
 

@@ -301,6 +301,7 @@ class Worker:
             self.config.pid,
             self.config.queues,
             self.config.concurrency,
+            self.executor.registry.names(),
         )
         for definition in self.executor.registry:
             if definition.on_worker_start is not None:

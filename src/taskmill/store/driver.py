@@ -14,7 +14,7 @@ from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import Job, JobFilter, JobRun
 from taskmill.core.templates import Template
-from taskmill.core.tenants import ApiKey, Merchant, MerchantScope
+from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope
 from taskmill.store import (
     claims,
     dependencies,
@@ -237,8 +237,9 @@ class SqlStore:
         pid: int,
         queues: Sequence[str],
         concurrency: int,
+        task_types: Sequence[str],
     ) -> None:
-        await workers.register(self.db, worker_id, hostname, pid, queues, concurrency)
+        await workers.register(self.db, worker_id, hostname, pid, queues, concurrency, task_types)
 
     async def worker_beat(self, worker_id: str) -> None:
         await workers.beat(self.db, worker_id)
@@ -251,6 +252,13 @@ class SqlStore:
 
     async def list_workers(self) -> list[workers.WorkerInfo]:
         return await workers.list_workers(self.db)
+
+    async def live_task_types(self) -> set[str] | None:
+        return await workers.live_task_types(self.db)
+
+    async def unserved_task_types(self) -> dict[str, int]:
+        async with self.db.read() as conn:
+            return await stats.unserved(conn, ALL_MERCHANTS)
 
     # -- tenants ----------------------------------------------------------------------
 

@@ -218,6 +218,7 @@ class Store(Protocol):
         pid: int,
         queues: Sequence[str],
         concurrency: int,
+        task_types: Sequence[str],
     ) -> None: ...
 
     async def worker_beat(self, worker_id: str) -> None: ...
@@ -227,6 +228,14 @@ class Store(Protocol):
     async def mark_dead_workers(self, silent_for_seconds: float) -> list[str]: ...
 
     async def list_workers(self) -> list[WorkerInfo]: ...
+
+    async def live_task_types(self) -> set[str] | None:
+        """The task types some live worker runs; ``None``: a live worker did not say."""
+        ...
+
+    async def unserved_task_types(self) -> dict[str, int]:
+        """Queued jobs (every merchant's) per task type that no live worker runs."""
+        ...
 
     # -- tenants ----------------------------------------------------------------------
 

@@ -203,6 +203,8 @@ workers = Table(
     Column("pid", Integer, nullable=False),
     Column("queues", json_type(), nullable=False),
     Column("concurrency", Integer, nullable=False),
+    # The task types it runs; NULL for a worker from before revision 0005 (unknown).
+    Column("task_types", json_type(), nullable=True),
     Column("status", String(20), nullable=False),
     Column("started_at", UtcDateTime(), nullable=False),
     Column("heartbeat_at", UtcDateTime(), nullable=False),

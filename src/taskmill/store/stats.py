@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
@@ -73,6 +73,8 @@ class SystemStats:
     backlog: list[Backlog]
     workers_by_status: dict[str, int]
     heartbeats: list[Heartbeat]
+    unserved: dict[str, int] = field(default_factory=dict)
+    """Queued jobs per task type that no live worker runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,8 @@ class MerchantStats:
     start_lag: StartLag
     truncated: bool
     now: datetime
+    unserved: dict[str, int] = field(default_factory=dict)
+    """The merchant's queued jobs per task type that no live worker runs."""
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
@@ -113,6 +117,26 @@ def _due(now: datetime) -> ColumnElement[bool]:
         jobs.c.status == JobStatus.QUEUED,
         and_(jobs.c.status == JobStatus.SCHEDULED, jobs.c.run_at <= now),
     )
+
+
+async def unserved(conn: AsyncConnection, merchant_id: MerchantScope) -> dict[str, int]:
+    """Queued jobs per task type that no live worker runs (they would wait forever):
+    empty while a live worker has not said which types it runs (it may run any)."""
+    live = select(workers.c.task_types).where(workers.c.status == WorkerStatus.ALIVE.value)
+    lists = (await conn.execute(live)).scalars().all()
+    if any(types is None for types in lists):
+        return {}
+    served = {task_type for types in lists for task_type in types}
+    stmt = (
+        select(jobs.c.task_type, func.count())
+        .where(jobs.c.status == JobStatus.QUEUED)
+        .group_by(jobs.c.task_type)
+    )
+    if merchant_id is not ALL_MERCHANTS:
+        stmt = stmt.where(jobs.c.merchant_id == merchant_id)
+    return {
+        task_type: n for task_type, n in (await conn.execute(stmt)).all() if task_type not in served
+    }
 
 
 def _age(now: datetime, since: datetime | None) -> float:
@@ -158,7 +182,8 @@ async def system_stats(db: Database, *, now: datetime) -> SystemStats:
             Heartbeat(row.id, _age(row.db_now, row.heartbeat_at))
             for row in (await conn.execute(beats_stmt)).all()
         ]
-    return SystemStats(unfinished, backlog, by_status, heartbeats)
+        waiting = await unserved(conn, ALL_MERCHANTS)
+    return SystemStats(unfinished, backlog, by_status, heartbeats, waiting)
 
 
 async def merchant_stats(db: Database, merchant_id: str, *, now: datetime) -> MerchantStats:
@@ -177,6 +202,7 @@ async def merchant_stats(db: Database, merchant_id: str, *, now: datetime) -> Me
         start = db_now.replace(second=0, microsecond=0) - timedelta(minutes=WINDOW_MINUTES - 1)
         finished, truncated = await _recent_finishes(conn, merchant_id, start)
         lag = await _start_lag(conn, merchant_id)
+        waiting = await unserved(conn, merchant_id)
     per_minute = _per_minute(finished, start)
     totals = {name: sum(m.counts[name] for m in per_minute) for name in SERIES_NAMES}
     return MerchantStats(
@@ -188,6 +214,7 @@ async def merchant_stats(db: Database, merchant_id: str, *, now: datetime) -> Me
         start_lag=lag,
         truncated=truncated,
         now=db_now,
+        unserved=waiting,
     )
 
 

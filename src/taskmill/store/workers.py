@@ -31,6 +31,7 @@ class WorkerInfo:
     started_at: datetime
     heartbeat_at: datetime
     stopped_at: datetime | None
+    task_types: list[str] | None = None  # None: not said (a worker older than 0005)
 
 
 def _to_worker(row: Row[Any]) -> WorkerInfo:
@@ -45,11 +46,18 @@ def _to_worker(row: Row[Any]) -> WorkerInfo:
         started_at=m["started_at"],
         heartbeat_at=m["heartbeat_at"],
         stopped_at=m["stopped_at"],
+        task_types=None if m["task_types"] is None else list(m["task_types"]),
     )
 
 
 async def register(
-    db: Database, worker_id: str, hostname: str, pid: int, queues: Sequence[str], concurrency: int
+    db: Database,
+    worker_id: str,
+    hostname: str,
+    pid: int,
+    queues: Sequence[str],
+    concurrency: int,
+    task_types: Sequence[str] | None = None,
 ) -> None:
     """Record a starting worker (its heartbeat starts now, on the database clock).
 
@@ -61,6 +69,7 @@ async def register(
         "pid": pid,
         "queues": list(queues),
         "concurrency": concurrency,
+        "task_types": None if task_types is None else sorted(task_types),
         "status": WorkerStatus.ALIVE.value,
         "started_at": now,
         "heartbeat_at": now,
@@ -104,6 +113,17 @@ async def mark_dead(db: Database, silent_for_seconds: float) -> list[str]:
     )
     async with db.transaction() as conn:
         return list((await conn.execute(stmt)).scalars().all())
+
+
+async def live_task_types(db: Database) -> set[str] | None:
+    """The task types some live worker runs; ``None`` if a live worker did not say which
+    (it may run any)."""
+    stmt = select(workers.c.task_types).where(workers.c.status == WorkerStatus.ALIVE.value)
+    async with db.read() as conn:
+        lists = (await conn.execute(stmt)).scalars().all()
+    if any(types is None for types in lists):
+        return None
+    return {task_type for types in lists for task_type in types}
 
 
 async def list_workers(db: Database) -> list[WorkerInfo]:

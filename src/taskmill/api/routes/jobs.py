@@ -107,7 +107,12 @@ async def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut, responses=errors(404, *AUTHENTICATED))
 async def get_job(job_id: str, tenant: JobsRead) -> JobOut:
-    return JobOut.model_validate(await tenant.get_job(job_id))
+    """The job; ``waiting_reason`` says when it will not start (no live worker runs its
+    task type)."""
+    job = await tenant.get_job(job_id)
+    out = JobOut.model_validate(job)
+    out.waiting_reason = await tenant.waiting_reason(job)
+    return out
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=errors(404, 409, *WRITE, *BODY))

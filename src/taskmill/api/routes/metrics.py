@@ -60,6 +60,7 @@ async def _snapshot(runtime: Runtime) -> metrics.StoreSnapshot:
         ],
         workers_by_status=found.workers_by_status,
         heartbeats=[metrics.WorkerHeartbeat(h.worker_id, h.age_seconds) for h in found.heartbeats],
+        unserved=found.unserved,
     )
 
 

@@ -49,6 +49,11 @@ class StatsOut(BaseModel):
     truncated: bool = Field(
         description="The window had more events than one request scans; totals are partial."
     )
+    unserved_task_types: dict[str, int] = Field(
+        default_factory=dict,
+        description="Queued jobs per task type that no live worker runs: they wait until "
+        "a worker that registered the type starts.",
+    )
 
 
 @router.get("/stats", response_model=StatsOut, responses=errors(*AUTHENTICATED))
@@ -69,4 +74,5 @@ async def get_stats(tenant: JobsRead) -> StatsOut:
             samples=lag.samples, p50_seconds=lag.p50, p95_seconds=lag.p95, max_seconds=lag.max
         ),
         truncated=found.truncated,
+        unserved_task_types=found.unserved,
     )

@@ -1,7 +1,7 @@
 // One job: its facts, actions (cancel, retry), every attempt and its event timeline.
 
 import { ApiError, get, post } from "./api.js";
-import { absolute, between, clear, duration, empty, h, json, pill, relative } from "./dom.js";
+import { absolute, between, clear, duration, empty, h, json, notice, pill, relative } from "./dom.js";
 
 const CANCELLABLE = ["scheduled", "queued", "running"];
 
@@ -138,7 +138,9 @@ export function mount(container, { id }, app) {
       ? h("section", { class: "panel" }, h("h2", {}, "Last error"), h("pre", { class: "json error" }, job.last_error)) : null;
     const cancelled = job.cancel_reason
       ? h("section", { class: "panel" }, h("h2", {}, "Cancelled"), h("p", {}, job.cancel_reason)) : null;
+    const stuck = job.waiting_reason ? notice("warn", `Waiting: ${job.waiting_reason}.`) : null;
     const sections = [
+      stuck,
       h("section", { class: "panel" }, facts(job)),
       problem, cancelled,
       h("div", { class: "grid two" },

@@ -76,6 +76,9 @@ export function mount(container) {
       const alive = workers ? workers.filter((w) => w.status === "alive").length : null;
       clear(body);
       if (stats.truncated) body.append(notice("warn", "More happened in the last hour than one refresh reads; the hourly numbers are partial."));
+      for (const [taskType, count] of Object.entries(stats.unserved_task_types || {})) {
+        body.append(notice("warn", `${count} queued job${count === 1 ? "" : "s"} of task type “${taskType}” wait: no live worker runs it. Start a worker whose app registers it, or cancel them.`));
+      }
       body.append(...cards(stats, alive), charts(stats));
     },
   };
