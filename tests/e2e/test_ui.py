@@ -4,10 +4,12 @@ switch, a cancel, and a bad key. Screenshots go to ``test-artifacts/ui/``."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
 
+from taskmill.store.database import Database
+from taskmill.store.jobs import NewJob, create_job
 from tests import backends
 from tests.e2e.test_cli import ROOT, _env, _taskmill, free_port, running
 
@@ -39,6 +43,7 @@ class Server:
     key: str
     log: Path
     effects: Path
+    database_url: str = ""
     ids: dict[str, str] = field(default_factory=dict)
 
     def client(self) -> httpx.Client:
@@ -127,7 +132,7 @@ def server(migrated_sqlite: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
         poll(up)
         key = created.stdout.decode().strip()
-        found = Server(url, key, workdir / "taskmill.log", workdir / "effects.log")
+        found = Server(url, key, workdir / "taskmill.log", workdir / "effects.log", sqlite_url)
         _seed(found)
         yield found
 
@@ -352,3 +357,30 @@ def test_api_explorer_works_without_internet(page: Page, server: Server) -> None
     expect(page.locator(".opblock-summary-path", has_text="/jobs/{job_id}").first).to_be_visible()
     shot(page, "api-explorer-offline")
     assert outside == []
+
+
+async def _insert_queued(database_url: str, task_type: str) -> str:
+    """A queued job of a type the running app does not know (as one created by an app of
+    another version): the API refuses to create it, so it goes in through the store."""
+    db = Database.from_url(database_url)
+    try:
+        now = datetime.now(UTC)
+        created = await create_job(
+            db, NewJob(task_type, now), actor="test", now=now, queue_if_due=True
+        )
+        return created.job.id
+    finally:
+        await db.close()
+
+
+def test_ui_warns_of_jobs_no_worker_runs(page: Page, server: Server) -> None:
+    job_id = asyncio.run(_insert_queued(server.database_url, "nobody-runs-this"))
+    try:
+        sign_in(page, server.key)
+        expect(page.get_by_text("of task type “nobody-runs-this” wait")).to_be_visible()
+        shot(page, "overview-unserved-task-type")
+        page.goto(f"/ui#/jobs/{job_id}")
+        expect(page.get_by_text("Waiting: no live worker runs task type")).to_be_visible()
+    finally:
+        with server.client() as client:
+            assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
