@@ -8,6 +8,7 @@ import asyncio
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -374,7 +375,11 @@ async def _insert_queued(database_url: str, task_type: str) -> str:
 
 
 def test_ui_warns_of_jobs_no_worker_runs(page: Page, server: Server) -> None:
-    job_id = asyncio.run(_insert_queued(server.database_url, "nobody-runs-this"))
+    # Playwright's loop runs in this thread: the store's coroutine gets a thread of its own.
+    with ThreadPoolExecutor(1) as thread:
+        job_id = thread.submit(
+            asyncio.run, _insert_queued(server.database_url, "nobody-runs-this")
+        ).result()
     try:
         sign_in(page, server.key)
         expect(page.get_by_text("of task type “nobody-runs-this” wait")).to_be_visible()

@@ -62,7 +62,6 @@ def _routed_app() -> FastAPI:
         openapi_url="/openapi.json",
         redoc_url=None,
         static_url=DOCS_ASSETS,
-        favicon_url="/ui/favicon.svg",
     )
     for router in ROUTERS:
         app.include_router(router)
