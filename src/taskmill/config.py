@@ -49,7 +49,7 @@ class _Section(BaseModel):
 
 class DatabaseSettings(_Section):
     url: str = "sqlite:///taskmill.db"
-    pool_size: int = Field(default=10, gt=0)
+    pool_size: int = Field(default=10, gt=0, le=1000)
     migrate_on_start: bool = True
     connect_timeout_seconds: float = Field(default=60.0, ge=0, le=3600)
     """How long a process keeps retrying its first connection (with backoff, logging each
