@@ -28,7 +28,7 @@ from taskmill.core.jobs import UNFINISHED_STATUSES, JobStatus
 from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.store.database import Database
 from taskmill.store.schema import events, jobs, workers
-from taskmill.store.workers import WorkerStatus
+from taskmill.store.workers import WorkerStatus, live_task_types_in
 
 EVENT_SCAN_LIMIT = 50_000
 LAG_SCAN_LIMIT = 500
@@ -122,11 +122,9 @@ def _due(now: datetime) -> ColumnElement[bool]:
 async def unserved(conn: AsyncConnection, merchant_id: MerchantScope) -> dict[str, int]:
     """Queued jobs per task type that no live worker runs (they would wait forever):
     empty while a live worker has not said which types it runs (it may run any)."""
-    live = select(workers.c.task_types).where(workers.c.status == WorkerStatus.ALIVE.value)
-    lists = (await conn.execute(live)).scalars().all()
-    if any(types is None for types in lists):
+    served = await live_task_types_in(conn)
+    if served is None:
         return {}
-    served = {task_type for types in lists for task_type in types}
     stmt = (
         select(jobs.c.task_type, func.count())
         .where(jobs.c.status == JobStatus.QUEUED)

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.store.database import Database
 from taskmill.store.schema import workers
@@ -118,9 +119,14 @@ async def mark_dead(db: Database, silent_for_seconds: float) -> list[str]:
 async def live_task_types(db: Database) -> set[str] | None:
     """The task types some live worker runs; ``None`` if a live worker did not say which
     (it may run any)."""
-    stmt = select(workers.c.task_types).where(workers.c.status == WorkerStatus.ALIVE.value)
     async with db.read() as conn:
-        lists = (await conn.execute(stmt)).scalars().all()
+        return await live_task_types_in(conn)
+
+
+async def live_task_types_in(conn: AsyncConnection) -> set[str] | None:
+    """:func:`live_task_types` in the caller's transaction."""
+    stmt = select(workers.c.task_types).where(workers.c.status == WorkerStatus.ALIVE.value)
+    lists = (await conn.execute(stmt)).scalars().all()
     if any(types is None for types in lists):
         return None
     return {task_type for types in lists for task_type in types}
