@@ -179,6 +179,11 @@ class ClaimParams:
     max_running_per_merchant: int | None = None
 
 
+def nothing_to_claim(params: ClaimParams) -> bool:
+    """A worker with no free slot, no task type or no queue claims nothing."""
+    return params.limit <= 0 or not params.task_types or not params.queues
+
+
 # Highest priority first, then oldest (the id breaks ties, so the order is total).
 CLAIM_ORDER = (jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
 
@@ -246,7 +251,7 @@ async def claim(db: Database, params: ClaimParams) -> list[Job]:
 
     Highest priority first, then oldest. Never blocks on rows another claimer holds.
     """
-    if params.limit <= 0 or not params.task_types or not params.queues:
+    if nothing_to_claim(params):
         return []
     cap = params.max_running_per_merchant
     now = db.dialect.db_now()

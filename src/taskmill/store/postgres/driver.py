@@ -38,7 +38,7 @@ class PostgresStore(SqlStore):
         return await self.pg.write(in_turn)
 
     async def claim(self, params: claims.ClaimParams) -> list[Job]:
-        if params.limit <= 0 or not params.task_types or not params.queues:
+        if claims.nothing_to_claim(params):
             return []
         cap = params.max_running_per_merchant
         if cap is None:
