@@ -55,6 +55,28 @@ class DatabaseSettings(_Section):
     """How long a process keeps retrying its first connection (with backoff, logging each
     try) before it gives up: services started before the database, or during its restart,
     wait for it instead of exiting. 0: give up at the first failure."""
+    transaction_pooler: bool = False
+    """``url`` reaches PostgreSQL through PgBouncer (or another pooler) in transaction
+    pooling mode: no prepared statement outlives its transaction, and the wake-up
+    listener connects to ``listen_url``, since a pooler cannot keep a ``LISTEN``."""
+    listen_url: str | None = None
+    """A direct URL to PostgreSQL for the wake-up listener (``LISTEN``). Unset: ``url``,
+    or, with ``transaction_pooler``, no listener: processes then see work queued by
+    other processes at their next poll."""
+
+    @field_validator("listen_url")
+    @classmethod
+    def _listen_on_postgresql(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (the listener is PostgreSQL's)")
+        return value
+
+    @property
+    def listener_url(self) -> str | None:
+        """Where the wake-up listener connects; ``None``: nowhere (poll instead)."""
+        if self.listen_url is not None:
+            return self.listen_url
+        return None if self.transaction_pooler else self.url
 
 
 class BrokerSettings(_Section):

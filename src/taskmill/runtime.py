@@ -132,7 +132,11 @@ class Runtime:
             registry.add(definition)
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
-        self.db = Database.from_url(settings.database.url, pool_size=settings.database.pool_size)
+        self.db = Database.from_url(
+            settings.database.url,
+            pool_size=settings.database.pool_size,
+            transaction_pooler=settings.database.transaction_pooler,
+        )
         self.store = store_for(self.db)
         worker_config = self._worker_config()
         self.broker = build_broker(settings, worker_config.worker_id)
@@ -286,25 +290,25 @@ class Runtime:
         it through the cancel's PostgreSQL notification)."""
         self.worker.notify_lost(job_id, f"cancelled: {reason}")
 
-    def _listener(self) -> ServiceMain:
+    def _listener(self, url: str) -> ServiceMain:
         async def main(stop: asyncio.Event) -> None:
             log.info("listening for PostgreSQL notifications")
-            await listener.listen(
-                self.settings.database.url, notify.CHANNELS, self._on_notify, stop
-            )
+            await listener.listen(url, notify.CHANNELS, self._on_notify, stop)
 
         return main
 
     def services(self, only: Collection[str] | None = None) -> dict[str, ServiceMain]:
         """Every service (``taskmill run``), or those named in ``only`` (one per process:
         ``taskmill executor`` and the like). On PostgreSQL a notification listener joins
-        them, so work queued by other processes is seen at once. Without ``only``,
+        them, so work queued by other processes is seen at once (not behind a transaction
+        pooler without ``database.listen_url``: polls only). Without ``only``,
         ``worker.enabled`` and ``scheduler.enabled`` say which services run."""
         if only is None:
             only = self._enabled_services()
         chosen = {k: v for k, v in self._all_services().items() if k in only}
-        if self.store.notifies and set(chosen) - {"failure-watcher"}:
-            chosen["pg-listener"] = self._listener()
+        listen_url = self.settings.database.listener_url
+        if self.store.notifies and listen_url and set(chosen) - {"failure-watcher"}:
+            chosen["pg-listener"] = self._listener(listen_url)
         return chosen
 
     def _enabled_services(self) -> set[str]:

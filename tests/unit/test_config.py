@@ -312,3 +312,19 @@ def test_load_settings_unparsable_list_variable_is_config_error(
     monkeypatch.setenv("TASKMILL_WORKER__QUEUES", "a,b")
     with pytest.raises(ConfigError, match="environment"):
         load_settings()
+
+
+def test_listener_connects_to_listen_url_or_url_unless_behind_a_transaction_pooler() -> None:
+    direct = "postgresql://db:5432/app"
+    pooled = "postgresql://pgbouncer:6432/app"
+    assert load_settings(database={"url": direct}).database.listener_url == direct
+    behind = {"url": pooled, "transaction_pooler": True}
+    assert load_settings(database=behind).database.listener_url is None
+    with_listen = load_settings(database=behind | {"listen_url": direct}).database
+    assert with_listen.listener_url == direct
+
+
+def test_listen_url_must_be_postgresql() -> None:
+    with pytest.raises(ConfigError, match="listen_url") as raised:
+        load_settings(database={"listen_url": "redis://localhost:6379"})
+    assert "postgresql://" in str(raised.value)

@@ -132,7 +132,9 @@ def db_upgrade(env: EnvOption = None, config_dir: ConfigDirOption = None) -> Non
         configure_logging(settings.logging.level, settings.logging.format)
 
         async def upgrade() -> str | None:
-            db = Database.from_url(settings.database.url)
+            db = Database.from_url(
+                settings.database.url, transaction_pooler=settings.database.transaction_pooler
+            )
             try:
                 await migrate.upgrade(db)
                 return await migrate.current_revision(db)
@@ -150,7 +152,9 @@ def db_current(env: EnvOption = None, config_dir: ConfigDirOption = None) -> Non
         settings = load_settings(env, config_dir)
 
         async def current() -> str | None:
-            db = Database.from_url(settings.database.url)
+            db = Database.from_url(
+                settings.database.url, transaction_pooler=settings.database.transaction_pooler
+            )
             try:
                 return await migrate.current_revision(db)
             finally:

@@ -39,13 +39,16 @@ class Database:
         return (self.engine.sync_engine,)
 
     @classmethod
-    def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
-        """The driver's database handle for ``url``."""
+    def from_url(
+        cls, url: str, *, pool_size: int = 10, transaction_pooler: bool = False
+    ) -> Database:
+        """The driver's database handle for ``url`` (``transaction_pooler``: reached
+        through PgBouncer in transaction pooling mode; see ``engine.create_engine``)."""
         # Imported here: the drivers' handles are subclasses of this one.
         from taskmill.store.postgres.database import PostgresDatabase
         from taskmill.store.sqlite.database import SQLiteDatabase
 
-        engine = create_engine(url, pool_size=pool_size)
+        engine = create_engine(url, pool_size=pool_size, transaction_pooler=transaction_pooler)
         if engine.dialect.name == "sqlite":
             return SQLiteDatabase(engine)
         return PostgresDatabase(engine)

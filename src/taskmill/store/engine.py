@@ -32,12 +32,18 @@ def async_url(url: str) -> str:
     raise ConfigError(f"database.url: unsupported database {backend!r} (use sqlite or postgresql)")
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine for ``url`` with taskmill's connection settings."""
+def create_engine(
+    url: str, *, pool_size: int = 10, transaction_pooler: bool = False
+) -> AsyncEngine:
+    """An async engine for ``url`` with taskmill's connection settings;
+    ``transaction_pooler``: ``url`` reaches PostgreSQL through PgBouncer (or another
+    pooler) in transaction pooling mode (``TRANSACTION_POOLER_ARGS``)."""
     full = async_url(url)
     if full.startswith("sqlite"):
         return _sqlite_engine(full)
     full, connect_args = _server_settings(full)
+    if transaction_pooler:
+        connect_args |= TRANSACTION_POOLER_ARGS
     try:
         engine = create_async_engine(
             full, pool_size=pool_size, max_overflow=pool_size, connect_args=connect_args
@@ -77,6 +83,18 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
 
     event.listen(sync, "checkin", checked_in)
     event.listen(sync, "checkout", checked_out)
+
+
+# A transaction pooler hands each transaction (each autocommit statement) to whichever
+# server connection is free, so a named prepared statement made on one is missing, or
+# already taken under the same name, on the next: asyncpg's statement cache is off (its
+# statements go unnamed, parsed again where they run) and SQLAlchemy's too, and the
+# statements SQLAlchemy prepares are unnamed (prepared and run in one transaction).
+TRANSACTION_POOLER_ARGS: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": lambda: "",
+}
 
 
 # libpq URL parameters that are server settings; asyncpg takes them as ``server_settings``

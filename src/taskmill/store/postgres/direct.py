@@ -115,7 +115,9 @@ async def _run(
         listener(None, None, compiled.sql, tuple(arguments), None, False)
     try:
         if compiled.columns is None:
-            prepared = await driver.prepare(compiled.sql)
+            # Unnamed: only its description is wanted, and a named one would outlive
+            # it on a server connection a transaction pooler may give another client.
+            prepared = await driver.prepare(compiled.sql, name="")
             compiled.learn_columns([a.type.oid for a in prepared.get_attributes()])
         return list(await driver.fetch(compiled.sql, *arguments))
     except Exception as exc:
