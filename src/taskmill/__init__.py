@@ -34,6 +34,7 @@ from taskmill.core.jobs import (
     RunOutcome,
     ScheduleType,
 )
+from taskmill.core.queues import QueuePause
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template
 
@@ -55,6 +56,7 @@ __all__ = [
     "MisfirePolicy",
     "NotFound",
     "OverlapPolicy",
+    "QueuePause",
     "QuotaExceeded",
     "Retry",
     "RunOutcome",

@@ -16,6 +16,7 @@ from taskmill.core.dependencies import JobDependencies
 from taskmill.core.errors import NotFound, ValidationError
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, DependencyFailurePolicy, Job, JobFilter, JobRun
+from taskmill.core.queues import QueuePause
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.templates import FirePreview, MisfirePolicy, OverlapPolicy, Template
 from taskmill.core.tenants import ALL_MERCHANTS
@@ -297,3 +298,17 @@ class Taskmill:
     async def retry(self, job_id: str) -> Job:
         """Give a failed job one more attempt, now."""
         return await (await self.open()).jobs.retry(ALL_MERCHANTS, job_id, actor=_ACTOR)
+
+    async def pause_queue(self, name: str) -> QueuePause:
+        """Pause queue ``name`` for every executor of this database (within a second): its
+        jobs stay queued or scheduled, running ones finish. Survives restarts."""
+        jobs = (await self.open()).jobs
+        return await jobs.pause_queue(name, merchant_id=DEFAULT_MERCHANT_ID, actor=_ACTOR)
+
+    async def resume_queue(self, name: str) -> bool:
+        """Resume queue ``name``; ``False`` if it was not paused."""
+        jobs = (await self.open()).jobs
+        return await jobs.resume_queue(name, merchant_id=DEFAULT_MERCHANT_ID, actor=_ACTOR)
+
+    async def paused_queues(self) -> builtins.list[QueuePause]:
+        return await (await self.open()).jobs.paused_queues()

@@ -16,7 +16,16 @@ from taskmill.api.auth import Authenticator, FailureLimiter
 from taskmill.api.limits import RequestLimits
 from taskmill.api.options import AllowOptions
 from taskmill.api.quota import MerchantQuota
-from taskmill.api.routes import admin, events, health, jobs, metrics, stats, templates
+from taskmill.api.routes import (
+    admin,
+    events,
+    health,
+    jobs,
+    metrics,
+    queue_pauses,
+    stats,
+    templates,
+)
 from taskmill.api.tracing import RequestSpans
 from taskmill.runtime import Runtime
 from taskmill.ui import ui_router
@@ -39,6 +48,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     stats.router,
     metrics.router,
+    queue_pauses.router,
 )
 
 

@@ -331,6 +331,15 @@ class WorkerOut(_Response):
     stopped_at: datetime | None
 
 
+class QueuePauseOut(_Response):
+    """A queue's pause state: ``paused_at`` and ``paused_by`` (the key) while paused."""
+
+    name: str
+    paused: bool
+    paused_at: datetime | None = None
+    paused_by: str | None = None
+
+
 class MerchantCreate(_Request):
     name: Name
 

@@ -27,6 +27,8 @@ class EventType(enum.StrEnum):
     TEMPLATE_DELETED = "template.deleted"
     TEMPLATE_TICK_SKIPPED = "template.tick_skipped"
     TEMPLATE_ERROR = "template.error"
+    QUEUE_PAUSED = "queue.paused"
+    QUEUE_RESUMED = "queue.resumed"
     API_KEY_CREATED = "api_key.created"
     API_KEY_REVOKED = "api_key.revoked"
 

@@ -22,6 +22,7 @@ from taskmill.core.dependencies import JobDependencies
 from taskmill.core.errors import NotFound
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import Job, JobFilter, JobRun, JobStatus
+from taskmill.core.queues import QueuePause, check_queue_name
 from taskmill.core.templates import FirePreview, Template
 from taskmill.core.tenants import MerchantScope
 from taskmill.services.scheduling import Scheduled, Scheduler, ScheduleRequest
@@ -88,8 +89,12 @@ class Jobs:
         return await self.store.get_job(merchant_id, job_id)
 
     async def waiting_reason(self, job: Job) -> str | None:
-        """Why ``job`` will not start, if taskmill can tell: it is queued and no live
-        worker runs its task type (``None`` otherwise)."""
+        """Why ``job`` will not start, if taskmill can tell: its queue is paused, or it is
+        queued and no live worker runs its task type (``None`` otherwise)."""
+        if job.status in (JobStatus.SCHEDULED, JobStatus.QUEUED) and job.queue in {
+            p.name for p in await self.store.paused_queues()
+        }:
+            return f"queue {job.queue!r} is paused: its jobs wait until it is resumed"
         if job.status is not JobStatus.QUEUED:
             return None
         served = await self.store.live_task_types()
@@ -137,6 +142,26 @@ class Jobs:
     async def workers(self) -> builtins.list[WorkerInfo]:
         """Workers are shared infrastructure: every tenant sees them (no tenant data)."""
         return await self.store.list_workers()
+
+    # -- queues -----------------------------------------------------------------------
+
+    async def pause_queue(self, name: str, *, merchant_id: str, actor: str) -> QueuePause:
+        """Pause ``name`` for every executor: its jobs stay queued (or scheduled) and
+        running ones finish; executors notice within a second. Pausing twice is one pause."""
+        check_queue_name(name, "name")
+        return await self.store.pause_queue(
+            name, merchant_id=merchant_id, actor=actor, now=self.clock.now()
+        )
+
+    async def resume_queue(self, name: str, *, merchant_id: str, actor: str) -> bool:
+        """Resume ``name``; ``False`` if it was not paused."""
+        check_queue_name(name, "name")
+        return await self.store.resume_queue(
+            name, merchant_id=merchant_id, actor=actor, now=self.clock.now()
+        )
+
+    async def paused_queues(self) -> builtins.list[QueuePause]:
+        return await self.store.paused_queues()
 
     # -- templates --------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import Job, JobFilter, JobRun
+from taskmill.core.queues import QueuePause
 from taskmill.core.templates import FirePreview, Template
 from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope, Scope
 from taskmill.services.api_keys import ApiKeys, IssuedKey
@@ -104,11 +105,15 @@ class TenantScope:
         """Workers are shared infrastructure: every tenant sees them (no tenant data)."""
         return await self._jobs.workers()
 
+    async def paused_queues(self) -> list[QueuePause]:
+        """Paused queues are shared infrastructure, like workers: every tenant sees them."""
+        return await self._jobs.paused_queues()
+
     def admin(self) -> AdminScope:
         """Cross-tenant management, for keys with the ``admin`` scope only."""
         if Scope.ADMIN not in self.scopes:
             raise PermissionError("admin scope required")
-        return AdminScope(self.actor, self._jobs, self._api_keys)
+        return AdminScope(self.merchant_id, self.actor, self._jobs, self._api_keys)
 
     async def preview(self, template_id: str, count: int) -> list[FirePreview]:
         return await self._jobs.preview(self.merchant_id, template_id, count)
@@ -119,6 +124,7 @@ class AdminScope:
     """What an ``admin`` key may do beyond its own merchant: merchants, keys, and any
     merchant's templates (to find and stop one that floods or breaks the scheduler)."""
 
+    merchant_id: str
     actor: str
     _jobs: Jobs
     _api_keys: ApiKeys
@@ -161,6 +167,13 @@ class AdminScope:
 
     async def delete_template(self, template_id: str) -> None:
         await self._jobs.delete_template(ALL_MERCHANTS, template_id, actor=self.actor)
+
+    async def pause_queue(self, name: str) -> QueuePause:
+        """Pause a queue for every merchant (queues are shared by the workers)."""
+        return await self._jobs.pause_queue(name, merchant_id=self.merchant_id, actor=self.actor)
+
+    async def resume_queue(self, name: str) -> bool:
+        return await self._jobs.resume_queue(name, merchant_id=self.merchant_id, actor=self.actor)
 
     async def revoke_key(self, key_id: str) -> ApiKey:
         return await self._api_keys.revoke(key_id, actor=self.actor)

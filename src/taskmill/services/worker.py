@@ -28,6 +28,10 @@ from taskmill.store.protocol import Attempt, ClaimParams, Failure, Store, Succes
 
 log = logging.getLogger(__name__)
 
+# How stale a worker's list of paused queues may be: a pause (or a resume) reaches every
+# executor and replica within this, for one small read per second per executor.
+PAUSED_QUEUES_REFRESH_SECONDS = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
@@ -83,6 +87,8 @@ class Worker:
         # broker's hints only wake the worker: hints arrive in queue order, and a
         # tenant's backlog would sit in front of everyone else's.
         self._claims_hinted_ids = broker.carries_ids and config.max_running_per_merchant is None
+        self._paused: frozenset[str] = frozenset()
+        self._paused_read_at = -PAUSED_QUEUES_REFRESH_SECONDS
 
     # -- claiming -------------------------------------------------------------
 
@@ -105,6 +111,21 @@ class Worker:
                 limit = min(limit, room)
         return types, limit
 
+    async def open_queues(self) -> tuple[str, ...]:
+        """This worker's queues that are not paused, from a list at most
+        ``PAUSED_QUEUES_REFRESH_SECONDS`` old (the last one read if the store fails)."""
+        now = time.monotonic()
+        if now - self._paused_read_at >= PAUSED_QUEUES_REFRESH_SECONDS:
+            try:
+                paused = frozenset(p.name for p in await self.store.paused_queues())
+            except StoreError as exc:
+                log.warning("could not read the paused queues, keeping the last list: %s", exc)
+            else:
+                if paused != self._paused:
+                    log.info("paused queues: %s", ", ".join(sorted(paused)) or "none")
+                self._paused, self._paused_read_at = paused, now
+        return tuple(q for q in self.config.queues if q not in self._paused)
+
     async def run_once(self, job_ids: Sequence[str] | None = None) -> int:
         """Claim as many jobs as there are free slots and start them; return how many."""
         return len(await self._claim_and_start(job_ids))
@@ -116,7 +137,7 @@ class Worker:
                 worker_id=self.config.worker_id,
                 limit=limit,
                 lease_seconds=self.config.lease_seconds,
-                queues=self.config.queues,
+                queues=await self.open_queues(),
                 task_types=task_types,
                 job_ids=job_ids,
                 max_running_per_merchant=self.config.max_running_per_merchant,
@@ -341,10 +362,15 @@ class Worker:
         """One round: wait for hints (unless work is known to remain), claim, settle the
         hints. Returns whether the claim was full (so more work may be waiting)."""
         free = self.free_slots()
+        queues = await self.open_queues()
+        if not queues:  # every queue paused: look again when the list is next read
+            await unless_stopped(asyncio.sleep(PAUSED_QUEUES_REFRESH_SECONDS), stop)
+            return False
         deliveries: list[Delivery] = []
         if not more or self._claims_hinted_ids:
+            # A paused queue's hints stay in the broker until it is resumed.
             received = await unless_stopped(
-                self.broker.receive(self.config.queues, free, self.config.poll_interval), stop
+                self.broker.receive(queues, free, self.config.poll_interval), stop
             )
             deliveries = received or []
             if not deliveries and self._claims_hinted_ids:

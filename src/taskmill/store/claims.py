@@ -29,7 +29,7 @@ from taskmill.store.database import Database
 from taskmill.store.dependencies import dependencies_met
 from taskmill.store.records import to_job
 from taskmill.store.runs import finish_runs, start_runs
-from taskmill.store.schema import jobs, templates, workers
+from taskmill.store.schema import jobs, queue_pauses, templates, workers
 from taskmill.store.transition import Transition, transition
 from taskmill.store.workers import WorkerStatus
 
@@ -380,13 +380,16 @@ async def expire_leases(db: Database, *, limit: int, actor: str) -> ExpiredLease
 
 
 async def stuck_in_queue(db: Database, *, older_than_seconds: float, limit: int) -> list[Job]:
-    """Jobs ``queued`` for longer than ``older_than_seconds`` (database clock): their
-    broker hint was probably lost."""
+    """Jobs ``queued`` for longer than ``older_than_seconds`` (database clock), in queues
+    not paused: their broker hint was probably lost."""
     stmt = (
         select(jobs)
         .where(
             jobs.c.status == JobStatus.QUEUED,
             jobs.c.queued_at < db.dialect.db_now(-older_than_seconds),
+            # A paused queue's hints wait in the broker: announcing its jobs again at
+            # every round would pile up copies until it is resumed.
+            jobs.c.queue.not_in(select(queue_pauses.c.name)),
         )
         .order_by(jobs.c.queued_at)
         .limit(limit)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import Job, JobFilter, JobRun
+from taskmill.core.queues import QueuePause
 from taskmill.core.templates import Template
 from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope
 from taskmill.store import (
@@ -22,6 +23,7 @@ from taskmill.store import (
     jobs,
     names,
     outcomes,
+    queues,
     runs,
     stats,
     templates,
@@ -259,6 +261,23 @@ class SqlStore:
     async def unserved_task_types(self) -> dict[str, int]:
         async with self.db.read() as conn:
             return await stats.unserved(conn, ALL_MERCHANTS)
+
+    # -- queues -----------------------------------------------------------------------
+
+    async def pause_queue(
+        self, name: str, *, merchant_id: str, actor: str, now: datetime
+    ) -> QueuePause:
+        return await queues.pause_queue(
+            self.db, name, merchant_id=merchant_id, actor=actor, now=now
+        )
+
+    async def resume_queue(self, name: str, *, merchant_id: str, actor: str, now: datetime) -> bool:
+        return await queues.resume_queue(
+            self.db, name, merchant_id=merchant_id, actor=actor, now=now
+        )
+
+    async def paused_queues(self) -> list[QueuePause]:
+        return await queues.paused_queues(self.db)
 
     # -- tenants ----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import Job, JobFilter, JobRun
+from taskmill.core.queues import QueuePause
 from taskmill.core.templates import Template
 from taskmill.core.tenants import ApiKey, Merchant, MerchantScope
 from taskmill.store.claims import ClaimParams, ExpiredLeases
@@ -236,6 +237,20 @@ class Store(Protocol):
     async def unserved_task_types(self) -> dict[str, int]:
         """Queued jobs (every merchant's) per task type that no live worker runs."""
         ...
+
+    # -- queues -----------------------------------------------------------------------
+
+    async def pause_queue(
+        self, name: str, *, merchant_id: str, actor: str, now: datetime
+    ) -> QueuePause:
+        """Pause ``name`` for every worker (an event records who); idempotent."""
+        ...
+
+    async def resume_queue(self, name: str, *, merchant_id: str, actor: str, now: datetime) -> bool:
+        """Resume ``name``; ``False`` if it was not paused."""
+        ...
+
+    async def paused_queues(self) -> list[QueuePause]: ...
 
     # -- tenants ----------------------------------------------------------------------
 

@@ -195,6 +195,15 @@ job_runs = Table(
     UniqueConstraint("job_id", "attempt"),
 )
 
+# A row per paused queue (migration 0006); workers leave its jobs queued.
+queue_pauses = Table(
+    "queue_pauses",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("paused_at", UtcDateTime(), nullable=False),
+    Column("paused_by", String(200), nullable=False),
+)
+
 workers = Table(
     "workers",
     metadata,
