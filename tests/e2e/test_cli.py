@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -207,3 +208,29 @@ def test_db_commands_report_revision(tmp_path: Path, command: list[str]) -> None
     done = subprocess.run(_taskmill(*command), cwd=ROOT, env=env, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (migrate.head_revision() or "").encode() in done.stdout
+
+
+def test_queues_pause_list_resume(tmp_path: Path) -> None:
+    """An operator pauses a queue from the shell, sees it listed, resumes it; a bad name
+    is one line naming the argument and exit code 1."""
+    env = _env(f"sqlite:///{tmp_path / 'fresh.db'}")
+
+    def taskmill(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            _taskmill("queues", *args),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    paused = taskmill("pause", "reports")
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout.startswith("reports paused (since ") and "by cli" in paused.stdout
+    listed = json.loads(taskmill("paused", "--json").stdout)
+    assert [(q["name"], q["paused_by"]) for q in listed] == [("reports", "cli")]
+    assert taskmill("resume", "reports").stdout == "reports resumed\n"
+    bad = taskmill("pause", "no spaces")
+    assert bad.returncode == 1
+    assert "name" in bad.stderr and "Traceback" not in bad.stderr

@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 
-from taskmill.cli.common import ConfigDirOption, EnvOption, errors_to_exit_codes
-from taskmill.config import load_settings
+from taskmill.cli.common import ConfigDirOption, EnvOption, errors_to_exit_codes, with_runtime
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID
 from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Scope
-from taskmill.executors.python import TaskRegistry
 from taskmill.runtime import Runtime
 
 api_keys_cli = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-T = TypeVar("T")
-
-
-def _with_runtime(
-    env: str | None, config_dir: Path | None, work: Callable[[Runtime], Awaitable[T]]
-) -> T:
-    async def main() -> T:
-        runtime = Runtime(load_settings(env, config_dir), TaskRegistry())
-        try:
-            await runtime.open()
-            return await work(runtime)
-        finally:
-            await runtime.close()
-
-    return asyncio.run(main())
 
 
 @api_keys_cli.command("create")
@@ -64,7 +44,7 @@ def create(
         return issued.plaintext
 
     with errors_to_exit_codes():
-        typer.echo(_with_runtime(env, config_dir, work))
+        typer.echo(with_runtime(env, config_dir, work))
 
 
 @api_keys_cli.command("list")
@@ -74,7 +54,7 @@ def list_keys(env: EnvOption = None, config_dir: ConfigDirOption = None) -> None
     async def work(runtime: Runtime) -> list[ApiKey]:
         return await runtime.api_keys.list_keys(ALL_MERCHANTS)
 
-    for key in _with_runtime(env, config_dir, work):
+    for key in with_runtime(env, config_dir, work):
         state = "revoked" if key.revoked_at else "active"
         scopes = ",".join(sorted(key.scopes))
         typer.echo(f"{key.id}  {key.prefix}  {state:7}  {scopes}  {key.name}")
@@ -92,5 +72,5 @@ def revoke(
         await runtime.api_keys.revoke(key_id, actor="cli")
 
     with errors_to_exit_codes():
-        _with_runtime(env, config_dir, work)
+        with_runtime(env, config_dir, work)
         typer.echo(f"revoked {key_id}")

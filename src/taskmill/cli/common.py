@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
 from taskmill.app import Taskmill
 from taskmill.config import load_settings
 from taskmill.core.errors import ConfigError, TaskmillError
+from taskmill.executors.python import TaskRegistry
+from taskmill.runtime import Runtime
 
 AppOption = Annotated[
     str | None,
@@ -30,6 +34,25 @@ ConfigDirOption = Annotated[
     Path | None,
     typer.Option("--config-dir", help="Directory of ENV.toml files (default: ./config)."),
 ]
+
+T = TypeVar("T")
+
+
+def with_runtime(
+    env: str | None, config_dir: Path | None, work: Callable[[Runtime], Awaitable[T]]
+) -> T:
+    """``await work(runtime)`` on a runtime opened from the settings (no services run)."""
+
+    async def main() -> T:
+        runtime = Runtime(load_settings(env, config_dir), TaskRegistry())
+        try:
+            await runtime.open()
+            return await work(runtime)
+        finally:
+            await runtime.close()
+
+    return asyncio.run(main())
+
 
 EXIT_CONFIG = 2
 EXIT_ERROR = 1

@@ -20,6 +20,7 @@ from taskmill.cli.common import (
     errors_to_exit_codes,
     load_app,
 )
+from taskmill.cli.queues import queues_cli
 from taskmill.config import load_settings
 from taskmill.observability.logs import configure_logging
 from taskmill.observability.metrics import serve_process_metrics
@@ -36,6 +37,7 @@ cli = typer.Typer(
 db_cli = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(api_keys_cli, name="api-keys")
+cli.add_typer(queues_cli, name="queues")
 
 
 HostOption = Annotated[str | None, typer.Option("--host", help="(default: api.host)")]
