@@ -7,13 +7,14 @@ import builtins
 import logging
 import signal
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from taskmill.config import Settings, load_settings
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
-from taskmill.core.errors import NotFound, ValidationError
+from taskmill.core.errors import ConfigError, NotFound, ValidationError
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, DependencyFailurePolicy, Job, JobFilter, JobRun
 from taskmill.core.queues import QueuePause
@@ -71,6 +72,7 @@ class Taskmill:
         self._clock = clock
         self._runtime: Runtime | None = None
         self._opened = False
+        self._periodic: builtins.list[tuple[Callable[..., Any], ScheduleRequest]] = []
         self._stop: asyncio.Event | None = None
         self._serving: asyncio.Task[None] | None = None
 
@@ -113,6 +115,73 @@ class Taskmill:
 
         return register
 
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        interval: float | timedelta | None = None,
+        timezone: str = "UTC",
+        name: str | None = None,
+        payload: Any = None,
+        task: str | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE,
+        overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW,
+    ) -> Callable[[F], F]:
+        """Run the decorated task (``@app.task``, above or below this) on ``cron`` or every
+        ``interval`` seconds, declared in code. Every start reconciles the app's
+        declarations with the stored templates, by ``name`` (one derived from the
+        definition without it): the same definition keeps its template, a changed one
+        updates it (its next fire from now, an event recording the change), and a
+        template this app once declared for one of its tasks and no longer declares is
+        switched off (by an app that declares at least one schedule: a producer or a
+        script declaring none leaves them alone). ``task`` names the task when the
+        function is not one."""
+        if (cron is None) == (interval is None):
+            raise ValidationError("cron", "give exactly one of cron and interval")
+        request = ScheduleRequest(
+            task=task or "",
+            payload=payload,
+            interval=interval,
+            cron=cron,
+            timezone=timezone,
+            name=name,
+            start_at=start_at,
+            end_at=end_at,
+            queue=queue,
+            priority=priority,
+            max_retries=max_retries,
+            timeout=timeout,
+            misfire_policy=misfire_policy,
+            overlap_policy=overlap_policy,
+            actor=_ACTOR,
+        )
+
+        def declare(fn: F) -> F:
+            self._periodic.append((fn, request))
+            return fn
+
+        return declare
+
+    def _declared(self) -> builtins.list[ScheduleRequest]:
+        """The ``@periodic`` declarations, each with its task's name."""
+        by_handler = {id(d.handler): d.name for d in self.registry}
+        declared = []
+        for fn, request in self._periodic:
+            task = request.task or by_handler.get(id(fn))
+            if task is None:
+                raise ConfigError(
+                    f"@periodic on {getattr(fn, '__name__', fn)!r}, which is not a task: "
+                    "decorate it with @app.task too, or pass task="
+                )
+            declared.append(replace(request, task=task))
+        return declared
+
     # -- lifecycle ------------------------------------------------------------
 
     @property
@@ -126,6 +195,15 @@ class Taskmill:
         runtime = self.runtime
         if not self._opened:
             await runtime.open()
+            # An app declaring schedules owns the declared templates of its tasks; one
+            # declaring none (a producer, a script) leaves them alone.
+            retire = [d.name for d in self.registry] if self._periodic else None
+            declared = await runtime.jobs.declare(self._declared(), retire=retire)
+            changed = [
+                f"{d.template.name} {d.outcome}" for d in declared if d.outcome != "unchanged"
+            ]
+            if changed:
+                log.info("periodic schedules: %s", ", ".join(changed))
             self._opened = True
         return runtime
 
@@ -199,7 +277,10 @@ class Taskmill:
         """Schedule ``task``: now (default), at ``run_at`` or after ``delay``, every
         ``interval`` seconds, or on a ``cron`` expression (5 fields, or 6 with seconds
         first) in ``timezone``. Immediate and one-time requests return a :class:`Job`;
-        interval and cron requests return the :class:`Template` that creates jobs.
+        interval and cron requests return the :class:`Template` that creates jobs, declared
+        in code: the same call at the next start finds the same template (by ``name``, or
+        one derived from the definition without it), and a named one whose definition
+        changed is updated (its next fire from now, an event recording the change).
 
         ``depends_on`` holds the job until those jobs succeeded; if one fails or is
         cancelled, ``on_dependency_failure`` says whether this job is cancelled too
@@ -210,29 +291,31 @@ class Taskmill:
             if not 0 <= seconds <= MAX_DELAY_SECONDS:  # NaN fails too
                 raise ValidationError("delay", f"must be between 0 and {MAX_DELAY_SECONDS:.0f} s")
             run_at = runtime.clock.now() + timedelta(seconds=seconds)
-        scheduled = await runtime.jobs.schedule(
-            ScheduleRequest(
-                task=task,
-                payload=payload,
-                run_at=run_at,
-                interval=interval,
-                cron=cron,
-                timezone=timezone,
-                name=name,
-                start_at=start_at,
-                end_at=end_at,
-                queue=queue,
-                priority=priority,
-                max_retries=max_retries,
-                timeout=timeout,
-                idempotency_key=idempotency_key,
-                depends_on=depends_on,
-                on_dependency_failure=on_dependency_failure,
-                misfire_policy=misfire_policy,
-                overlap_policy=overlap_policy,
-            )
+        request = ScheduleRequest(
+            task=task,
+            payload=payload,
+            run_at=run_at,
+            interval=interval,
+            cron=cron,
+            timezone=timezone,
+            name=name,
+            start_at=start_at,
+            end_at=end_at,
+            queue=queue,
+            priority=priority,
+            max_retries=max_retries,
+            timeout=timeout,
+            idempotency_key=idempotency_key,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
+            misfire_policy=misfire_policy,
+            overlap_policy=overlap_policy,
         )
-        return scheduled.item
+        if interval is not None or cron is not None:
+            # Declared in code: the same call at every start finds its template again.
+            [declared] = await runtime.jobs.declare([request], retire=None)
+            return declared.template
+        return (await runtime.jobs.schedule(request)).item
 
     async def schedule_many(
         self, task: str, payloads: Sequence[Any], *, run_at: datetime | None = None

@@ -12,7 +12,7 @@ cancelled through the API is as prompt as one created through the library.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -29,6 +29,7 @@ from taskmill.services.scheduling import Scheduled, Scheduler, ScheduleRequest
 from taskmill.services.templates import Templates, TemplateUpdate
 from taskmill.store.protocol import (
     STATS_WINDOW_MINUTES,
+    Declared,
     MerchantStats,
     Store,
     SystemStats,
@@ -75,6 +76,15 @@ class Jobs:
         elif scheduled.created and item.status is JobStatus.SCHEDULED:
             self.wakeups.jobs_due()  # a job created queued was announced already
         return scheduled
+
+    async def declare(
+        self, reqs: Sequence[ScheduleRequest], *, retire: Collection[str] | None
+    ) -> builtins.list[Declared]:
+        """Reconcile recurring schedules declared in code (``Scheduler.declare``)."""
+        declared = await self.scheduler.declare(reqs, retire=retire)
+        if retire is not None or any(d.outcome != "unchanged" for d in declared):
+            self.wakeups.templates_changed()
+        return declared
 
     async def schedule_many(self, reqs: Sequence[ScheduleRequest]) -> builtins.list[Job]:
         """Create jobs in one transaction: all or none."""

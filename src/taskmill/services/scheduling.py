@@ -6,10 +6,12 @@ or malformed schedule arguments all raise ``ValidationError`` naming the field.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,7 +39,15 @@ from taskmill.executors.python import TaskRegistry
 from taskmill.observability import tracing
 from taskmill.services.insert_batcher import InsertBatcher
 from taskmill.services.templates import MerchantLimits, check_interval
-from taskmill.store.protocol import NewJob, NewTemplate, Store, fits_batch, make_job
+from taskmill.store.protocol import (
+    Declaration,
+    Declared,
+    NewJob,
+    NewTemplate,
+    Store,
+    fits_batch,
+    make_job,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +103,33 @@ def check_storable(req: ScheduleRequest, prefix: str = "") -> None:
     check_json(prefix + "payload", req.payload)
 
 
+def declared_name(req: ScheduleRequest) -> str:
+    """A stable name for a recurring schedule declared without one: the task and a digest
+    of what defines the schedule, so the same declaration finds its template again at
+    every start (and a changed one makes another)."""
+    definition = [
+        req.task,
+        req.cron,
+        _seconds(req.interval),
+        req.timezone,
+        req.payload,
+        req.queue,
+        req.priority,
+        req.start_at.isoformat() if req.start_at else None,
+        req.end_at.isoformat() if req.end_at else None,
+        req.max_retries,
+        req.timeout,
+        str(req.misfire_policy),
+        str(req.overlap_policy),
+    ]
+    text = json.dumps(definition, sort_keys=True, default=str)
+    return f"{req.task[:150]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def _seconds(interval: float | timedelta | None) -> float | None:
+    return interval.total_seconds() if isinstance(interval, timedelta) else interval
+
+
 class Scheduler:
     """Validates and stores schedule requests, and announces the jobs ready at once."""
 
@@ -136,18 +173,21 @@ class Scheduler:
 
     async def schedule(self, req: ScheduleRequest) -> Scheduled:
         """A job for immediate/one-time requests, a template for interval/cron ones."""
+        self._check(req)
+        if req.interval is not None or req.cron is not None:
+            return Scheduled(await self._template(req))
+        await self._check_pending(req.merchant_id, 1)
+        return await self._job(req)
+
+    def _check(self, req: ScheduleRequest) -> None:
+        """One kind of schedule, storable text, a known task and a payload it accepts."""
         kinds = [k for k in ("run_at", "interval", "cron") if getattr(req, k) is not None]
         if len(kinds) > 1:
             raise ValidationError(kinds[1], f"cannot be combined with {kinds[0]}")
         check_storable(req)
-        definition = self.registry.get(req.task)
-        definition.validate(req.payload)
-        if req.interval is not None or req.cron is not None:
-            if req.depends_on:
-                raise ValidationError("depends_on", "recurring schedules cannot depend on jobs")
-            return Scheduled(await self._template(req))
-        await self._check_pending(req.merchant_id, 1)
-        return await self._job(req)
+        self.registry.get(req.task).validate(req.payload)
+        if (req.interval is not None or req.cron is not None) and req.depends_on:
+            raise ValidationError("depends_on", "recurring schedules cannot depend on jobs")
 
     async def _check_pending(self, merchant_id: str, adding: int) -> None:
         """Refuse jobs that would take the merchant past its pending-jobs quota (soft:
@@ -225,6 +265,51 @@ class Scheduler:
 
     async def _template(self, req: ScheduleRequest) -> Template:
         now = self.clock.now()
+        return await self.store.create_template(
+            self._new_template(req, now),
+            actor=req.actor,
+            now=now,
+            max_per_merchant=self.limits.max_templates_per_merchant,
+        )
+
+    async def declare(
+        self, reqs: Sequence[ScheduleRequest], *, retire: Collection[str] | None
+    ) -> list[Declared]:
+        """Reconcile recurring schedules declared in code with their stored templates, by
+        name (one derived from the definition when the request has none): created when
+        missing, updated when they differ, left alone when equal (``declare_templates``).
+        ``retire``: the task types whose declared templates this set replaces whole, so
+        those it no longer names are switched off (``@app.periodic`` at start)."""
+        if not reqs and retire is None:
+            return []
+        now = self.clock.now()
+        declarations = []
+        for req in reqs:
+            if req.interval is None and req.cron is None:
+                raise ValidationError("cron", "a declared schedule needs cron or interval")
+            self._check(req)
+            named = req if req.name else replace(req, name=declared_name(req))
+            new = self._new_template(named, now, declared=retire is not None)
+            declarations.append(Declaration(new, start_given=req.start_at is not None))
+        names = [d.new.name for d in declarations]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValidationError("name", f"declared more than once: {', '.join(twice)}")
+        merchants = {req.merchant_id for req in reqs}
+        if len(merchants) > 1:
+            raise ValueError("one merchant's declarations at a time")  # a programming error
+        merchant = merchants.pop() if merchants else DEFAULT_MERCHANT_ID
+        return await self.store.declare_templates(
+            declarations,
+            retire=None if retire is None else (merchant, tuple(retire)),
+            actor=reqs[0].actor if reqs else "library",
+            now=now,
+            max_per_merchant=self.limits.max_templates_per_merchant,
+        )
+
+    def _new_template(
+        self, req: ScheduleRequest, now: datetime, *, declared: bool = False
+    ) -> NewTemplate:
         seconds = req.interval
         if isinstance(seconds, timedelta):
             seconds = seconds.total_seconds()
@@ -243,7 +328,7 @@ class Scheduler:
         # The first tick at or after now: a past start_at is never backfilled (ADR 0002).
         first = first_tick(schedule, now)
         max_attempts, timeout, queue, priority = self._options(req)
-        new = NewTemplate(
+        return NewTemplate(
             name=req.name or f"{req.task}-{uuid.uuid4().hex[:12]}",
             task_type=req.task,
             schedule_type=kind,
@@ -261,10 +346,5 @@ class Scheduler:
             overlap_policy=req.overlap_policy,
             max_attempts=max_attempts,
             timeout_seconds=timeout,
-        )
-        return await self.store.create_template(
-            new,
-            actor=req.actor,
-            now=now,
-            max_per_merchant=self.limits.max_templates_per_merchant,
+            declared=declared,
         )

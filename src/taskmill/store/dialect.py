@@ -45,6 +45,12 @@ class Dialect(ABC):
         stmt = self.insert(table).values(values)
         return stmt.on_conflict_do_update(index_elements=key, set_=updates)
 
+    def transaction_lock(self, key: int) -> Executable | None:
+        """A statement that holds off every other transaction taking the same ``key``
+        until this one ends, if the database needs one (SQLite's ``BEGIN IMMEDIATE``
+        already serialises writers)."""
+        return None
+
     def migration_lock(self) -> Executable | None:
         """A statement that holds every other migrating process off until this
         transaction ends, if the database needs one (SQLite's ``BEGIN IMMEDIATE`` does it)."""

@@ -4,7 +4,7 @@ and replaces what it does its own way (PostgreSQL's one-statement fast paths).""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -172,6 +172,24 @@ class SqlStore:
     ) -> Template:
         return await templates.create_template(
             self.db, new, actor=actor, now=now, max_per_merchant=max_per_merchant
+        )
+
+    async def declare_templates(
+        self,
+        declarations: Sequence[templates.Declaration],
+        *,
+        retire: tuple[str, Collection[str]] | None,
+        actor: str,
+        now: datetime,
+        max_per_merchant: int | None,
+    ) -> list[templates.Declared]:
+        return await templates.declare_templates(
+            self.db,
+            declarations,
+            retire=retire,
+            actor=actor,
+            now=now,
+            max_per_merchant=max_per_merchant,
         )
 
     async def get_template(self, merchant_id: MerchantScope, template_id: str) -> Template:

@@ -13,7 +13,7 @@ paths; there is no default.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -28,7 +28,7 @@ from taskmill.store.jobs import CreatedJob, MadeJob, NewJob, fits_batch, make_jo
 from taskmill.store.outcomes import Attempt, Failure, Success
 from taskmill.store.stats import WINDOW_MINUTES as STATS_WINDOW_MINUTES
 from taskmill.store.stats import MerchantStats, SystemStats
-from taskmill.store.templates import Broken, Fire, FireRound, NewTemplate
+from taskmill.store.templates import Broken, Declaration, Declared, Fire, FireRound, NewTemplate
 from taskmill.store.tenants import NewApiKey
 from taskmill.store.workers import WorkerInfo
 
@@ -39,6 +39,8 @@ __all__ = [
     "Broken",
     "ClaimParams",
     "CreatedJob",
+    "Declaration",
+    "Declared",
     "ExpiredLeases",
     "Failure",
     "Fire",
@@ -167,6 +169,20 @@ class Store(Protocol):
     async def create_template(
         self, new: NewTemplate, *, actor: str, now: datetime, max_per_merchant: int | None
     ) -> Template: ...
+
+    async def declare_templates(
+        self,
+        declarations: Sequence[Declaration],
+        *,
+        retire: tuple[str, Collection[str]] | None,
+        actor: str,
+        now: datetime,
+        max_per_merchant: int | None,
+    ) -> list[Declared]:
+        """Reconcile templates declared in code, by name, in one transaction (several
+        processes at once create and change each once); ``retire``: ``(merchant_id,
+        task_types)`` whose declared templates no declaration names are switched off."""
+        ...
 
     async def get_template(self, merchant_id: MerchantScope, template_id: str) -> Template: ...
 

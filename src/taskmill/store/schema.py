@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 from taskmill.core.jobs import JobStatus, ScheduleType
@@ -114,6 +115,9 @@ templates = Table(
     # Why the recurrence manager switched the template off (its schedule could not be
     # evaluated), or an administrator did; cleared when its owner changes it.
     Column("last_error", Text, nullable=True),
+    # Declared by ``@app.periodic`` (migration 0007): switched off at an app's start when
+    # its code no longer declares it; never set for templates made through the API.
+    Column("declared", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("merchant_id", "name"),
     Index("idx_templates_active_next_run_at", "active", "next_run_at"),
     Index("idx_templates_merchant_id_created_at", "merchant_id", "created_at"),

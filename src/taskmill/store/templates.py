@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,6 +48,8 @@ class NewTemplate:
     max_attempts: int = 1
     timeout_seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    declared: bool = False
+    """Declared by ``@app.periodic`` (see :func:`declare_templates`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,20 +89,9 @@ def to_template(row: Row[Any]) -> StoredTemplate:
     )
 
 
-async def create_template(
-    db: Database,
-    new: NewTemplate,
-    *,
-    actor: str,
-    now: datetime,
-    max_per_merchant: int | None = None,
-) -> Template:
-    """Insert a template and its ``template.created`` event; a taken name is a ``Conflict``,
-    a merchant with ``max_per_merchant`` templates already gets ``QuotaExceeded``.
-
-    The count is read in the inserting transaction: exact on SQLite (one writer), soft on
-    PostgreSQL, where creations racing each other may each see room for one more."""
-    row = {
+def _new_row(new: NewTemplate, now: datetime) -> dict[str, Any]:
+    """The ``templates`` row of a template to create."""
+    return {
         "id": str(uuid.uuid4()),
         "merchant_id": new.merchant_id,
         "name": new.name,
@@ -122,7 +114,24 @@ async def create_template(
         "timeout_seconds": new.timeout_seconds,
         "created_at": now,
         "updated_at": now,
+        "declared": new.declared,
     }
+
+
+async def create_template(
+    db: Database,
+    new: NewTemplate,
+    *,
+    actor: str,
+    now: datetime,
+    max_per_merchant: int | None = None,
+) -> Template:
+    """Insert a template and its ``template.created`` event; a taken name is a ``Conflict``,
+    a merchant with ``max_per_merchant`` templates already gets ``QuotaExceeded``.
+
+    The count is read in the inserting transaction: exact on SQLite (one writer), soft on
+    PostgreSQL, where creations racing each other may each see room for one more."""
+    row = _new_row(new, now)
     async with db.transaction() as conn:
         taken = await conn.execute(
             select(templates.c.id).where(
@@ -277,6 +286,156 @@ async def delete_template(
         await _event(
             conn, template_id, current.merchant_id, EventType.TEMPLATE_DELETED, actor, now, {}
         )
+
+
+# Every app reconciling its declarations takes this lock: several processes starting at
+# once create each template once and record each change once.
+DECLARATIONS_LOCK_KEY = 0x7A5C_0D11_0000_0002
+NO_LONGER_DECLARED = "switched off: its code no longer declares it"
+
+# What a declaration defines: the same values are the same schedule, left untouched.
+# ``start_at`` counts only when the declaration gives one (otherwise it is "from now").
+DEFINITION_COLUMNS = (
+    "task_type",
+    "payload",
+    "schedule_type",
+    "cron_expression",
+    "interval_seconds",
+    "timezone",
+    "end_at",
+    "queue",
+    "priority",
+    "misfire_policy",
+    "overlap_policy",
+    "max_attempts",
+    "timeout_seconds",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Declaration:
+    """A template as code declares it: created if missing, updated if it differs."""
+
+    new: NewTemplate
+    start_given: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    template: Template
+    outcome: str
+    """``created``, ``updated`` (an event lists the changes) or ``unchanged``."""
+
+
+async def declare_templates(
+    db: Database,
+    declarations: Sequence[Declaration],
+    *,
+    retire: tuple[str, Collection[str]] | None,
+    actor: str,
+    now: datetime,
+    max_per_merchant: int | None = None,
+) -> list[Declared]:
+    """Reconcile templates with their declarations in code, by name, in one transaction:
+    a missing one is created, one that differs is updated (its next fire recomputed from
+    now, one ``template.updated`` event), an equal one is left alone. A template this
+    reconciliation switched off earlier is switched on again when declared again.
+
+    ``retire``: ``(merchant_id, task_types)``: that merchant's declared templates of those
+    task types that no declaration names are switched off (``last_error`` says why)."""
+    async with db.transaction() as conn:
+        lock = db.dialect.transaction_lock(DECLARATIONS_LOCK_KEY)
+        if lock is not None:
+            await conn.execute(lock)
+        done = [
+            await _declare_one(conn, d, actor=actor, now=now, max_per_merchant=max_per_merchant)
+            for d in declarations
+        ]
+        if retire is not None:
+            merchant_id, task_types = retire
+            names = [d.new.name for d in declarations]
+            await _retire(conn, merchant_id, task_types, names, actor=actor, now=now)
+        if any(d.outcome != "unchanged" for d in done):
+            await notify(conn, db.dialect, TEMPLATES)
+        return done
+
+
+async def _declare_one(
+    conn: AsyncConnection,
+    declaration: Declaration,
+    *,
+    actor: str,
+    now: datetime,
+    max_per_merchant: int | None,
+) -> Declared:
+    new = declaration.new
+    found = (
+        await conn.execute(
+            select(templates).where(
+                templates.c.merchant_id == new.merchant_id, templates.c.name == new.name
+            )
+        )
+    ).first()
+    if found is None:
+        if max_per_merchant is not None:
+            await _check_quota(conn, new.merchant_id, max_per_merchant)
+        row = _new_row(new, now)
+        await conn.execute(templates.insert().values(row))
+        await _event(conn, row["id"], new.merchant_id, EventType.TEMPLATE_CREATED, actor, now, row)
+        return Declared(await _get(conn, row["id"], ALL_MERCHANTS), "created")
+    wanted = _new_row(new, now)
+    stored = found._mapping
+    columns = DEFINITION_COLUMNS + (("start_at",) if declaration.start_given else ())
+    changes = {c: wanted[c] for c in columns if not _same(c, stored[c], wanted[c])}
+    if changes:
+        # A new definition starts from now: its next fire and its anchor.
+        changes |= {"next_run_at": wanted["next_run_at"], "last_error": None}
+        if not declaration.start_given:
+            changes["start_at"] = wanted["start_at"]
+    if not stored["active"] and stored["last_error"] == NO_LONGER_DECLARED:
+        changes |= {"active": True, "last_error": None, "next_run_at": wanted["next_run_at"]}
+    if new.declared and not stored["declared"]:
+        changes["declared"] = True
+    if not changes:
+        return Declared(to_template(found), "unchanged")
+    await conn.execute(
+        update(templates).where(templates.c.id == found.id).values(**changes, updated_at=now)
+    )
+    logged = {k: v for k, v in changes.items() if k != "declared"}
+    await _event(conn, found.id, new.merchant_id, EventType.TEMPLATE_UPDATED, actor, now, logged)
+    return Declared(await _get(conn, found.id, ALL_MERCHANTS), "updated")
+
+
+def _same(column: str, stored: Any, wanted: Any) -> bool:
+    if column == "payload":  # as JSON holds it: a tuple declared is a list stored
+        return bool(stored == json.loads(json.dumps(wanted)))
+    return bool(stored == wanted)
+
+
+async def _retire(
+    conn: AsyncConnection,
+    merchant_id: str,
+    task_types: Collection[str],
+    keep: Sequence[str],
+    *,
+    actor: str,
+    now: datetime,
+) -> None:
+    retired = await conn.execute(
+        update(templates)
+        .where(
+            templates.c.merchant_id == merchant_id,
+            templates.c.declared.is_(True),
+            templates.c.active.is_(True),
+            templates.c.task_type.in_(list(task_types)),
+            templates.c.name.not_in(list(keep)),
+        )
+        .values(active=False, last_error=NO_LONGER_DECLARED, updated_at=now)
+        .returning(templates.c.id)
+    )
+    values = {"active": False, "last_error": NO_LONGER_DECLARED}
+    for (template_id,) in retired.all():
+        await _event(conn, template_id, merchant_id, EventType.TEMPLATE_UPDATED, actor, now, values)
 
 
 async def next_template_due_at(db: Database) -> datetime | None:

@@ -36,7 +36,11 @@ class PostgresDialect(Dialect):
         """``pg_advisory_xact_lock``: held until the migration's transaction ends. Without
         it, services started together on an empty database raced to create the same
         tables and types (``pg_type_typname_nsp_index`` violations crashed some)."""
-        return select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY))
+        return self.transaction_lock(MIGRATION_LOCK_KEY)
+
+    def transaction_lock(self, key: int) -> Executable:
+        """``pg_advisory_xact_lock(key)``: released when the transaction ends."""
+        return select(func.pg_advisory_xact_lock(key))
 
     def insert(self, table: Table) -> PostgresInsert:
         return postgresql.insert(table)
