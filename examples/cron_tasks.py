@@ -1,7 +1,8 @@
 """Cron schedules: 6-field cron expressions (seconds first) in a time zone.
 
 Run it with ``python examples/cron_tasks.py``. It schedules a task every 2 seconds
-(``*/2 * * * * *``) and a daily one at midnight in Europe/Berlin (``0 0 0 * * *``), shows
+(``*/2 * * * * *``) and declares a daily one at midnight in Europe/Berlin (``0 0 0 * * *``,
+``@app.periodic``), shows
 when the daily one fires next, waits until the every-2-seconds template produced two
 succeeded jobs, switches both templates off and stops. It exits 0 on its own in a few
 seconds (non-zero if the jobs did not run within the deadline).
@@ -35,6 +36,14 @@ BERLIN = "Europe/Berlin"
 def build_app(database_url: str) -> Taskmill:
     app = Taskmill(database_url)
 
+    # Declared in code: every start finds this template again (by name) instead of
+    # adding one, and updates it if the declaration changed.
+    @app.periodic(
+        cron="0 0 0 * * *",  # midnight, local time in Berlin (DST handled)
+        timezone=BERLIN,
+        name="daily-report",
+        payload={"report": "daily-report"},
+    )
     @app.task("generate_report", max_retries=3, timeout=300)
     async def generate_report(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
         print(f"  [generate_report] {payload['report']} (job {ctx.job_id[:8]})")
@@ -59,13 +68,7 @@ async def run_example(app: Taskmill) -> None:
     every_2s = await app.schedule(
         "generate_report", {"report": "pulse"}, cron="*/2 * * * * *", name="pulse"
     )
-    daily = await app.schedule(
-        "generate_report",
-        {"report": "daily-report"},
-        cron="0 0 0 * * *",  # midnight, local time in Berlin (DST handled)
-        timezone=BERLIN,
-        name="daily-report",
-    )
+    daily = await app.get("daily-report")  # @app.periodic made it when the app opened
     assert isinstance(every_2s, Template)
     assert isinstance(daily, Template)
     assert daily.next_run_at is not None
