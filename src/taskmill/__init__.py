@@ -34,6 +34,7 @@ from taskmill.core.jobs import (
     RunOutcome,
     ScheduleType,
 )
+from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template
@@ -56,6 +57,7 @@ __all__ = [
     "MisfirePolicy",
     "NotFound",
     "OverlapPolicy",
+    "Progress",
     "QueuePause",
     "QuotaExceeded",
     "Retry",

@@ -17,6 +17,7 @@ from taskmill.core.dependencies import JobDependencies
 from taskmill.core.errors import ConfigError, NotFound, ValidationError
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, DependencyFailurePolicy, Job, JobFilter, JobRun
+from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.templates import FirePreview, MisfirePolicy, OverlapPolicy, Template
@@ -369,6 +370,11 @@ class Taskmill:
         """The jobs ``job_id`` waits on (``upstream``) and those waiting on it
         (``downstream``), each with its status and task type."""
         return await (await self.open()).jobs.dependencies(ALL_MERCHANTS, job_id)
+
+    async def progress(self, job_id: str) -> Progress | None:
+        """What the job's current attempt last reported with ``ctx.progress`` (``None``
+        before its first report)."""
+        return await (await self.open()).jobs.progress(ALL_MERCHANTS, job_id)
 
     async def runs(self, job_id: str) -> builtins.list[JobRun]:
         """Every attempt of a job."""

@@ -190,6 +190,12 @@ class CancelRequest(_Request):
     reason: Annotated[str, Field(min_length=1, max_length=1000)] = "cancelled via API"
 
 
+class ProgressOut(_Response):
+    fraction: float = Field(description="0 to 1")
+    message: str | None
+    reported_at: datetime
+
+
 class JobOut(_Response):
     kind: Literal["job"] = "job"
     id: str
@@ -220,7 +226,12 @@ class JobOut(_Response):
     waiting_reason: str | None = Field(
         default=None,
         description="GET /jobs/{id} only: why the job will not start, when taskmill can "
-        "tell (queued, and no live worker runs its task type)",
+        "tell (its queue is paused; queued, and no live worker runs its task type)",
+    )
+    progress: ProgressOut | None = Field(
+        default=None,
+        description="GET /jobs/{id} only: the latest progress its current attempt's "
+        "handler reported (ctx.progress), written at most once a second",
     )
 
 

@@ -4,7 +4,26 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
+from typing import Any
+
+from taskmill.core.progress import check_progress
+
+# Where a context sends progress: (job_id, attempt, fraction, message).
+ProgressSink = Callable[[str, int, float, "str | None"], None]
+
+
+class _Reported(Awaitable[None]):
+    """What ``ctx.progress`` returns: already done, so async handlers may ``await`` it
+    and sync ones simply call it."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator that finishes at once
+
+
+_REPORTED = _Reported()
 
 
 @dataclass(slots=True)
@@ -23,6 +42,7 @@ class TaskContext:
     logger: logging.LoggerAdapter[logging.Logger]
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     cancel_reason: str | None = None
+    _progress: ProgressSink | None = field(default=None, repr=False)
 
     @property
     def cancelled(self) -> bool:
@@ -33,6 +53,17 @@ class TaskContext:
         if not self._cancel.is_set():
             self.cancel_reason = reason
             self._cancel.set()
+
+    def progress(self, fraction: float, message: str | None = None) -> Awaitable[None]:
+        """Report how far the job is, ``fraction`` from 0 to 1, with an optional
+        ``message`` (at most 200 characters): ``await ctx.progress(0.4, "step 2 of 5")``,
+        or without ``await`` in a sync handler. Stored at most once a second (the latest
+        report wins) and shown by ``GET /jobs/{id}``, ``app.progress(job_id)`` and the UI.
+        A bad value raises ``ValidationError``."""
+        fraction, message = check_progress(fraction, message)
+        if self._progress is not None:
+            self._progress(self.job_id, self.attempt, fraction, message)
+        return _REPORTED
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Block (a sync handler) up to ``timeout`` seconds for cancellation; True if cancelled."""

@@ -22,6 +22,7 @@ from taskmill.core.dependencies import JobDependencies
 from taskmill.core.errors import NotFound
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import Job, JobFilter, JobRun, JobStatus
+from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause, check_queue_name
 from taskmill.core.templates import FirePreview, Template
 from taskmill.core.tenants import MerchantScope
@@ -111,6 +112,10 @@ class Jobs:
         if served is None or job.task_type in served:
             return None
         return f"no live worker runs task type {job.task_type!r}: it waits until one does"
+
+    async def progress(self, merchant_id: MerchantScope, job_id: str) -> Progress | None:
+        """What the job's current attempt last reported (``ctx.progress``), if anything."""
+        return await self.store.get_progress(merchant_id, job_id)
 
     async def list(self, merchant_id: MerchantScope, flt: JobFilter) -> builtins.list[Job]:
         return await self.store.list_jobs(merchant_id, flt)

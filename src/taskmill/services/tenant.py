@@ -15,6 +15,7 @@ from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import Job, JobFilter, JobRun
+from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
 from taskmill.core.templates import FirePreview, Template
 from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope, Scope
@@ -60,6 +61,9 @@ class TenantScope:
 
     async def waiting_reason(self, job: Job) -> str | None:
         return await self._jobs.waiting_reason(job)
+
+    async def progress(self, job_id: str) -> Progress | None:
+        return await self._jobs.progress(self.merchant_id, job_id)
 
     async def list_jobs(self, flt: JobFilter) -> list[Job]:
         return await self._jobs.list(self.merchant_id, flt)

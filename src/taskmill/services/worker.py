@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -24,6 +25,7 @@ from taskmill.executors.python import PythonExecutor
 from taskmill.observability import metrics, tracing
 from taskmill.services.group_commit import GroupCommitter
 from taskmill.services.loop import unless_stopped
+from taskmill.services.progress import ProgressReporter
 from taskmill.store.protocol import Attempt, ClaimParams, Failure, Store, Success
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class Worker:
         # broker's hints only wake the worker: hints arrive in queue order, and a
         # tenant's backlog would sit in front of everyone else's.
         self._claims_hinted_ids = broker.carries_ids and config.max_running_per_merchant is None
+        self._progress = ProgressReporter(store, clock)
         self._paused: frozenset[str] = frozenset()
         self._paused_read_at = -PAUSED_QUEUES_REFRESH_SECONDS
 
@@ -158,6 +161,7 @@ class Worker:
             logger=logging.LoggerAdapter(
                 logging.getLogger(f"taskmill.task.{job.task_type}"), extra
             ),
+            _progress=self._progress.report,
         )
         task = asyncio.create_task(self._execute(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task)
@@ -336,11 +340,15 @@ class Worker:
             ",".join(self.executor.registry.names()) or "none",
         )
         beating = asyncio.create_task(self._heartbeat_forever(), name="heartbeat")
+        reporting = asyncio.create_task(self._progress.run_forever(), name="progress")
         try:
             await self._claim_loop(stop)
         finally:
             beating.cancel()
+            reporting.cancel()
             await self.shutdown()
+            with contextlib.suppress(StoreError):
+                await self._progress.flush()  # the last reports of the jobs just finished
             await self.store.stop_worker(self.config.worker_id)
             log.info("worker %s stopped", self.config.worker_id)
 

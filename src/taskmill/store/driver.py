@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import Job, JobFilter, JobRun
+from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
 from taskmill.core.templates import Template
 from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope
@@ -23,6 +24,7 @@ from taskmill.store import (
     jobs,
     names,
     outcomes,
+    progress,
     queues,
     runs,
     stats,
@@ -279,6 +281,14 @@ class SqlStore:
     async def unserved_task_types(self) -> dict[str, int]:
         async with self.db.read() as conn:
             return await stats.unserved(conn, ALL_MERCHANTS)
+
+    # -- progress ---------------------------------------------------------------------
+
+    async def record_progress(self, reports: Sequence[progress.ProgressReport]) -> None:
+        await progress.record_progress(self.db, reports)
+
+    async def get_progress(self, merchant_id: MerchantScope, job_id: str) -> Progress | None:
+        return await progress.get_progress(self.db, merchant_id, job_id)
 
     # -- queues -----------------------------------------------------------------------
 

@@ -20,12 +20,14 @@ from typing import Any, Protocol
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import Job, JobFilter, JobRun
+from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
 from taskmill.core.templates import Template
 from taskmill.core.tenants import ApiKey, Merchant, MerchantScope
 from taskmill.store.claims import ClaimParams, ExpiredLeases
 from taskmill.store.jobs import CreatedJob, MadeJob, NewJob, fits_batch, make_job
 from taskmill.store.outcomes import Attempt, Failure, Success
+from taskmill.store.progress import ProgressReport
 from taskmill.store.stats import WINDOW_MINUTES as STATS_WINDOW_MINUTES
 from taskmill.store.stats import MerchantStats, SystemStats
 from taskmill.store.templates import Broken, Declaration, Declared, Fire, FireRound, NewTemplate
@@ -51,6 +53,7 @@ __all__ = [
     "NewApiKey",
     "NewJob",
     "NewTemplate",
+    "ProgressReport",
     "Store",
     "Success",
     "SystemStats",
@@ -252,6 +255,16 @@ class Store(Protocol):
 
     async def unserved_task_types(self) -> dict[str, int]:
         """Queued jobs (every merchant's) per task type that no live worker runs."""
+        ...
+
+    # -- progress ---------------------------------------------------------------------
+
+    async def record_progress(self, reports: Sequence[ProgressReport]) -> None:
+        """Keep each job's latest report (one transaction; unknown jobs skipped)."""
+        ...
+
+    async def get_progress(self, merchant_id: MerchantScope, job_id: str) -> Progress | None:
+        """The current attempt's latest report, if it made one."""
         ...
 
     # -- queues -----------------------------------------------------------------------

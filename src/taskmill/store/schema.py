@@ -184,6 +184,23 @@ job_dependencies = Table(
     Index("idx_job_dependencies_depends_on_job_id", "depends_on_job_id"),
 )
 
+# The latest progress each job's handler reported (migration 0008): a row of its own, so
+# that reports (up to one a second per running job) never add row versions to ``jobs``.
+job_progress = Table(
+    "job_progress",
+    metadata,
+    Column(
+        "job_id",
+        String(ID),
+        ForeignKey("jobs.id", ondelete="CASCADE", name="fk_job_progress_jobs"),
+        primary_key=True,
+    ),
+    Column("attempt", Integer, nullable=False),
+    Column("fraction", Float, nullable=False),
+    Column("message", String(200), nullable=True),
+    Column("reported_at", UtcDateTime(), nullable=False),
+)
+
 job_runs = Table(
     "job_runs",
     metadata,

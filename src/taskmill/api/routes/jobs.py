@@ -16,6 +16,7 @@ from taskmill.api.schemas import (
     JobCreate,
     JobOut,
     JobPage,
+    ProgressOut,
     RunOut,
     TemplateOut,
     UtcDatetime,
@@ -107,11 +108,14 @@ async def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut, responses=errors(404, *AUTHENTICATED))
 async def get_job(job_id: str, tenant: JobsRead) -> JobOut:
-    """The job; ``waiting_reason`` says when it will not start (no live worker runs its
-    task type)."""
+    """The job; ``waiting_reason`` says when it will not start (its queue is paused, or
+    no live worker runs its task type); ``progress``, what its handler last reported."""
     job = await tenant.get_job(job_id)
     out = JobOut.model_validate(job)
     out.waiting_reason = await tenant.waiting_reason(job)
+    progress = await tenant.progress(job_id)
+    if progress is not None:
+        out.progress = ProgressOut.model_validate(progress)
     return out
 
 
