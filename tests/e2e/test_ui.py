@@ -389,3 +389,221 @@ def test_ui_warns_of_jobs_no_worker_runs(page: Page, server: Server) -> None:
     finally:
         with server.client() as client:
             assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
+
+
+# -- the jobs list's order, search and bulk actions, and the failed view (issue 23) -----
+# They act on a merchant of their own, so the default merchant's counts, which the tests
+# above assert, never move.
+
+TIMEOUTS = (31, 32, 7)  # seconds in errors that group as one: "timeout after <n>s"
+VICTIMS = 5  # scheduled jobs the bulk cancel takes
+
+
+@dataclass
+class Shop:
+    """A second merchant, its jobs:read+write key and its seeded jobs' ids."""
+
+    key: str
+    server: Server
+    ids: dict[str, list[str]] = field(default_factory=dict)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.server.url, headers={"x-api-key": self.key}, timeout=10)
+
+    def job(self, body: dict[str, Any]) -> str:
+        with self.client() as client:
+            response = client.post("/jobs", json=body)
+        assert response.status_code == 201, response.text
+        ident: str = response.json()["id"]
+        return ident
+
+    def get(self, path: str) -> Any:
+        with self.client() as client:
+            response = client.get(path)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture(scope="module")
+def shop(server: Server) -> Shop:
+    with server.client() as admin:
+        merchant = admin.post("/merchants", json={"name": "second shop"})
+        assert merchant.status_code == 201, merchant.text
+        body = {
+            "merchant_id": merchant.json()["id"],
+            "name": "second shop ui",
+            "scopes": ["jobs:read", "jobs:write"],
+        }
+        key = admin.post("/api-keys", json=body)
+        assert key.status_code == 201, key.text
+    found = Shop(key.json()["secret"], server)
+    effects = str(server.effects)
+    found.ids["failed"] = [
+        found.job({"task_type": "declined", "payload": {"reason": f"timeout after {n}s"}})
+        for n in TIMEOUTS
+    ]
+    found.ids["card"] = [found.job({"task_type": "declined", "payload": {}})]
+    found.ids["quick"] = [
+        found.job({"task_type": "sleepy", "payload": {"effects": effects, "order": "ORD-77-XYZ"}})
+    ]
+    found.ids["victims"] = [
+        found.job({"task_type": "sleepy", "payload": {"effects": effects}, "delay_seconds": 3600})
+        for _ in range(VICTIMS)
+    ]
+    done = [*found.ids["failed"], *found.ids["card"], *found.ids["quick"]]
+    poll(lambda: all(found.get(f"/jobs/{j}")["status"] in ("failed", "succeeded") for j in done))
+    return found
+
+
+def test_ui_jobs_newest_first_toggle_and_pages(page: Page, server: Server) -> None:
+    sign_in(page, server.key)
+    page.goto("/ui#/jobs?limit=25")
+    rows = page.locator("tr[data-job-id]")
+    total = len(server.get("/jobs?limit=500")["items"])
+    newest = server.get("/jobs?limit=1")["items"][0]["id"]
+    oldest = server.get("/jobs?limit=1&order=asc")["items"][0]["id"]
+    expect(page.locator("#order-toggle")).to_have_text("Newest first ↓")
+    expect(rows.first).to_have_attribute("data-job-id", newest)
+    expect(page.locator("th", has_text="Waited")).to_be_visible()
+
+    page.locator("#order-toggle").click()
+    expect(page.locator("#order-toggle")).to_have_text("Oldest first ↑")
+    expect(rows.first).to_have_attribute("data-job-id", oldest)
+    assert "order=asc" in page.url  # shareable
+    page.locator("#next-page").click()
+    expect(page.locator("#page-number")).to_have_text("Page 2")
+    expect(rows).to_have_count(total - 25)
+    expect(rows.last).to_have_attribute("data-job-id", newest)
+    shot(page, "jobs-oldest-first")
+
+    page.reload()  # the URL alone brings the order back
+    expect(page.locator("#order-toggle")).to_have_text("Oldest first ↑")
+    expect(rows.first).to_have_attribute("data-job-id", oldest)
+
+
+def test_ui_jobs_search(page: Page, shop: Shop) -> None:
+    sign_in(page, shop.key)
+    page.goto("/ui#/jobs")
+    rows = page.locator("tr[data-job-id]")
+    expect(rows).to_have_count(len(shop.get("/jobs?limit=500")["items"]))
+    search = page.get_by_label("Search jobs")
+    search.fill("ord-77")
+    search.press("Enter")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-job-id", shop.ids["quick"][0])
+    expect(rows.first.locator('[data-col="waited"]')).not_to_have_text("—")
+    assert "q=ord-77" in page.url
+    search.fill(shop.ids["card"][0])
+    search.press("Enter")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-job-id", shop.ids["card"][0])
+    search.fill("100%_nothing")
+    search.press("Enter")
+    expect(page.get_by_text("No jobs match these filters")).to_be_visible()
+    shot(page, "jobs-search")
+
+
+def test_ui_bulk_cancel_matching_with_keyboard(page: Page, shop: Shop) -> None:
+    sign_in(page, shop.key)
+    page.goto("/ui#/jobs?status=scheduled")
+    rows = page.locator("tr[data-job-id]")
+    expect(rows).to_have_count(VICTIMS)
+    expect(page.locator("#bulk-retry")).to_be_hidden()  # scheduled jobs cannot be retried
+    cancel = page.locator("#bulk-cancel")
+    expect(cancel).to_be_visible()
+    # Keyboard only: Tab to the action, Enter, Enter on the focused confirmation.
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "bulk-cancel":
+            break
+    assert page.evaluate("document.activeElement.id") == "bulk-cancel"
+    page.keyboard.press("Enter")
+    dialog = page.locator("#bulk-dialog")
+    expect(dialog.locator("#bulk-count")).to_have_text(
+        f"{VICTIMS} jobs matching these filters will be cancelled."
+    )
+    shot(page, "jobs-bulk-confirm")
+    expect(dialog.locator("#bulk-confirm")).to_be_focused()
+    page.keyboard.press("Enter")
+    progress = dialog.locator("#bulk-progress")
+    expect(progress).to_have_attribute("max", str(VICTIMS))
+    poll(lambda: progress.evaluate("bar => bar.value") == VICTIMS)
+    expect(dialog.locator("#bulk-summary")).to_have_text(f"{VICTIMS} cancelled, 0 skipped.")
+    shot(page, "jobs-bulk-done")
+    expect(dialog.locator("#bulk-close")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(dialog).to_have_count(0)
+    expect(page.get_by_text("No jobs match these filters")).to_be_visible()
+    assert {shop.get(f"/jobs/{j}")["status"] for j in shop.ids["victims"]} == {"cancelled"}
+
+
+def test_ui_bulk_actions_hidden_without_jobs_write(page: Page, server: Server) -> None:
+    with server.client() as client:
+        created = client.post(
+            "/api-keys",
+            json={
+                "merchant_id": "00000000-0000-0000-0000-000000000000",
+                "name": "read only",
+                "scopes": ["jobs:read"],
+            },
+        )
+    sign_in(page, created.json()["secret"])
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    # The UI asks whether the key may write by cancelling an id that cannot exist.
+    with page.expect_response(lambda r: r.url.endswith("/jobs/bulk/cancel")) as probe:
+        page.goto("/ui#/jobs")
+    assert probe.value.status == 403
+    expect(page.locator("tr[data-job-id]").first).to_be_visible()
+    expect(page.locator("#bulk-cancel")).to_be_hidden()
+    expect(page.locator("#bulk-retry")).to_be_hidden()
+
+
+def test_ui_failed_view_groups_and_retries(page: Page, shop: Shop) -> None:
+    sign_in(page, shop.key)
+    page.get_by_role("link", name="Failed", exact=True).click()
+    groups = page.locator("tr[data-group]")
+    expect(groups).to_have_count(2)
+    timeouts = page.locator('tr[data-group="RuntimeError: timeout after <n>s"]')
+    expect(timeouts.locator("td.num")).to_have_text(str(len(TIMEOUTS)))
+    expect(timeouts.locator(".chip")).to_have_text("declined")
+    expect(timeouts.locator("time")).to_be_visible()
+    link = timeouts.get_by_role("link", name="View jobs")
+    assert link.get_attribute("href") == "#/jobs?status=failed&task_type=declined"
+    shot(page, "failed")
+
+    timeouts.get_by_role("button", name="Retry group").click()
+    dialog = page.locator("#bulk-dialog")
+    expect(dialog.locator("#bulk-count")).to_contain_text(f"{len(TIMEOUTS)} jobs in the group")
+    dialog.locator("#bulk-confirm").click()
+    expect(dialog.locator("#bulk-summary")).to_have_text(f"{len(TIMEOUTS)} retried, 0 skipped.")
+    assert dialog.locator("#bulk-progress").evaluate("bar => bar.value") == len(TIMEOUTS)
+    dialog.locator("#bulk-close").click()
+    retried = shop.ids["failed"]
+    # They ran again (and failed again: the task always refuses).
+    poll(
+        lambda: all(
+            (job := shop.get(f"/jobs/{j}"))["attempt"] == 2 and job["status"] == "failed"
+            for j in retried
+        )
+    )
+    link.click()
+    expect(page.locator("tr[data-job-id]")).to_have_count(len(TIMEOUTS) + 1)
+
+
+def test_ui_jobs_list_fits_a_phone(browser: Browser, shop: Shop) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=shop.server.url)
+    try:
+        tab = context.new_page()
+        sign_in(tab, shop.key)
+        tab.goto("/ui#/jobs")
+        expect(tab.locator("tr[data-job-id]").first).to_be_visible()
+        expect(tab.locator("#bulk-cancel")).to_be_attached()
+        width = tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert width, "the jobs page scrolls sideways on a phone"
+        shot(tab, "jobs-phone")
+        tab.goto("/ui#/failed")
+        expect(tab.locator("tr[data-group]").first).to_be_visible()
+        assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        shot(tab, "failed-phone")
+    finally:
+        context.close()

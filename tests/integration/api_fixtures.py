@@ -62,6 +62,8 @@ def build_app(url: str, clock: FrozenClock, tmp_path: Path, **sections: Any) -> 
     async def echo(ctx: TaskContext, payload: Any) -> Any:
         if payload == "fail":
             raise RuntimeError("asked to fail")
+        if isinstance(payload, dict) and "fail_with" in payload:
+            raise RuntimeError(payload["fail_with"])
         return payload
 
     return app

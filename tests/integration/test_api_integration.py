@@ -87,7 +87,7 @@ async def test_api_integration_list_filters_and_keyset_pages(api: Api) -> None:
     seen: list[str] = []
     cursor = None
     while True:
-        params: dict[str, str | int] = {"limit": 3, "status": "succeeded"}
+        params: dict[str, str | int] = {"limit": 3, "status": "succeeded", "order": "asc"}
         if cursor:
             params["cursor"] = cursor
         page = (await api.client.get("/jobs", params=params, headers=api.a)).json()

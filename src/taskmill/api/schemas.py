@@ -233,6 +233,67 @@ class JobOut(_Response):
         description="GET /jobs/{id} only: the latest progress its current attempt's "
         "handler reported (ctx.progress), written at most once a second",
     )
+    waited_seconds: float | None = Field(
+        default=None,
+        description="How long the latest attempt waited to start: from when it became due "
+        "(run_at, or created_at if later) to started_at. Null until an attempt started, "
+        "and while a retry waits",
+    )
+
+
+JobId = Annotated[str, Field(min_length=1, max_length=36)]
+BULK_MAX = 100
+
+
+class BulkJobs(_Request):
+    """The jobs a bulk action acts on, each on its own: one id's refusal never stops
+    the others."""
+
+    ids: Annotated[list[JobId], Field(min_length=1, max_length=BULK_MAX)]
+
+    @field_validator("ids")
+    @classmethod
+    def _distinct(cls, ids: list[str]) -> list[str]:
+        if len(set(ids)) != len(ids):
+            raise ValueError("must not repeat an id")
+        return ids
+
+
+class BulkCancel(BulkJobs):
+    reason: Annotated[str, Field(min_length=1, max_length=1000)] = "cancelled via API"
+
+
+class BulkOutcomeOut(_Response):
+    """What the action did to one id: ``cancelled``/``retried``; ``not_found`` (also
+    another merchant's job); ``conflict``: its status (given) did not allow it."""
+
+    id: str
+    outcome: Literal["cancelled", "retried", "not_found", "conflict"]
+    status: JobStatus | None
+
+
+class BulkOut(BaseModel):
+    """One outcome per id, in the order given."""
+
+    items: list[BulkOutcomeOut]
+
+
+class FailureGroupOut(_Response):
+    key: str = Field(description="The error's first line, numbers and ids masked")
+    example: str = Field(description="The newest job's error, first line, as written")
+    count: int
+    task_types: list[str]
+    newest_at: datetime | None
+    job_ids: list[str] = Field(description="The group's jobs, newest first (at most 1,000)")
+
+
+class FailuresOut(_Response):
+    groups: list[FailureGroupOut]
+    scanned: int = Field(description="How many failed jobs were read (the newest)")
+    bounded: bool = Field(
+        description="True when the read stopped at its bound (5,000): older failures "
+        "are not counted"
+    )
 
 
 class JobLinkOut(_Response):

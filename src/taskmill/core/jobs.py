@@ -138,6 +138,11 @@ class Job:
     trace_context: str | None = None
     on_dependency_failure: DependencyFailurePolicy = DependencyFailurePolicy.CANCEL
 
+    @property
+    def waited_seconds(self) -> float | None:
+        """See :func:`waited_seconds`."""
+        return waited_seconds(self)
+
 
 @dataclass(frozen=True, slots=True)
 class JobRun:
@@ -153,9 +158,37 @@ class JobRun:
     duration_seconds: float | None
 
 
+WAITING_FOR_ATTEMPT = frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED})
+
+
+def waited_seconds(job: Job) -> float | None:
+    """How long the job's latest attempt waited to start: from when it became due (its
+    ``run_at``, or its creation if ``run_at`` was earlier) to its ``started_at``.
+
+    ``None`` until an attempt started, and while the next one waits (a retry or a rescue
+    moved ``run_at`` past the last start); a job cancelled before its retry started keeps
+    ``None``. ``run_at`` is written on the producer's clock and ``started_at`` on the
+    database's: a skew between them is read as no wait, never a negative one.
+    """
+    if job.started_at is None or job.status in WAITING_FOR_ATTEMPT:
+        return None
+    due = max(job.run_at, job.created_at)
+    if job.started_at < due and job.status is JobStatus.CANCELLED:
+        return None
+    return max(0.0, (job.started_at - due).total_seconds())
+
+
+SEARCH_MAX_LENGTH = 200
+
+
 @dataclass(frozen=True, slots=True)
 class JobFilter:
-    """Which jobs to list; keyset-paginated by ``(created_at, id)``."""
+    """Which jobs to list; keyset-paginated by ``(created_at, id)``, oldest first or,
+    with ``newest_first``, newest first (``after`` is then the cursor's lower bound).
+
+    ``search``: a job id (whole), or text found (case-insensitively) in the task type or
+    in the payload's JSON text.
+    """
 
     statuses: Sequence[JobStatus] = ()
     task_type: str | None = None
@@ -166,3 +199,5 @@ class JobFilter:
     run_before: datetime | None = None
     limit: int = 100
     after: tuple[datetime, str] | None = None
+    newest_first: bool = False
+    search: str | None = None

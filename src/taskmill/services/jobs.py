@@ -19,8 +19,9 @@ from typing import Protocol
 
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
-from taskmill.core.errors import NotFound
+from taskmill.core.errors import InvalidTransition, NotFound
 from taskmill.core.events import Event, EventFilter
+from taskmill.core.failures import FailureGroup, group_failures
 from taskmill.core.jobs import Job, JobFilter, JobRun, JobStatus
 from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause, check_queue_name
@@ -37,7 +38,33 @@ from taskmill.store.protocol import (
     WorkerInfo,
 )
 
-__all__ = ["STATS_WINDOW_MINUTES", "Jobs", "Wakeups"]
+__all__ = ["STATS_WINDOW_MINUTES", "BulkOutcome", "Failures", "Jobs", "Wakeups"]
+
+# The failures view groups at most this many of a merchant's newest failed jobs: the
+# cost of a read stays bounded whatever the backlog (older failures are not counted).
+FAILURES_SCANNED = 5_000
+# A group lists at most this many of its jobs' ids (a bulk retry's bound in the UI).
+FAILURE_GROUP_IDS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class BulkOutcome:
+    """What a bulk action did to one id: ``cancelled``/``retried``, ``not_found`` (also
+    another merchant's), or ``conflict`` (its status did not allow it); its status after."""
+
+    id: str
+    outcome: str
+    status: JobStatus | None
+
+
+@dataclass(frozen=True, slots=True)
+class Failures:
+    """Failed jobs grouped by error, from the ``scanned`` newest (``bounded``: there may
+    be older ones that were not read)."""
+
+    groups: builtins.list[FailureGroup]
+    scanned: int
+    bounded: bool
 
 
 class Wakeups(Protocol):
@@ -135,6 +162,50 @@ class Jobs:
         )
         self.wakeups.jobs_due()
         return job
+
+    async def cancel_many(
+        self, merchant_id: MerchantScope, job_ids: Sequence[str], *, reason: str, actor: str
+    ) -> builtins.list[BulkOutcome]:
+        """:meth:`cancel` each id in its own transaction: one id's refusal (not found,
+        already finished) is its answer and never stops the others."""
+        done = []
+        for job_id in job_ids:
+            try:
+                job = await self.cancel(merchant_id, job_id, reason=reason, actor=actor)
+            except (NotFound, InvalidTransition) as exc:
+                done.append(_refused(job_id, exc))
+            else:
+                done.append(BulkOutcome(job_id, "cancelled", job.status))
+        return done
+
+    async def retry_many(
+        self, merchant_id: MerchantScope, job_ids: Sequence[str], *, actor: str
+    ) -> builtins.list[BulkOutcome]:
+        """:meth:`retry` each id in its own transaction, as :meth:`cancel_many` does."""
+        done = []
+        for job_id in job_ids:
+            try:
+                job = await self.store.retry_failed(
+                    merchant_id, job_id, actor=actor, run_at=self.clock.now()
+                )
+            except (NotFound, InvalidTransition) as exc:
+                done.append(_refused(job_id, exc))
+            else:
+                done.append(BulkOutcome(job_id, "retried", job.status))
+        if any(d.outcome == "retried" for d in done):
+            self.wakeups.jobs_due()
+        return done
+
+    async def failures(
+        self, merchant_id: MerchantScope, *, since: datetime | None, limit: int
+    ) -> Failures:
+        """The merchant's newest ``FAILURES_SCANNED`` failed jobs (finished since
+        ``since``), grouped by error; the ``limit`` largest groups."""
+        failed = await self.store.newest_failed_jobs(
+            merchant_id, since=since, limit=FAILURES_SCANNED
+        )
+        groups = group_failures(failed, max_ids=FAILURE_GROUP_IDS)
+        return Failures(groups[:limit], len(failed), len(failed) == FAILURES_SCANNED)
 
     async def runs(self, merchant_id: MerchantScope, job_id: str) -> builtins.list[JobRun]:
         await self.get(merchant_id, job_id)  # NotFound for another merchant's job
@@ -242,3 +313,9 @@ class Jobs:
             return await self.get(merchant_id, ident)
         except NotFound:
             return await self.get_template(merchant_id, ident)
+
+
+def _refused(job_id: str, exc: NotFound | InvalidTransition) -> BulkOutcome:
+    if isinstance(exc, NotFound):
+        return BulkOutcome(job_id, "not_found", None)
+    return BulkOutcome(job_id, "conflict", JobStatus(exc.from_status))

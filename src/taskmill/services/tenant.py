@@ -7,7 +7,7 @@ so no route can reach an unscoped query; another merchant's ids answer ``NotFoun
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -20,7 +20,7 @@ from taskmill.core.queues import QueuePause
 from taskmill.core.templates import FirePreview, Template
 from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope, Scope
 from taskmill.services.api_keys import ApiKeys, IssuedKey
-from taskmill.services.jobs import Jobs
+from taskmill.services.jobs import BulkOutcome, Failures, Jobs
 from taskmill.services.scheduling import Scheduled, ScheduleRequest
 from taskmill.services.templates import TemplateUpdate
 from taskmill.store.protocol import MerchantStats, WorkerInfo
@@ -73,6 +73,17 @@ class TenantScope:
 
     async def retry_job(self, job_id: str) -> Job:
         return await self._jobs.retry(self.merchant_id, job_id, actor=self.actor)
+
+    async def cancel_jobs(self, job_ids: Sequence[str], reason: str) -> list[BulkOutcome]:
+        return await self._jobs.cancel_many(
+            self.merchant_id, job_ids, reason=reason, actor=self.actor
+        )
+
+    async def retry_jobs(self, job_ids: Sequence[str]) -> list[BulkOutcome]:
+        return await self._jobs.retry_many(self.merchant_id, job_ids, actor=self.actor)
+
+    async def failures(self, since: datetime | None, limit: int) -> Failures:
+        return await self._jobs.failures(self.merchant_id, since=since, limit=limit)
 
     async def dependencies(self, job_id: str) -> JobDependencies:
         """The job's upstream and downstream jobs (404 for another merchant's job)."""

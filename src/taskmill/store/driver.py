@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
+from taskmill.core.failures import FailedJob
 from taskmill.core.jobs import Job, JobFilter, JobRun
 from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
@@ -21,6 +22,7 @@ from taskmill.store import (
     claims,
     dependencies,
     events,
+    failures,
     jobs,
     names,
     outcomes,
@@ -146,6 +148,11 @@ class SqlStore:
 
     async def list_runs(self, merchant_id: MerchantScope, job_id: str) -> list[JobRun]:
         return await runs.list_runs(self.db, job_id, merchant_id)
+
+    async def newest_failed_jobs(
+        self, merchant_id: MerchantScope, *, since: datetime | None, limit: int
+    ) -> list[FailedJob]:
+        return await failures.newest_failed(self.db, merchant_id, since=since, limit=limit)
 
     async def get_dependencies(self, merchant_id: MerchantScope, job_id: str) -> JobDependencies:
         return await dependencies.get_dependencies(self.db, job_id, merchant_id)

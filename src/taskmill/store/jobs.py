@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select
+from sqlalchemy import ColumnElement, Select, Text, cast, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.dependencies import parse_policy
@@ -16,6 +17,7 @@ from taskmill.core.errors import Conflict, NotFound, ValidationError
 from taskmill.core.events import EventType
 from taskmill.core.jobs import (
     DEFAULT_MERCHANT_ID,
+    SEARCH_MAX_LENGTH,
     DependencyFailurePolicy,
     Job,
     JobFilter,
@@ -326,22 +328,56 @@ def _filtered(merchant_id: MerchantScope, flt: JobFilter) -> Select[Any]:
             stmt = stmt.where(column >= low)
         if high is not None:
             stmt = stmt.where(column < high)
+    if flt.search is not None:
+        stmt = stmt.where(_matching(flt.search))
     if flt.after is not None:
-        created, ident = flt.after
-        # The first condition is implied by the second; it lets the index seek straight
-        # to the cursor instead of filtering every earlier row.
-        stmt = stmt.where(
-            jobs.c.created_at >= created,
-            (jobs.c.created_at > created) | ((jobs.c.created_at == created) & (jobs.c.id > ident)),
-        )
+        stmt = stmt.where(*_after(flt.after, newest_first=flt.newest_first))
     return stmt
 
 
+def _after(cursor: tuple[datetime, str], *, newest_first: bool) -> list[ColumnElement[bool]]:
+    """The rows past ``cursor`` in the listing's order."""
+    created, ident = cursor
+    # The first condition is implied by the second; it lets the index seek straight to
+    # the cursor instead of filtering every row before it.
+    if newest_first:
+        return [
+            jobs.c.created_at <= created,
+            (jobs.c.created_at < created) | ((jobs.c.created_at == created) & (jobs.c.id < ident)),
+        ]
+    return [
+        jobs.c.created_at >= created,
+        (jobs.c.created_at > created) | ((jobs.c.created_at == created) & (jobs.c.id > ident)),
+    ]
+
+
+def _matching(text: str) -> ColumnElement[bool]:
+    """Jobs whose id is ``text``, or whose task type or payload's JSON text contains it
+    (case-insensitively; ``%``, ``_`` and ``/`` match themselves). The payload is also
+    searched for ``text`` as JSON writes it inside a string (quotes, backslashes and, as
+    SQLite stores it, non-ASCII letters escaped). A payload match reads every one of the
+    merchant's jobs the other filters leave: no index serves it."""
+    if not 1 <= len(text) <= SEARCH_MAX_LENGTH:
+        raise ValidationError("q", f"must be 1 to {SEARCH_MAX_LENGTH} characters")
+    payload = cast(jobs.c.payload, Text)
+    clauses = [
+        jobs.c.id == text,
+        jobs.c.task_type.icontains(text, autoescape=True),
+        payload.icontains(text, autoescape=True),
+    ]
+    escaped = json.dumps(text)[1:-1]
+    if escaped != text:
+        clauses.append(payload.icontains(escaped, autoescape=True))
+    return or_(*clauses)
+
+
 async def list_jobs(db: Database, merchant_id: MerchantScope, flt: JobFilter) -> list[Job]:
-    """The merchant's jobs matching ``flt``, oldest first."""
+    """The merchant's jobs matching ``flt``, oldest first (or newest first)."""
     if not 1 <= flt.limit <= 10_000:
         raise ValidationError("limit", "must be between 1 and 10000")
-    stmt = _filtered(merchant_id, flt).order_by(jobs.c.created_at, jobs.c.id).limit(flt.limit)
+    key = (jobs.c.created_at, jobs.c.id)
+    order = [column.desc() for column in key] if flt.newest_first else list(key)
+    stmt = _filtered(merchant_id, flt).order_by(*order).limit(flt.limit)
     async with db.read() as conn:
         return [to_job(row) for row in (await conn.execute(stmt)).all()]
 

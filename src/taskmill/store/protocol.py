@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
+from taskmill.core.failures import FailedJob
 from taskmill.core.jobs import Job, JobFilter, JobRun
 from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
@@ -152,6 +153,13 @@ class Store(Protocol):
     async def list_jobs(self, merchant_id: MerchantScope, flt: JobFilter) -> list[Job]: ...
 
     async def list_runs(self, merchant_id: MerchantScope, job_id: str) -> list[JobRun]: ...
+
+    async def newest_failed_jobs(
+        self, merchant_id: MerchantScope, *, since: datetime | None, limit: int
+    ) -> list[FailedJob]:
+        """Up to ``limit`` (1-10,000) ``failed`` jobs finished since ``since``, newest
+        first, with the head of each one's error. A read; never blocks a writer."""
+        ...
 
     async def get_dependencies(
         self, merchant_id: MerchantScope, job_id: str

@@ -1,9 +1,10 @@
-"""/jobs: create (any schedule kind), list, get, cancel, retry, runs, dependencies."""
+"""/jobs: create (any schedule kind), list and search, get, cancel, retry (one or many),
+failures grouped by error, runs, dependencies."""
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
@@ -11,8 +12,14 @@ from taskmill.api.auth import JobsRead, JobsWrite, check_scope
 from taskmill.api.paging import Cursor, decode_cursor, keyset_page
 from taskmill.api.responses import AUTHENTICATED, BODY, WRITE, errors
 from taskmill.api.schemas import (
+    BulkCancel,
+    BulkJobs,
+    BulkOut,
+    BulkOutcomeOut,
     CancelRequest,
     DependenciesOut,
+    FailureGroupOut,
+    FailuresOut,
     JobCreate,
     JobOut,
     JobPage,
@@ -21,7 +28,7 @@ from taskmill.api.schemas import (
     TemplateOut,
     UtcDatetime,
 )
-from taskmill.core.jobs import Job, JobFilter, JobStatus
+from taskmill.core.jobs import SEARCH_MAX_LENGTH, Job, JobFilter, JobStatus
 from taskmill.core.tenants import Scope
 from taskmill.services.scheduling import ScheduleRequest
 
@@ -87,8 +94,20 @@ async def list_jobs(
     run_before: UtcDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Cursor = None,
+    order: Literal["desc", "asc"] = "desc",
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=SEARCH_MAX_LENGTH,
+            description="A job id (whole), or text in the task type or in the payload's "
+            "JSON (case-insensitive). Payload text is searched by reading the jobs the "
+            "other filters leave: narrow them on a large history.",
+        ),
+    ] = None,
 ) -> JobPage:
-    """Jobs oldest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    """Jobs newest first (``order=asc``: oldest first); pass ``next_cursor`` back as
+    ``cursor``, with the same ``order``, for the next page."""
     jobs = await tenant.list_jobs(
         JobFilter(
             statuses=status or (),
@@ -99,11 +118,47 @@ async def list_jobs(
             run_after=run_after,
             run_before=run_before,
             limit=limit + 1,
-            after=decode_cursor(cursor) if cursor else None,
+            after=decode_cursor(cursor, order) if cursor else None,
+            newest_first=order == "desc",
+            search=q,
         )
     )
-    page, next_cursor = keyset_page(jobs, limit)
+    page, next_cursor = keyset_page(jobs, limit, order)
     return JobPage(items=[JobOut.model_validate(j) for j in page], next_cursor=next_cursor)
+
+
+@router.get("/failures", response_model=FailuresOut, responses=errors(*AUTHENTICATED))
+async def list_failures(
+    tenant: JobsRead,
+    since: UtcDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> FailuresOut:
+    """Failed jobs grouped by their error's first line, numbers and ids masked ("timeout
+    after 31s" and "after 32s" are one group), the largest groups first. Reads the newest
+    5,000 failed jobs that finished at or after ``since`` (``bounded`` says when there
+    were more)."""
+    found = await tenant.failures(since, limit)
+    return FailuresOut(
+        groups=[FailureGroupOut.model_validate(g) for g in found.groups],
+        scanned=found.scanned,
+        bounded=found.bounded,
+    )
+
+
+@router.post("/bulk/cancel", response_model=BulkOut, responses=errors(*WRITE, *BODY))
+async def cancel_jobs(body: BulkCancel, tenant: JobsWrite) -> BulkOut:
+    """Cancel up to 100 jobs, each on its own: the answer lists every id's outcome
+    (``cancelled``, ``not_found``, or ``conflict`` with the status that refused it)."""
+    done = await tenant.cancel_jobs(body.ids, body.reason)
+    return BulkOut(items=[BulkOutcomeOut.model_validate(d) for d in done])
+
+
+@router.post("/bulk/retry", response_model=BulkOut, responses=errors(*WRITE, *BODY))
+async def retry_jobs(body: BulkJobs, tenant: JobsWrite) -> BulkOut:
+    """Give up to 100 failed jobs one more attempt now, each on its own (``retried``,
+    ``not_found``, or ``conflict`` with the status of a job that is not failed)."""
+    done = await tenant.retry_jobs(body.ids)
+    return BulkOut(items=[BulkOutcomeOut.model_validate(d) for d in done])
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=errors(404, *AUTHENTICATED))
