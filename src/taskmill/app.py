@@ -15,16 +15,23 @@ from taskmill.config import Settings, load_settings
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.errors import ConfigError, NotFound, ValidationError
-from taskmill.core.events import Event, EventFilter
+from taskmill.core.events import Event, EventFilter, EventType
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, DependencyFailurePolicy, Job, JobFilter, JobRun
 from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
 from taskmill.core.retry import BackoffPolicy
-from taskmill.core.templates import FirePreview, MisfirePolicy, OverlapPolicy, Template
+from taskmill.core.templates import (
+    FirePreview,
+    JobFailurePolicy,
+    MisfirePolicy,
+    OverlapPolicy,
+    Template,
+)
 from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.executors.python import TaskDefinition, TaskRegistry, Validator
 from taskmill.observability.logs import configure_logging, redact_url
 from taskmill.runtime import Runtime
+from taskmill.services.event_handlers import Subscription
 from taskmill.services.runner import ServiceMain
 from taskmill.services.scheduling import ScheduleRequest
 from taskmill.services.templates import TemplateUpdate
@@ -34,6 +41,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 MAX_DELAY_SECONDS = 366 * 86400.0  # as the API's delay_seconds
 _ACTOR = "library"  # the actor the event log names for what the library does
 ServicesFactory = Callable[[Runtime], dict[str, ServiceMain]]
+
+
+H = TypeVar("H", bound=Callable[[Event], Any])
+
+
+def _event_type(value: EventType | str) -> EventType:
+    try:
+        return EventType(value)
+    except ValueError:
+        raise ValidationError("types", f"{value!r} is not an event type") from None
 
 
 class Taskmill:
@@ -74,6 +91,7 @@ class Taskmill:
         self._runtime: Runtime | None = None
         self._opened = False
         self._periodic: builtins.list[tuple[Callable[..., Any], ScheduleRequest]] = []
+        self._subscriptions: builtins.list[Subscription] = []
         self._stop: asyncio.Event | None = None
         self._serving: asyncio.Task[None] | None = None
 
@@ -133,6 +151,7 @@ class Taskmill:
         timeout: float | None = None,
         misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE,
         overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW,
+        on_job_failure: JobFailurePolicy | str = JobFailurePolicy.KEEP,
     ) -> Callable[[F], F]:
         """Run the decorated task (``@app.task``, above or below this) on ``cron`` or every
         ``interval`` seconds, declared in code. Every start reconciles the app's
@@ -160,6 +179,7 @@ class Taskmill:
             timeout=timeout,
             misfire_policy=misfire_policy,
             overlap_policy=overlap_policy,
+            on_job_failure=on_job_failure,
             actor=_ACTOR,
         )
 
@@ -168,6 +188,31 @@ class Taskmill:
             return fn
 
         return declare
+
+    def on_event(self, *types: EventType | str, name: str | None = None) -> Callable[[H], H]:
+        """Call the decorated function (``fn(event)``, sync or async) for each event of
+        ``types`` (every event without types) from the event log, after its commit, at
+        least once: it reads from a cursor kept in the database, so none is missed across
+        a restart or a crash (one may come twice). It runs in every process of the app
+        that registers it, one process at a time (a lease). A failing call is retried
+        with backoff, then the event is logged and passed over. The first start reads
+        from the log's end. ``name`` keys the cursor (default: the function's module and
+        name): keep it when renaming the function."""
+        wanted = tuple(_event_type(t) for t in types)
+
+        def register(fn: H) -> H:
+            key = name or f"{fn.__module__}.{fn.__qualname__}"
+            if not 1 <= len(key) <= 200:
+                raise ValidationError("name", "must be 1-200 characters")
+            if any(s.name == key for s in self._subscriptions):
+                raise ValidationError("name", f"an event handler named {key!r} exists")
+            subscription = Subscription(key, wanted, fn)
+            self._subscriptions.append(subscription)
+            if self._runtime is not None:
+                self._runtime.subscriptions.append(subscription)
+            return fn
+
+        return register
 
     def _declared(self) -> builtins.list[ScheduleRequest]:
         """The ``@periodic`` declarations, each with its task's name."""
@@ -189,6 +234,7 @@ class Taskmill:
     def runtime(self) -> Runtime:
         if self._runtime is None:
             self._runtime = Runtime(self.settings, self.registry, self._clock)
+            self._runtime.subscriptions.extend(self._subscriptions)
         return self._runtime
 
     async def open(self) -> Runtime:
@@ -274,6 +320,7 @@ class Taskmill:
         on_dependency_failure: DependencyFailurePolicy | str = DependencyFailurePolicy.CANCEL,
         misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE,
         overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW,
+        on_job_failure: JobFailurePolicy | str = JobFailurePolicy.KEEP,
     ) -> Job | Template:
         """Schedule ``task``: now (default), at ``run_at`` or after ``delay``, every
         ``interval`` seconds, or on a ``cron`` expression (5 fields, or 6 with seconds
@@ -311,6 +358,7 @@ class Taskmill:
             on_dependency_failure=on_dependency_failure,
             misfire_policy=misfire_policy,
             overlap_policy=overlap_policy,
+            on_job_failure=on_job_failure,
         )
         if interval is not None or cron is not None:
             # Declared in code: the same call at every start finds its template again.

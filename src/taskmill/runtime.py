@@ -19,11 +19,14 @@ from taskmill.brokers.database import DatabaseBroker
 from taskmill.config import ApiSettings, Settings
 from taskmill.core.clock import Clock, SystemClock
 from taskmill.core.errors import ConfigError, StoreUnavailable
+from taskmill.core.events import EventType
 from taskmill.core.retry import BackoffPolicy
 from taskmill.executors.http import http_task
 from taskmill.executors.process import process_task
 from taskmill.executors.python import PythonExecutor, TaskDefinition, TaskRegistry
 from taskmill.services.api_keys import ApiKeys
+from taskmill.services.event_handlers import BATCH as EVENT_BATCH
+from taskmill.services.event_handlers import EventDispatcher, Subscription
 from taskmill.services.failure_watcher import FailureWatcher, FailureWatcherConfig
 from taskmill.services.jobs import Jobs
 from taskmill.services.loop import PeriodicService, Waker, run_periodically
@@ -39,6 +42,10 @@ from taskmill.store.drivers import store_for
 from taskmill.store.postgres import listener
 
 log = logging.getLogger(__name__)
+
+# The built-in event handler that switches a template off when one of its jobs fails
+# for good (``on_job_failure: disable``); runs where the recurrence manager runs.
+TEMPLATE_ON_JOB_FAILURE = "taskmill.template-on-job-failure"
 
 # The first connection's backoff: 0.5, 1, 2, 4, 5, 5 ... seconds between tries.
 FIRST_CONNECT_DELAY, MAX_CONNECT_DELAY = 0.5, 5.0
@@ -190,6 +197,8 @@ class Runtime:
         )
         # Every door (the library, the API, the CLI) goes through this one service.
         self.jobs = Jobs(self.store, self.clock, self.scheduler, self.templates, self)
+        # The application's event handlers (``Taskmill.on_event``), run in every process.
+        self.subscriptions: list[Subscription] = []
 
     def _worker_config(self) -> WorkerConfig:
         w, r = self.settings.worker, self.settings.retry
@@ -297,6 +306,26 @@ class Runtime:
 
         return main
 
+    def _event_handlers(self, subscriptions: list[Subscription]) -> ServiceMain:
+        holder = self.worker.config.worker_id
+        dispatcher = EventDispatcher(self.store, self.clock, subscriptions, holder)
+
+        async def main(stop: asyncio.Event) -> None:
+            log.info("event handlers started: %s", ", ".join(s.name for s in subscriptions))
+            try:
+                await run_periodically(
+                    dispatcher,
+                    clock=self.clock,
+                    stop=stop,
+                    waker=Waker(),
+                    poll_interval=self.settings.scheduler.poll_interval_seconds,
+                    batch_size=EVENT_BATCH,
+                )
+            finally:
+                await dispatcher.close()
+
+        return main
+
     def services(self, only: Collection[str] | None = None) -> dict[str, ServiceMain]:
         """Every service (``taskmill run``), or those named in ``only`` (one per process:
         ``taskmill executor`` and the like). On PostgreSQL a notification listener joins
@@ -306,6 +335,15 @@ class Runtime:
         if only is None:
             only = self._enabled_services()
         chosen = {k: v for k, v in self._all_services().items() if k in only}
+        handlers = list(self.subscriptions)
+        if "recurrence-manager" in chosen:  # templates' on_job_failure, beside their firing
+            handlers.append(
+                Subscription(
+                    TEMPLATE_ON_JOB_FAILURE, (EventType.JOB_FAILED,), self.jobs.template_job_failed
+                )
+            )
+        if handlers:
+            chosen["event-handlers"] = self._event_handlers(handlers)
         listen_url = self.settings.database.listener_url
         if self.store.notifies and listen_url and set(chosen) - {"failure-watcher"}:
             chosen["pg-listener"] = self._listener(listen_url)

@@ -21,7 +21,7 @@ from pydantic import (
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import DependencyFailurePolicy, JobStatus, RunOutcome, ScheduleType
 from taskmill.core.schedules import utc
-from taskmill.core.templates import MisfirePolicy, OverlapPolicy
+from taskmill.core.templates import JobFailurePolicy, MisfirePolicy, OverlapPolicy
 from taskmill.core.tenants import Scope
 from taskmill.core.text import check_json
 
@@ -159,6 +159,10 @@ class TemplateCreate(_Request):
     timeout_seconds: Timeout | None = None
     misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
     overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
+    on_job_failure: JobFailurePolicy = Field(
+        default=JobFailurePolicy.KEEP,
+        description="disable: switch the template off when one of its jobs fails for good",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_schedule(self) -> TemplateCreate:
@@ -182,6 +186,7 @@ class TemplatePatch(_Request):
     active: bool | None = None
     misfire_policy: MisfirePolicy | None = None
     overlap_policy: OverlapPolicy | None = None
+    on_job_failure: JobFailurePolicy | None = None
     max_attempts: MaxAttempts | None = None
     timeout_seconds: Timeout | None = None
 
@@ -332,6 +337,7 @@ class TemplateOut(_Response):
     last_scheduled_for: datetime | None
     misfire_policy: MisfirePolicy
     overlap_policy: OverlapPolicy
+    on_job_failure: JobFailurePolicy
     max_attempts: int
     timeout_seconds: float | None
     created_at: datetime

@@ -59,4 +59,5 @@ class EventFilter:
     template_id: str | None = None
     types: Sequence[EventType] = ()
     after_id: int = 0
+    up_to_id: int | None = None
     limit: int = 1000

@@ -48,6 +48,22 @@ class OverlapPolicy(enum.StrEnum):
     QUEUE = "queue"
 
 
+class JobFailurePolicy(enum.StrEnum):
+    """What a template does when one of its jobs fails for good (its last attempt)."""
+
+    KEEP = "keep"  # keep firing
+    DISABLE = "disable"  # switch the template off, with an event saying why
+
+
+def job_failure_policy(value: JobFailurePolicy | str) -> JobFailurePolicy:
+    """``value`` as a policy, or a ``ValidationError`` naming ``on_job_failure``."""
+    try:
+        return JobFailurePolicy(value)
+    except ValueError:
+        choices = ", ".join(p.value for p in JobFailurePolicy)
+        raise ValidationError("on_job_failure", f"must be one of {choices}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     """A recurring schedule (interval or cron) of one task type for one merchant."""
@@ -73,6 +89,7 @@ class Template:
     max_attempts: int
     timeout_seconds: float | None
     created_at: datetime
+    on_job_failure: JobFailurePolicy = JobFailurePolicy.KEEP
 
     def schedule(self) -> Schedule:
         return build_schedule(

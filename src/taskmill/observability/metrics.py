@@ -84,6 +84,11 @@ JOBS_RETRIED = Counter(
     "Job attempts that failed and were scheduled to run again (backoff or Retry).",
     ["task_type", "merchant"],
 )
+EVENT_HANDLER_FAILURES = Counter(
+    "taskmill_event_handler_failures",
+    "Events an application event handler (@app.on_event) failed on every try, passed over.",
+    ["handler"],
+)
 START_LAG = Histogram(
     "taskmill_job_start_lag_seconds",
     "From the time a job was due (run_at) to the time an executor started it.",

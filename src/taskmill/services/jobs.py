@@ -25,8 +25,8 @@ from taskmill.core.failures import FailureGroup, group_failures
 from taskmill.core.jobs import Job, JobFilter, JobRun, JobStatus
 from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause, check_queue_name
-from taskmill.core.templates import FirePreview, Template
-from taskmill.core.tenants import MerchantScope
+from taskmill.core.templates import FirePreview, JobFailurePolicy, Template
+from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.services.scheduling import Scheduled, Scheduler, ScheduleRequest
 from taskmill.services.templates import Templates, TemplateUpdate
 from taskmill.store.protocol import (
@@ -280,6 +280,24 @@ class Jobs:
         return await self.templates.switch_off(
             template_id, reason, actor=actor, merchant_id=merchant_id
         )
+
+    async def template_job_failed(self, event: Event) -> None:
+        """A job failed for good (``job.failed``): switch its template off if the template
+        says ``on_job_failure: disable``, with ``last_error`` saying which job. Runs as an
+        event handler (at least once): switching off twice changes nothing."""
+        if event.job_id is None:
+            return
+        try:
+            job = await self.store.get_job(ALL_MERCHANTS, event.job_id)
+            if job.template_id is None:
+                return
+            template = await self.store.get_template(ALL_MERCHANTS, job.template_id)
+        except NotFound:  # pruned or deleted since: nothing to switch off
+            return
+        if template.on_job_failure is not JobFailurePolicy.DISABLE or not template.active:
+            return
+        reason = f"switched off: job {job.id} failed for good (on_job_failure: disable)"
+        await self.switch_off_template(ALL_MERCHANTS, template.id, reason, actor="taskmill")
 
     async def delete_template(
         self, merchant_id: MerchantScope, template_id: str, *, actor: str

@@ -28,11 +28,13 @@ from taskmill.core.jobs import (
 )
 from taskmill.core.schedules import check_schedule_time, utc
 from taskmill.core.templates import (
+    JobFailurePolicy,
     MisfirePolicy,
     OverlapPolicy,
     Template,
     build_schedule,
     first_tick,
+    job_failure_policy,
 )
 from taskmill.core.text import check_json, check_text
 from taskmill.executors.python import TaskRegistry
@@ -74,6 +76,7 @@ class ScheduleRequest:
     on_dependency_failure: DependencyFailurePolicy | str = DependencyFailurePolicy.CANCEL
     misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
     overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
+    on_job_failure: JobFailurePolicy | str = JobFailurePolicy.KEEP
     merchant_id: str = DEFAULT_MERCHANT_ID
     actor: str = "library"
 
@@ -121,6 +124,7 @@ def declared_name(req: ScheduleRequest) -> str:
         req.timeout,
         str(req.misfire_policy),
         str(req.overlap_policy),
+        str(req.on_job_failure),
     ]
     text = json.dumps(definition, sort_keys=True, default=str)
     return f"{req.task[:150]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
@@ -344,6 +348,7 @@ class Scheduler:
             priority=priority,
             misfire_policy=req.misfire_policy,
             overlap_policy=req.overlap_policy,
+            on_job_failure=job_failure_policy(req.on_job_failure),
             max_attempts=max_attempts,
             timeout_seconds=timeout,
             declared=declared,

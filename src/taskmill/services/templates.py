@@ -13,11 +13,13 @@ from taskmill.core.jobs import ScheduleType
 from taskmill.core.schedules import utc
 from taskmill.core.templates import (
     FirePreview,
+    JobFailurePolicy,
     MisfirePolicy,
     OverlapPolicy,
     Template,
     build_schedule,
     first_tick,
+    job_failure_policy,
     preview_fires,
 )
 from taskmill.core.tenants import MerchantScope
@@ -62,6 +64,7 @@ class TemplateUpdate:
     active: bool = _UNSET
     misfire_policy: MisfirePolicy = _UNSET
     overlap_policy: OverlapPolicy = _UNSET
+    on_job_failure: JobFailurePolicy = _UNSET
     max_attempts: int = _UNSET
     timeout_seconds: float | None = _UNSET
 
@@ -164,6 +167,8 @@ def _first_fire(
 
 
 def _check_simple_fields(current: Template, changes: dict[str, Any]) -> None:
+    if "on_job_failure" in changes:
+        changes["on_job_failure"] = job_failure_policy(changes["on_job_failure"])
     if "name" in changes and not str(changes["name"]).strip():
         raise ValidationError("name", "must not be empty")
     if "max_attempts" in changes and changes["max_attempts"] < 1:

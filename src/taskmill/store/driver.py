@@ -21,6 +21,7 @@ from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope
 from taskmill.store import (
     claims,
     dependencies,
+    event_cursors,
     events,
     failures,
     jobs,
@@ -288,6 +289,28 @@ class SqlStore:
     async def unserved_task_types(self) -> dict[str, int]:
         async with self.db.read() as conn:
             return await stats.unserved(conn, ALL_MERCHANTS)
+
+    # -- event handlers' cursors -------------------------------------------------------
+
+    async def take_cursor(
+        self, name: str, *, holder: str, lease_seconds: float, now: datetime
+    ) -> int | None:
+        return await event_cursors.take_cursor(
+            self.db, name, holder=holder, lease_seconds=lease_seconds, now=now
+        )
+
+    async def advance_cursor(
+        self, name: str, *, holder: str, position: int, lease_seconds: float, now: datetime
+    ) -> bool:
+        return await event_cursors.advance_cursor(
+            self.db, name, holder=holder, position=position, lease_seconds=lease_seconds, now=now
+        )
+
+    async def release_cursor(self, name: str, *, holder: str) -> None:
+        await event_cursors.release_cursor(self.db, name, holder=holder)
+
+    async def event_horizon(self, after: int, *, gap_seconds: float, now: datetime) -> int:
+        return await event_cursors.event_horizon(self.db, after, gap_seconds=gap_seconds, now=now)
 
     # -- progress ---------------------------------------------------------------------
 

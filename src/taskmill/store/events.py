@@ -122,6 +122,8 @@ async def list_events(db: Database, merchant_id: MerchantScope, flt: EventFilter
     stmt = select(events).where(events.c.id > flt.after_id).order_by(events.c.id).limit(flt.limit)
     if merchant_id is not ALL_MERCHANTS:
         stmt = stmt.where(events.c.merchant_id == merchant_id)
+    if flt.up_to_id is not None:
+        stmt = stmt.where(events.c.id <= flt.up_to_id)
     if flt.job_id is not None:
         stmt = stmt.where(events.c.job_id == flt.job_id)
     if flt.template_id is not None:

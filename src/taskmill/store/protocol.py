@@ -265,6 +265,28 @@ class Store(Protocol):
         """Queued jobs (every merchant's) per task type that no live worker runs."""
         ...
 
+    # -- event handlers' cursors -------------------------------------------------------
+
+    async def take_cursor(
+        self, name: str, *, holder: str, lease_seconds: float, now: datetime
+    ) -> int | None:
+        """Lease handler ``name``'s cursor to ``holder``; its position, or ``None`` while
+        another process holds it. Created at the log's end the first time."""
+        ...
+
+    async def advance_cursor(
+        self, name: str, *, holder: str, position: int, lease_seconds: float, now: datetime
+    ) -> bool:
+        """Move the cursor and renew the lease; ``False`` if ``holder`` lost it."""
+        ...
+
+    async def release_cursor(self, name: str, *, holder: str) -> None: ...
+
+    async def event_horizon(self, after: int, *, gap_seconds: float, now: datetime) -> int:
+        """The highest event id a reader after ``after`` may read up to and miss none
+        (a gap in the ids younger than ``gap_seconds`` may still be filled)."""
+        ...
+
     # -- progress ---------------------------------------------------------------------
 
     async def record_progress(self, reports: Sequence[ProgressReport]) -> None:

@@ -7,6 +7,7 @@ Names follow seed 002: tables plural snake_case, ``idx_{table}_{columns}``,
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Enum,
@@ -118,6 +119,9 @@ templates = Table(
     # Declared by ``@app.periodic`` (migration 0007): switched off at an app's start when
     # its code no longer declares it; never set for templates made through the API.
     Column("declared", Boolean, nullable=False, server_default=false()),
+    # ``JobFailurePolicy`` (migration 0009): ``disable`` switches the template off when one
+    # of its jobs fails for good.
+    Column("on_job_failure", String(20), nullable=False, server_default="keep"),
     UniqueConstraint("merchant_id", "name"),
     Index("idx_templates_active_next_run_at", "active", "next_run_at"),
     Index("idx_templates_merchant_id_created_at", "merchant_id", "created_at"),
@@ -214,6 +218,18 @@ job_runs = Table(
     Column("error", Text, nullable=True),
     Column("duration_seconds", Float, nullable=True),
     UniqueConstraint("job_id", "attempt"),
+)
+
+# How far each event handler (``@app.on_event``) has read the log, and which process
+# holds it (migration 0009): one process at a time, another after its lease expires.
+event_cursors = Table(
+    "event_cursors",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("leased_by", String(200), nullable=True),
+    Column("lease_until", UtcDateTime(), nullable=True),
+    Column("updated_at", UtcDateTime(), nullable=False),
 )
 
 # A row per paused queue (migration 0006); workers leave its jobs queued.

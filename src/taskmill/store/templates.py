@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from taskmill.core.errors import Conflict, NotFound, QuotaExceeded
 from taskmill.core.events import EventType
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, UNFINISHED_STATUSES, ScheduleType
-from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template
+from taskmill.core.templates import JobFailurePolicy, MisfirePolicy, OverlapPolicy, Template
 from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
@@ -45,6 +45,7 @@ class NewTemplate:
     active: bool = True
     misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
     overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
+    on_job_failure: JobFailurePolicy = JobFailurePolicy.KEEP
     max_attempts: int = 1
     timeout_seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -82,6 +83,7 @@ def to_template(row: Row[Any]) -> StoredTemplate:
         last_scheduled_for=m["last_scheduled_for"],
         misfire_policy=MisfirePolicy(m["misfire_policy"]),
         overlap_policy=OverlapPolicy(m["overlap_policy"]),
+        on_job_failure=JobFailurePolicy(m["on_job_failure"]),
         max_attempts=m["max_attempts"],
         timeout_seconds=m["timeout_seconds"],
         created_at=m["created_at"],
@@ -110,6 +112,7 @@ def _new_row(new: NewTemplate, now: datetime) -> dict[str, Any]:
         "last_scheduled_for": None,
         "misfire_policy": new.misfire_policy.value,
         "overlap_policy": new.overlap_policy.value,
+        "on_job_failure": new.on_job_failure.value,
         "max_attempts": new.max_attempts,
         "timeout_seconds": new.timeout_seconds,
         "created_at": now,
@@ -235,6 +238,7 @@ UPDATABLE_COLUMNS = frozenset(
         "next_run_at",
         "misfire_policy",
         "overlap_policy",
+        "on_job_failure",
         "max_attempts",
         "timeout_seconds",
         "last_error",
@@ -307,6 +311,7 @@ DEFINITION_COLUMNS = (
     "priority",
     "misfire_policy",
     "overlap_policy",
+    "on_job_failure",
     "max_attempts",
     "timeout_seconds",
 )

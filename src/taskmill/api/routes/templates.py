@@ -39,6 +39,7 @@ async def create_template(
             timeout=body.timeout_seconds,
             misfire_policy=body.misfire_policy,
             overlap_policy=body.overlap_policy,
+            on_job_failure=body.on_job_failure,
         )
     )
     assert isinstance(scheduled.item, Template)  # interval or cron always makes a template
