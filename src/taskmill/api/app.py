@@ -16,7 +16,7 @@ from taskmill.api.auth import Authenticator, FailureLimiter
 from taskmill.api.limits import RequestLimits
 from taskmill.api.options import AllowOptions
 from taskmill.api.quota import MerchantQuota
-from taskmill.api.routes import admin, events, health, jobs, metrics, stats, templates
+from taskmill.api.routes import admin, events, health, jobs, metrics, queues, stats, templates
 from taskmill.api.tracing import RequestSpans
 from taskmill.runtime import Runtime
 from taskmill.ui import ui_router
@@ -38,6 +38,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin.router,
     health.router,
     stats.router,
+    queues.router,
     metrics.router,
 )
 

@@ -22,6 +22,7 @@ from taskmill.store import (
     jobs,
     names,
     outcomes,
+    queues,
     runs,
     stats,
     templates,
@@ -119,6 +120,13 @@ class SqlStore:
             self.db, job_id, actor=actor, run_at=run_at, merchant_id=merchant_id
         )
 
+    async def run_now(
+        self, merchant_id: MerchantScope, job_id: str, *, actor: str, run_at: datetime
+    ) -> Job:
+        return await outcomes.run_now(
+            self.db, job_id, actor=actor, run_at=run_at, merchant_id=merchant_id
+        )
+
     async def renew_leases(
         self, worker_id: str, held: Sequence[tuple[str, int]], lease_seconds: float
     ) -> set[str]:
@@ -157,6 +165,9 @@ class SqlStore:
 
     async def system_stats(self, *, now: datetime) -> stats.SystemStats:
         return await stats.system_stats(self.db, now=now)
+
+    async def queue_stats(self, merchant_id: str, *, now: datetime) -> queues.QueueOverview:
+        return await queues.queue_stats(self.db, merchant_id, now=now)
 
     # -- templates --------------------------------------------------------------------
 
@@ -252,6 +263,9 @@ class SqlStore:
 
     async def list_workers(self) -> list[workers.WorkerInfo]:
         return await workers.list_workers(self.db)
+
+    async def running_by_worker(self, merchant_id: MerchantScope) -> dict[str, workers.WorkerLoad]:
+        return await workers.running_by_worker(self.db, merchant_id)
 
     async def live_task_types(self) -> set[str] | None:
         return await workers.live_task_types(self.db)
