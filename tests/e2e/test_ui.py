@@ -16,7 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Route,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from taskmill.store.database import Database
 from taskmill.store.jobs import NewJob, create_job
@@ -396,7 +404,7 @@ def test_ui_warns_of_jobs_no_worker_runs(page: Page, server: Server) -> None:
 # They come last in the module: they add jobs and a template that the counts above do not
 # expect.
 
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 def _no_horizontal_overflow(page: Page) -> None:
