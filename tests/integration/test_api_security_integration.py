@@ -63,7 +63,7 @@ ENDPOINTS: list[tuple[str, str, Scope, dict[str, Any] | None]] = [
     ("PATCH", "/templates/{template}", Scope.TEMPLATES_WRITE, {"active": False}),
     ("DELETE", "/templates/{template}", Scope.TEMPLATES_WRITE, None),
     ("GET", "/templates/{template}/preview", Scope.TEMPLATES_READ, None),
-    ("POST", "/templates/preview", Scope.TEMPLATES_READ, {"cron": "@daily"}),
+    ("POST", "/schedules/preview", Scope.TEMPLATES_READ, {"cron": "@daily"}),
     ("GET", "/merchants", Scope.ADMIN, None),
     ("POST", "/merchants", Scope.ADMIN, {"name": "m"}),
     ("GET", "/api-keys", Scope.ADMIN, None),

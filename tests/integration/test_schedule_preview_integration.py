@@ -1,5 +1,6 @@
-"""POST /templates/preview: a schedule's next fires while it is being edited, checked as
-creating a template checks it (the same 422s naming the same fields). Both databases."""
+"""POST /schedules/preview: a schedule's next fires while it is being edited, checked as
+creating a template checks it (the same 422s naming the same fields). Both databases.
+(Not under /templates: any /templates/<word> is also /templates/{template_id}.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ __all__ = ["api"]
 
 
 async def _preview(api: Api, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
-    return await api.client.post("/templates/preview", json=body, headers=headers or api.a)
+    return await api.client.post("/schedules/preview", json=body, headers=headers or api.a)
 
 
 async def test_schedule_preview_lists_next_fires_with_the_spring_forward_flagged(api: Api) -> None:

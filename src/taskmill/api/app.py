@@ -34,6 +34,7 @@ Errors have the body `{"error": {"type", "message", "fields": [{"field", "reason
 ROUTERS: tuple[APIRouter, ...] = (
     jobs.router,
     templates.router,
+    templates.schedules,
     events.router,
     admin.router,
     health.router,

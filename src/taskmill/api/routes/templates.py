@@ -1,5 +1,5 @@
-"""/templates: create, list, get, PATCH (seed 001's ``{"active": false}``), delete, preview
-(of a stored template, or of a schedule being edited)."""
+"""/templates: create, list, get, PATCH (seed 001's ``{"active": false}``), delete, preview;
+and /schedules/preview: the fires of a schedule being edited, before it is stored."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from taskmill.services.scheduling import ScheduleRequest
 from taskmill.services.templates import ScheduleDraft, TemplateUpdate
 
 router = APIRouter(prefix="/templates", tags=["templates"])
+# Not under /templates: any /templates/<word> is also /templates/{template_id} (an id or a
+# template's name), so its methods would mix with that path's.
+schedules = APIRouter(prefix="/schedules", tags=["templates"])
 
 _PATCH_RENAMES = {"cron": "cron_expression"}
 
@@ -54,7 +57,7 @@ async def create_template(
     return TemplateOut.model_validate(scheduled.item)
 
 
-@router.post("/preview", response_model=list[FireOut], responses=errors(*AUTHENTICATED, *BODY))
+@schedules.post("/preview", response_model=list[FireOut], responses=errors(*AUTHENTICATED, *BODY))
 async def preview_schedule(body: SchedulePreview, tenant: TemplatesRead) -> list[FireOut]:
     """The next ``count`` fire times of a schedule not stored yet (as the user types an
     edit), in UTC and local time, DST-affected ones flagged; checked as creating a

@@ -65,7 +65,7 @@ function field(id, label, input, hint) {
 
 // The schedule editor of one template: the fields of its kind (a cron template stays cron,
 // an interval one interval: PATCH cannot change the kind), the time zone, the next 10 fires
-// as you type (POST /templates/preview, debounced), errors under their field, and Save
+// as you type (POST /schedules/preview, debounced), errors under their field, and Save
 // (PATCH) behind a confirmation. Calls close(saved) when done.
 function editor(template, app, close) {
   const isCron = template.schedule_type === "cron";
@@ -131,7 +131,7 @@ function editor(template, app, close) {
     // Previews run from the template's own start, as its next_run_at will once saved.
     const start = template.start_at || template.created_at;
     try {
-      const fires = await post("/templates/preview", { ...draft, start_at: start, count: EDIT_PREVIEW_COUNT });
+      const fires = await post("/schedules/preview", { ...draft, start_at: start, count: EDIT_PREVIEW_COUNT });
       if (mine !== asked) return; // a later keystroke asked again: its answer wins
       showErrors([]);
       clear(preview).append(previewList(fires));
