@@ -446,6 +446,7 @@ def test_ui_run_now_with_confirmation(page: Page, server: Server) -> None:
     expect(page.locator(".page-head .pill")).to_have_text("succeeded")
     queued = page.locator('#timeline li[data-event="job.queued"]')
     expect(queued).to_contain_text("api_key:")
+    expect(queued).to_contain_text("run now, before its due time")
     expect(page.locator("#job-waited")).to_be_visible()
     assert _status(server, later) == "succeeded"
     shot(page, "job-run-now-done")

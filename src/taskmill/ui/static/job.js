@@ -22,6 +22,7 @@ function eventDetail(event) {
   const changes = event.data?.changes || {};
   switch (event.type) {
     case "job.created": return `due ${absolute(changes.run_at)}`;
+    case "job.queued": return event.actor.startsWith("api_key:") ? "run now, before its due time" : "";
     case "job.started": return `attempt ${changes.attempt} on ${changes.worker_id}`;
     case "job.failed": return changes.last_error || event.data?.reason || "";
     case "job.retry_scheduled": return `${changes.last_error || "failed"} — runs again ${absolute(changes.run_at)}`;
