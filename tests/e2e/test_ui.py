@@ -16,7 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Route,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from taskmill.store.database import Database
 from taskmill.store.jobs import NewJob, create_job
@@ -163,9 +171,10 @@ def page(browser: Browser, server: Server) -> Iterator[Page]:
     tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
 
     def on_console(message: ConsoleMessage) -> None:
-        # Bad keys and missing scopes are provoked on purpose, and the browser logs each
-        # such response; the page explains them (asserted by the tests).
-        expected = any(f"status of {code} " in message.text for code in (401, 403))
+        # Bad keys, missing scopes and invalid schedules typed into the editor are provoked
+        # on purpose, and the browser logs each such response; the page explains them
+        # (asserted by the tests).
+        expected = any(f"status of {code} " in message.text for code in (401, 403, 422))
         if message.type == "error" and not expected:
             problems.append(f"console: {message.text}")
 
@@ -607,3 +616,190 @@ def test_ui_jobs_list_fits_a_phone(browser: Browser, shop: Shop) -> None:
         shot(tab, "failed-phone")
     finally:
         context.close()
+
+
+# -- operator actions and views (issue 23: run now, schedule editor, queues, running now) --
+# They come last in the module: they add jobs and a template that the counts above do not
+# expect.
+
+PHONE: ViewportSize = {"width": 390, "height": 844}
+
+
+def _no_horizontal_overflow(page: Page) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    inner = page.evaluate("window.innerWidth")
+    assert width <= inner, f"page is {width}px wide in a {inner}px window"
+
+
+@pytest.fixture
+def phone(browser: Browser, server: Server) -> Iterator[Page]:
+    """A fresh tab at phone width; fails the test on any script error."""
+    context = browser.new_context(viewport=PHONE, base_url=server.url)
+    tab = context.new_page()
+    problems: list[str] = []
+    tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    tab.on(
+        "console",
+        lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None,
+    )
+    yield tab
+    context.close()
+    assert problems == []
+
+
+def test_ui_run_now_with_confirmation(page: Page, server: Server) -> None:
+    effects = str(server.effects)
+    later = server.job(
+        {"task_type": "sleepy", "payload": {"effects": effects}, "delay_seconds": 3600}
+    )
+    sign_in(page, server.key)
+    page.goto(f"/ui#/jobs/{later}")
+    expect(page.locator(".page-head .pill")).to_have_text("scheduled")
+    page.locator("#run-now").click()
+    expect(page.locator("#job-actions")).to_contain_text("Run this job now")
+    assert _status(server, later) == "scheduled"  # nothing happens before the confirmation
+    shot(page, "job-run-now-confirm")
+    page.locator("#confirm-run-now").click()
+    expect(page.locator("#toast")).to_have_text("Job queued to run now")
+    expect(page.locator(".page-head .pill")).to_have_text("succeeded")
+    queued = page.locator('#timeline li[data-event="job.queued"]')
+    expect(queued).to_contain_text("api_key:")
+    expect(queued).to_contain_text("run now, before its due time")
+    expect(page.locator("#job-waited")).to_be_visible()
+    assert _status(server, later) == "succeeded"
+    shot(page, "job-run-now-done")
+
+
+def _editor_row(page: Page, template_id: str) -> Any:
+    return page.locator(f'tr[data-template-id="{template_id}"]')
+
+
+def _make_template(server: Server, name: str) -> str:
+    with server.client() as client:
+        body = {"name": name, "task_type": "sleepy", "cron": "0 9 * * *", "timezone": "UTC"}
+        response = client.post("/templates", json=body)
+    assert response.status_code == 201, response.text
+    ident: str = response.json()["id"]
+    return ident
+
+
+def test_ui_edit_schedule_live_preview_inline_error_and_save(page: Page, server: Server) -> None:
+    template_id = _make_template(server, "edit-me")
+    sign_in(page, server.key)
+    page.goto("/ui#/templates")
+    _editor_row(page, template_id).locator(".edit-schedule").click()
+    cron = page.locator("#edit-cron")
+    expect(cron).to_be_focused()
+    fires = page.locator("#edit-preview li")
+    expect(fires).to_have_count(10)
+    expect(fires.first).to_contain_text("09:00")
+
+    cron.fill("15 7 * * *")  # the preview follows the typing
+    expect(fires.first).to_contain_text("07:15")
+
+    cron.fill("61 * * * *")
+    expect(page.locator("#edit-cron-error")).to_be_visible()
+    expect(page.locator("#edit-cron-error")).to_contain_text("61")
+    expect(cron).to_have_attribute("aria-invalid", "true")
+    shot(page, "template-edit-error")
+
+    # 02:30 on 28 March: in Berlin, 2027's falls in the spring-forward gap (flagged).
+    cron.fill("30 2 28 3 *")
+    page.locator("#edit-timezone").fill("Europe/Berlin")
+    expect(page.locator("#edit-cron-error")).to_be_hidden()
+    expect(fires.first).to_have_attribute("data-dst", "true")
+    expect(fires.first).to_contain_text("DST")
+    expect(fires.nth(1)).to_have_attribute("data-dst", "false")
+    shot(page, "template-edit-preview")
+
+    page.locator("#edit-save").click()
+    assert server.get(f"/templates/{template_id}")["cron_expression"] == "0 9 * * *"
+    page.locator("#edit-confirm").click()
+    expect(page.locator("#toast")).to_have_text("Schedule of edit-me saved")
+    expect(_editor_row(page, template_id)).to_contain_text("30 2 28 3 *")
+    saved = server.get(f"/templates/{template_id}")
+    assert (saved["cron_expression"], saved["timezone"]) == ("30 2 28 3 *", "Europe/Berlin")
+
+
+def test_ui_edit_schedule_cancel_changes_nothing(page: Page, server: Server) -> None:
+    template_id = _make_template(server, "keep-me")
+    sign_in(page, server.key)
+    page.goto("/ui#/templates")
+    _editor_row(page, template_id).locator(".edit-schedule").click()
+    page.locator("#edit-cron").fill("5 5 * * *")
+    page.locator("#edit-cancel").click()
+    expect(page.locator("form.editor")).to_have_count(0)
+    assert server.get(f"/templates/{template_id}")["cron_expression"] == "0 9 * * *"
+
+
+def test_ui_edit_schedule_with_the_keyboard_only(page: Page, server: Server) -> None:
+    template_id = _make_template(server, "keyboard")
+    sign_in(page, server.key)
+    page.goto("/ui#/templates")
+    button = _editor_row(page, template_id).locator(".edit-schedule")
+    expect(button).to_be_visible()
+    for _ in range(80):  # Tab through the page until the button has the focus
+        page.keyboard.press("Tab")
+        if button.evaluate("b => b === document.activeElement"):
+            break
+    else:
+        raise AssertionError("the Edit schedule button is not reachable with Tab")
+    page.keyboard.press("Enter")
+    expect(page.locator("#edit-cron")).to_be_focused()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type("45 6 * * 1")
+    expect(page.locator("#edit-preview li").first).to_contain_text("06:45")
+    page.keyboard.press("Enter")  # submits the form: the confirmation takes the focus
+    expect(page.locator("#edit-confirm")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#toast")).to_have_text("Schedule of keyboard saved")
+    assert server.get(f"/templates/{template_id}")["cron_expression"] == "45 6 * * 1"
+
+
+def _check_queues(page: Page, server: Server) -> None:
+    page.get_by_role("link", name="Queues", exact=True).click()
+    expect(page.get_by_role("heading", name="Queues")).to_be_visible()
+    reports = page.locator('tr[data-queue="reports"]')
+    expect(reports.locator('[data-count="scheduled"]')).to_have_text("1")
+    expect(reports.locator('[data-count="queued"]')).to_have_text("0")
+    expect(reports.locator(".queue-state")).to_have_text("active")
+    default = page.locator('tr[data-queue="default"]')
+    expect(default).to_be_visible()
+    api = {q["queue"]: q for q in server.get("/queues")["items"]}
+    assert api["default"]["succeeded_60m"] > QUICK_JOBS
+    expect(default.locator("td").nth(8)).to_contain_text(str(api["default"]["succeeded_60m"]))
+
+
+def test_ui_queues_page(page: Page, phone: Page, server: Server) -> None:
+    if not any(q["queue"] == "reports" for q in server.get("/queues")["items"]):
+        server.job({"task_type": "sleepy", "queue": "reports", "delay_seconds": 3600})
+    sign_in(page, server.key)
+    _check_queues(page, server)
+    shot(page, "queues")
+    sign_in(phone, server.key)
+    _check_queues(phone, server)
+    _no_horizontal_overflow(phone)
+    shot(phone, "queues-phone")
+
+
+def _check_running_now(page: Page, server: Server) -> None:
+    running = server.ids["running"]
+    page.get_by_role("link", name="Workers", exact=True).click()
+    cell = page.locator("tr[data-worker-id] .running-cell").first
+    item = cell.locator(f'li[data-job-id="{running}"]')
+    expect(item).to_contain_text("sleepy")
+    expect(item).to_contain_text("for ")
+
+
+def test_ui_workers_show_running_jobs(page: Page, phone: Page, server: Server) -> None:
+    assert _status(server, server.ids["running"]) == "running"
+    sign_in(page, server.key)
+    _check_running_now(page, server)
+    shot(page, "workers-running")
+    page.locator(f'li[data-job-id="{server.ids["running"]}"] a').click()
+    expect(page.locator("#job-id")).to_have_text(server.ids["running"])
+    expect(page.locator("#job-waited")).to_be_visible()
+    sign_in(phone, server.key)
+    _check_running_now(phone, server)
+    _no_horizontal_overflow(phone)
+    shot(phone, "workers-phone")

@@ -48,6 +48,8 @@ ENDPOINTS: list[tuple[str, str, Scope, dict[str, Any] | None]] = [
     ("POST", "/jobs/{job}/cancel", Scope.JOBS_WRITE, None),
     ("POST", "/jobs/{job}/retry", Scope.JOBS_WRITE, None),
     ("GET", "/jobs/{job}/runs", Scope.JOBS_READ, None),
+    ("POST", "/jobs/{job}/run-now", Scope.JOBS_WRITE, None),
+    ("GET", "/queues", Scope.JOBS_READ, None),
     ("GET", "/events", Scope.JOBS_READ, None),
     ("GET", "/workers", Scope.JOBS_READ, None),
     (
@@ -61,6 +63,7 @@ ENDPOINTS: list[tuple[str, str, Scope, dict[str, Any] | None]] = [
     ("PATCH", "/templates/{template}", Scope.TEMPLATES_WRITE, {"active": False}),
     ("DELETE", "/templates/{template}", Scope.TEMPLATES_WRITE, None),
     ("GET", "/templates/{template}/preview", Scope.TEMPLATES_READ, None),
+    ("POST", "/schedules/preview", Scope.TEMPLATES_READ, {"cron": "@daily"}),
     ("GET", "/merchants", Scope.ADMIN, None),
     ("POST", "/merchants", Scope.ADMIN, {"name": "m"}),
     ("GET", "/api-keys", Scope.ADMIN, None),

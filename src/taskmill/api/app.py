@@ -22,7 +22,7 @@ from taskmill.api.routes import (
     health,
     jobs,
     metrics,
-    queue_pauses,
+    queues,
     stats,
     templates,
 )
@@ -43,12 +43,13 @@ Errors have the body `{"error": {"type", "message", "fields": [{"field", "reason
 ROUTERS: tuple[APIRouter, ...] = (
     jobs.router,
     templates.router,
+    templates.schedules,
     events.router,
     admin.router,
     health.router,
     stats.router,
+    queues.router,
     metrics.router,
-    queue_pauses.router,
 )
 
 

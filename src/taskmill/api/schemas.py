@@ -171,6 +171,25 @@ class TemplateCreate(_Request):
         return self
 
 
+class SchedulePreview(_Request):
+    """A schedule not stored yet (an edit being typed), checked as ``POST /templates``
+    checks it: the same 422s, naming the same fields."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("interval_seconds", "cron"))
+
+    interval_seconds: Interval | None = None
+    cron: CronText | None = None
+    timezone: ZoneName = "UTC"
+    start_at: UtcDatetime | None = None
+    count: Annotated[int, Field(ge=1, le=100)] = 10
+
+    @model_validator(mode="after")
+    def _exactly_one_schedule(self) -> SchedulePreview:
+        if (self.interval_seconds is None) == (self.cron is None):
+            raise ValueError("give exactly one of interval_seconds or cron")
+        return self
+
+
 class TemplatePatch(_Request):
     """Only the fields present change (``{"active": false}`` switches it off)."""
 
@@ -397,6 +416,16 @@ class FireOut(_Response):
     dst_affected: bool
 
 
+class RunningJobOut(_Response):
+    """A job a worker runs now."""
+
+    job_id: str
+    task_type: str
+    attempt: int
+    started_at: datetime
+    running_seconds: float = Field(description="Since it started, on the database clock.")
+
+
 class WorkerOut(_Response):
     id: str
     hostname: str
@@ -407,6 +436,62 @@ class WorkerOut(_Response):
     started_at: datetime
     heartbeat_at: datetime
     stopped_at: datetime | None
+    running: list[RunningJobOut] = Field(
+        default=[],
+        description="The jobs it runs now that this key may see (its merchant's; every "
+        "merchant's for an admin key), longest-running first, at most 50.",
+    )
+    running_total: int = Field(
+        default=0, description="How many such jobs it runs in all (more than `running` holds)."
+    )
+
+
+class QueueOut(_Response):
+    """One queue of the key's merchant."""
+
+    queue: str
+    state: Literal["active", "paused"] = Field(
+        default="active",
+        description="`paused`: executors leave its jobs queued until it is resumed.",
+    )
+    paused_at: datetime | None = None
+    paused_by: str | None = Field(default=None, description="The key that paused it.")
+    queued: int = Field(description="Jobs waiting for a worker (the queue's depth).")
+    scheduled: int = Field(description="Jobs waiting for their time (or a dependency).")
+    running: int
+    oldest_due_age_seconds: float | None = Field(
+        description="How long the oldest job due and not started has been due."
+    )
+    succeeded_5m: int
+    failed_5m: int = Field(description="Jobs failed with no attempt left, last 5 minutes.")
+    succeeded_60m: int
+    failed_60m: int
+
+    @classmethod
+    def empty(cls, queue: str) -> QueueOut:
+        """A queue without jobs of the key's merchant (a paused one is listed anyway)."""
+        return cls(
+            queue=queue,
+            queued=0,
+            scheduled=0,
+            running=0,
+            oldest_due_age_seconds=None,
+            succeeded_5m=0,
+            failed_5m=0,
+            succeeded_60m=0,
+            failed_60m=0,
+        )
+
+
+class QueuesOut(BaseModel):
+    """The merchant's queues, by name, at most 200."""
+
+    generated_at: datetime
+    items: list[QueueOut]
+    truncated: bool = Field(
+        description="More than 200 queues, or more events in the last hour than one "
+        "request scans: the list or the 60-minute counts are partial."
+    )
 
 
 class QueuePauseOut(_Response):

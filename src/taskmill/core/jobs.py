@@ -2,7 +2,8 @@
 
 Who moves a job out of each status (DESIGN.md §3)::
 
-    scheduled  -> queued      the queue populator, once ``run_at`` is due and dependencies allow
+    scheduled  -> queued      the queue populator, once ``run_at`` is due and dependencies allow;
+                              or a user (``run now``) before ``run_at``, if dependencies allow
                -> cancelled   a user (``cancel``), or the dependency checker when an upstream
                               job failed or was cancelled (policy ``cancel``)
     queued     -> running     a worker's claim (sets worker, attempt + 1, lease)

@@ -28,14 +28,16 @@ from taskmill.core.queues import QueuePause, check_queue_name
 from taskmill.core.templates import FirePreview, JobFailurePolicy, Template
 from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.services.scheduling import Scheduled, Scheduler, ScheduleRequest
-from taskmill.services.templates import Templates, TemplateUpdate
+from taskmill.services.templates import ScheduleDraft, Templates, TemplateUpdate
 from taskmill.store.protocol import (
     STATS_WINDOW_MINUTES,
     Declared,
     MerchantStats,
+    QueueOverview,
     Store,
     SystemStats,
     WorkerInfo,
+    WorkerLoad,
 )
 
 __all__ = ["STATS_WINDOW_MINUTES", "BulkOutcome", "Failures", "Jobs", "Wakeups"]
@@ -207,6 +209,14 @@ class Jobs:
         groups = group_failures(failed, max_ids=FAILURE_GROUP_IDS)
         return Failures(groups[:limit], len(failed), len(failed) == FAILURES_SCANNED)
 
+    async def run_now(self, merchant_id: MerchantScope, job_id: str, *, actor: str) -> Job:
+        """Queue a ``scheduled`` job now, and wake the workers as for a job created
+        queued: the broker hint after the commit (and, on PostgreSQL, the transition's
+        ``taskmill_queued`` notification for workers in other processes)."""
+        job = await self.store.run_now(merchant_id, job_id, actor=actor, run_at=self.clock.now())
+        await self.scheduler.announce([job])
+        return job
+
     async def runs(self, merchant_id: MerchantScope, job_id: str) -> builtins.list[JobRun]:
         await self.get(merchant_id, job_id)  # NotFound for another merchant's job
         return await self.store.list_runs(merchant_id, job_id)
@@ -220,6 +230,10 @@ class Jobs:
     async def stats(self, merchant_id: str) -> MerchantStats:
         """One merchant's jobs now, over the last hour, and their start lag."""
         return await self.store.merchant_stats(merchant_id, now=self.clock.now())
+
+    async def queues(self, merchant_id: str) -> QueueOverview:
+        """One merchant's queues: depth, due age, running, recent outcomes."""
+        return await self.store.queue_stats(merchant_id, now=self.clock.now())
 
     async def system_stats(self) -> SystemStats:
         """Every merchant's jobs, for the operator's metrics."""
@@ -248,6 +262,10 @@ class Jobs:
 
     async def paused_queues(self) -> builtins.list[QueuePause]:
         return await self.store.paused_queues()
+
+    async def running_by_worker(self, merchant_id: MerchantScope) -> dict[str, WorkerLoad]:
+        """Per worker, the jobs of ``merchant_id`` it runs now (bounded per worker)."""
+        return await self.store.running_by_worker(merchant_id)
 
     # -- templates --------------------------------------------------------------------
 
@@ -310,6 +328,11 @@ class Jobs:
         self, merchant_id: MerchantScope, template_id: str, count: int
     ) -> builtins.list[FirePreview]:
         return await self.templates.preview(template_id, count, merchant_id=merchant_id)
+
+    def preview_schedule(self, draft: ScheduleDraft, count: int) -> builtins.list[FirePreview]:
+        """The next ``count`` fires of a schedule not stored yet (an edit being typed),
+        validated as creating a template validates it. Reads nothing."""
+        return self.templates.preview_schedule(draft, count)
 
     # -- the caller's own names (seed 003) ---------------------------------------------
 

@@ -152,11 +152,11 @@ class Scheduler:
         self.defaults = defaults
         self.broker = broker
         self.limits = limits or MerchantLimits()
-        self._batcher = InsertBatcher(store, self._announce)
+        self._batcher = InsertBatcher(store, self.announce)
 
-    async def _announce(self, created: Sequence[Job]) -> None:
-        """Publish the jobs created ``queued`` (immediate, waiting for nothing) after their
-        commit, as the populator does for the jobs it queues. Only a broker where that is
+    async def announce(self, created: Sequence[Job]) -> None:
+        """Publish the jobs created (or run now) ``queued`` after their commit, as the
+        populator does for the jobs it queues. Only a broker where that is
         cheap and sure to reach the workers (``producers_announce``: Redis) gets jobs
         created queued. A failed publish loses no job: the failure watcher announces jobs
         left queued again."""
@@ -231,7 +231,7 @@ class Scheduler:
         created = await self.store.create_jobs(
             news, actor="library", now=now, queue_if_due=self.broker.producers_announce
         )
-        await self._announce(created)
+        await self.announce(created)
         return created
 
     def _new_job(self, req: ScheduleRequest, now: datetime) -> NewJob:
@@ -264,7 +264,7 @@ class Scheduler:
             new, actor=req.actor, now=now, queue_if_due=queue_if_due
         )
         if created.created:
-            await self._announce([created.job])
+            await self.announce([created.job])
         return Scheduled(created.job, created.created)
 
     async def _template(self, req: ScheduleRequest) -> Template:

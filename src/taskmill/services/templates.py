@@ -4,13 +4,13 @@ preview. ``next_run_at`` is recomputed whenever the schedule or ``active`` chang
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from taskmill.core.clock import Clock
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import ScheduleType
-from taskmill.core.schedules import utc
+from taskmill.core.schedules import Schedule, utc
 from taskmill.core.templates import (
     FirePreview,
     JobFailurePolicy,
@@ -76,6 +76,17 @@ class TemplateUpdate:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleDraft:
+    """A schedule as a user types it, before it is stored: exactly one of ``cron`` and
+    ``interval_seconds``; ``start_at`` ``None``: from now."""
+
+    cron: str | None
+    interval_seconds: float | None
+    timezone: str
+    start_at: datetime | None = None
+
+
 class Templates:
     """Template use cases, scoped to a merchant when one is given."""
 
@@ -137,6 +148,32 @@ class Templates:
         """The next ``count`` fire times after now, DST-affected ones flagged."""
         template = await self.store.get_template(merchant_id, template_id)
         return preview_fires(template.schedule(), template.timezone, self.clock.now(), count)
+
+    def preview_schedule(self, draft: ScheduleDraft, count: int) -> list[FirePreview]:
+        """The next ``count`` fires of ``draft`` after now, DST-affected ones flagged;
+        ``ValidationError`` naming the field as creating the template would."""
+        if (draft.cron is None) == (draft.interval_seconds is None):
+            raise ValidationError("cron", "give exactly one of interval_seconds or cron")
+        now = self.clock.now()
+        schedule = _draft_schedule(draft, now, self.limits)
+        # An interval may fire at now itself (as a new template's first tick does).
+        after = now - timedelta(microseconds=1) if draft.interval_seconds is not None else now
+        return preview_fires(schedule, draft.timezone, after, count)
+
+
+def _draft_schedule(draft: ScheduleDraft, now: datetime, limits: MerchantLimits) -> Schedule:
+    """``draft``'s schedule, checked as ``Scheduler`` checks a new template's (same
+    fields named in the same errors)."""
+    check_interval(draft.interval_seconds, limits)
+    kind = ScheduleType.CRON if draft.cron is not None else ScheduleType.INTERVAL
+    return build_schedule(
+        kind,
+        cron_expression=draft.cron,
+        interval_seconds=draft.interval_seconds,
+        timezone=draft.timezone,
+        start_at=utc(draft.start_at) if draft.start_at else now,
+        end_at=None,
+    )
 
 
 def _schedule_fields(t: Template) -> dict[str, Any]:

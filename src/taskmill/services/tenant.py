@@ -22,8 +22,8 @@ from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope
 from taskmill.services.api_keys import ApiKeys, IssuedKey
 from taskmill.services.jobs import BulkOutcome, Failures, Jobs
 from taskmill.services.scheduling import Scheduled, ScheduleRequest
-from taskmill.services.templates import TemplateUpdate
-from taskmill.store.protocol import MerchantStats, WorkerInfo
+from taskmill.services.templates import ScheduleDraft, TemplateUpdate
+from taskmill.store.protocol import MerchantStats, QueueOverview, WorkerInfo, WorkerLoad
 
 PAUSED_BY_ADMIN = "switched off by an administrator"
 
@@ -85,6 +85,10 @@ class TenantScope:
     async def failures(self, since: datetime | None, limit: int) -> Failures:
         return await self._jobs.failures(self.merchant_id, since=since, limit=limit)
 
+    async def run_now(self, job_id: str) -> Job:
+        """Queue a ``scheduled`` job of this merchant now, acting as this key."""
+        return await self._jobs.run_now(self.merchant_id, job_id, actor=self.actor)
+
     async def dependencies(self, job_id: str) -> JobDependencies:
         """The job's upstream and downstream jobs (404 for another merchant's job)."""
         return await self._jobs.dependencies(self.merchant_id, job_id)
@@ -97,6 +101,9 @@ class TenantScope:
 
     async def stats(self) -> MerchantStats:
         return await self._jobs.stats(self.merchant_id)
+
+    async def queues(self) -> QueueOverview:
+        return await self._jobs.queues(self.merchant_id)
 
     async def list_templates(
         self, limit: int, after: tuple[datetime, str] | None = None
@@ -124,6 +131,13 @@ class TenantScope:
         """Paused queues are shared infrastructure, like workers: every tenant sees them."""
         return await self._jobs.paused_queues()
 
+    async def running_by_worker(self) -> dict[str, WorkerLoad]:
+        """The jobs each worker runs now: this merchant's only, as workers are shared
+        and the jobs on them are not; every merchant's for an ``admin`` key, which sees
+        across tenants (the operator's view)."""
+        scope: MerchantScope = ALL_MERCHANTS if Scope.ADMIN in self.scopes else self.merchant_id
+        return await self._jobs.running_by_worker(scope)
+
     def admin(self) -> AdminScope:
         """Cross-tenant management, for keys with the ``admin`` scope only."""
         if Scope.ADMIN not in self.scopes:
@@ -132,6 +146,10 @@ class TenantScope:
 
     async def preview(self, template_id: str, count: int) -> list[FirePreview]:
         return await self._jobs.preview(self.merchant_id, template_id, count)
+
+    def preview_schedule(self, draft: ScheduleDraft, count: int) -> list[FirePreview]:
+        """A schedule's next fires before it is stored (no data of any merchant read)."""
+        return self._jobs.preview_schedule(draft, count)
 
 
 @dataclass(frozen=True, slots=True)

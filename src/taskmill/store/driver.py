@@ -28,6 +28,7 @@ from taskmill.store import (
     names,
     outcomes,
     progress,
+    queue_overview,
     queues,
     runs,
     stats,
@@ -126,6 +127,13 @@ class SqlStore:
             self.db, job_id, actor=actor, run_at=run_at, merchant_id=merchant_id
         )
 
+    async def run_now(
+        self, merchant_id: MerchantScope, job_id: str, *, actor: str, run_at: datetime
+    ) -> Job:
+        return await outcomes.run_now(
+            self.db, job_id, actor=actor, run_at=run_at, merchant_id=merchant_id
+        )
+
     async def renew_leases(
         self, worker_id: str, held: Sequence[tuple[str, int]], lease_seconds: float
     ) -> set[str]:
@@ -169,6 +177,9 @@ class SqlStore:
 
     async def system_stats(self, *, now: datetime) -> stats.SystemStats:
         return await stats.system_stats(self.db, now=now)
+
+    async def queue_stats(self, merchant_id: str, *, now: datetime) -> queue_overview.QueueOverview:
+        return await queue_overview.queue_stats(self.db, merchant_id, now=now)
 
     # -- templates --------------------------------------------------------------------
 
@@ -282,6 +293,9 @@ class SqlStore:
 
     async def list_workers(self) -> list[workers.WorkerInfo]:
         return await workers.list_workers(self.db)
+
+    async def running_by_worker(self, merchant_id: MerchantScope) -> dict[str, workers.WorkerLoad]:
+        return await workers.running_by_worker(self.db, merchant_id)
 
     async def live_task_types(self) -> set[str] | None:
         return await workers.live_task_types(self.db)

@@ -1,4 +1,5 @@
-"""How a claimed job ends: success, failure (retry or final), release, cancel, manual retry."""
+"""How a claimed job ends: success, failure (retry or final), release, cancel, manual retry;
+and the user's "run now" for a scheduled job."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskmill.core.errors import InvalidTransition
+from taskmill.core.errors import Conflict, InvalidTransition
 from taskmill.core.events import EventType
 from taskmill.core.jobs import (
     CANCELLABLE_STATUSES,
@@ -18,6 +19,7 @@ from taskmill.core.jobs import (
     RunOutcome,
 )
 from taskmill.core.tenants import MerchantScope
+from taskmill.store.claims import waiting
 from taskmill.store.database import Database
 from taskmill.store.dialect import Dialect
 from taskmill.store.jobs import get_job
@@ -200,6 +202,39 @@ async def retry_failed(
             return to_job(rows[0])
     current = await get_job(db, job_id, merchant_id)
     raise InvalidTransition(current.status.value, JobStatus.SCHEDULED.value)
+
+
+async def run_now(
+    db: Database, job_id: str, *, actor: str, run_at: datetime, merchant_id: MerchantScope
+) -> Job:
+    """``scheduled -> queued`` at once, due at ``run_at`` (now), with its ``job.queued``
+    event: what the populator does when the job's time comes, done early by a user.
+
+    A job the populator would hold back (an upstream job not done, or an earlier
+    instance of its ``queue``-overlap template unfinished) is refused (``Conflict``):
+    running it now would break the rule it was created under. Not idempotent: a second call finds
+    the job ``queued`` and raises ``InvalidTransition``."""
+    async with db.transaction() as conn:
+        rows = await transition(
+            conn,
+            db.dialect,
+            Transition(
+                job_ids=[job_id],
+                from_statuses=frozenset({JobStatus.SCHEDULED}),
+                to_status=JobStatus.QUEUED,
+                event_type=EventType.JOB_QUEUED,
+                actor=actor,
+                values={"run_at": run_at, "queued_at": db.dialect.db_now()},
+                guards=list(waiting()),
+                merchant_id=merchant_id,
+            ),
+        )
+        if rows:
+            return to_job(rows[0])
+    current = await get_job(db, job_id, merchant_id)
+    if current.status is JobStatus.SCHEDULED:
+        raise Conflict(f"job {job_id!r} waits on another job (a dependency, or an earlier run)")
+    raise InvalidTransition(current.status.value, JobStatus.QUEUED.value)
 
 
 async def _close_run(

@@ -29,11 +29,12 @@ from taskmill.store.claims import ClaimParams, ExpiredLeases
 from taskmill.store.jobs import CreatedJob, MadeJob, NewJob, fits_batch, make_job
 from taskmill.store.outcomes import Attempt, Failure, Success
 from taskmill.store.progress import ProgressReport
+from taskmill.store.queue_overview import QueueOverview, QueueStats
 from taskmill.store.stats import WINDOW_MINUTES as STATS_WINDOW_MINUTES
 from taskmill.store.stats import MerchantStats, SystemStats
 from taskmill.store.templates import Broken, Declaration, Declared, Fire, FireRound, NewTemplate
 from taskmill.store.tenants import NewApiKey
-from taskmill.store.workers import WorkerInfo
+from taskmill.store.workers import RunningJob, WorkerInfo, WorkerLoad
 
 __all__ = [
     "STATS_WINDOW_MINUTES",
@@ -55,10 +56,14 @@ __all__ = [
     "NewJob",
     "NewTemplate",
     "ProgressReport",
+    "QueueOverview",
+    "QueueStats",
+    "RunningJob",
     "Store",
     "Success",
     "SystemStats",
     "WorkerInfo",
+    "WorkerLoad",
     "fits_batch",
     "make_job",
 ]
@@ -134,6 +139,15 @@ class Store(Protocol):
         self, merchant_id: MerchantScope, job_id: str, *, actor: str, run_at: datetime
     ) -> Job: ...
 
+    async def run_now(
+        self, merchant_id: MerchantScope, job_id: str, *, actor: str, run_at: datetime
+    ) -> Job:
+        """``scheduled -> queued`` at once, ``run_at`` set to the given now, with its
+        ``job.queued`` event by ``actor``. ``InvalidTransition`` unless ``scheduled``;
+        ``Conflict`` if the populator would hold it back (a dependency, an earlier
+        instance of a ``queue``-overlap template); ``NotFound`` for another merchant's."""
+        ...
+
     async def renew_leases(
         self, worker_id: str, held: Sequence[tuple[str, int]], lease_seconds: float
     ) -> set[str]:
@@ -174,6 +188,12 @@ class Store(Protocol):
     async def merchant_stats(self, merchant_id: str, *, now: datetime) -> MerchantStats: ...
 
     async def system_stats(self, *, now: datetime) -> SystemStats: ...
+
+    async def queue_stats(self, merchant_id: str, *, now: datetime) -> QueueOverview:
+        """The merchant's queues (at most ``queue_overview.MAX_QUEUES``): unfinished jobs per
+        status, the oldest due job's age (``now``: the app clock), and jobs succeeded and
+        failed in the last 5 and 60 minutes. Bounded reads only."""
+        ...
 
     # -- templates --------------------------------------------------------------------
 
@@ -256,6 +276,11 @@ class Store(Protocol):
     async def mark_dead_workers(self, silent_for_seconds: float) -> list[str]: ...
 
     async def list_workers(self) -> list[WorkerInfo]: ...
+
+    async def running_by_worker(self, merchant_id: MerchantScope) -> dict[str, WorkerLoad]:
+        """Per worker id, the ``running`` jobs of ``merchant_id`` (at most
+        ``workers.RUNNING_PER_WORKER`` each, longest-running first) and their total."""
+        ...
 
     async def live_task_types(self) -> set[str] | None:
         """The task types some live worker runs; ``None``: a live worker did not say."""

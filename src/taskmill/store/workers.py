@@ -8,11 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from taskmill.core.jobs import JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.store.database import Database
-from taskmill.store.schema import workers
+from taskmill.store.schema import jobs, workers
+
+RUNNING_PER_WORKER = 50
 
 
 class WorkerStatus(enum.StrEnum):
@@ -136,3 +140,75 @@ async def list_workers(db: Database) -> list[WorkerInfo]:
     async with db.read() as conn:
         rows = (await conn.execute(select(workers).order_by(workers.c.started_at))).all()
     return [_to_worker(row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    """A job a worker runs now, and for how long (database clock)."""
+
+    job_id: str
+    merchant_id: str
+    task_type: str
+    attempt: int
+    started_at: datetime
+    running_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLoad:
+    """The jobs one worker runs now: the longest-running :data:`RUNNING_PER_WORKER`
+    first, and how many there are in all."""
+
+    jobs: list[RunningJob]
+    total: int
+
+
+async def running_by_worker(
+    db: Database, merchant_id: MerchantScope, *, per_worker: int = RUNNING_PER_WORKER
+) -> dict[str, WorkerLoad]:
+    """Per worker id, the ``running`` jobs of ``merchant_id`` (every merchant's with
+    ``ALL_MERCHANTS``): at most ``per_worker`` each, the longest-running first, and the
+    total. Workers are shared; the jobs on them are not, so a merchant sees only its own.
+    Reads ``running`` jobs only (``idx_jobs_status_lease_expires_at`` leads with status)."""
+    if not 1 <= per_worker <= 1000:
+        raise ValueError("per_worker must be between 1 and 1000")
+    scope = [jobs.c.status == JobStatus.RUNNING, jobs.c.worker_id.is_not(None)]
+    if merchant_id is not ALL_MERCHANTS:
+        scope.append(jobs.c.merchant_id == merchant_id)
+    ranked = (
+        select(
+            jobs.c.id,
+            jobs.c.merchant_id,
+            jobs.c.task_type,
+            jobs.c.attempt,
+            jobs.c.started_at,
+            jobs.c.worker_id,
+            func.row_number()
+            .over(partition_by=jobs.c.worker_id, order_by=(jobs.c.started_at, jobs.c.id))
+            .label("rank"),
+            func.count().over(partition_by=jobs.c.worker_id).label("total"),
+        )
+        .where(*scope)
+        .subquery()
+    )
+    stmt = (
+        select(ranked, db.dialect.db_now().label("db_now"))
+        .where(ranked.c.rank <= per_worker)
+        .order_by(ranked.c.worker_id, ranked.c.rank)
+    )
+    async with db.read() as conn:
+        rows = (await conn.execute(stmt)).all()
+    found: dict[str, WorkerLoad] = {}
+    for row in rows:
+        load = found.setdefault(row.worker_id, WorkerLoad([], row.total))
+        load.jobs.append(
+            RunningJob(
+                job_id=row.id,
+                merchant_id=row.merchant_id,
+                task_type=row.task_type,
+                attempt=row.attempt,
+                started_at=row.started_at,
+                running_seconds=max(0.0, (row.db_now - row.started_at).total_seconds()),
+            )
+        )
+    return found

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from taskmill.api.auth import JobsRead
 from taskmill.api.responses import AUTHENTICATED, errors
-from taskmill.api.schemas import EventOut, EventPage, WorkerOut
+from taskmill.api.schemas import EventOut, EventPage, RunningJobOut, WorkerOut
 from taskmill.core.events import EventFilter, EventType
 
 router = APIRouter(tags=["events"])
@@ -46,5 +46,16 @@ async def list_events(
     "/workers", response_model=list[WorkerOut], tags=["workers"], responses=errors(*AUTHENTICATED)
 )
 async def list_workers(tenant: JobsRead) -> list[WorkerOut]:
-    """Workers, live and dead, with their last heartbeat (shared infrastructure)."""
-    return [WorkerOut.model_validate(w) for w in await tenant.workers()]
+    """Workers, live and dead, with their last heartbeat (shared infrastructure), and
+    the jobs each runs now: this key's merchant's only (every merchant's for an admin
+    key), at most 50 per worker, with their total."""
+    loads = await tenant.running_by_worker()
+    found = []
+    for worker in await tenant.workers():
+        out = WorkerOut.model_validate(worker)
+        load = loads.get(worker.id)
+        if load is not None:
+            out.running = [RunningJobOut.model_validate(j) for j in load.jobs]
+            out.running_total = load.total
+        found.append(out)
+    return found

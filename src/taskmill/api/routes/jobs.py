@@ -1,5 +1,5 @@
 """/jobs: create (any schedule kind), list and search, get, cancel, retry (one or many),
-failures grouped by error, runs, dependencies."""
+run now, failures grouped by error, runs, dependencies."""
 
 from __future__ import annotations
 
@@ -185,6 +185,13 @@ async def cancel_job(job_id: str, tenant: JobsWrite, body: CancelRequest | None 
 async def retry_job(job_id: str, tenant: JobsWrite) -> JobOut:
     """Give a failed job one more attempt now (409 unless it is ``failed``)."""
     return JobOut.model_validate(await tenant.retry_job(job_id))
+
+
+@router.post("/{job_id}/run-now", response_model=JobOut, responses=errors(404, 409, *WRITE))
+async def run_now(job_id: str, tenant: JobsWrite) -> JobOut:
+    """Queue a scheduled job now instead of at its ``run_at`` (409 unless it is
+    ``scheduled``, or while it waits on a job it depends on)."""
+    return JobOut.model_validate(await tenant.run_now(job_id))
 
 
 @router.get("/{job_id}/runs", response_model=list[RunOut], responses=errors(404, *AUTHENTICATED))

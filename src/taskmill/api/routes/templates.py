@@ -1,4 +1,5 @@
-"""/templates: create, list, get, PATCH (seed 001's ``{"active": false}``), delete, preview."""
+"""/templates: create, list, get, PATCH (seed 001's ``{"active": false}``), delete, preview;
+and /schedules/preview: the fires of a schedule being edited, before it is stored."""
 
 from __future__ import annotations
 
@@ -9,12 +10,22 @@ from fastapi import APIRouter, Query, Response
 from taskmill.api.auth import TemplatesRead, TemplatesWrite
 from taskmill.api.paging import Cursor, decode_cursor, keyset_page
 from taskmill.api.responses import AUTHENTICATED, BODY, WRITE, errors
-from taskmill.api.schemas import FireOut, TemplateCreate, TemplateOut, TemplatePage, TemplatePatch
+from taskmill.api.schemas import (
+    FireOut,
+    SchedulePreview,
+    TemplateCreate,
+    TemplateOut,
+    TemplatePage,
+    TemplatePatch,
+)
 from taskmill.core.templates import Template
 from taskmill.services.scheduling import ScheduleRequest
-from taskmill.services.templates import TemplateUpdate
+from taskmill.services.templates import ScheduleDraft, TemplateUpdate
 
 router = APIRouter(prefix="/templates", tags=["templates"])
+# Not under /templates: any /templates/<word> is also /templates/{template_id} (an id or a
+# template's name), so its methods would mix with that path's.
+schedules = APIRouter(prefix="/schedules", tags=["templates"])
 
 _PATCH_RENAMES = {"cron": "cron_expression"}
 
@@ -45,6 +56,15 @@ async def create_template(
     assert isinstance(scheduled.item, Template)  # interval or cron always makes a template
     response.headers["Location"] = f"/templates/{scheduled.item.id}"
     return TemplateOut.model_validate(scheduled.item)
+
+
+@schedules.post("/preview", response_model=list[FireOut], responses=errors(*AUTHENTICATED, *BODY))
+async def preview_schedule(body: SchedulePreview, tenant: TemplatesRead) -> list[FireOut]:
+    """The next ``count`` fire times of a schedule not stored yet (as the user types an
+    edit), in UTC and local time, DST-affected ones flagged; checked as creating a
+    template checks it (the same 422s). Stores nothing."""
+    draft = ScheduleDraft(body.cron, body.interval_seconds, body.timezone, body.start_at)
+    return [FireOut.model_validate(f) for f in tenant.preview_schedule(draft, body.count)]
 
 
 @router.get("", response_model=TemplatePage, responses=errors(*AUTHENTICATED))

@@ -4,10 +4,11 @@
 const KEY = "taskmill.apiKey";
 
 export class ApiError extends Error {
-  constructor(status, type, message) {
+  constructor(status, type, message, fields = []) {
     super(message);
     this.status = status;
     this.type = type;
+    this.fields = fields; // [{field, reason}] of a 422: which input to mark
   }
 
   /** What to tell the user, in their terms. */
@@ -66,7 +67,8 @@ export async function request(method, path, { body, key } = {}) {
   }
   const data = response.status === 204 ? null : await response.json().catch(() => null);
   if (!response.ok) {
-    const error = new ApiError(response.status, data?.error?.type ?? "http_error", data?.error?.message ?? "");
+    const error = new ApiError(response.status, data?.error?.type ?? "http_error", data?.error?.message ?? "",
+      data?.error?.fields ?? []);
     if (response.status === 401 && key === undefined) listeners.forEach((listener) => listener(error));
     throw error;
   }

@@ -7,6 +7,7 @@ import * as failed from "./failed.js";
 import * as job from "./job.js";
 import * as jobs from "./jobs.js";
 import * as overview from "./overview.js";
+import * as queues from "./queues.js";
 import * as templates from "./templates.js";
 import * as workers from "./workers.js";
 
@@ -24,7 +25,7 @@ function route() {
   const params = new URLSearchParams(search || "");
   const parts = path.split("/").filter(Boolean);
   if (parts[0] === "jobs" && parts[1]) return { tab: "jobs", module: job, params, id: decodeURIComponent(parts[1]) };
-  const pages = { jobs, failed, templates, workers };
+  const pages = { jobs, failed, queues, templates, workers };
   if (pages[parts[0]]) return { tab: parts[0], module: pages[parts[0]], params };
   return { tab: "overview", module: overview, params };
 }

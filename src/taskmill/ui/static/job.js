@@ -1,4 +1,4 @@
-// One job: its facts, actions (cancel, retry), every attempt and its event timeline.
+// One job: its facts, actions (cancel, retry, run now), every attempt and its event timeline.
 
 import { ApiError, get, post } from "./api.js";
 import { absolute, between, clear, duration, empty, h, json, notice, pill, relative } from "./dom.js";
@@ -22,6 +22,7 @@ function eventDetail(event) {
   const changes = event.data?.changes || {};
   switch (event.type) {
     case "job.created": return `due ${absolute(changes.run_at)}`;
+    case "job.queued": return event.actor.startsWith("api_key:") ? "run now, before its due time" : "";
     case "job.started": return `attempt ${changes.attempt} on ${changes.worker_id}`;
     case "job.failed": return changes.last_error || event.data?.reason || "";
     case "job.retry_scheduled": return `${changes.last_error || "failed"} — runs again ${absolute(changes.run_at)}`;
@@ -60,6 +61,12 @@ function fact(label, value) {
   return h("div", {}, h("dt", {}, label), h("dd", {}, value ?? h("span", { class: "muted" }, "—")));
 }
 
+// How long a started job waited after it was due (its latest start; a retry moves run_at).
+function waited(job) {
+  const seconds = between(job.run_at, job.started_at);
+  return seconds === null ? null : h("span", { id: "job-waited" }, duration(seconds));
+}
+
 function facts(job) {
   return h("dl", { class: "facts" },
     fact("Task type", h("code", {}, job.task_type)),
@@ -69,6 +76,7 @@ function facts(job) {
     fact("Due", relative(job.run_at)),
     fact("Created", relative(job.created_at)),
     fact("Started", job.started_at ? relative(job.started_at) : null),
+    fact("Waited to start", waited(job)),
     fact("Finished", job.finished_at ? relative(job.finished_at) : null),
     fact("Worker", job.worker_id ? h("code", {}, job.worker_id) : null),
     fact("Timeout", job.timeout_seconds ? duration(job.timeout_seconds) : "none"),
@@ -88,13 +96,24 @@ function actions(job, app, reload, ui) {
     }
     await reload();
   }
-  function confirmCancel() {
-    ui.confirming = true;
+  function confirm(kind, question, yes) {
+    ui.confirming = kind;
     clear(box).append(
-      h("span", { class: "muted" }, "Cancel this job?"),
-      h("button", { type: "button", class: "danger solid", id: "confirm-cancel",
-        onclick: () => act(`/jobs/${job.id}/cancel`, { reason: "cancelled from the monitoring UI" }, "Job cancelled") }, "Yes, cancel"),
+      h("span", { class: "muted" }, question),
+      yes,
       h("button", { type: "button", class: "ghost", onclick: () => { ui.confirming = false; reload(); } }, "Keep it"));
+    yes.focus();
+  }
+  function confirmCancel() {
+    confirm("cancel", "Cancel this job?", h("button", { type: "button", class: "danger solid", id: "confirm-cancel",
+      onclick: () => act(`/jobs/${job.id}/cancel`, { reason: "cancelled from the monitoring UI" }, "Job cancelled") }, "Yes, cancel"));
+  }
+  function confirmRunNow() {
+    confirm("run-now", "Run this job now instead of at its due time?", h("button", { type: "button", class: "primary", id: "confirm-run-now",
+      onclick: () => act(`/jobs/${job.id}/run-now`, undefined, "Job queued to run now") }, "Yes, run now"));
+  }
+  if (job.status === "scheduled") {
+    box.append(h("button", { type: "button", id: "run-now", onclick: confirmRunNow }, "Run now"));
   }
   if (CANCELLABLE.includes(job.status)) {
     box.append(h("button", { type: "button", class: "danger", id: "cancel-job", onclick: confirmCancel }, "Cancel job"));
@@ -128,8 +147,10 @@ export function mount(container, { id }, app) {
       get(`/jobs/${job.id}/runs`),
       get("/events", { job_id: job.id, limit: 1000 }),
     ]);
-    // A pending "Cancel this job?" question must survive the auto-refresh.
-    ui.confirming = ui.confirming && CANCELLABLE.includes(job.status);
+    // A pending "Cancel this job?" or "Run now?" question must survive the auto-refresh
+    // (while the job can still take that action).
+    const still = { cancel: CANCELLABLE.includes(job.status), "run-now": job.status === "scheduled" };
+    ui.confirming = ui.confirming && still[ui.confirming] ? ui.confirming : false;
     if (!ui.confirming) {
       clear(head).append(h("h1", {}, job.task_type), pill(job.status),
         h("code", { class: "muted", id: "job-id" }, job.id), h("span", { class: "spacer" }), actions(job, app, load, ui));
