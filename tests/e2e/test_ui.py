@@ -762,7 +762,7 @@ def _check_queues(page: Page, server: Server) -> None:
     reports = page.locator('tr[data-queue="reports"]')
     expect(reports.locator('[data-count="scheduled"]')).to_have_text("1")
     expect(reports.locator('[data-count="queued"]')).to_have_text("0")
-    expect(reports.locator(".queue-state")).to_have_text("active")
+    expect(reports.locator(".queue-state .pill")).to_have_text("active")
     default = page.locator('tr[data-queue="default"]')
     expect(default).to_be_visible()
     api = {q["queue"]: q for q in server.get("/queues")["items"]}
@@ -803,3 +803,30 @@ def test_ui_workers_show_running_jobs(page: Page, phone: Page, server: Server) -
     _check_running_now(phone, server)
     _no_horizontal_overflow(phone)
     shot(phone, "workers-phone")
+
+
+def test_ui_pause_and_resume_a_queue(page: Page, server: Server) -> None:
+    """An admin pauses a queue from the queues page (after a confirmation): its new job
+    stays queued; resumed, the job runs. Keyboard only."""
+    sign_in(page, server.key)
+    page.get_by_role("link", name="Queues", exact=True).click()
+    row = page.locator('tr[data-queue="default"]')
+    pause = row.locator('button[data-action="pause"]')
+    expect(pause).to_be_visible()
+    pause.focus()
+    page.keyboard.press("Enter")
+    page.keyboard.press("Enter")  # the confirmation button has the focus
+    expect(row).to_have_attribute("data-state", "paused")
+    expect(row.locator(".queue-state")).to_contain_text("since")
+    assert [q["name"] for q in server.get("/queues/paused")] == ["default"]
+    time.sleep(1.5)  # executors honour a pause within a second
+    waiting = server.job({"task_type": "sleepy", "payload": {"effects": str(server.effects)}})
+    try:
+        time.sleep(1.5)  # an executor would have claimed it by now
+        assert _status(server, waiting) == "queued"
+        shot(page, "queue-paused")
+    finally:
+        row.locator('button[data-action="resume"]').click()
+        row.locator('button[data-confirm="resume"]').click()
+    expect(row).to_have_attribute("data-state", "active")
+    poll(lambda: _status(server, waiting) == "succeeded")

@@ -1,8 +1,8 @@
 // Queues: per queue of the merchant, what waits (queued, scheduled, the oldest due job's
 // age), what runs, and what finished in the last 5 and 60 minutes (GET /queues).
 
-import { get } from "./api.js";
-import { clear, empty, h, notice, pill, span } from "./dom.js";
+import { ApiError, get, post, request, storedKey } from "./api.js";
+import { absolute, clear, empty, h, notice, pill, relative, span } from "./dom.js";
 
 const COLUMNS = ["Queue", "State", "Queued", "Scheduled", "Oldest due", "Running",
   "Succeeded · 5 min", "Failed · 5 min", "Succeeded · 1 h", "Failed · 1 h"];
@@ -17,10 +17,61 @@ function rate(label, count, minutes) {
     h("span", {}, String(count), h("span", { class: "second" }, `${text}/min`)));
 }
 
-// The queue's state. Queues cannot be paused yet: every queue is "active". Pausing
-// (POST /queues/{name}/pause|resume) goes here: the state from q.state, and its button.
-function stateCell(q) {
-  return h("td", { class: "queue-state", "data-label": "State" }, pill(q.state === "active" ? "alive" : q.state, q.state));
+// Whether the key may pause queues (admin). No endpoint lists a key's scopes: resuming a
+// queue that is not paused changes nothing and records nothing, and answers 200 to an
+// admin key and 403 to any other. Asked once per key and tab.
+const adminKeys = new Map();
+function isAdmin() {
+  const key = storedKey();
+  if (!adminKeys.has(key)) {
+    adminKeys.set(key, request("POST", "/queues/scope-probe/resume")
+      .then(() => true)
+      .catch((error) => {
+        if (!(error instanceof ApiError && error.status === 403)) adminKeys.delete(key);
+        return false;
+      }));
+  }
+  return adminKeys.get(key);
+}
+
+// The queue's state (active, or paused with when and by whom) and, for an admin key, the
+// button that pauses or resumes it, after a confirmation in place.
+function stateCell(q, ui) {
+  const cell = h("td", { class: "queue-state", "data-label": "State" });
+  const paused = q.state === "paused";
+  function show() {
+    clear(cell);
+    cell.append(pill(paused ? "retried" : "alive", q.state));
+    if (paused && q.paused_at) {
+      cell.append(h("span", { class: "second", title: absolute(q.paused_at) }, `since ${relative(q.paused_at)} by ${q.paused_by}`));
+    }
+    if (ui.admin) {
+      cell.append(h("button", { type: "button", class: "ghost small", "data-action": paused ? "resume" : "pause", onclick: ask }, paused ? "Resume" : "Pause"));
+    }
+  }
+  function ask() {
+    ui.confirming = true;
+    clear(cell);
+    const verb = paused ? "resume" : "pause";
+    const question = paused ? `Resume ${q.queue}? Executors take its jobs again.` : `Pause ${q.queue} for every executor? Its jobs wait; running ones finish.`;
+    cell.append(h("span", { class: "confirm-question" }, question),
+      h("button", { type: "button", class: paused ? "primary small" : "danger solid small", "data-confirm": verb, onclick: () => act(verb) }, paused ? "Resume" : "Pause"),
+      h("button", { type: "button", class: "ghost small", onclick: () => { ui.confirming = false; show(); } }, "Keep it"));
+    cell.querySelector("[data-confirm]").focus();
+  }
+  async function act(verb) {
+    try {
+      await post(`/queues/${encodeURIComponent(q.queue)}/${verb}`);
+      ui.app.toast(verb === "pause" ? `Queue ${q.queue} paused` : `Queue ${q.queue} resumed`);
+    } catch (error) {
+      ui.app.toast(error instanceof ApiError ? error.explanation : String(error), "error");
+    } finally {
+      ui.confirming = false;
+      ui.app.refresh();
+    }
+  }
+  show();
+  return cell;
 }
 
 function oldestDue(q) {
@@ -31,10 +82,10 @@ function oldestDue(q) {
 }
 
 /** One queue's row: every column of the page, so a new one (pausing) changes only here. */
-export function queueRow(q) {
-  return h("tr", { "data-queue": q.queue },
+export function queueRow(q, ui = { admin: false }) {
+  return h("tr", { "data-queue": q.queue, "data-state": q.state },
     h("td", { class: "queue-name" }, h("code", {}, q.queue)),
-    stateCell(q),
+    stateCell(q, ui),
     h("td", { class: "num", "data-count": "queued", "data-label": COLUMNS[2] }, q.queued),
     h("td", { class: "num", "data-count": "scheduled", "data-label": COLUMNS[3] }, q.scheduled),
     oldestDue(q),
@@ -45,13 +96,16 @@ export function queueRow(q) {
     rate(COLUMNS[9], q.failed_60m, 60));
 }
 
-export function mount(container) {
+export function mount(container, _params, app) {
+  const ui = { admin: false, confirming: false, app };
+  isAdmin().then((yes) => { if (yes) { ui.admin = true; app.refresh(); } });
   const summary = h("span", { class: "muted" });
   const results = h("div", { class: "panel flush" }, h("div", { class: "loading" }, "Loading…"));
   const warning = h("div");
   container.append(h("div", { class: "page-head" }, h("h1", {}, "Queues"), h("span", { class: "spacer" }), summary), warning, results);
   return {
     async refresh() {
+      if (ui.confirming) return; // the question stays put until answered
       const found = await get("/queues");
       const queued = found.items.reduce((n, q) => n + q.queued, 0);
       summary.textContent = `${found.items.length} queue${found.items.length === 1 ? "" : "s"} · ${queued} queued`;
@@ -64,7 +118,7 @@ export function mount(container) {
       }
       results.append(h("div", { class: "table-scroll" }, h("table", { id: "queues", class: "stack-narrow" },
         h("thead", {}, h("tr", {}, COLUMNS.map((n) => h("th", {}, n)))),
-        h("tbody", {}, found.items.map(queueRow)))));
+        h("tbody", {}, found.items.map((q) => queueRow(q, ui))))));
     },
   };
 }
