@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 EventHandler = Callable[[Event], Awaitable[None] | None]
 
 BATCH = 100
-LEASE_SECONDS = 30.0
+# A holder renews its lease (and saves its position) at least every third of this while
+# it works; a process killed mid-batch hands over after at most this long.
+LEASE_SECONDS = 10.0
 ATTEMPTS = 5
 FIRST_RETRY_SECONDS = 0.2
 HANDLER_TIMEOUT_SECONDS = 60.0
@@ -95,8 +97,21 @@ class EventDispatcher:
             types=subscription.types, after_id=position, up_to_id=horizon, limit=BATCH
         )
         found = await self.store.list_events(ALL_MERCHANTS, flt)
+        renewed = asyncio.get_running_loop().time()
         for event in found:
             await self._handle(subscription, event)
+            if asyncio.get_running_loop().time() - renewed > LEASE_SECONDS / 3:
+                # A slow handler: keep the lease, and save the position reached so far.
+                held = await self.store.advance_cursor(
+                    subscription.name,
+                    holder=self.holder,
+                    position=event.id,
+                    lease_seconds=LEASE_SECONDS,
+                    now=self.clock.now(),
+                )
+                if not held:
+                    return 0  # another process took over; it goes on from its position
+                renewed = asyncio.get_running_loop().time()
         # A short batch read everything up to the horizon: the cursor moves past the
         # events of other types too.
         reached = found[-1].id if len(found) == BATCH else horizon
