@@ -830,3 +830,20 @@ def test_ui_pause_and_resume_a_queue(page: Page, server: Server) -> None:
         row.locator('button[data-confirm="resume"]').click()
     expect(row).to_have_attribute("data-state", "active")
     poll(lambda: _status(server, waiting) == "succeeded")
+
+
+def test_ui_job_page_shows_progress(page: Page, server: Server) -> None:
+    effects = str(server.effects)
+    body = {"effects": effects, "seconds": 600, "progress": 0.4, "message": "step 2 of 5"}
+    working = server.job({"task_type": "sleepy", "payload": body})
+    poll(lambda: server.get(f"/jobs/{working}").get("progress") is not None)
+    try:
+        sign_in(page, server.key)
+        page.goto(f"/ui#/jobs/{working}")
+        shown = page.locator("#job-progress")
+        expect(shown).to_contain_text("40% · step 2 of 5")
+        expect(shown.locator("progress")).to_have_attribute("value", "0.4")
+        shot(page, "job-progress")
+    finally:
+        with server.client() as client:
+            assert client.post(f"/jobs/{working}/cancel").status_code == 200

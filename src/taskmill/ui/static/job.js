@@ -61,6 +61,17 @@ function fact(label, value) {
   return h("div", {}, h("dt", {}, label), h("dd", {}, value ?? h("span", { class: "muted" }, "—")));
 }
 
+// What the handler of the current attempt last reported (ctx.progress), if anything.
+function progress(job) {
+  const p = job.progress;
+  if (!p) return null;
+  const pct = Math.round(p.fraction * 100);
+  return h("span", { id: "job-progress", class: "job-progress" },
+    h("progress", { value: String(p.fraction), max: "1", "aria-label": `${pct}% done` }),
+    h("span", {}, `${pct}%${p.message ? ` · ${p.message}` : ""}`),
+    h("span", { class: "second" }, `reported ${relative(p.reported_at)}`));
+}
+
 // How long a started job waited after it was due (its latest start; a retry moves run_at).
 function waited(job) {
   const seconds = between(job.run_at, job.started_at);
@@ -77,6 +88,7 @@ function facts(job) {
     fact("Created", relative(job.created_at)),
     fact("Started", job.started_at ? relative(job.started_at) : null),
     fact("Waited to start", waited(job)),
+    fact("Progress", progress(job)),
     fact("Finished", job.finished_at ? relative(job.finished_at) : null),
     fact("Worker", job.worker_id ? h("code", {}, job.worker_id) : null),
     fact("Timeout", job.timeout_seconds ? duration(job.timeout_seconds) : "none"),
