@@ -5,6 +5,7 @@ switch, a cancel, and a bad key. Screenshots go to ``test-artifacts/ui/``."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SHOTS = ROOT / "test-artifacts" / "ui"
+FAILURES = SHOTS / "failures"
 QUICK_JOBS = 30  # more than one 25-row page
 
 
@@ -162,10 +164,13 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture
-def page(browser: Browser, server: Server) -> Iterator[Page]:
-    """A fresh tab (its own sessionStorage); fails the test on any script error."""
-    context = browser.new_context(viewport={"width": 1440, "height": 900}, base_url=server.url)
+def _tab(
+    browser: Browser, server: Server, viewport: ViewportSize, request: pytest.FixtureRequest
+) -> Iterator[Page]:
+    """A fresh tab (its own sessionStorage) at ``viewport``; fails the test on any script
+    error, and on a failure leaves a screenshot in ``test-artifacts/ui/failures/``, its
+    path in the test's output."""
+    context = browser.new_context(viewport=viewport, base_url=server.url)
     tab = context.new_page()
     problems: list[str] = []
     tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
@@ -180,8 +185,21 @@ def page(browser: Browser, server: Server) -> Iterator[Page]:
 
     tab.on("console", on_console)
     yield tab
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        FAILURES.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
+        path = FAILURES / f"{name}-{viewport['width']}.png"
+        tab.screenshot(path=str(path), full_page=True)
+        request.node.add_report_section("teardown", "screenshot of the failure", str(path))
     context.close()
     assert problems == []
+
+
+@pytest.fixture
+def page(browser: Browser, server: Server, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A tab at 1440x900 (see ``_tab``)."""
+    yield from _tab(browser, server, {"width": 1440, "height": 900}, request)
 
 
 def sign_in(page: Page, key: str) -> None:
@@ -632,19 +650,9 @@ def _no_horizontal_overflow(page: Page) -> None:
 
 
 @pytest.fixture
-def phone(browser: Browser, server: Server) -> Iterator[Page]:
-    """A fresh tab at phone width; fails the test on any script error."""
-    context = browser.new_context(viewport=PHONE, base_url=server.url)
-    tab = context.new_page()
-    problems: list[str] = []
-    tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    tab.on(
-        "console",
-        lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None,
-    )
-    yield tab
-    context.close()
-    assert problems == []
+def phone(browser: Browser, server: Server, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A tab at phone width (see ``_tab``)."""
+    yield from _tab(browser, server, PHONE, request)
 
 
 def test_ui_run_now_with_confirmation(page: Page, server: Server) -> None:
@@ -847,3 +855,64 @@ def test_ui_job_page_shows_progress(page: Page, server: Server) -> None:
     finally:
         with server.client() as client:
             assert client.post(f"/jobs/{working}/cancel").status_code == 200
+
+
+PAGES = {  # every page of the UI, and the heading it shows
+    "#/": "Overview",
+    "#/jobs": "Jobs",
+    "#/failed": "Failed jobs",
+    "#/queues": "Queues",
+    "#/templates": "Templates",
+    "#/workers": "Workers",
+}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+SECTIONS = ["Overview", "Jobs", "Failed", "Queues", "Templates", "Workers"]
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "phone"])
+def test_ui_every_page_fits_and_renders(
+    browser: Browser, server: Server, request: pytest.FixtureRequest, viewport: ViewportSize
+) -> None:
+    """Every page, and a job's, at 1280x800 and at phone width: its heading shows, its
+    content loads, nothing scrolls sideways, no script error (``_tab``)."""
+    for tab in _tab(browser, server, viewport, request):
+        sign_in(tab, server.key)
+        expect(tab.get_by_role("heading", name="Overview")).to_be_visible()
+        # Every section's link and the session's controls are on screen, none cut off.
+        controls = [tab.get_by_role("link", name=name, exact=True) for name in SECTIONS]
+        controls += [tab.get_by_role("button", name="Sign out")]
+        for control in controls:
+            box = control.bounding_box()
+            assert box is not None and box["x"] >= 0, control
+            assert box["x"] + box["width"] <= viewport["width"], control
+        pages = {**PAGES, f"#/jobs/{server.ids['failed']}": "Job"}
+        for hash_, heading in pages.items():
+            tab.goto(f"/ui{hash_}")
+            if heading == "Job":
+                expect(tab.locator("#job-id")).to_have_text(server.ids["failed"])
+            else:
+                expect(tab.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+            expect(tab.locator(".loading")).to_have_count(0)
+            _no_horizontal_overflow(tab)
+            name = hash_.strip("#/").replace("/", "-") or "overview"
+            shot(tab, f"every-page-{viewport['width']}-{name[:20]}")
+
+
+def test_ui_is_keyboard_reachable(page: Page, server: Server) -> None:
+    """From the top of the page, Tab reaches every section's link, and Enter opens it."""
+    sign_in(page, server.key)
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    page.locator("body").focus()
+    reached: set[str] = set()
+    for _ in range(25):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.textContent.trim()"))
+    assert set(SECTIONS) <= reached, f"not reached by Tab: {set(SECTIONS) - reached}"
+    for section in SECTIONS[1:]:
+        page.get_by_role("link", name=section, exact=True).focus()
+        page.keyboard.press("Enter")
+        heading = PAGES[f"#/{section.lower()}"]
+        expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+        # the page's own controls follow in the tab order
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement !== document.body")

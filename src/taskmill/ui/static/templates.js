@@ -237,15 +237,16 @@ export function mount(container, _route, app) {
       results.append(empty("No templates yet", "POST /templates with a cron expression or interval_seconds to create one."));
       return;
     }
-    results.append(h("table", {},
+    // On a phone each template becomes a card of labelled cells (stack-narrow).
+    results.append(h("table", { class: "stack-narrow" },
       h("thead", {}, h("tr", {}, ["Template", "Schedule", "Next fires", "Last fired", "Active", ""].map((n) => h("th", {}, n)))),
       h("tbody", {}, list.map((t, i) => h("tr", { "data-template-id": t.id },
         h("td", {}, h("strong", {}, t.name), h("span", { class: "second" }, t.task_type, " · ",
           h("a", { href: `#/jobs?template_id=${t.id}` }, "jobs"))),
-        h("td", {}, schedule(t)),
-        h("td", { class: "fires" }, fires(t, fireTimes[i])),
-        h("td", {}, t.last_scheduled_for ? h("span", { title: absolute(t.last_scheduled_for) }, relative(t.last_scheduled_for)) : h("span", { class: "muted" }, "never")),
-        h("td", {}, toggle(t, app, refresh)),
+        h("td", { "data-label": "Schedule" }, schedule(t)),
+        h("td", { class: "fires", "data-label": "Next fires" }, fires(t, fireTimes[i])),
+        h("td", { "data-label": "Last fired" }, t.last_scheduled_for ? h("span", { title: absolute(t.last_scheduled_for) }, relative(t.last_scheduled_for)) : h("span", { class: "muted" }, "never")),
+        h("td", { "data-label": "Active" }, toggle(t, app, refresh)),
         h("td", {}, h("button", { type: "button", class: "edit-schedule", "aria-label": `Edit the schedule of ${t.name}`,
           onclick: (event) => edit(t, event.currentTarget.closest("tr")) }, "Edit schedule")))))));
   }
