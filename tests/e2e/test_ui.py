@@ -916,3 +916,28 @@ def test_ui_is_keyboard_reachable(page: Page, server: Server) -> None:
         # the page's own controls follow in the tab order
         page.keyboard.press("Tab")
         assert page.evaluate("document.activeElement !== document.body")
+
+
+def test_ui_templates_say_why_one_is_off(page: Page, server: Server) -> None:
+    body = {
+        "name": "fragile",
+        "task_type": "sleepy",
+        "cron": "0 0 1 1 *",
+        "on_job_failure": "disable",
+        "payload": {"effects": str(server.effects)},
+    }
+    with server.client() as client:
+        created = client.post("/templates", json=body)
+        assert created.status_code == 201, created.text
+        template_id = created.json()["id"]
+        assert client.post(f"/admin/templates/{template_id}/pause").status_code == 200
+    try:
+        sign_in(page, server.key)
+        page.get_by_role("link", name="Templates", exact=True).click()
+        row = page.locator(f'tr[data-template-id="{template_id}"]')
+        expect(row.locator(".tag")).to_have_text("stops on failure")
+        expect(row.locator(".template-error")).to_contain_text("administrator")
+        shot(page, "templates-traits")
+    finally:
+        with server.client() as client:
+            assert client.delete(f"/templates/{template_id}").status_code == 204

@@ -361,6 +361,10 @@ class TemplateOut(_Response):
     timeout_seconds: float | None
     created_at: datetime
     last_error: str | None = None
+    declared: bool = Field(
+        default=False,
+        description="Declared in code (@app.periodic): each start of the app reconciles it.",
+    )
 
 
 class AdminTemplateOut(TemplateOut):

@@ -60,6 +60,8 @@ class StoredTemplate(Template):
     administrator; cleared when its owner changes the schedule or switches it on)."""
 
     last_error: str | None = None
+    declared: bool = False
+    """Declared in code by ``@app.periodic`` (see :func:`declare_templates`)."""
 
 
 def to_template(row: Row[Any]) -> StoredTemplate:
@@ -88,6 +90,7 @@ def to_template(row: Row[Any]) -> StoredTemplate:
         timeout_seconds=m["timeout_seconds"],
         created_at=m["created_at"],
         last_error=m["last_error"],
+        declared=m["declared"],
     )
 
 

@@ -227,6 +227,15 @@ export function mount(container, _route, app) {
     open.focus();
   }
 
+  // What sets the template apart: declared in code, stops on a failure, and why it is off.
+  function traits(t) {
+    const tags = [];
+    if (t.declared) tags.push(h("span", { class: "tag", title: "@app.periodic: each start of the app reconciles it" }, "declared in code"));
+    if (t.on_job_failure === "disable") tags.push(h("span", { class: "tag", title: "switched off when one of its jobs fails for good" }, "stops on failure"));
+    const why = !t.active && t.last_error ? h("span", { class: "template-error" }, t.last_error) : null;
+    return tags.length || why ? h("div", { class: "traits" }, ...tags, why) : null;
+  }
+
   async function refresh() {
     if (editing) return;
     // One page (the API pages templates): the first 500, oldest first.
@@ -242,7 +251,7 @@ export function mount(container, _route, app) {
       h("thead", {}, h("tr", {}, ["Template", "Schedule", "Next fires", "Last fired", "Active", ""].map((n) => h("th", {}, n)))),
       h("tbody", {}, list.map((t, i) => h("tr", { "data-template-id": t.id },
         h("td", {}, h("strong", {}, t.name), h("span", { class: "second" }, t.task_type, " · ",
-          h("a", { href: `#/jobs?template_id=${t.id}` }, "jobs"))),
+          h("a", { href: `#/jobs?template_id=${t.id}` }, "jobs")), traits(t)),
         h("td", { "data-label": "Schedule" }, schedule(t)),
         h("td", { class: "fires", "data-label": "Next fires" }, fires(t, fireTimes[i])),
         h("td", { "data-label": "Last fired" }, t.last_scheduled_for ? h("span", { title: absolute(t.last_scheduled_for) }, relative(t.last_scheduled_for)) : h("span", { class: "muted" }, "never")),
