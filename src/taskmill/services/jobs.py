@@ -19,7 +19,7 @@ from typing import Protocol
 
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
-from taskmill.core.errors import NotFound
+from taskmill.core.errors import NotFound, ValidationError
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import Job, JobFilter, JobRun, JobStatus
 from taskmill.core.queues import QueuePause, check_queue_name
@@ -28,9 +28,11 @@ from taskmill.core.tenants import MerchantScope
 from taskmill.services.scheduling import Scheduled, Scheduler, ScheduleRequest
 from taskmill.services.templates import Templates, TemplateUpdate
 from taskmill.store.protocol import (
+    MAX_QUEUES,
     STATS_WINDOW_MINUTES,
     Declared,
     MerchantStats,
+    QueueDepth,
     Store,
     SystemStats,
     WorkerInfo,
@@ -172,6 +174,13 @@ class Jobs:
 
     async def paused_queues(self) -> builtins.list[QueuePause]:
         return await self.store.paused_queues()
+
+    async def queue_depths(self, limit: int = MAX_QUEUES) -> builtins.list[QueueDepth]:
+        """Every merchant's queues (operators only: counts over all tenants) with their
+        unfinished jobs and live workers, by name, at most ``limit`` (1-1000)."""
+        if not 1 <= limit <= MAX_QUEUES:
+            raise ValidationError("limit", f"must be between 1 and {MAX_QUEUES}")
+        return await self.store.queue_depths(limit=limit)
 
     # -- templates --------------------------------------------------------------------
 

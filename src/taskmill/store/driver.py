@@ -23,6 +23,7 @@ from taskmill.store import (
     jobs,
     names,
     outcomes,
+    queue_stats,
     queues,
     runs,
     stats,
@@ -296,6 +297,9 @@ class SqlStore:
 
     async def paused_queues(self) -> list[QueuePause]:
         return await queues.paused_queues(self.db)
+
+    async def queue_depths(self, *, limit: int) -> list[queue_stats.QueueDepth]:
+        return await queue_stats.queue_depths(self.db, limit=limit)
 
     # -- tenants ----------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from taskmill.core.tenants import ApiKey, Merchant, MerchantScope
 from taskmill.store.claims import ClaimParams, ExpiredLeases
 from taskmill.store.jobs import CreatedJob, MadeJob, NewJob, fits_batch, make_job
 from taskmill.store.outcomes import Attempt, Failure, Success
+from taskmill.store.queue_stats import MAX_QUEUES, QueueDepth
 from taskmill.store.stats import WINDOW_MINUTES as STATS_WINDOW_MINUTES
 from taskmill.store.stats import MerchantStats, SystemStats
 from taskmill.store.templates import Broken, Declaration, Declared, Fire, FireRound, NewTemplate
@@ -33,6 +34,7 @@ from taskmill.store.tenants import NewApiKey
 from taskmill.store.workers import WorkerInfo
 
 __all__ = [
+    "MAX_QUEUES",
     "STATS_WINDOW_MINUTES",
     "ApiKey",
     "Attempt",
@@ -51,6 +53,7 @@ __all__ = [
     "NewApiKey",
     "NewJob",
     "NewTemplate",
+    "QueueDepth",
     "Store",
     "Success",
     "SystemStats",
@@ -267,6 +270,11 @@ class Store(Protocol):
         ...
 
     async def paused_queues(self) -> list[QueuePause]: ...
+
+    async def queue_depths(self, *, limit: int) -> list[QueueDepth]:
+        """Every merchant's unfinished jobs per queue and the live workers serving it, for
+        operators: the queues having either, by name, at most ``limit`` (1-1000)."""
+        ...
 
     # -- tenants ----------------------------------------------------------------------
 
