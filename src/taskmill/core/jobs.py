@@ -155,7 +155,8 @@ class JobRun:
 
 @dataclass(frozen=True, slots=True)
 class JobFilter:
-    """Which jobs to list; keyset-paginated by ``(created_at, id)``."""
+    """Which jobs to list; keyset-paginated by ``(created_at, id)``, oldest first unless
+    ``newest_first`` (``after`` then continues towards older jobs)."""
 
     statuses: Sequence[JobStatus] = ()
     task_type: str | None = None
@@ -166,3 +167,4 @@ class JobFilter:
     run_before: datetime | None = None
     limit: int = 100
     after: tuple[datetime, str] | None = None
+    newest_first: bool = False

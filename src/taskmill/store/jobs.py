@@ -330,18 +330,28 @@ def _filtered(merchant_id: MerchantScope, flt: JobFilter) -> Select[Any]:
         created, ident = flt.after
         # The first condition is implied by the second; it lets the index seek straight
         # to the cursor instead of filtering every earlier row.
-        stmt = stmt.where(
-            jobs.c.created_at >= created,
-            (jobs.c.created_at > created) | ((jobs.c.created_at == created) & (jobs.c.id > ident)),
-        )
+        if flt.newest_first:
+            stmt = stmt.where(
+                jobs.c.created_at <= created,
+                (jobs.c.created_at < created)
+                | ((jobs.c.created_at == created) & (jobs.c.id < ident)),
+            )
+        else:
+            stmt = stmt.where(
+                jobs.c.created_at >= created,
+                (jobs.c.created_at > created)
+                | ((jobs.c.created_at == created) & (jobs.c.id > ident)),
+            )
     return stmt
 
 
 async def list_jobs(db: Database, merchant_id: MerchantScope, flt: JobFilter) -> list[Job]:
-    """The merchant's jobs matching ``flt``, oldest first."""
+    """The merchant's jobs matching ``flt``, oldest first (newest first if it says so)."""
     if not 1 <= flt.limit <= 10_000:
         raise ValidationError("limit", "must be between 1 and 10000")
-    stmt = _filtered(merchant_id, flt).order_by(jobs.c.created_at, jobs.c.id).limit(flt.limit)
+    keys = (jobs.c.created_at, jobs.c.id)
+    order = [key.desc() for key in keys] if flt.newest_first else list(keys)
+    stmt = _filtered(merchant_id, flt).order_by(*order).limit(flt.limit)
     async with db.read() as conn:
         return [to_job(row) for row in (await conn.execute(stmt)).all()]
 

@@ -1,5 +1,6 @@
-"""``Store.queue_depths`` on both databases: every merchant's unfinished jobs per queue and
-the live workers serving each, finished jobs and stopped workers left out, bounded."""
+"""The operator's reads on both databases: ``Store.queue_depths`` (every merchant's
+unfinished jobs per queue and the live workers serving each, finished jobs and stopped
+workers left out, bounded) and jobs listed newest first, page after page."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from taskmill.core.jobs import JobFilter
 from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store.database import Database
 from taskmill.store.drivers import store_for
@@ -45,3 +47,21 @@ async def test_queue_depths_count_unfinished_jobs_and_live_workers(db: Database)
     assert await store.queue_depths(limit=2) == depths[:2]
     with pytest.raises(ValueError, match="limit"):
         await store.queue_depths(limit=1001)
+
+
+async def test_jobs_newest_first_page_towards_older_jobs(db: Database) -> None:
+    store = store_for(db)
+    made = []
+    for i in range(5):  # two share a created_at: the id breaks the tie
+        at = NOW + timedelta(seconds=min(i, 3))
+        new = NewJob("t", at)
+        made.append((await store.create_job(new, actor="a", now=at, queue_if_due=False)).job)
+    newest = sorted(made, key=lambda j: (j.created_at, j.id), reverse=True)
+    first = await store.list_jobs(ALL_MERCHANTS, JobFilter(limit=2, newest_first=True))
+    last = first[-1]
+    rest = await store.list_jobs(
+        ALL_MERCHANTS, JobFilter(limit=10, newest_first=True, after=(last.created_at, last.id))
+    )
+    assert [j.id for j in first + rest] == [j.id for j in newest]
+    oldest = await store.list_jobs(ALL_MERCHANTS, JobFilter(limit=10))
+    assert [j.id for j in oldest] == [j.id for j in reversed(newest)]
