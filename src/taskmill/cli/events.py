@@ -99,7 +99,8 @@ def verify(
         if found.count > len(found.first):
             typer.echo(f"... and {found.count - len(found.first)} more differences")
         if found.count:
-            typer.echo(f"{found.count} differences between the event log and the jobs table")
+            plural = "" if found.count == 1 else "s"
+            typer.echo(f"{found.count} difference{plural} between the event log and the jobs table")
         else:
             typer.echo(f"{found.checked} jobs verified")
     if found.count:
