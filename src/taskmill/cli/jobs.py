@@ -39,7 +39,9 @@ class NotPossible(TaskmillError):
 
 
 async def _job_id(jobs: Jobs, ident: str) -> str:
-    return await jobs.resolve(DEFAULT_MERCHANT_ID, ident)
+    """A job's id from its id or the default merchant's idempotency key (a template's
+    name is not a job: ``NotFound`` then names what was typed)."""
+    return await jobs.job_id(DEFAULT_MERCHANT_ID, ident)
 
 
 # -- list ---------------------------------------------------------------------------------

@@ -232,6 +232,10 @@ class Jobs:
         """The id of the merchant's template whose id or name is ``ident``."""
         return await self.store.find_template_id(merchant_id, ident)
 
+    async def job_id(self, merchant_id: str, ident: str) -> str:
+        """The id of the merchant's job whose id or idempotency key is ``ident``."""
+        return await self.store.find_job_id(merchant_id, ident)
+
     async def resolve(self, merchant_id: str, ident: str) -> str:
         """A job's or template's id, from its id, a template's name or a job's
         idempotency key (ids first, then templates, then jobs)."""
