@@ -30,6 +30,16 @@ COMMANDS = [
     ["db"],
     ["db", "upgrade"],
     ["api-keys"],
+    ["jobs"],
+    ["jobs", "list"],
+    ["jobs", "show"],
+    ["jobs", "cancel"],
+    ["jobs", "retry"],
+    ["templates"],
+    ["templates", "preview"],
+    ["queues", "list"],
+    ["workers", "list"],
+    ["events", "verify"],
     ["openapi"],
 ]
 

@@ -20,7 +20,11 @@ from taskmill.cli.common import (
     errors_to_exit_codes,
     load_app,
 )
+from taskmill.cli.events import events_cli
+from taskmill.cli.jobs import jobs_cli
 from taskmill.cli.queues import queues_cli
+from taskmill.cli.templates import templates_cli
+from taskmill.cli.workers import workers_cli
 from taskmill.config import load_settings
 from taskmill.observability.logs import configure_logging
 from taskmill.observability.metrics import serve_process_metrics
@@ -38,6 +42,10 @@ db_cli = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(api_keys_cli, name="api-keys")
 cli.add_typer(queues_cli, name="queues")
+cli.add_typer(jobs_cli, name="jobs")
+cli.add_typer(templates_cli, name="templates")
+cli.add_typer(workers_cli, name="workers")
+cli.add_typer(events_cli, name="events")
 
 
 HostOption = Annotated[str | None, typer.Option("--host", help="(default: api.host)")]

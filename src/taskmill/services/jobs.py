@@ -19,7 +19,7 @@ from typing import Protocol
 
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
-from taskmill.core.errors import InvalidTransition, NotFound
+from taskmill.core.errors import InvalidTransition, NotFound, ValidationError
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.failures import FailureGroup, group_failures
 from taskmill.core.jobs import Job, JobFilter, JobRun, JobStatus
@@ -30,9 +30,11 @@ from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.services.scheduling import Scheduled, Scheduler, ScheduleRequest
 from taskmill.services.templates import ScheduleDraft, Templates, TemplateUpdate
 from taskmill.store.protocol import (
+    MAX_QUEUE_DEPTHS,
     STATS_WINDOW_MINUTES,
     Declared,
     MerchantStats,
+    QueueDepth,
     QueueOverview,
     Store,
     SystemStats,
@@ -267,6 +269,13 @@ class Jobs:
         """Per worker, the jobs of ``merchant_id`` it runs now (bounded per worker)."""
         return await self.store.running_by_worker(merchant_id)
 
+    async def queue_depths(self, limit: int = MAX_QUEUE_DEPTHS) -> builtins.list[QueueDepth]:
+        """Every merchant's queues (operators only: counts over all tenants) with their
+        unfinished jobs and live workers, by name, at most ``limit`` (1-1000)."""
+        if not 1 <= limit <= MAX_QUEUE_DEPTHS:
+            raise ValidationError("limit", f"must be between 1 and {MAX_QUEUE_DEPTHS}")
+        return await self.store.queue_depths(limit=limit)
+
     # -- templates --------------------------------------------------------------------
 
     async def list_templates(
@@ -339,6 +348,10 @@ class Jobs:
     async def template_id(self, merchant_id: str, ident: str) -> str:
         """The id of the merchant's template whose id or name is ``ident``."""
         return await self.store.find_template_id(merchant_id, ident)
+
+    async def job_id(self, merchant_id: str, ident: str) -> str:
+        """The id of the merchant's job whose id or idempotency key is ``ident``."""
+        return await self.store.find_job_id(merchant_id, ident)
 
     async def resolve(self, merchant_id: str, ident: str) -> str:
         """A job's or template's id, from its id, a template's name or a job's

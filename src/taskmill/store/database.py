@@ -67,11 +67,15 @@ class Database:
             return await work(conn)
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction."""
+    async def read(self, *, snapshot: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction; ``snapshot``: every statement in it sees the same
+        committed state (needed only by readers that compare tables with each other)."""
+        options: dict[str, Any] = {READ_ONLY_OPTION: True}
+        if snapshot and self.dialect.snapshot_isolation is not None:
+            options["isolation_level"] = self.dialect.snapshot_isolation
         with translated():
             async with self.engine.connect() as raw:
-                conn = await raw.execution_options(**{READ_ONLY_OPTION: True})
+                conn = await raw.execution_options(**options)
                 async with conn.begin():
                     yield conn
 

@@ -23,6 +23,9 @@ class Dialect(ABC):
     supports_skip_locked: bool
     #: Notifications delivered at commit to every process (``LISTEN``/``NOTIFY``).
     notifies: bool
+    #: The isolation level under which every statement of a read transaction sees one
+    #: snapshot (``None``: a read transaction already does, as SQLite's in WAL mode).
+    snapshot_isolation: str | None = None
 
     @abstractmethod
     def db_now(self, plus_seconds: float = 0.0) -> ColumnElement[Any]:

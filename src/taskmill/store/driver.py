@@ -28,6 +28,7 @@ from taskmill.store import (
     names,
     outcomes,
     progress,
+    queue_depths,
     queue_overview,
     queues,
     runs,
@@ -350,6 +351,9 @@ class SqlStore:
 
     async def paused_queues(self) -> list[QueuePause]:
         return await queues.paused_queues(self.db)
+
+    async def queue_depths(self, *, limit: int) -> list[queue_depths.QueueDepth]:
+        return await queue_depths.queue_depths(self.db, limit=limit)
 
     # -- tenants ----------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ from taskmill.store.claims import ClaimParams, ExpiredLeases
 from taskmill.store.jobs import CreatedJob, MadeJob, NewJob, fits_batch, make_job
 from taskmill.store.outcomes import Attempt, Failure, Success
 from taskmill.store.progress import ProgressReport
+from taskmill.store.queue_depths import MAX_QUEUES as MAX_QUEUE_DEPTHS
+from taskmill.store.queue_depths import QueueDepth
 from taskmill.store.queue_overview import QueueOverview, QueueStats
 from taskmill.store.stats import WINDOW_MINUTES as STATS_WINDOW_MINUTES
 from taskmill.store.stats import MerchantStats, SystemStats
@@ -37,6 +39,7 @@ from taskmill.store.tenants import NewApiKey
 from taskmill.store.workers import RunningJob, WorkerInfo, WorkerLoad
 
 __all__ = [
+    "MAX_QUEUE_DEPTHS",
     "STATS_WINDOW_MINUTES",
     "ApiKey",
     "Attempt",
@@ -56,6 +59,7 @@ __all__ = [
     "NewJob",
     "NewTemplate",
     "ProgressReport",
+    "QueueDepth",
     "QueueOverview",
     "QueueStats",
     "RunningJob",
@@ -335,6 +339,11 @@ class Store(Protocol):
         ...
 
     async def paused_queues(self) -> list[QueuePause]: ...
+
+    async def queue_depths(self, *, limit: int) -> list[QueueDepth]:
+        """Every merchant's unfinished jobs per queue and the live workers serving it, for
+        operators: the queues having either, by name, at most ``limit`` (1-1000)."""
+        ...
 
     # -- tenants ----------------------------------------------------------------------
 

@@ -21,6 +21,9 @@ class PostgresDialect(Dialect):
     name = "postgresql"
     supports_skip_locked = True
     notifies = True
+    # READ COMMITTED takes a snapshot per statement; a reader comparing two tables
+    # (``replay.verify_batches``) needs one for the whole transaction.
+    snapshot_isolation = "REPEATABLE READ"
 
     def db_now(self, plus_seconds: float = 0.0) -> ColumnElement[Any]:
         # statement_timestamp(): one instant for the whole statement, as SQLite's "now"
