@@ -18,6 +18,7 @@ from taskmill.cli.render import JsonOption, plain, print_fields, print_json, pri
 from taskmill.core.errors import InvalidTransition, TaskmillError
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, Job, JobFilter, JobRun, JobStatus
+from taskmill.core.progress import Progress
 from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.core.text import unstorable
 from taskmill.runtime import Runtime
@@ -115,6 +116,7 @@ def list_jobs(
 class JobDetail:
     job: Job
     waiting_reason: str | None
+    progress: Progress | None
     runs: list[JobRun]
     events: list[Event]
 
@@ -144,7 +146,8 @@ def show(
     config_dir: ConfigDirOption = None,
 ) -> None:
     """Show a job: its fields, why it waits (a paused queue, no worker for its task type),
-    its runs (one per attempt) and its last events."""
+    its progress (what its handler last reported), its runs (one per attempt) and its last
+    events."""
 
     async def work(runtime: Runtime) -> JobDetail:
         jobs = runtime.jobs
@@ -152,6 +155,7 @@ def show(
         return JobDetail(
             found,
             await jobs.waiting_reason(found),
+            await jobs.progress(ALL_MERCHANTS, found.id),
             await jobs.runs(ALL_MERCHANTS, found.id),
             await _last_events(jobs, found.id, events),
         )
@@ -168,6 +172,10 @@ def _print_detail(detail: JobDetail) -> None:
     job = detail.job
     pairs = [(name, text(value)) for name, value in plain(job).items()]
     pairs.append(("waiting", detail.waiting_reason or "-"))
+    progress = detail.progress
+    if progress is not None:
+        said = f" {progress.message}" if progress.message else ""
+        pairs.append(("progress", f"{progress.fraction:.0%}{said} ({text(progress.reported_at)})"))
     print_fields(pairs)
     typer.echo("\nruns:")
     print_table(
