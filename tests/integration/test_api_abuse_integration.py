@@ -129,6 +129,7 @@ async def test_api_abuse_s20_mass_assignment_refused_rows_unchanged(api: Api) ->
         ("POST", "/jobs/bulk/retry"): {"ids": [job["id"]]},
         ("POST", "/templates"): {"name": "n2", "task_type": "echo", "cron": "@daily"},
         ("PATCH", "/templates/{template_id}"): {"active": False},
+        ("POST", "/schedules/preview"): {"cron": "@daily"},
         ("POST", "/merchants"): {"name": "m"},
         ("POST", "/api-keys"): {"merchant_id": api.merchant_b, "name": "k", "scopes": ["admin"]},
     }
@@ -404,7 +405,12 @@ async def test_api_abuse_s23_authorization_matrix_from_the_routes(api: Api) -> N
     template = await api.client.post(
         "/templates", json={"name": "m", "task_type": "echo", "cron": "@daily"}, headers=api.a
     )
-    ids = {"job_id": job["id"], "template_id": template.json()["id"], "key_id": "none"}
+    ids = {
+        "job_id": job["id"],
+        "template_id": template.json()["id"],
+        "key_id": "none",
+        "name": "matrix",  # a queue: an admin key pauses, then resumes it
+    }
     wrong: list[tuple[str, str, str, int]] = []
     for method, route in routes:
         needed = _scope_of(route)

@@ -83,6 +83,8 @@ async def test_queues_count_each_queue_of_the_merchant(alpha: Api) -> None:
         {
             "queue": "alpha",
             "state": "active",
+            "paused_at": None,
+            "paused_by": None,
             "queued": 1,
             "scheduled": 3,
             "running": 0,
@@ -95,6 +97,8 @@ async def test_queues_count_each_queue_of_the_merchant(alpha: Api) -> None:
         {
             "queue": "beta",
             "state": "active",
+            "paused_at": None,
+            "paused_by": None,
             "queued": 0,
             "scheduled": 0,
             "running": 1,
