@@ -21,6 +21,7 @@ from taskmill.cli.common import (
     load_app,
 )
 from taskmill.cli.queues import queues_cli
+from taskmill.cli.retention import prune
 from taskmill.config import load_settings
 from taskmill.observability.logs import configure_logging
 from taskmill.observability.metrics import serve_process_metrics
@@ -38,6 +39,7 @@ db_cli = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(api_keys_cli, name="api-keys")
 cli.add_typer(queues_cli, name="queues")
+cli.command("prune")(prune)
 
 
 HostOption = Annotated[str | None, typer.Option("--host", help="(default: api.host)")]
@@ -62,7 +64,7 @@ def run(
     port: PortOption = None,
 ) -> None:
     """Run taskmill embedded: migrations, the REST API (unless api.serve_in_run is false),
-    queue populator, executor, failure watcher and recurrence manager in one process,
+    queue populator, executor, failure watcher, recurrence manager and pruner in one process,
     until Ctrl-C or SIGTERM."""
     with errors_to_exit_codes():
         taskmill = load_app(app, env, config_dir)
@@ -124,6 +126,11 @@ _service_command(
     "Rescue jobs whose worker died, re-publish lost hints, mark silent workers dead.",
 )
 _service_command("recurrence-manager", "Turn due templates into job instances.")
+_service_command(
+    "pruner",
+    "Delete finished jobs past their [retention] age with their runs, events and "
+    "dependency rows, in short batches.",
+)
 
 
 @db_cli.command("upgrade")

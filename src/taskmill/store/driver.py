@@ -14,6 +14,7 @@ from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import Job, JobFilter, JobRun
 from taskmill.core.queues import QueuePause
+from taskmill.core.retention import Cutoffs, PruneCounts
 from taskmill.core.templates import Template
 from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope
 from taskmill.store import (
@@ -24,6 +25,7 @@ from taskmill.store import (
     names,
     outcomes,
     queues,
+    retention,
     runs,
     stats,
     templates,
@@ -278,6 +280,14 @@ class SqlStore:
 
     async def paused_queues(self) -> list[QueuePause]:
         return await queues.paused_queues(self.db)
+
+    # -- retention --------------------------------------------------------------------
+
+    async def prune(self, cutoffs: Cutoffs, *, limit: int) -> PruneCounts:
+        return await retention.prune_batch(self.db, cutoffs, limit=limit)
+
+    async def count_prunable(self, cutoffs: Cutoffs) -> PruneCounts:
+        return await retention.count_prunable(self.db, cutoffs)
 
     # -- tenants ----------------------------------------------------------------------
 

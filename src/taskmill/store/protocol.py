@@ -21,6 +21,7 @@ from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.jobs import Job, JobFilter, JobRun
 from taskmill.core.queues import QueuePause
+from taskmill.core.retention import Cutoffs, PruneCounts
 from taskmill.core.templates import Template
 from taskmill.core.tenants import ApiKey, Merchant, MerchantScope
 from taskmill.store.claims import ClaimParams, ExpiredLeases
@@ -39,6 +40,7 @@ __all__ = [
     "Broken",
     "ClaimParams",
     "CreatedJob",
+    "Cutoffs",
     "ExpiredLeases",
     "Failure",
     "Fire",
@@ -49,6 +51,7 @@ __all__ = [
     "NewApiKey",
     "NewJob",
     "NewTemplate",
+    "PruneCounts",
     "Store",
     "Success",
     "SystemStats",
@@ -251,6 +254,22 @@ class Store(Protocol):
         ...
 
     async def paused_queues(self) -> list[QueuePause]: ...
+
+    # -- retention --------------------------------------------------------------------
+
+    async def prune(self, cutoffs: Cutoffs, *, limit: int) -> PruneCounts:
+        """Delete one batch in one short transaction: up to ``limit`` finished jobs past
+        ``cutoffs`` that no unfinished job depends on (one status at a time), with their
+        runs, dependency rows and events; once none is left, up to ``limit`` events of
+        templates deleted before the cutoff. Returns the rows deleted per table; all zero
+        when nothing is left. Never blocks on rows another pruner holds (PostgreSQL skips
+        them); idempotent in effect."""
+        ...
+
+    async def count_prunable(self, cutoffs: Cutoffs) -> PruneCounts:
+        """The rows :meth:`prune` would delete for ``cutoffs``, all batches together (a
+        read: a dry run)."""
+        ...
 
     # -- tenants ----------------------------------------------------------------------
 
