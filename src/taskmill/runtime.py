@@ -187,7 +187,11 @@ class Runtime:
         self.pruner = Pruner(
             self.store,
             self.clock,
-            PrunerConfig(retention=retention.retention(), batch_size=retention.batch_size),
+            PrunerConfig(
+                retention=retention.retention(),
+                batch_size=retention.batch_size,
+                pause_seconds=retention.pause_seconds,
+            ),
         )
         self.worker = Worker(
             self.store,

@@ -3,6 +3,7 @@ and dependency rows, one short batch at a time (docs/adr/0009-retention.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 class PrunerConfig:
     retention: Retention
     batch_size: int = 1000
+    pause_seconds: float = 0.1
+    """Between two batches of :meth:`Pruner.prune_all` (the loop pauses as long)."""
 
 
 class Pruner:
@@ -62,11 +65,13 @@ class Pruner:
         self, cutoffs: Cutoffs, on_batch: Callable[[PruneCounts], None] = lambda _: None
     ) -> PruneCounts:
         """Batches until nothing is left for ``cutoffs`` (fixed for the whole pass, so it
-        ends although jobs keep finishing); ``on_batch`` after each. ``taskmill prune``."""
+        ends although jobs keep finishing), ``pause_seconds`` apart; ``on_batch`` after
+        each. ``taskmill prune``."""
         total = PruneCounts()
         while (counts := await self.prune_batch(cutoffs)).total:
             total += counts
             on_batch(counts)
+            await asyncio.sleep(self.config.pause_seconds)  # other writers' turn
         return total
 
     async def count(self, cutoffs: Cutoffs) -> PruneCounts:
