@@ -12,13 +12,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, exists, func, or_, select
+from sqlalchemy import Column, ColumnElement, Select, delete, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.events import EventType
 from taskmill.core.jobs import UNFINISHED_STATUSES, JobStatus
 from taskmill.core.retention import Cutoffs, PruneCounts
 from taskmill.store.database import Database
+from taskmill.store.dialect import Dialect
 from taskmill.store.schema import events, job_dependencies, job_runs, jobs, templates
 
 _downstream = jobs.alias("downstream")
@@ -85,7 +86,7 @@ async def prune_batch(db: Database, cutoffs: Cutoffs, *, limit: int) -> PruneCou
                 pick = pick.with_for_update(of=jobs, skip_locked=True)
             ids = list((await conn.execute(pick)).scalars())
             if ids:
-                return await _delete_jobs(conn, ids)
+                return await _delete_jobs(conn, db.dialect, ids)
         if cutoffs.templates_deleted_before is None:
             return PruneCounts()
         doomed = select(events.c.id).where(
@@ -97,20 +98,20 @@ async def prune_batch(db: Database, cutoffs: Cutoffs, *, limit: int) -> PruneCou
     return await db.write(batch)
 
 
-async def _delete_jobs(conn: AsyncConnection, ids: Sequence[str]) -> PruneCounts:
+async def _delete_jobs(conn: AsyncConnection, dialect: Dialect, ids: Sequence[str]) -> PruneCounts:
     # Children first, so every foreign key holds at each statement (and no cascade has
     # to find them): runs, dependency rows both ways, the job's events, then the jobs.
-    runs = await conn.execute(delete(job_runs).where(job_runs.c.job_id.in_(ids)))
+    def these(column: Column[Any]) -> ColumnElement[bool]:
+        return dialect.one_of(column, ids)
+
+    runs = await conn.execute(delete(job_runs).where(these(job_runs.c.job_id)))
     links = await conn.execute(
         delete(job_dependencies).where(
-            or_(
-                job_dependencies.c.job_id.in_(ids),
-                job_dependencies.c.depends_on_job_id.in_(ids),
-            )
+            or_(these(job_dependencies.c.job_id), these(job_dependencies.c.depends_on_job_id))
         )
     )
-    logged = await conn.execute(delete(events).where(events.c.job_id.in_(ids)))
-    gone = await conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
+    logged = await conn.execute(delete(events).where(these(events.c.job_id)))
+    gone = await conn.execute(delete(jobs).where(these(jobs.c.id)))
     return PruneCounts(
         jobs=gone.rowcount,
         job_runs=runs.rowcount,
