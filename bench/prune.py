@@ -1,6 +1,7 @@
 """Retention under load: how much a large prune slows the jobs flowing beside it.
 
     .venv/bin/python -m bench.prune [--jobs 1000000] [--rate 500] [--seconds 60]
+        [--batch-size 1000] [--pause 0.1]
 
 On a scratch PostgreSQL database:
 
@@ -11,9 +12,9 @@ On a scratch PostgreSQL database:
    concurrency 50), whose handler makes one Redis round trip;
 3. **without prune**: schedules ``--rate`` jobs/s, one ``schedule()`` call per job, for
    ``--seconds`` seconds; start latency = ``job_runs.started_at - jobs.created_at``;
-4. **during prune**: the same flow while ``taskmill prune`` (default ``[retention]``:
-   batches of 1,000 jobs, 0.1 s apart, the pruner service's own batches) deletes every
-   seeded job; the flow runs until the prune ends.
+4. **during prune**: the same flow while ``taskmill prune`` (batches of ``--batch-size``
+   jobs, ``--pause`` seconds apart: the ``[retention]`` defaults, as the pruner service
+   runs them) deletes every seeded job; the flow runs until the prune ends.
 
 Prints p50/p99/max of both phases and the prune's rows/s. Needs PostgreSQL at
 127.0.0.1:5432 (user postgres) and Redis at 127.0.0.1:6379; removes its database and
@@ -145,7 +146,7 @@ async def seed(url: str, count: int) -> float:
 # -- services ---------------------------------------------------------------------------
 
 
-def _env(url: str, prefix: str) -> dict[str, str]:
+def _env(url: str, prefix: str, args: argparse.Namespace) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKMILL_")}
     for key in ("DATABASE_URL", "REDIS_URL", "AMQP_URL"):
         env.pop(key, None)
@@ -158,6 +159,8 @@ def _env(url: str, prefix: str) -> dict[str, str]:
         TASKMILL_LOGGING__LEVEL="WARNING",
         BENCH_REDIS_URL=REDIS_URL,
         BENCH_REDIS_KEY=f"{prefix}:touched",
+        TASKMILL_RETENTION__BATCH_SIZE=str(args.batch_size),
+        TASKMILL_RETENTION__PAUSE_SECONDS=str(args.pause),
     )
     return env
 
@@ -276,7 +279,7 @@ async def main(args: argparse.Namespace) -> None:
                 f"seeded {args.jobs:,} succeeded jobs ten days old, with {args.jobs:,} runs "
                 f"and {4 * args.jobs:,} events, in {seconds:.0f} s (COPY, VACUUM ANALYZE)"
             )
-            env = _env(url, prefix)
+            env = _env(url, prefix, args)
             try:
                 with executor(env, Path(tmp)):
                     quiet = await flow(
@@ -292,7 +295,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{'phase':16} {'jobs':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for name, spread in (("without prune", quiet), ("during prune", busy)):
         print(f"{name:16} {spread.count:8} {spread.p50:8.1f} {spread.p99:8.1f} {spread.max:8.1f}")
-    print(f"taskmill prune: {summary}")
+    print(f"taskmill prune (batch_size {args.batch_size}, pause_seconds {args.pause}): {summary}")
     print(
         f"prune wall time {prune_seconds:.0f} s (start-up and count included): "
         f"{rows / prune_seconds:,.0f} rows/s, {args.jobs / prune_seconds:,.0f} jobs/s"
@@ -304,4 +307,6 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--batch-size", type=int, default=1000, help="retention.batch_size")
+    parser.add_argument("--pause", type=float, default=0.1, help="retention.pause_seconds")
     asyncio.run(main(parser.parse_args()))
