@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 from contextvars import ContextVar
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +35,7 @@ from pydantic_settings import (
 )
 
 from taskmill.core.errors import ConfigError
+from taskmill.core.retention import Retention
 
 if TYPE_CHECKING:
     from taskmill.executors.http import HttpExecutorConfig
@@ -122,8 +124,8 @@ class WorkerSettings(_Section):
 
 class SchedulerSettings(_Section):
     enabled: bool = True
-    """Whether ``taskmill run`` runs the queue populator, failure watcher and recurrence
-    manager."""
+    """Whether ``taskmill run`` runs the queue populator, failure watcher, recurrence
+    manager and pruner."""
     poll_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
     batch_size: int = Field(default=500, gt=0, le=100_000)
     watcher_interval_seconds: float = Field(default=1.0, gt=0)
@@ -147,6 +149,54 @@ class SchedulerSettings(_Section):
     """Jobs of one merchant that may wait to start (``scheduled`` or ``queued``); a new
     job over it is refused with 429 and a template's tick over it is skipped; unset:
     no cap."""
+
+
+HOUR_IN_DAYS = 1 / 24
+
+
+class RetentionSettings(_Section):
+    """How long finished jobs are kept before the pruner deletes them with their runs,
+    events and dependency rows (docs/howto/retention.md). Ages are in days, measured
+    from ``finished_at``; 0 keeps forever; otherwise 1 hour (0.0417) to 3650 days."""
+
+    succeeded_after_days: float = 7.0
+    failed_after_days: float = 30.0
+    cancelled_after_days: float = 30.0
+    deleted_templates_after_days: float = 30.0
+    """A deleted template's own events (created, updated, deleted...) are kept this long
+    after its deletion; a template's events stay as long as it exists."""
+    batch_size: int = Field(default=1000, ge=1, le=1000)
+    """Jobs deleted per transaction (with their runs, events and dependency rows)."""
+    interval_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    """How often the pruner looks for jobs old enough to go, once it found none."""
+    pause_seconds: float = Field(default=0.1, ge=0, le=60)
+    """The pause between two batches, so the pruner never holds the database's writers
+    back for long (SQLite has one)."""
+
+    @field_validator(
+        "succeeded_after_days",
+        "failed_after_days",
+        "cancelled_after_days",
+        "deleted_templates_after_days",
+    )
+    @classmethod
+    def _age(cls, value: float) -> float:
+        if value != 0 and not HOUR_IN_DAYS <= value <= 3650:
+            raise ValueError("must be 0 (keep forever) or from 1 hour (0.0417) to 3650 days")
+        return value
+
+    def retention(self) -> Retention:
+        """The ages as the pruner takes them (``None``: kept forever)."""
+
+        def age(days: float) -> timedelta | None:
+            return None if days == 0 else timedelta(days=days)
+
+        return Retention(
+            succeeded=age(self.succeeded_after_days),
+            failed=age(self.failed_after_days),
+            cancelled=age(self.cancelled_after_days),
+            deleted_templates=age(self.deleted_templates_after_days),
+        )
 
 
 class RetrySettings(_Section):
@@ -389,6 +439,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     retry: RetrySettings = RetrySettings()
+    retention: RetentionSettings = RetentionSettings()
     tasks: TaskDefaults = TaskDefaults()
     api: ApiSettings = ApiSettings()
     metrics: MetricsSettings = MetricsSettings()

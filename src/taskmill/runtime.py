@@ -30,6 +30,7 @@ from taskmill.services.event_handlers import EventDispatcher, Subscription
 from taskmill.services.failure_watcher import FailureWatcher, FailureWatcherConfig
 from taskmill.services.jobs import Jobs
 from taskmill.services.loop import PeriodicService, Waker, run_periodically
+from taskmill.services.pruner import Pruner, PrunerConfig
 from taskmill.services.queue_populator import QueuePopulator, QueuePopulatorConfig
 from taskmill.services.recurrence_manager import RecurrenceConfig, RecurrenceManager
 from taskmill.services.runner import ServiceMain, run_services
@@ -126,6 +127,7 @@ class Wakers:
     populator: Waker
     watcher: Waker
     recurrence: Waker
+    pruner: Waker
 
 
 class Runtime:
@@ -147,7 +149,7 @@ class Runtime:
         self.store = store_for(self.db)
         worker_config = self._worker_config()
         self.broker = build_broker(settings, worker_config.worker_id)
-        self.wakers = Wakers(Waker(), Waker(), Waker())
+        self.wakers = Wakers(Waker(), Waker(), Waker(), Waker())
         self.scheduler = Scheduler(
             self.store,
             registry,
@@ -187,6 +189,16 @@ class Runtime:
                 max_pending_per_merchant=sched.max_pending_jobs_per_merchant,
             ),
             on_created=self.wakers.populator.wake,
+        )
+        retention = settings.retention
+        self.pruner = Pruner(
+            self.store,
+            self.clock,
+            PrunerConfig(
+                retention=retention.retention(),
+                batch_size=retention.batch_size,
+                pause_seconds=retention.pause_seconds,
+            ),
         )
         self.worker = Worker(
             self.store,
@@ -276,6 +288,26 @@ class Runtime:
 
         return main
 
+    def _pruning(self) -> ServiceMain:
+        retention = self.settings.retention
+
+        async def main(stop: asyncio.Event) -> None:
+            log.info("pruner started")
+            await run_periodically(
+                self.pruner,
+                clock=self.clock,
+                stop=stop,
+                waker=self.wakers.pruner,
+                poll_interval=retention.interval_seconds,
+                # A batch that deleted anything is followed by another (after the pause):
+                # a short one may have emptied one status while the next has work.
+                batch_size=1,
+                busy_pause=retention.pause_seconds,
+            )
+            log.info("pruner stopped")
+
+        return main
+
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == notify.DUE:
             self.wakers.populator.wake()
@@ -345,7 +377,7 @@ class Runtime:
         if handlers:
             chosen["event-handlers"] = self._event_handlers(handlers)
         listen_url = self.settings.database.listener_url
-        if self.store.notifies and listen_url and set(chosen) - {"failure-watcher"}:
+        if self.store.notifies and listen_url and set(chosen) - {"failure-watcher", "pruner"}:
             chosen["pg-listener"] = self._listener(listen_url)
         return chosen
 
@@ -354,7 +386,7 @@ class Runtime:
         if self.settings.worker.enabled:
             enabled.add("executor")
         if self.settings.scheduler.enabled:
-            enabled |= {"queue-populator", "failure-watcher", "recurrence-manager"}
+            enabled |= {"queue-populator", "failure-watcher", "recurrence-manager", "pruner"}
         return enabled
 
     def _all_services(self) -> dict[str, ServiceMain]:
@@ -369,6 +401,7 @@ class Runtime:
             "recurrence-manager": self._periodic(
                 self.recurrence, self.wakers.recurrence, sched.poll_interval_seconds
             ),
+            "pruner": self._pruning(),
             "executor": self.worker.run,
         }
 

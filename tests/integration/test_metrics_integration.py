@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskmill.core.errors import StoreUnavailable
-from taskmill.core.jobs import DEFAULT_MERCHANT_ID
+from taskmill.core.jobs import DEFAULT_MERCHANT_ID, JobStatus
 from taskmill.observability.metrics import OTHER, LabelCap
 from taskmill.store import stats, workers
+from taskmill.store.driver import SqlStore
 from taskmill.testing import run_until_idle
 from tests.integration.api_fixtures import Api, api
+from tests.store import finished
 
 __all__ = ["api"]
 
@@ -128,3 +131,24 @@ async def test_metrics_integration_store_down_still_serves_process_metrics(
 def test_metrics_merchant_label_cardinality_is_capped() -> None:
     cap = LabelCap(2)
     assert [cap("a"), cap("b"), cap("c"), cap("a"), cap("d")] == ["a", "b", OTHER, "a", OTHER]
+
+
+async def test_metrics_integration_pruned_rows_per_table(api: Api) -> None:
+    store = api.runtime.store
+    assert isinstance(store, SqlStore)
+    text, before = await scrape(api)
+    assert 'taskmill_pruned_rows_total{table="job_dependencies"}' in text  # at 0 from the start
+    for _ in range(2):
+        await finished(store, JobStatus.SUCCEEDED, api.clock.now() - timedelta(days=8))
+    pruner = api.runtime.pruner
+    pruned = await pruner.prune_all(pruner.cutoffs())
+    _, after = await scrape(api)
+
+    def delta(table: str) -> float:
+        name = "taskmill_pruned_rows_total"
+        return value(after, name, table=table) - value(before, name, table=table)
+
+    assert pruned.jobs == 2
+    assert delta("jobs") == 2
+    assert delta("job_runs") == 2
+    assert delta("events") == pruned.events > 0

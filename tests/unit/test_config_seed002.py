@@ -94,6 +94,9 @@ def test_enabled_keys_choose_what_taskmill_run_runs(tmp_path: Path) -> None:
         "queue-populator",
         "failure-watcher",
         "recurrence-manager",
+        "pruner",
+        # Beside the recurrence manager: templates' on_job_failure (an event handler).
+        "event-handlers",
     }
     scheduler_off = load_settings(database={"url": url}, scheduler={"enabled": False})
     assert set(Runtime(scheduler_off, TaskRegistry()).services()) == {"executor"}

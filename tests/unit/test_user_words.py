@@ -27,6 +27,8 @@ COMMANDS = [
     ["queue-populator"],
     ["failure-watcher"],
     ["recurrence-manager"],
+    ["pruner"],
+    ["prune"],
     ["db"],
     ["db", "upgrade"],
     ["api-keys"],

@@ -23,6 +23,7 @@ from taskmill.cli.common import (
 from taskmill.cli.events import events_cli
 from taskmill.cli.jobs import jobs_cli
 from taskmill.cli.queues import queues_cli
+from taskmill.cli.retention import prune
 from taskmill.cli.templates import templates_cli
 from taskmill.cli.workers import workers_cli
 from taskmill.config import load_settings
@@ -46,6 +47,7 @@ cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(templates_cli, name="templates")
 cli.add_typer(workers_cli, name="workers")
 cli.add_typer(events_cli, name="events")
+cli.command("prune")(prune)
 
 
 HostOption = Annotated[str | None, typer.Option("--host", help="(default: api.host)")]
@@ -70,7 +72,7 @@ def run(
     port: PortOption = None,
 ) -> None:
     """Run taskmill embedded: migrations, the REST API (unless api.serve_in_run is false),
-    queue populator, executor, failure watcher and recurrence manager in one process,
+    queue populator, executor, failure watcher, recurrence manager and pruner in one process,
     until Ctrl-C or SIGTERM."""
     with errors_to_exit_codes():
         taskmill = load_app(app, env, config_dir)
@@ -132,6 +134,11 @@ _service_command(
     "Rescue jobs whose worker died, re-publish lost hints, mark silent workers dead.",
 )
 _service_command("recurrence-manager", "Turn due templates into job instances.")
+_service_command(
+    "pruner",
+    "Delete finished jobs past their [retention] age with their runs, events and "
+    "dependency rows, in short batches.",
+)
 
 
 @db_cli.command("upgrade")

@@ -27,6 +27,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from taskmill.core.jobs import Job
+from taskmill.core.retention import PRUNED_TABLES, PruneCounts
 
 # The classic text format: every Prometheus 2.x and 3.x server reads it.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -113,6 +114,14 @@ HTTP_REQUEST_DURATION = Histogram(
     ["method", "route", "status"],
 )
 
+PRUNED_ROWS = Counter(
+    "taskmill_pruned_rows",
+    "Rows the retention pruner (or `taskmill prune`) in this process deleted, by table.",
+    ["table"],
+)
+for _table in PRUNED_TABLES:
+    PRUNED_ROWS.labels(_table)  # every table's series from the start, at 0
+
 
 # -- what the executor and the API call ---------------------------------------------
 
@@ -148,6 +157,13 @@ def slot_freed() -> None:
 def request_observed(method: str, route: str, status: int, seconds: float) -> None:
     """One API request, labelled by its route template (``/jobs/{job_id}``)."""
     HTTP_REQUEST_DURATION.labels(method, route, str(status)).observe(seconds)
+
+
+def rows_pruned(counts: PruneCounts) -> None:
+    """Count one prune batch's deleted rows per table."""
+    for table, rows in counts.by_table().items():
+        if rows:
+            PRUNED_ROWS.labels(table).inc(rows)
 
 
 # -- store gauges, read at scrape time --------------------------------------------------

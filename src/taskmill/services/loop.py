@@ -55,9 +55,11 @@ async def run_periodically(
     poll_interval: float,
     batch_size: int,
     error_backoff: float = 1.0,
+    busy_pause: float = 0.0,
 ) -> None:
     """Call ``run_once`` until ``stop`` is set; between rounds wait for the earliest of a
-    wake-up, the next due time, or ``poll_interval``. A full batch loops again at once.
+    wake-up, the next due time, or ``poll_interval``. A full batch loops again at once,
+    or after ``busy_pause`` (a background service leaving room to the others).
 
     Database and broker outages are logged and retried; any other exception ends the loop (and,
     through the runner, the process), as a dead side task must not go unnoticed.
@@ -66,7 +68,7 @@ async def run_periodically(
         try:
             handled = await service.run_once()
             if handled >= batch_size:
-                delay = 0.0  # a full batch: more is probably waiting
+                delay = busy_pause  # a full batch: more is probably waiting
             else:
                 delay = await _until_due(service, clock, poll_interval)
                 if handled == 0 and delay == 0:

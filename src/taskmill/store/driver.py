@@ -16,6 +16,7 @@ from taskmill.core.failures import FailedJob
 from taskmill.core.jobs import Job, JobFilter, JobRun
 from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
+from taskmill.core.retention import Cutoffs, PruneCounts
 from taskmill.core.templates import Template
 from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope
 from taskmill.store import (
@@ -31,6 +32,7 @@ from taskmill.store import (
     queue_depths,
     queue_overview,
     queues,
+    retention,
     runs,
     stats,
     templates,
@@ -354,6 +356,14 @@ class SqlStore:
 
     async def queue_depths(self, *, limit: int) -> list[queue_depths.QueueDepth]:
         return await queue_depths.queue_depths(self.db, limit=limit)
+
+    # -- retention --------------------------------------------------------------------
+
+    async def prune(self, cutoffs: Cutoffs, *, limit: int) -> PruneCounts:
+        return await retention.prune_batch(self.db, cutoffs, limit=limit)
+
+    async def count_prunable(self, cutoffs: Cutoffs) -> PruneCounts:
+        return await retention.count_prunable(self.db, cutoffs)
 
     # -- tenants ----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from taskmill.core.failures import FailedJob
 from taskmill.core.jobs import Job, JobFilter, JobRun
 from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
+from taskmill.core.retention import Cutoffs, PruneCounts
 from taskmill.core.templates import Template
 from taskmill.core.tenants import ApiKey, Merchant, MerchantScope
 from taskmill.store.claims import ClaimParams, ExpiredLeases
@@ -46,6 +47,7 @@ __all__ = [
     "Broken",
     "ClaimParams",
     "CreatedJob",
+    "Cutoffs",
     "Declaration",
     "Declared",
     "ExpiredLeases",
@@ -59,6 +61,7 @@ __all__ = [
     "NewJob",
     "NewTemplate",
     "ProgressReport",
+    "PruneCounts",
     "QueueDepth",
     "QueueOverview",
     "QueueStats",
@@ -343,6 +346,21 @@ class Store(Protocol):
     async def queue_depths(self, *, limit: int) -> list[QueueDepth]:
         """Every merchant's unfinished jobs per queue and the live workers serving it, for
         operators: the queues having either, by name, at most ``limit`` (1-1000)."""
+
+    # -- retention --------------------------------------------------------------------
+
+    async def prune(self, cutoffs: Cutoffs, *, limit: int) -> PruneCounts:
+        """Delete one batch in one short transaction: up to ``limit`` finished jobs past
+        ``cutoffs`` that no unfinished job depends on (one status at a time), with their
+        runs, dependency rows and events; once none is left, up to ``limit`` events of
+        templates deleted before the cutoff. Returns the rows deleted per table; all zero
+        when nothing is left. Never blocks on rows another pruner holds (PostgreSQL skips
+        them); idempotent in effect."""
+        ...
+
+    async def count_prunable(self, cutoffs: Cutoffs) -> PruneCounts:
+        """The rows :meth:`prune` would delete for ``cutoffs``, all batches together (a
+        read: a dry run)."""
         ...
 
     # -- tenants ----------------------------------------------------------------------

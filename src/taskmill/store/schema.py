@@ -271,3 +271,13 @@ events = Table(
     Index("idx_events_job_id", "job_id"),
     Index("idx_events_merchant_id_id", "merchant_id", "id"),
 )
+
+# A template's own events (no job): the pruner finds a deleted template's events through
+# it (migration 0010). Partial, so the job events written on every transition skip it.
+_template_own_event = events.c.job_id.is_(None) & events.c.template_id.is_not(None)
+Index(
+    "idx_events_template_id",
+    events.c.template_id,
+    postgresql_where=_template_own_event,
+    sqlite_where=_template_own_event,
+)

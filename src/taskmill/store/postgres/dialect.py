@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, func, literal_column, select
+from sqlalchemy import (
+    ARRAY,
+    Column,
+    ColumnElement,
+    Table,
+    any_,
+    func,
+    literal,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.sql.expression import Executable
@@ -47,3 +58,7 @@ class PostgresDialect(Dialect):
 
     def insert(self, table: Table) -> PostgresInsert:
         return postgresql.insert(table)
+
+    def one_of(self, column: Column[Any], values: Sequence[str]) -> ColumnElement[bool]:
+        """``column = ANY(:array)``: one parameter, one prepared statement for any count."""
+        return column == any_(literal(list(values), ARRAY(column.type)))
