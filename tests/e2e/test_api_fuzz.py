@@ -19,6 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from taskmill.api.schemas import MIN_INTERVAL_FLOOR
 from tests.e2e.test_cli import ROOT, _env, _taskmill, free_port
 
+pytestmark = pytest.mark.parallel  # no timing bounds: runs in the parallel step
+
 
 @contextmanager
 def _serve(directory: Path, **settings: str) -> Iterator[tuple[str, str]]:

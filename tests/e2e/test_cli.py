@@ -182,6 +182,7 @@ async def test_run_poison_job_fails_after_max_attempts(sqlite_url: str, tmp_path
     assert all(jobs[j.id].status is JobStatus.SUCCEEDED for j in healthy)
 
 
+@pytest.mark.parallel
 def test_run_invalid_config_exits_2_naming_key(sqlite_url: str) -> None:
     env = _env(sqlite_url) | {"TASKMILL_WORKER__CONCURRENCY": "-1"}
     done = subprocess.run(_taskmill("run"), cwd=ROOT, env=env, capture_output=True, timeout=60)
@@ -189,6 +190,7 @@ def test_run_invalid_config_exits_2_naming_key(sqlite_url: str) -> None:
     assert b"worker.concurrency" in done.stderr
 
 
+@pytest.mark.parallel
 def test_run_bad_app_spec_exits_2(sqlite_url: str) -> None:
     done = subprocess.run(
         _taskmill("run", "--app", "no_such_module:app"),
@@ -200,6 +202,7 @@ def test_run_bad_app_spec_exits_2(sqlite_url: str) -> None:
     assert done.returncode == 2 and b"--app" in done.stderr
 
 
+@pytest.mark.parallel
 @pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "current"]])
 def test_db_commands_report_revision(tmp_path: Path, command: list[str]) -> None:
     env = _env(f"sqlite:///{tmp_path / 'fresh.db'}")
@@ -210,6 +213,7 @@ def test_db_commands_report_revision(tmp_path: Path, command: list[str]) -> None
     assert (migrate.head_revision() or "").encode() in done.stdout
 
 
+@pytest.mark.parallel
 def test_queues_pause_list_resume(tmp_path: Path) -> None:
     """An operator pauses a queue from the shell, sees it listed, resumes it; a bad name
     is one line naming the argument and exit code 1."""

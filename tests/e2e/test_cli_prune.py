@@ -6,6 +6,7 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from taskmill.core.jobs import JobStatus
@@ -14,6 +15,8 @@ from taskmill.store.drivers import store_for
 from taskmill.store.schema import jobs
 from tests.e2e.test_cli import ROOT, _env, _taskmill
 from tests.store import finished
+
+pytestmark = pytest.mark.parallel  # no timing bounds: runs in the parallel step
 
 
 async def _jobs(url: str) -> set[str]:

@@ -15,6 +15,8 @@ from taskmill.brokers.rabbitmq import RabbitMQBroker
 from taskmill.config import load_settings
 from taskmill.runtime import build_broker
 
+pytestmark = pytest.mark.parallel  # no timing bounds: runs in the parallel step
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"api", "executor", "queue-populator", "failure-watcher", "recurrence-manager"}
 

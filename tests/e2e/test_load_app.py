@@ -9,6 +9,8 @@ import pytest
 from taskmill.cli.common import load_app
 from taskmill.core.errors import ConfigError
 
+pytestmark = pytest.mark.parallel  # no timing bounds: runs in the parallel step
+
 
 def test_load_app_applies_env_and_config_dir(tmp_path: Path) -> None:
     (tmp_path / "staging.toml").write_text("[worker]\nconcurrency = 7\n")

@@ -34,7 +34,7 @@ from tests.fixtures.apps import build_app
 ROOT = Path(__file__).resolve().parents[2]
 # Each subprocess imports taskmill (2-4 s alone, 8-10 s on a loaded two-core machine):
 # the tests run a handful each, under a backstop wider than the suite's 120 s.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.parallel]
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ from taskmill.store.jobs import NewJob, create_job
 from tests import backends
 from tests.e2e.test_cli import ROOT, _env, _taskmill, free_port, running
 
+# No timing bounds: scripts/test.sh runs this module in a process of its own beside the
+# parallel step; the assertions wait up to 15 s, as a loaded machine may need.
+pytestmark = pytest.mark.parallel
+expect.set_options(timeout=15_000)
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
