@@ -120,10 +120,10 @@ def services(url: str, broker: dict[str, str], executors: int, workdir: Path) ->
                 proc.kill()
                 proc.wait()
         if broker:
-            _delete_prefix(broker["prefix"])
+            delete_prefix(broker["prefix"])
 
 
-def _delete_prefix(prefix: str) -> None:
+def delete_prefix(prefix: str) -> None:
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)

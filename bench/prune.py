@@ -42,6 +42,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import func, select
 
+from bench.production import REDIS_URL, delete_prefix
 from bench.redis_app import TASK, build_app
 from bench.support import Spread, machine, progress, revision, scratch_database
 from taskmill.config import load_settings
@@ -54,7 +55,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get(
     "TASKMILL_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_URL = os.environ.get("TASKMILL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 SEEDED_TASK = "seeded"
 COPY_CHUNK = 50_000
 AGE = timedelta(days=10)
@@ -191,16 +191,6 @@ def executor(env: dict[str, str], workdir: Path) -> Iterator[None]:
             proc.wait()
 
 
-def _delete_prefix(prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 # -- the flow and its latency -----------------------------------------------------------
 
 
@@ -289,7 +279,7 @@ async def main(args: argparse.Namespace) -> None:
                     busy = await flow(url, prefix, args.rate, pruning)
                     summary, prune_seconds = pruning.result()
             finally:
-                _delete_prefix(prefix)
+                delete_prefix(prefix)
     rows = 6 * args.jobs
     print(f"flow: {args.rate} jobs/s, one schedule() each; executor concurrency 50, Redis")
     print(f"{'phase':16} {'jobs':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
