@@ -131,6 +131,7 @@ def test_api_fuzz_no_server_errors(served: tuple[str, str]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # 80-120 s alone, more beside the parallel step
 def test_api_fuzz_s20_two_thousand_cases(served: tuple[str, str]) -> None:
     """S20 (full size): >= 2,000 schemathesis cases over every operation: 0 responses >=
     500, every 4xx carries the machine-readable error body."""
