@@ -26,12 +26,10 @@ from taskmill.store.drivers import store_for
 from taskmill.store.jobs import NewJob, create_jobs
 from taskmill.store.schema import events, job_runs, jobs
 from tests.conftest import wait_for
-from tests.fixtures.apps import build_app
+from tests.fixtures.apps import build_app, close_effect_pools
 from tests.history import check_history, create_effects_table, executions
 
 JOBS = int(os.environ.get("TASKMILL_TEST_S11_JOBS", "5000"))
-# 60-110 s per case on the 2-core machine: each execution's record_effect opens a
-# connection of its own, so the harness, not taskmill, sets the pace.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(330)]
 PAST = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -109,6 +107,7 @@ async def _run_s11(url: str, populators: int, monkeypatch: pytest.MonkeyPatch) -
         assert len(done) == JOBS and set(done.values()) == {1}  # executed exactly once
         await check_history(db, queued_grace_s=5.0, running_grace_s=1.0)
     finally:
+        await close_effect_pools()
         for d in [db, *databases]:
             await d.close()
 
