@@ -9,8 +9,6 @@ from typing import Annotated
 import typer
 
 from taskmill import __version__
-from taskmill.api.app import create_app, openapi_json
-from taskmill.api.server import api_service
 from taskmill.app import ServicesFactory
 from taskmill.cli.api_keys import api_keys_cli
 from taskmill.cli.common import (
@@ -56,6 +54,11 @@ PortOption = Annotated[int | None, typer.Option("--port", help="(default: api.po
 
 def _with_api(host: str | None, port: int | None) -> ServicesFactory:
     def services(runtime: Runtime) -> dict[str, ServiceMain]:
+        # Imported here: FastAPI and the routes cost a process that serves no API (an
+        # executor, a populator) a third of its start-up and ~15 MB.
+        from taskmill.api.app import create_app
+        from taskmill.api.server import api_service
+
         api = runtime.settings.api
         app = create_app(runtime)
         return {"api": api_service(app, host or api.host, port if port is not None else api.port)}
@@ -202,6 +205,8 @@ def openapi(
     ] = False,
 ) -> None:
     """Write the OpenAPI document the API serves (sorted keys: the same text every run)."""
+    from taskmill.api.app import openapi_json  # (see _with_api)
+
     text = openapi_json()
     if check:
         current = output.read_text(encoding="utf-8") if output.is_file() else None
