@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 
 from taskmill.api.schemas import MIN_INTERVAL_FLOOR
 from tests.e2e.test_cli import ROOT, _env, _taskmill, free_port
+from tests.plan import plan_size, sized
 
 pytestmark = pytest.mark.parallel  # no timing bounds: runs in the parallel step
 
@@ -125,17 +126,15 @@ def _fuzz_round(operations: list[Any], per_operation: int, base: str, key: str) 
     return cases
 
 
-def test_api_fuzz_no_server_errors(served: tuple[str, str]) -> None:
-    """S20 (CI size): 40 cases per operation, 0 x 5xx, every 4xx with the error body."""
-    _fuzz(served, None)
-
-
 @pytest.mark.slow
-@pytest.mark.timeout(300)  # 80-120 s alone, more beside the parallel step
-def test_api_fuzz_s20_two_thousand_cases(served: tuple[str, str]) -> None:
-    """S20 (full size): >= 2,000 schemathesis cases over every operation: 0 responses >=
-    500, every 4xx carries the machine-readable error body."""
-    assert _fuzz(served, 2000) >= 2000
+@plan_size
+@pytest.mark.timeout(300)  # the plan's size: 80-120 s alone, more beside the parallel step
+def test_api_fuzz_no_server_errors(served: tuple[str, str]) -> None:
+    """S20: schemathesis cases over every operation (40 each; in the plan-size step >=
+    2,000 spread over them, which is more than 40 each): 0 responses >= 500, every 4xx
+    carries the machine-readable error body."""
+    cases = _fuzz(served, sized(None, 2000))
+    assert cases >= sized(EXAMPLES_PER_OPERATION, 2000)
 
 
 def test_api_fuzz_schema_lists_every_route(served: tuple[str, str]) -> None:

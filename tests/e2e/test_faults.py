@@ -83,7 +83,10 @@ async def test_faults_paused_executor_is_fenced(
 ) -> None:
     """S2 (on Redis and RabbitMQ): a paused executor's late writes change nothing."""
     log = tmp_path / "effects.log"
-    [job_id] = await _enqueue(postgres_url, 1, {"effects": str(log), "seconds": 8})
+    # Long enough to stop the executor mid-job (the test sees its effect line within a
+    # poll), short enough not to pace the test.
+    seconds = 4
+    [job_id] = await _enqueue(postgres_url, 1, {"effects": str(log), "seconds": seconds})
     c = services
     c.start("queue-populator")
     c.start("failure-watcher")
@@ -95,7 +98,7 @@ async def test_faults_paused_executor_is_fenced(
     await wait_for(started, timeout=30)
     zombie.send_signal(signal.SIGSTOP)
     c.start("executor")
-    await wait_for(lambda: _succeeded(db, 1), timeout=LEASE + WATCHER + 8 + 30)
+    await wait_for(lambda: _succeeded(db, 1), timeout=LEASE + WATCHER + seconds + 30)
     async with db.read() as conn:
         before = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one()
     zombie.send_signal(signal.SIGCONT)  # it wakes up, still "running" attempt 1
