@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import shutil
+import sys
+import threading
 import uuid
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 
@@ -74,6 +78,7 @@ def make_postgres_template() -> str | None:
 
 
 def drop_postgres_template() -> None:
+    finish_drops()
     asyncio.run(_admin([f"DROP DATABASE IF EXISTS {POSTGRES_TEMPLATE} WITH (FORCE)"]))
 
 
@@ -92,6 +97,60 @@ async def empty_postgres() -> tuple[str, str]:
 
 async def drop_postgres(name: str) -> None:
     await _admin([f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"])
+
+
+class _Dropper:
+    """Drops finished tests' databases on a thread of its own, several at once.
+
+    ``DROP DATABASE`` waits for a checkpoint (0.3-1 s on the loaded 2-core machine): done
+    in each test's teardown it cost the suite minutes. Here the test goes on at once, and
+    drops issued together share one checkpoint. :meth:`finish` waits for the last ones."""
+
+    CONCURRENCY = 8
+
+    def __init__(self) -> None:
+        self._names: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def drop_later(self, name: str) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=asyncio.run, args=(self._drop_all(),), name="drop-databases", daemon=True
+            )
+            self._thread.start()
+        self._names.put(name)
+
+    def finish(self) -> None:
+        if self._thread is not None:
+            self._names.put(None)
+            self._thread.join()
+            self._thread = None
+
+    async def _drop_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with asyncpg.create_pool(
+            POSTGRES_ADMIN_URL, min_size=0, max_size=self.CONCURRENCY
+        ) as pool:
+            while True:
+                names = [await loop.run_in_executor(None, self._names.get)]
+                while len(names) < self.CONCURRENCY and not self._names.empty():
+                    names.append(self._names.get_nowait())
+                done = None in names
+                await asyncio.gather(*(self._drop(pool, n) for n in names if n is not None))
+                if done:
+                    return
+
+    @staticmethod
+    async def _drop(pool: asyncpg.Pool, name: str) -> None:
+        try:
+            await pool.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        except (asyncpg.PostgresError, OSError) as exc:  # left behind, said so
+            print(f"could not drop test database {name}: {exc}", file=sys.stderr)  # noqa: T201
+
+
+_dropper = _Dropper()
+drop_postgres_later = _dropper.drop_later
+finish_drops = _dropper.finish
 
 
 def make_sqlite_template(path: Path) -> None:

@@ -86,7 +86,7 @@ async def database_url(
     try:
         yield url
     finally:
-        await backends.drop_postgres(name)
+        backends.drop_postgres_later(name)
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ async def postgres_url(postgres_template: str | None) -> AsyncIterator[str]:
     try:
         yield url
     finally:
-        await backends.drop_postgres(name)
+        backends.drop_postgres_later(name)
 
 
 @pytest.fixture
