@@ -19,6 +19,7 @@ from taskmill.core.events import Event, EventFilter, EventType
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, DependencyFailurePolicy, Job, JobFilter, JobRun
 from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
+from taskmill.core.rate_limits import parse_rate_limit
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.templates import (
     FirePreview,
@@ -108,13 +109,21 @@ class Taskmill:
         validate: Validator | None = None,
         queue: str = "default",
         priority: int = 0,
+        rate_limit: str | None = None,
+        rate_burst: int | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function (``fn(ctx, payload)``, sync or async) as ``name``.
 
         ``max_retries`` retries after the first attempt (default from config);
-        ``concurrency`` caps this task's parallel runs per worker process.
+        ``concurrency`` caps this task's parallel runs per worker process;
+        ``rate_limit`` (``"10/s"``, ``"30/m"``, ``"100/h"``) caps its job starts across
+        every executor, at most ``rate_burst`` (default 1) at once: jobs over the limit
+        stay queued (``docs/howto/chains-and-rate-limits.md``).
         """
         retries = self.settings.tasks.max_retries if max_retries is None else max_retries
+        if rate_limit is None and rate_burst is not None:
+            raise ValidationError("rate_burst", "needs a rate_limit")
+        limit = None if rate_limit is None else parse_rate_limit(rate_limit, rate_burst)
 
         def register(fn: F) -> F:
             self.registry.add(
@@ -128,6 +137,7 @@ class Taskmill:
                     validator=validate,
                     queue=queue,
                     priority=priority,
+                    rate_limit=limit,
                 )
             )
             return fn
