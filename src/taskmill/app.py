@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from taskmill.config import Settings, load_settings
+from taskmill.core.canvas import Canvas, Chain, Group, plan
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.errors import ConfigError, NotFound, ValidationError
@@ -386,6 +387,21 @@ class Taskmill:
         return await runtime.jobs.schedule_many(
             [ScheduleRequest(task=task, payload=p, run_at=run_at) for p in payloads]
         )
+
+    async def chain(self, *steps: Canvas) -> builtins.list[Job]:
+        """Schedule ``steps`` (each a :class:`Signature`, a :class:`Group` or a nested
+        :class:`Chain`) to run one after another, in one transaction: all, or nothing
+        if any is invalid. Each step waits on the whole step before it, under its
+        ``on_dependency_failure`` (``"cancel"``: a failure stops the chain). The jobs in
+        creation order; a handler reads what the steps before it returned with
+        ``await ctx.upstream_results()``."""
+        return await (await self.open()).jobs.schedule_graph(plan(Chain(*steps)))
+
+    async def group(self, *members: Canvas) -> builtins.list[Job]:
+        """Schedule ``members`` to run side by side, in one transaction (all or
+        nothing); the jobs in the order given. Put the group in a :meth:`chain` for a
+        step that waits on every member (Celery's chord)."""
+        return await (await self.open()).jobs.schedule_graph(plan(Group(*members)))
 
     # The library is the operator's door: it reads and cancels every merchant's jobs
     # (ALL_MERCHANTS), creates the default merchant's, and finds names among the

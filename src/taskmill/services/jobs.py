@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from taskmill.core.canvas import Plan, UpstreamResult
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.errors import InvalidTransition, NotFound, ValidationError
@@ -124,6 +125,17 @@ class Jobs:
         if any(job.status is JobStatus.SCHEDULED for job in made):
             self.wakeups.jobs_due()
         return made
+
+    async def schedule_graph(self, flat: Plan) -> builtins.list[Job]:
+        """A chain or group in one transaction: all or none (``Scheduler.schedule_graph``)."""
+        made = await self.scheduler.schedule_graph(flat)
+        if any(job.status is JobStatus.SCHEDULED for job in made):
+            self.wakeups.jobs_due()
+        return made
+
+    async def upstream_results(self, job_id: str) -> builtins.list[UpstreamResult]:
+        """The jobs ``job_id`` depends on, oldest first, with their results (one read)."""
+        return await self.store.upstream_results(job_id)
 
     # -- jobs -------------------------------------------------------------------------
 

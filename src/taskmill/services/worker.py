@@ -26,8 +26,14 @@ from taskmill.observability import metrics, tracing
 from taskmill.services.group_commit import GroupCommitter
 from taskmill.services.loop import unless_stopped
 from taskmill.services.progress import ProgressReporter
-from taskmill.store.claims import nothing_to_claim
-from taskmill.store.protocol import Attempt, ClaimParams, Failure, Store, Success
+from taskmill.store.protocol import (
+    Attempt,
+    ClaimParams,
+    Failure,
+    Store,
+    Success,
+    nothing_to_claim,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +216,8 @@ class Worker:
                 logging.getLogger(f"taskmill.task.{job.task_type}"), extra
             ),
             _progress=self._progress.report,
+            _upstream=self.store.upstream_results,
+            _loop=asyncio.get_running_loop(),
         )
         task = asyncio.create_task(self._execute(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task)

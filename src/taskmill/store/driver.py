@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from taskmill.core.canvas import UpstreamResult
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.failures import FailedJob
@@ -89,7 +90,7 @@ class SqlStore:
             self.db, news, links, actor=actor, now=now, queue_if_due=queue_if_due
         )
 
-    async def upstream_results(self, job_id: str) -> list[graphs.UpstreamResult]:
+    async def upstream_results(self, job_id: str) -> list[UpstreamResult]:
         return await graphs.upstream_results(self.db, job_id)
 
     async def count_pending_jobs(self, merchant_id: str, limit: int) -> int:

@@ -1,5 +1,5 @@
-"""Jobs created together with dependencies among them (chains and groups, ADR 0014's
-sibling ``docs/howto/chains-and-rate-limits.md``), and the results a job's upstream
+"""Jobs created together with dependencies among them (chains and groups,
+``docs/howto/chains-and-rate-limits.md``), and the results a job's upstream
 jobs left it.
 
 A graph is inserted in one write transaction: every row, every dependency, every event,
@@ -10,13 +10,14 @@ graph is acyclic as every other (``core/dependencies.py``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from taskmill.core.canvas import UpstreamResult
 from taskmill.core.dependencies import parse_policy
 from taskmill.core.jobs import Job, JobStatus
 from taskmill.store import events as event_log
@@ -78,16 +79,6 @@ async def create_graph(
         return [to_job_dict(row) for row in rows]
 
     return await db.write(create_in)
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamResult:
-    """One job a job depends on: its status and, if it succeeded, its result."""
-
-    job_id: str
-    task_type: str
-    status: JobStatus
-    result: Any
 
 
 async def upstream_results(db: Database, job_id: str) -> list[UpstreamResult]:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from taskmill.core.canvas import UpstreamResult
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.failures import FailedJob
@@ -27,8 +28,7 @@ from taskmill.core.rate_limits import RateLimit
 from taskmill.core.retention import Cutoffs, PruneCounts
 from taskmill.core.templates import Template
 from taskmill.core.tenants import ApiKey, Merchant, MerchantScope
-from taskmill.store.claims import ClaimParams, ExpiredLeases
-from taskmill.store.graphs import UpstreamResult
+from taskmill.store.claims import ClaimParams, ExpiredLeases, nothing_to_claim
 from taskmill.store.jobs import CreatedJob, MadeJob, NewJob, fits_batch, make_job
 from taskmill.store.outcomes import Attempt, Failure, Success
 from taskmill.store.progress import ProgressReport
@@ -79,6 +79,7 @@ __all__ = [
     "WorkerLoad",
     "fits_batch",
     "make_job",
+    "nothing_to_claim",
 ]
 
 #: Decides, for one due template, what to create (``Fire``), that it is broken, or nothing.
