@@ -69,12 +69,12 @@ class Plan:
 
 
 def plan(canvas: Canvas, *, limit: int = MAX_CANVAS_JOBS) -> Plan:
-    """Flatten ``canvas``; ``ValidationError`` naming ``jobs`` when it holds no task, more
-    than ``limit``, or something that is not a signature, chain or group."""
+    """Flatten ``canvas``; ``ValidationError`` when it creates more than ``limit`` jobs
+    (naming ``jobs``), or holds an empty chain or group or something that is not a
+    signature, chain or group (naming where: ``jobs[1][0]`` is the first member of the
+    second step)."""
     flat = Plan()
     _add(canvas, [], flat, limit, "jobs")
-    if not flat.signatures:
-        raise ValidationError("jobs", "a chain or group needs at least one task")
     return flat
 
 
@@ -87,6 +87,11 @@ def _add(node: object, after: list[int], flat: Plan, limit: int, where: str) -> 
         flat.signatures.append(node)
         flat.links.append(list(after))
         return [len(flat.signatures) - 1]
+    if isinstance(node, Chain | Group) and not (
+        node.steps if isinstance(node, Chain) else node.members
+    ):
+        kind = "chain" if isinstance(node, Chain) else "group"
+        raise ValidationError(where, f"an empty {kind}: it needs at least one task")
     if isinstance(node, Chain):
         for i, step in enumerate(node.steps):
             after = _add(step, after, flat, limit, f"{where}[{i}]")
@@ -95,7 +100,7 @@ def _add(node: object, after: list[int], flat: Plan, limit: int, where: str) -> 
         ends: list[int] = []
         for i, member in enumerate(node.members):
             ends += _add(member, after, flat, limit, f"{where}[{i}]")
-        return ends if node.members else after
+        return ends
     raise ValidationError(where, f"expected a Signature, Chain or Group, not {type(node).__name__}")
 
 

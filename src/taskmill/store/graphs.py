@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.canvas import UpstreamResult
 from taskmill.core.dependencies import parse_policy
+from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import Job, JobStatus
 from taskmill.store import events as event_log
 from taskmill.store.database import Database
@@ -56,9 +57,12 @@ async def create_graph(
         new_events: list[event_log.NewEvent] = []
         for i, new in enumerate(news):
             policy = parse_policy(new.on_dependency_failure)
-            external = await check_upstream(
-                conn, db.dialect, new.merchant_id, new.depends_on, policy
-            )
+            try:
+                external = await check_upstream(
+                    conn, db.dialect, new.merchant_id, new.depends_on, policy
+                )
+            except ValidationError as exc:  # which job of the graph, as the service says
+                raise ValidationError(f"jobs[{i}].{exc.field}", exc.reason) from None
             internal = list(dict.fromkeys(rows[j]["id"] for j in links[i]))
             # Only a job waiting for nothing may start queued (store.jobs.starts_queued).
             waits = replace(new, depends_on=(*external, *internal))
