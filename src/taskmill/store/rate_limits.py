@@ -8,7 +8,7 @@ of other task types never touch it."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -124,15 +124,27 @@ async def limits(db: Database, task_types: Sequence[str]) -> dict[str, StoredLim
         return await _stored(conn, task_types)
 
 
-async def claim(db: Database, params: ClaimParams) -> Claimed:
-    """``claims.claim`` for a worker some of whose task types are rate-limited: each
-    limited type contributes at most the whole tokens its bucket holds now."""
+# Starts the jobs a claim picked and locked, in its transaction (the driver's own form).
+StartPicked = Callable[[AsyncConnection, ClaimParams, Sequence[str]], Awaitable[list[Job]]]
 
-    async def claim_in(conn: AsyncConnection) -> tuple[list[Row[Any]], float | None]:
+
+async def claim(db: Database, params: ClaimParams, start: StartPicked | None = None) -> Claimed:
+    """``claims.claim`` for a worker some of whose task types are rate-limited: each
+    limited type contributes at most the whole tokens its bucket holds now. ``start``:
+    how the driver starts the picked jobs (default: the shared ``transition()`` form)."""
+
+    async def shared_start(
+        conn: AsyncConnection, params: ClaimParams, ids: Sequence[str]
+    ) -> list[Job]:
+        return in_claim_order(await start_picked(conn, db, params, ids))
+
+    begin = start or shared_start
+
+    async def claim_in(conn: AsyncConnection) -> tuple[list[Job], float | None]:
         buckets = await _lock_buckets(conn, db, params.task_types)
         allowance = {b.task_type: b.whole() for b in buckets}
         ids = await pick_rate_limited(conn, db, params, allowance)
-        rows = await start_picked(conn, db, params, ids)
+        rows = await begin(conn, params, ids) if ids else []
         used: dict[str, int] = {}
         for row in rows:
             used[row.task_type] = used.get(row.task_type, 0) + 1
@@ -151,8 +163,8 @@ async def claim(db: Database, params: ClaimParams) -> Claimed:
                 retry_after = wait if retry_after is None else min(retry_after, wait)
         return rows, retry_after
 
-    rows, retry_after = await db.write(claim_in)
-    return Claimed(in_claim_order(rows), retry_after)
+    started, retry_after = await db.write(claim_in)
+    return Claimed(started, retry_after)
 
 
 @dataclass(frozen=True, slots=True)
