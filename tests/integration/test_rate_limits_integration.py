@@ -1,4 +1,5 @@
-"""Rate limits (ADR 0014): the token bucket a claim takes from, on both databases, and
+"""Rate limits (ADR 0014): the token bucket a claim takes from, through each database's
+driver (PostgreSQL starts the picked jobs with its one claim statement), and
 two executors sharing one limit on PostgreSQL (with the database broker and Redis)."""
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from taskmill import TaskContext, Taskmill
 from taskmill.config import load_settings
 from taskmill.core.jobs import JobFilter, JobStatus
 from taskmill.core.rate_limits import parse_rate_limit
-from taskmill.store import claims, rate_limits
+from taskmill.store import claims
 from taskmill.store.database import Database
+from taskmill.store.driver import SqlStore
 from taskmill.store.jobs import NewJob, create_jobs
 from taskmill.store.replay import projection_diff
 from taskmill.store.schema import job_runs, jobs
@@ -49,24 +51,26 @@ async def _age_bucket(db: Database, task_type: str, seconds: float) -> None:
         )
 
 
-async def test_rate_limit_claim_takes_the_burst_then_what_refills(db: Database) -> None:
+async def test_rate_limit_claim_takes_the_burst_then_what_refills(
+    db: Database, store: SqlStore
+) -> None:
     limit = parse_rate_limit("1/h", burst=3)
-    await rate_limits.declare(db, {"t": limit, "u": None}, worker_id="w1", now=datetime.now(UTC))
+    await store.declare_rate_limits({"t": limit, "u": None}, worker_id="w1", now=datetime.now(UTC))
     await _queue(db, "t", 10)
     await _queue(db, "u", 2)
 
-    first = await rate_limits.claim(db, _params(10, ["t", "u"]))
+    first = await store.claim_rate_limited(_params(10, ["t", "u"]))
     assert sorted(j.task_type for j in first.jobs) == ["t", "t", "t", "u", "u"]
     # The limit held jobs back: the worker is told when the next token comes (an hour).
     assert first.retry_after is not None and 3000 < first.retry_after <= 3600
-    empty = await rate_limits.claim(db, _params(10, ["t", "u"]))
+    empty = await store.claim_rate_limited(_params(10, ["t", "u"]))
     assert empty.jobs == [] and empty.retry_after is not None
 
     await _age_bucket(db, "t", 2 * 3600 + 1)  # two tokens flowed in
-    second = await rate_limits.claim(db, _params(10, ["t", "u"]))
+    second = await store.claim_rate_limited(_params(10, ["t", "u"]))
     assert [j.task_type for j in second.jobs] == ["t", "t"]
     await _age_bucket(db, "t", 100 * 3600)  # a long idle spell fills the bucket to its burst
-    third = await rate_limits.claim(db, _params(10, ["t", "u"]))
+    third = await store.claim_rate_limited(_params(10, ["t", "u"]))
     assert len(third.jobs) == 3
     async with db.read() as conn:
         queued = (
@@ -76,34 +80,40 @@ async def test_rate_limit_claim_takes_the_burst_then_what_refills(db: Database) 
     assert await projection_diff(db) == []
 
 
-async def test_rate_limit_claim_within_free_slots_says_no_wait(db: Database) -> None:
+async def test_rate_limit_claim_within_free_slots_says_no_wait(
+    db: Database, store: SqlStore
+) -> None:
     """A claim stopped by the worker's free slots, not by the limit: no early wake-up."""
-    await rate_limits.declare(db, {"t": parse_rate_limit("1/h", burst=5)}, worker_id="w1", now=NOW)
+    await store.declare_rate_limits(
+        {"t": parse_rate_limit("1/h", burst=5)}, worker_id="w1", now=NOW
+    )
     await _queue(db, "t", 10)
-    claimed = await rate_limits.claim(db, _params(2, ["t"]))
+    claimed = await store.claim_rate_limited(_params(2, ["t"]))
     assert len(claimed.jobs) == 2 and claimed.retry_after is None
 
 
-async def test_rate_limit_declarations_last_start_wins_and_none_removes(db: Database) -> None:
+async def test_rate_limit_declarations_last_start_wins_and_none_removes(
+    db: Database, store: SqlStore
+) -> None:
     ten = parse_rate_limit("10/s")
-    assert await rate_limits.declare(db, {"t": ten}, worker_id="a", now=NOW) == [
+    assert await store.declare_rate_limits({"t": ten}, worker_id="a", now=NOW) == [
         "t: limit 10/s burst 1 (new)"
     ]
-    assert await rate_limits.declare(db, {"t": ten}, worker_id="b", now=NOW) == []
+    assert await store.declare_rate_limits({"t": ten}, worker_id="b", now=NOW) == []
     five = parse_rate_limit("5/s", burst=2)
-    [changed] = await rate_limits.declare(db, {"t": five}, worker_id="b", now=NOW)
+    [changed] = await store.declare_rate_limits({"t": five}, worker_id="b", now=NOW)
     assert "replacing 10/s burst 1 declared by a" in changed
-    stored = await rate_limits.limits(db, ["t", "u"])
+    stored = await store.rate_limits(["t", "u"])
     assert list(stored) == ["t"] and stored["t"].declared_by == "b"
     assert (stored["t"].limit.per_second, stored["t"].limit.burst) == (5.0, 2)
-    [removed] = await rate_limits.declare(db, {"t": None}, worker_id="c", now=NOW)
+    [removed] = await store.declare_rate_limits({"t": None}, worker_id="c", now=NOW)
     assert "removed" in removed
-    assert await rate_limits.limits(db, ["t"]) == {}
+    assert await store.rate_limits(["t"]) == {}
 
 
-async def test_rate_limit_and_merchant_cap_both_hold(db: Database) -> None:
-    await rate_limits.declare(
-        db, {"t": parse_rate_limit("1/h", burst=4)}, worker_id="w", now=datetime.now(UTC)
+async def test_rate_limit_and_merchant_cap_both_hold(db: Database, store: SqlStore) -> None:
+    await store.declare_rate_limits(
+        {"t": parse_rate_limit("1/h", burst=4)}, worker_id="w", now=datetime.now(UTC)
     )
     await _queue(db, "t", 6)
     params = claims.ClaimParams(
@@ -114,7 +124,7 @@ async def test_rate_limit_and_merchant_cap_both_hold(db: Database) -> None:
         task_types=["t"],
         max_running_per_merchant=2,
     )
-    claimed = await rate_limits.claim(db, params)
+    claimed = await store.claim_rate_limited(params)
     assert len(claimed.jobs) == 2  # the cap, below the bucket's 4
     async with db.read() as conn:
         tokens = (await conn.execute(select(buckets.c.tokens))).scalar_one()
@@ -123,7 +133,11 @@ async def test_rate_limit_and_merchant_cap_both_hold(db: Database) -> None:
 
 # -- two executors on PostgreSQL ----------------------------------------------------------
 
-RATE, BURST = 10.0, 2
+RATE, BURST, JOBS = 5.0, 2, 20
+# A claim reads the bucket's clock in its first statement and writes started_at in a
+# later one: starts are checked against the limit with this much clock slack (the length
+# of a claim transaction on a loaded machine, well above its few milliseconds).
+CLAIM_SLACK_SECONDS = 0.25
 
 
 def _executor(url: str, broker: dict[str, Any] | None, concurrency: int) -> Taskmill:
@@ -177,35 +191,27 @@ async def _succeeded(app: Taskmill, task_type: str) -> int:
 async def test_rate_limit_two_executors_share_one_limit(
     two_executors: tuple[Taskmill, Taskmill], postgres_url: str
 ) -> None:
-    """30 jobs at 10/s with a burst of 2 through two executors: counted from job_runs
-    (the database clock), no span between two starts holds more than the limit allows,
-    and both executors took part."""
+    """20 jobs at 5/s with a burst of 2 through two executors: counted from job_runs
+    (the database clock), no span between two starts holds more starts than the limit
+    allows, and both executors took part."""
     a, _ = two_executors
-    await a.schedule_many("charge", [None] * 30)
-    await wait_for(lambda: _count_is(a, "charge", 30), timeout=30)
+    await a.schedule_many("charge", [None] * JOBS)
+    await wait_for(lambda: _count_is(a, "charge", JOBS), timeout=30)
 
     db = Database.from_url(postgres_url)
     try:
         async with db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(job_runs.c.started_at, job_runs.c.worker_id).order_by(
-                        job_runs.c.started_at
-                    )
-                )
-            ).all()
+            query = select(job_runs.c.started_at, job_runs.c.worker_id)
+            rows = (await conn.execute(query.order_by(job_runs.c.started_at))).all()
     finally:
         await db.close()
     starts = [r.started_at for r in rows]
-    assert len(starts) == 30
+    assert len(starts) == JOBS
     assert len({r.worker_id for r in rows}) == 2
     for i, first in enumerate(starts):
         for j in range(i + 1, len(starts)):
             span = (starts[j] - first).total_seconds()
-            # Starts i..j lie within span: the bucket let at most RATE * span + BURST
-            # through, plus one for the few milliseconds between the bucket's read and
-            # the start written by the same transaction's next statement.
-            assert j - i + 1 <= RATE * span + BURST + 1, (i, j, span)
+            assert j - i + 1 <= RATE * (span + CLAIM_SLACK_SECONDS) + BURST, (i, j, span)
 
 
 async def _count_is(app: Taskmill, task_type: str, n: int) -> bool:
