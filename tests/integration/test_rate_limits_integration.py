@@ -4,6 +4,7 @@ two executors sharing one limit on PostgreSQL (with the database broker and Redi
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -162,25 +163,50 @@ def _executor(url: str, broker: dict[str, Any] | None, concurrency: int) -> Task
     return app
 
 
-@pytest.fixture(params=["database", "redis"])
+@contextlib.asynccontextmanager
+async def _two_executors(broker_kind: str, url: str) -> AsyncIterator[tuple[Taskmill, Taskmill]]:
+    """Two executors (each the whole app) on one PostgreSQL database and broker."""
+    prefix = f"taskmill-test-{uuid.uuid4().hex[:10]}"
+    broker: dict[str, Any] | None = None
+    if broker_kind == "redis":
+        reason = await backends.redis_reachable()
+        broker = {"url": backends.REDIS_URL, "prefix": prefix, "reclaim_idle_seconds": 1.0}
+    elif broker_kind == "rabbitmq":
+        reason = await backends.rabbitmq_reachable()
+        broker = {"url": backends.AMQP_URL, "prefix": prefix}
+    else:
+        reason = None
+    if reason is not None:
+        backends.unavailable(reason)
+    apps = (_executor(url, broker, 4), _executor(url, broker, 4))
+    try:
+        for app in apps:
+            await app.start()
+        yield apps
+    finally:
+        for app in apps:
+            await app.stop()
+        if broker_kind == "redis":
+            await backends.delete_prefix(prefix)
+        elif broker_kind == "rabbitmq":
+            await backends.delete_queues(prefix)
+
+
+@pytest.fixture(params=["database", "redis", "rabbitmq"])
 async def two_executors(
     request: pytest.FixtureRequest, postgres_url: str
 ) -> AsyncIterator[tuple[Taskmill, Taskmill]]:
-    broker: dict[str, Any] | None = None
-    if request.param == "redis":
-        reason = await backends.redis_reachable()
-        if reason is not None:
-            backends.unavailable(reason)
-        prefix = f"taskmill-test-{uuid.uuid4().hex[:10]}"
-        broker = {"url": backends.REDIS_URL, "prefix": prefix, "reclaim_idle_seconds": 1.0}
-    apps = (_executor(postgres_url, broker, 4), _executor(postgres_url, broker, 4))
-    for app in apps:
-        await app.start()
-    yield apps
-    for app in apps:
-        await app.stop()
-    if broker is not None:
-        await backends.delete_prefix(broker["prefix"])
+    async with _two_executors(request.param, postgres_url) as apps:
+        yield apps
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+async def two_hinted_executors(
+    request: pytest.FixtureRequest, postgres_url: str
+) -> AsyncIterator[tuple[Taskmill, Taskmill]]:
+    """Brokers whose hints name jobs: under a limit they only wake the worker."""
+    async with _two_executors(request.param, postgres_url) as apps:
+        yield apps
 
 
 async def _succeeded(app: Taskmill, task_type: str) -> int:
@@ -219,11 +245,11 @@ async def _count_is(app: Taskmill, task_type: str, n: int) -> bool:
 
 
 async def test_rate_limit_held_jobs_leave_slots_to_other_task_types(
-    two_executors: tuple[Taskmill, Taskmill],
+    two_hinted_executors: tuple[Taskmill, Taskmill],
 ) -> None:
     """A limit that lets one job an hour: the rest stay queued, and 20 jobs of another
     type run on the same executors (4 slots each) meanwhile."""
-    a, b = two_executors
+    a, b = two_hinted_executors
     workers = [(await app.open()).worker for app in (a, b)]
 
     async def both_read_the_limit() -> bool:
