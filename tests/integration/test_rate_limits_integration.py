@@ -132,6 +132,20 @@ async def test_rate_limit_and_merchant_cap_both_hold(db: Database, store: SqlSto
     assert tokens == pytest.approx(2.0, abs=0.01)  # only what was started was taken
 
 
+async def test_rate_limited_jobs_are_not_announced_again_as_stuck(
+    db: Database, store: SqlStore
+) -> None:
+    """The failure watcher re-announces jobs queued too long (a lost hint), but not those
+    a limit holds back on purpose: each round would publish them again."""
+    await _queue(db, "t", 2)
+    await _queue(db, "u", 1)
+    await store.declare_rate_limits(
+        {"t": parse_rate_limit("1/h")}, worker_id="w", now=datetime.now(UTC)
+    )
+    stuck = await claims.stuck_in_queue(db, older_than_seconds=0, limit=10)
+    assert [j.task_type for j in stuck] == ["u"]
+
+
 # -- two executors on PostgreSQL ----------------------------------------------------------
 
 RATE, BURST, JOBS = 5.0, 2, 20

@@ -29,7 +29,7 @@ from taskmill.store.database import Database
 from taskmill.store.dependencies import dependencies_met
 from taskmill.store.records import to_job
 from taskmill.store.runs import finish_runs, start_runs
-from taskmill.store.schema import jobs, queue_pauses, templates, workers
+from taskmill.store.schema import jobs, queue_pauses, rate_limits, templates, workers
 from taskmill.store.transition import Transition, transition
 from taskmill.store.workers import WorkerStatus
 
@@ -425,7 +425,8 @@ async def expire_leases(db: Database, *, limit: int, actor: str) -> ExpiredLease
 
 async def stuck_in_queue(db: Database, *, older_than_seconds: float, limit: int) -> list[Job]:
     """Jobs ``queued`` for longer than ``older_than_seconds`` (database clock), in queues
-    not paused: their broker hint was probably lost."""
+    not paused and of task types without a rate limit: their broker hint was probably
+    lost."""
     stmt = (
         select(jobs)
         .where(
@@ -434,6 +435,9 @@ async def stuck_in_queue(db: Database, *, older_than_seconds: float, limit: int)
             # A paused queue's hints wait in the broker: announcing its jobs again at
             # every round would pile up copies until it is resumed.
             jobs.c.queue.not_in(select(queue_pauses.c.name)),
+            # Jobs a rate limit holds back wait queued on purpose; the workers serving
+            # them come back when the bucket refills (ADR 0014), hints or not.
+            jobs.c.task_type.not_in(select(rate_limits.c.task_type)),
         )
         .order_by(jobs.c.queued_at)
         .limit(limit)
