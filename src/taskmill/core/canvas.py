@@ -6,7 +6,7 @@ single transaction (``docs/howto/chains-and-rate-limits.md``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -131,7 +131,7 @@ class UpstreamResults(Mapping[str, Any]):
     def __getitem__(self, job_id: str) -> Any:
         return self._by_id[job_id]
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[str]:
         return iter(self._by_id)
 
     def __len__(self) -> int:
