@@ -97,18 +97,17 @@ async def test_rate_limit_declarations_last_start_wins_and_none_removes(
     db: Database, store: SqlStore
 ) -> None:
     ten = parse_rate_limit("10/s")
-    assert await store.declare_rate_limits({"t": ten}, worker_id="a", now=NOW) == [
-        "t: limit 10/s burst 1 (new)"
-    ]
+    [new] = await store.declare_rate_limits({"t": ten}, worker_id="a", now=NOW)
+    assert (new.text, new.replaced) == ("t: limit 10/s burst 1 (new)", False)
     assert await store.declare_rate_limits({"t": ten}, worker_id="b", now=NOW) == []
     five = parse_rate_limit("5/s", burst=2)
     [changed] = await store.declare_rate_limits({"t": five}, worker_id="b", now=NOW)
-    assert "replacing 10/s burst 1 declared by a" in changed
+    assert "replacing 10/s burst 1 declared by a" in changed.text and changed.replaced
     stored = await store.rate_limits(["t", "u"])
     assert list(stored) == ["t"] and stored["t"].declared_by == "b"
     assert (stored["t"].limit.per_second, stored["t"].limit.burst) == (5.0, 2)
     [removed] = await store.declare_rate_limits({"t": None}, worker_id="c", now=NOW)
-    assert "removed" in removed
+    assert "removed" in removed.text and removed.replaced
     assert await store.rate_limits(["t"]) == {}
 
 

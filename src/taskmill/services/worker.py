@@ -174,8 +174,8 @@ class Worker:
             declared, worker_id=self.config.worker_id, now=self.clock.now()
         )
         for change in changes:
-            # Replacing another executor's limit is worth a warning (ADR 0014).
-            log.log(logging.WARNING if "declared by" in change else logging.INFO, "%s", change)
+            # Undoing another executor's declaration is worth a warning (ADR 0014).
+            log.log(logging.WARNING if change.replaced else logging.INFO, "%s", change.text)
         self._limits_read_at = -RATE_LIMITS_REFRESH_SECONDS  # read them again at once
 
     async def run_once(self, job_ids: Sequence[str] | None = None) -> int:

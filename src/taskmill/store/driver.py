@@ -113,7 +113,7 @@ class SqlStore:
 
     async def declare_rate_limits(
         self, declared: dict[str, RateLimit | None], *, worker_id: str, now: datetime
-    ) -> list[str]:
+    ) -> list[rate_limits.LimitChange]:
         return await rate_limits.declare(self.db, declared, worker_id=worker_id, now=now)
 
     async def rate_limits(self, task_types: Sequence[str]) -> dict[str, rate_limits.StoredLimit]:

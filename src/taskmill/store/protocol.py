@@ -35,7 +35,7 @@ from taskmill.store.progress import ProgressReport
 from taskmill.store.queue_depths import MAX_QUEUES as MAX_QUEUE_DEPTHS
 from taskmill.store.queue_depths import QueueDepth
 from taskmill.store.queue_overview import QueueOverview, QueueStats
-from taskmill.store.rate_limits import Claimed, StoredLimit
+from taskmill.store.rate_limits import Claimed, LimitChange, StoredLimit
 from taskmill.store.stats import WINDOW_MINUTES as STATS_WINDOW_MINUTES
 from taskmill.store.stats import MerchantStats, SystemStats
 from taskmill.store.templates import Broken, Declaration, Declared, Fire, FireRound, NewTemplate
@@ -58,6 +58,7 @@ __all__ = [
     "Failure",
     "Fire",
     "FireRound",
+    "LimitChange",
     "MadeJob",
     "Merchant",
     "MerchantStats",
@@ -158,9 +159,9 @@ class Store(Protocol):
 
     async def declare_rate_limits(
         self, declared: dict[str, RateLimit | None], *, worker_id: str, now: datetime
-    ) -> list[str]:
+    ) -> list[LimitChange]:
         """Store an executor's rate limits per task type (``None``: none); the last
-        executor to start wins. A line per limit changed."""
+        executor to start wins. Each limit it changed."""
         ...
 
     async def rate_limits(self, task_types: Sequence[str]) -> dict[str, StoredLimit]:

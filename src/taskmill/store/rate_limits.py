@@ -44,14 +44,23 @@ class StoredLimit:
     declared_by: str
 
 
+@dataclass(frozen=True, slots=True)
+class LimitChange:
+    """A limit a declaration changed, in words; ``replaced``: it undid another
+    executor's declaration (worth a warning)."""
+
+    text: str
+    replaced: bool
+
+
 async def declare(
     db: Database, declared: Mapping[str, RateLimit | None], *, worker_id: str, now: datetime
-) -> list[str]:
+) -> list[LimitChange]:
     """Store the limits an executor starting with these task types declares (``None``:
-    no limit, the row goes). The last executor to start wins (ADR 0014); returns a line
-    per limit it changed, so the executor can log whose declaration it replaced."""
+    no limit, the row goes). The last executor to start wins (ADR 0014); returns each
+    limit it changed, so the executor can log whose declaration it replaced."""
 
-    async def declare_in(conn: AsyncConnection) -> list[str]:
+    async def declare_in(conn: AsyncConnection) -> list[LimitChange]:
         stored = await _stored(conn, list(declared))
         changes = []
         for task_type, limit in sorted(declared.items()):
@@ -61,10 +70,11 @@ async def declare(
                     await conn.execute(
                         delete(rate_limits).where(rate_limits.c.task_type == task_type)
                     )
-                    changes.append(
+                    text = (
                         f"{task_type}: limit {_describe(before.limit)} (declared by "
                         f"{before.declared_by}) removed"
                     )
+                    changes.append(LimitChange(text, replaced=True))
                 continue
             if before is not None and _same(before.limit, limit):
                 continue
@@ -92,7 +102,8 @@ async def declare(
                 if before is not None
                 else "new"
             )
-            changes.append(f"{task_type}: limit {_describe(limit)} ({was})")
+            text = f"{task_type}: limit {_describe(limit)} ({was})"
+            changes.append(LimitChange(text, replaced=before is not None))
         return changes
 
     return await db.write(declare_in)
