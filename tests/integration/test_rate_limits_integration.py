@@ -282,3 +282,9 @@ async def test_rate_limit_held_jobs_leave_slots_to_other_task_types(
     assert len(started) == 1  # the one token of a burst of 1
     queued = [j for j in charges if j.task_type == "charge" and j.status is JobStatus.QUEUED]
     assert len(queued) == 10 - len(started)
+    # What GET /jobs/{id} and the UI say of them:
+    reason = await (await a.open()).jobs.waiting_reason(queued[0])
+    assert reason == (
+        "task type 'charge' is rate-limited to 0.000277778 a second (burst 1): its queued "
+        "jobs start as the limit allows"
+    )
