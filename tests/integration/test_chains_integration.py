@@ -4,6 +4,7 @@ policy on a failure, and every refusal leaving nothing stored."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,8 @@ from taskmill.core.jobs import JobStatus
 from taskmill.store.database import Database
 from taskmill.store.replay import projection_diff
 from taskmill.testing import run_until_idle
+from tests import backends
+from tests.conftest import wait_for
 from tests.jobs import job_of
 
 FAST = {"retry": {"base_seconds": 0.0, "jitter": 0.0}}
@@ -215,3 +218,42 @@ async def test_canvas_failing_in_the_transaction_rolls_back_whole(app: Taskmill)
         )
     assert caught.value.field == "jobs[2].depends_on" and "failed" in caught.value.reason
     assert await _stored(app) == 1  # the failed job only
+
+
+async def test_chain_through_redis_starts_its_head_queued(postgres_url: str) -> None:
+    """With Redis, a chain's first step waits for nothing: it is created ``queued`` and
+    announced by the producer; the next step is created ``scheduled`` (it waits)."""
+    reason = await backends.redis_reachable()
+    if reason is not None:
+        backends.unavailable(reason)
+    prefix = f"taskmill-test-{uuid.uuid4().hex[:10]}"
+    settings = load_settings(
+        "test",
+        None,
+        database={"url": postgres_url},
+        broker={"url": backends.REDIS_URL, "prefix": prefix},
+        scheduler={"poll_interval_seconds": 0.1},
+    )
+    app = Taskmill(settings=settings)
+
+    @app.task("number")
+    async def number(ctx: TaskContext, payload: int) -> int:
+        return payload
+
+    @app.task("add_one")
+    async def add_one(ctx: TaskContext, payload: Any) -> int:
+        return int((await ctx.upstream_results()).results[0]) + 1
+
+    try:
+        head, tail = await app.chain(Signature("number", 41), Signature("add_one"))
+        assert (head.status, tail.status) == (JobStatus.QUEUED, JobStatus.SCHEDULED)
+        await app.start()
+
+        async def finished() -> bool:
+            return (await job_of(app, tail.id)).status is JobStatus.SUCCEEDED
+
+        await wait_for(finished, timeout=20)
+        assert (await job_of(app, tail.id)).result == 42
+    finally:
+        await app.stop()
+        await backends.delete_prefix(prefix)
