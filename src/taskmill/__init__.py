@@ -2,7 +2,8 @@
 
 Everything an application needs is importable from here: the library facade
 :class:`Taskmill`, the handler's :class:`TaskContext`, ``Retry`` and ``Fail``, the
-backoff policy, the job, template and event records with their filters and statuses, and
+backoff policy, chains and groups (``Signature``, ``Chain``, ``Group``), the job,
+template and event records with their filters and statuses, and
 the errors taskmill raises. ``Taskmill`` and ``TaskContext`` are imported on first use,
 so that ``import taskmill`` (and ``import taskmill.core``) stays free of I/O dependencies;
 users' tests also have :mod:`taskmill.testing`.
@@ -10,6 +11,7 @@ users' tests also have :mod:`taskmill.testing`.
 
 from typing import TYPE_CHECKING, Any
 
+from taskmill.core.canvas import Chain, Group, Signature, UpstreamResults
 from taskmill.core.errors import (
     BrokerError,
     ConfigError,
@@ -42,6 +44,7 @@ from taskmill.core.templates import MisfirePolicy, OverlapPolicy, Template
 __all__ = [
     "BackoffPolicy",
     "BrokerError",
+    "Chain",
     "ConfigError",
     "Conflict",
     "DependencyFailurePolicy",
@@ -49,6 +52,7 @@ __all__ = [
     "EventFilter",
     "EventType",
     "Fail",
+    "Group",
     "InvalidTransition",
     "Job",
     "JobFilter",
@@ -63,12 +67,14 @@ __all__ = [
     "Retry",
     "RunOutcome",
     "ScheduleType",
+    "Signature",
     "StoreError",
     "StoreUnavailable",
     "TaskContext",
     "Taskmill",
     "TaskmillError",
     "Template",
+    "UpstreamResults",
     "ValidationError",
 ]
 __version__ = "0.1.0"

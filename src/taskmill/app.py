@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from taskmill.config import Settings, load_settings
+from taskmill.core.canvas import Canvas, Chain, Group, plan
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.errors import ConfigError, NotFound, ValidationError
@@ -19,6 +20,7 @@ from taskmill.core.events import Event, EventFilter, EventType
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, DependencyFailurePolicy, Job, JobFilter, JobRun
 from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
+from taskmill.core.rate_limits import parse_rate_limit
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.templates import (
     FirePreview,
@@ -108,13 +110,21 @@ class Taskmill:
         validate: Validator | None = None,
         queue: str = "default",
         priority: int = 0,
+        rate_limit: str | None = None,
+        rate_burst: int | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function (``fn(ctx, payload)``, sync or async) as ``name``.
 
         ``max_retries`` retries after the first attempt (default from config);
-        ``concurrency`` caps this task's parallel runs per worker process.
+        ``concurrency`` caps this task's parallel runs per worker process;
+        ``rate_limit`` (``"10/s"``, ``"30/m"``, ``"100/h"``) caps its job starts across
+        every executor, at most ``rate_burst`` (default 1) at once: jobs over the limit
+        stay queued (``docs/howto/chains-and-rate-limits.md``).
         """
         retries = self.settings.tasks.max_retries if max_retries is None else max_retries
+        if rate_limit is None and rate_burst is not None:
+            raise ValidationError("rate_burst", "needs a rate_limit")
+        limit = None if rate_limit is None else parse_rate_limit(rate_limit, rate_burst)
 
         def register(fn: F) -> F:
             self.registry.add(
@@ -128,6 +138,7 @@ class Taskmill:
                     validator=validate,
                     queue=queue,
                     priority=priority,
+                    rate_limit=limit,
                 )
             )
             return fn
@@ -376,6 +387,21 @@ class Taskmill:
         return await runtime.jobs.schedule_many(
             [ScheduleRequest(task=task, payload=p, run_at=run_at) for p in payloads]
         )
+
+    async def chain(self, *steps: Canvas) -> builtins.list[Job]:
+        """Schedule ``steps`` (each a :class:`Signature`, a :class:`Group` or a nested
+        :class:`Chain`) to run one after another, in one transaction: all, or nothing
+        if any is invalid. Each step waits on the whole step before it, under its
+        ``on_dependency_failure`` (``"cancel"``: a failure stops the chain). The jobs in
+        creation order; a handler reads what the steps before it returned with
+        ``await ctx.upstream_results()``."""
+        return await (await self.open()).jobs.schedule_graph(plan(Chain(*steps)))
+
+    async def group(self, *members: Canvas) -> builtins.list[Job]:
+        """Schedule ``members`` to run side by side, in one transaction (all or
+        nothing); the jobs in the order given. Put the group in a :meth:`chain` for a
+        step that waits on every member (Celery's chord)."""
+        return await (await self.open()).jobs.schedule_graph(plan(Group(*members)))
 
     # The library is the operator's door: it reads and cancels every merchant's jobs
     # (ALL_MERCHANTS), creates the default merchant's, and finds names among the

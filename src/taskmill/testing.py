@@ -13,6 +13,7 @@ async def run_until_idle(app: Taskmill, max_rounds: int = 1000) -> int:
     was done. Jobs due later (by the app's clock) stay scheduled: advance a
     :class:`FrozenClock` and call again. Handlers run for real, in this event loop."""
     runtime = await app.open()
+    await runtime.worker.declare_rate_limits()  # as the executor does at its start
     total = 0
     for _ in range(max_rounds):
         done = await runtime.recurrence.run_once()

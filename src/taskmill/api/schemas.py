@@ -250,7 +250,8 @@ class JobOut(_Response):
     waiting_reason: str | None = Field(
         default=None,
         description="GET /jobs/{id} only: why the job will not start, when taskmill can "
-        "tell (its queue is paused; queued, and no live worker runs its task type)",
+        "tell (its queue is paused; queued, and no live worker runs its task type; queued, "
+        "and its task type is rate-limited)",
     )
     progress: ProgressOut | None = Field(
         default=None,

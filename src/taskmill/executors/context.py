@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskmill.core.canvas import UpstreamResult, UpstreamResults
 from taskmill.core.progress import check_progress
 
 # Where a context sends progress: (job_id, attempt, fraction, message).
 ProgressSink = Callable[[str, int, float, "str | None"], None]
+# Where a context reads the jobs its job depends on, with their results.
+UpstreamReader = Callable[[str], Awaitable[Sequence[UpstreamResult]]]
 
 
 class _Reported(Awaitable[None]):
@@ -43,6 +47,8 @@ class TaskContext:
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     cancel_reason: str | None = None
     _progress: ProgressSink | None = field(default=None, repr=False)
+    _upstream: UpstreamReader | None = field(default=None, repr=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
 
     @property
     def cancelled(self) -> bool:
@@ -68,3 +74,21 @@ class TaskContext:
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Block (a sync handler) up to ``timeout`` seconds for cancellation; True if cancelled."""
         return self._cancel.wait(timeout)
+
+    async def upstream_results(self) -> UpstreamResults:
+        """The results of the jobs this one depends on (a chain's previous step, every
+        member of a group before it, its ``depends_on``): job id -> result in creation
+        order, ``.results`` as a list. Read from the store when called, one query (at
+        most 1,000 jobs); empty for a job without dependencies. A sync handler (in a
+        thread) calls :meth:`upstream_results_sync`."""
+        if self._upstream is None:
+            return UpstreamResults([])
+        return UpstreamResults(await self._upstream(self.job_id))
+
+    def upstream_results_sync(self, timeout: float = 30.0) -> UpstreamResults:
+        """:meth:`upstream_results` for a sync handler: the read runs on the worker's
+        event loop, this thread waits for it (at most ``timeout`` seconds)."""
+        if self._loop is None:
+            return UpstreamResults([])
+        future = asyncio.run_coroutine_threadsafe(self.upstream_results(), self._loop)
+        return future.result(timeout)

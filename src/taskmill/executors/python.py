@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskmill.core.errors import ValidationError
+from taskmill.core.rate_limits import RateLimit
 from taskmill.core.retry import BackoffPolicy
 from taskmill.executors.context import TaskContext
 
@@ -32,6 +33,9 @@ class TaskDefinition:
     queue: str = "default"
     priority: int = 0
     builtin: bool = False  # provided by taskmill (http, process), not by the app
+    # Job starts of this type across every executor (ADR 0014); stored by each executor
+    # that starts with the task, the last one winning.
+    rate_limit: RateLimit | None = None
     # Called once by each worker that starts with this task type (not by API or other
     # service processes): the process executor kills what a killed worker left running.
     on_worker_start: Callable[[], object] | None = None

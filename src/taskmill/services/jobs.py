@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from taskmill.core.canvas import Plan, UpstreamResult
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.errors import InvalidTransition, NotFound, ValidationError
@@ -125,6 +126,17 @@ class Jobs:
             self.wakeups.jobs_due()
         return made
 
+    async def schedule_graph(self, flat: Plan) -> builtins.list[Job]:
+        """A chain or group in one transaction: all or none (``Scheduler.schedule_graph``)."""
+        made = await self.scheduler.schedule_graph(flat)
+        if any(job.status is JobStatus.SCHEDULED for job in made):
+            self.wakeups.jobs_due()
+        return made
+
+    async def upstream_results(self, job_id: str) -> builtins.list[UpstreamResult]:
+        """The jobs ``job_id`` depends on, oldest first, with their results (one read)."""
+        return await self.store.upstream_results(job_id)
+
     # -- jobs -------------------------------------------------------------------------
 
     async def get(self, merchant_id: MerchantScope, job_id: str) -> Job:
@@ -132,7 +144,8 @@ class Jobs:
 
     async def waiting_reason(self, job: Job) -> str | None:
         """Why ``job`` will not start, if taskmill can tell: its queue is paused, or it is
-        queued and no live worker runs its task type (``None`` otherwise)."""
+        queued and no live worker runs its task type, or its task type is rate-limited
+        (``None`` otherwise)."""
         if job.status in (JobStatus.SCHEDULED, JobStatus.QUEUED) and job.queue in {
             p.name for p in await self.store.paused_queues()
         }:
@@ -140,9 +153,16 @@ class Jobs:
         if job.status is not JobStatus.QUEUED:
             return None
         served = await self.store.live_task_types()
-        if served is None or job.task_type in served:
+        if served is not None and job.task_type not in served:
+            return f"no live worker runs task type {job.task_type!r}: it waits until one does"
+        limited = (await self.store.rate_limits([job.task_type])).get(job.task_type)
+        if limited is None:
             return None
-        return f"no live worker runs task type {job.task_type!r}: it waits until one does"
+        rate, burst = limited.limit.per_second, limited.limit.burst
+        return (
+            f"task type {job.task_type!r} is rate-limited to {rate:g} a second (burst "
+            f"{burst}): its queued jobs start as the limit allows"
+        )
 
     async def progress(self, merchant_id: MerchantScope, job_id: str) -> Progress | None:
         """What the job's current attempt last reported (``ctx.progress``), if anything."""

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from taskmill.brokers.base import Broker, Message
+from taskmill.core.canvas import Plan
 from taskmill.core.clock import Clock
 from taskmill.core.dependencies import parse_policy
 from taskmill.core.errors import BrokerError, QuotaExceeded, ValidationError
@@ -230,6 +231,39 @@ class Scheduler:
             await self._check_pending(merchant_id, sum(n.merchant_id == merchant_id for n in news))
         created = await self.store.create_jobs(
             news, actor="library", now=now, queue_if_due=self.broker.producers_announce
+        )
+        await self.announce(created)
+        return created
+
+    async def schedule_graph(
+        self, flat: Plan, *, merchant_id: str = DEFAULT_MERCHANT_ID, actor: str = "library"
+    ) -> list[Job]:
+        """A chain or group (``core.canvas.plan``) in one transaction: every signature
+        valid, or nothing stored; errors name ``jobs[i].<field>`` (``i`` in creation order)."""
+        now = self.clock.now()
+        news = []
+        for index, sig in enumerate(flat.signatures):
+            req = ScheduleRequest(
+                task=sig.task,
+                payload=sig.payload,
+                run_at=sig.run_at,
+                queue=sig.queue,
+                priority=sig.priority,
+                max_retries=sig.max_retries,
+                timeout=sig.timeout,
+                depends_on=tuple(sig.depends_on),
+                on_dependency_failure=sig.on_dependency_failure,
+                merchant_id=merchant_id,
+                actor=actor,
+            )
+            try:
+                self._check(req)
+                news.append(self._new_job(req, now))
+            except ValidationError as exc:
+                raise ValidationError(f"jobs[{index}].{exc.field}", exc.reason) from None
+        await self._check_pending(merchant_id, len(news))
+        created = await self.store.create_graph(
+            news, flat.links, actor=actor, now=now, queue_if_due=self.broker.producers_announce
         )
         await self.announce(created)
         return created

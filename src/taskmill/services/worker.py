@@ -10,7 +10,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -26,13 +26,22 @@ from taskmill.observability import metrics, tracing
 from taskmill.services.group_commit import GroupCommitter
 from taskmill.services.loop import unless_stopped
 from taskmill.services.progress import ProgressReporter
-from taskmill.store.protocol import Attempt, ClaimParams, Failure, Store, Success
+from taskmill.store.protocol import (
+    Attempt,
+    ClaimParams,
+    Failure,
+    Store,
+    Success,
+    nothing_to_claim,
+)
 
 log = logging.getLogger(__name__)
 
 # How stale a worker's list of paused queues may be: a pause (or a resume) reaches every
 # executor and replica within this, for one small read per second per executor.
 PAUSED_QUEUES_REFRESH_SECONDS = 1.0
+# The same for the task types another executor declared a rate limit for.
+RATE_LIMITS_REFRESH_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +94,26 @@ class Worker:
         self._running: dict[str, _Running] = {}
         self._commits = GroupCommitter(store)
         self._slot_freed = asyncio.Event()
-        # With a per-merchant cap the claim must choose among all queued jobs, so a
-        # broker's hints only wake the worker: hints arrive in queue order, and a
-        # tenant's backlog would sit in front of everyone else's.
-        self._claims_hinted_ids = broker.carries_ids and config.max_running_per_merchant is None
         self._progress = ProgressReporter(store, clock)
         self._paused: frozenset[str] = frozenset()
         self._paused_read_at = -PAUSED_QUEUES_REFRESH_SECONDS
+        # Task types with a stored rate limit (any executor's declaration), read as the
+        # paused queues are; their claims take tokens from the database (ADR 0014).
+        self._limited: frozenset[str] = frozenset()
+        self._limits_read_at = -RATE_LIMITS_REFRESH_SECONDS
+        self._rate_wait: float | None = None  # until a limit that held jobs back refills
+
+    @property
+    def _claims_hinted_ids(self) -> bool:
+        """Whether a broker's hints name the jobs to claim. With a per-merchant cap or a
+        rate limit the claim must choose among all queued jobs, so hints only wake the
+        worker: hints arrive in queue order, and a tenant's backlog (or jobs a limit holds
+        back) would sit in front of everyone else's."""
+        return (
+            self.broker.carries_ids
+            and self.config.max_running_per_merchant is None
+            and not self._limited
+        )
 
     # -- claiming -------------------------------------------------------------
 
@@ -129,23 +151,55 @@ class Worker:
                 self._paused, self._paused_read_at = paused, now
         return tuple(q for q in self.config.queues if q not in self._paused)
 
+    async def refresh_rate_limits(self) -> frozenset[str]:
+        """This worker's task types that have a stored rate limit, from a list at most
+        ``RATE_LIMITS_REFRESH_SECONDS`` old (the last one read if the store fails)."""
+        now = time.monotonic()
+        if now - self._limits_read_at >= RATE_LIMITS_REFRESH_SECONDS:
+            try:
+                stored = await self.store.rate_limits(self.executor.registry.names())
+            except StoreError as exc:
+                log.warning("could not read the rate limits, keeping the last list: %s", exc)
+            else:
+                limited = frozenset(stored)
+                if limited != self._limited:
+                    log.info("rate-limited task types: %s", ", ".join(sorted(limited)) or "none")
+                self._limited, self._limits_read_at = limited, now
+        return self._limited
+
+    async def declare_rate_limits(self) -> None:
+        """Store this worker's rate limits (the last executor to start wins: ADR 0014)."""
+        declared = {d.name: d.rate_limit for d in self.executor.registry}
+        changes = await self.store.declare_rate_limits(
+            declared, worker_id=self.config.worker_id, now=self.clock.now()
+        )
+        for change in changes:
+            # Undoing another executor's declaration is worth a warning (ADR 0014).
+            log.log(logging.WARNING if change.replaced else logging.INFO, "%s", change.text)
+        self._limits_read_at = -RATE_LIMITS_REFRESH_SECONDS  # read them again at once
+
     async def run_once(self, job_ids: Sequence[str] | None = None) -> int:
         """Claim as many jobs as there are free slots and start them; return how many."""
         return len(await self._claim_and_start(job_ids))
 
     async def _claim_and_start(self, job_ids: Sequence[str] | None) -> list[Job]:
+        limited = await self.refresh_rate_limits()
         task_types, limit = self._claimable()
-        claimed = await self.store.claim(
-            ClaimParams(
-                worker_id=self.config.worker_id,
-                limit=limit,
-                lease_seconds=self.config.lease_seconds,
-                queues=await self.open_queues(),
-                task_types=task_types,
-                job_ids=job_ids,
-                max_running_per_merchant=self.config.max_running_per_merchant,
-            ),
+        params = ClaimParams(
+            worker_id=self.config.worker_id,
+            limit=limit,
+            lease_seconds=self.config.lease_seconds,
+            queues=await self.open_queues(),
+            task_types=task_types,
+            job_ids=job_ids,
+            max_running_per_merchant=self.config.max_running_per_merchant,
         )
+        if limited.intersection(task_types) and not nothing_to_claim(params):
+            # Any queued job of the worker's types may be taken, not only hinted ones.
+            outcome = await self.store.claim_rate_limited(replace(params, job_ids=None))
+            claimed, self._rate_wait = outcome.jobs, outcome.retry_after
+        else:
+            claimed = await self.store.claim(params)
         for job in claimed:
             self._start(job)
         return claimed
@@ -162,6 +216,8 @@ class Worker:
                 logging.getLogger(f"taskmill.task.{job.task_type}"), extra
             ),
             _progress=self._progress.report,
+            _upstream=self.store.upstream_results,
+            _loop=asyncio.get_running_loop(),
         )
         task = asyncio.create_task(self._execute(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task)
@@ -328,6 +384,7 @@ class Worker:
             self.config.concurrency,
             self.executor.registry.names(),
         )
+        await self.declare_rate_limits()
         for definition in self.executor.registry:
             if definition.on_worker_start is not None:
                 definition.on_worker_start()
@@ -374,16 +431,20 @@ class Worker:
         if not queues:  # every queue paused: look again when the list is next read
             await unless_stopped(asyncio.sleep(PAUSED_QUEUES_REFRESH_SECONDS), stop)
             return False
+        await self.refresh_rate_limits()
+        hinted = self._claims_hinted_ids
         deliveries: list[Delivery] = []
-        if not more or self._claims_hinted_ids:
-            # A paused queue's hints stay in the broker until it is resumed.
-            received = await unless_stopped(
-                self.broker.receive(queues, free, self.config.poll_interval), stop
-            )
+        if not more or hinted:
+            # A paused queue's hints stay in the broker until it is resumed. A rate
+            # limit that held jobs back has the worker look again when it refills.
+            timeout = self.config.poll_interval
+            if self._rate_wait is not None:
+                timeout, self._rate_wait = min(timeout, self._rate_wait), None
+            received = await unless_stopped(self.broker.receive(queues, free, timeout), stop)
             deliveries = received or []
-            if not deliveries and self._claims_hinted_ids:
+            if not deliveries and hinted:
                 return False
-        ids = _hinted_ids(deliveries) if self._claims_hinted_ids else None
+        ids = _hinted_ids(deliveries) if hinted else None
         _, limit = self._claimable()
         try:
             claimed = await self._claim_and_start(ids)
@@ -392,17 +453,19 @@ class Worker:
             # window (RabbitMQ) and this worker would receive nothing more.
             await self._give_back(deliveries)
             raise
-        await self._settle(deliveries, {job.id for job in claimed}, limit)
+        await self._settle(deliveries, {job.id for job in claimed}, limit, hinted=hinted)
         return len(claimed) >= min(free, limit) and bool(claimed)
 
-    async def _settle(self, deliveries: list[Delivery], claimed: set[str], limit: int) -> None:
+    async def _settle(
+        self, deliveries: list[Delivery], claimed: set[str], limit: int, *, hinted: bool
+    ) -> None:
         """Ack hints after the claim committed. If the claim stopped at this worker's
         limit, the unclaimed hints go back for other workers; otherwise they were stale
         (job no longer queued, or unknown) and are dropped. Hints that only woke the
-        worker (no ids, or a per-merchant cap) are simply acked."""
+        worker (no ids, a per-merchant cap or a rate limit) are simply acked."""
         if not deliveries or not self.broker.carries_ids:
             return
-        if not self._claims_hinted_ids:
+        if not hinted:
             await self.broker.ack(deliveries)
             return
         taken = [d for d in deliveries if d.job_id in claimed]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +29,7 @@ from taskmill.store.database import Database
 from taskmill.store.dependencies import dependencies_met
 from taskmill.store.records import to_job
 from taskmill.store.runs import finish_runs, start_runs
-from taskmill.store.schema import jobs, queue_pauses, templates, workers
+from taskmill.store.schema import jobs, queue_pauses, rate_limits, templates, workers
 from taskmill.store.transition import Transition, transition
 from taskmill.store.workers import WorkerStatus
 
@@ -195,7 +195,7 @@ _FAIR_CLAIM_ROUNDS = 4
 def _candidates(params: ClaimParams, limit: int) -> Select[Any]:
     """Queued jobs ``params`` may take, highest priority first, then oldest."""
     stmt = (
-        select(jobs.c.id, jobs.c.merchant_id)
+        select(jobs.c.id, jobs.c.merchant_id, jobs.c.priority, jobs.c.run_at)
         .where(
             jobs.c.status == JobStatus.QUEUED,
             jobs.c.queue.in_(list(params.queues)),
@@ -217,14 +217,7 @@ async def pick_fair(
     A soft cap: two workers claiming at the same instant may each take a merchant's last
     free place (at most one batch over the cap).
     """
-    counted = await conn.execute(
-        select(jobs.c.merchant_id, func.count())
-        .where(jobs.c.status == JobStatus.RUNNING)
-        .group_by(jobs.c.merchant_id)
-    )
-    running: Counter[str] = Counter()
-    for merchant, n in counted.all():
-        running[merchant] = n
+    running = await _running_per_merchant(conn)
     full = {merchant for merchant, n in running.items() if n >= cap}
     chosen: list[str] = []
     for _ in range(_FAIR_CLAIM_ROUNDS):
@@ -254,37 +247,88 @@ async def claim(db: Database, params: ClaimParams) -> list[Job]:
     if nothing_to_claim(params):
         return []
     cap = params.max_running_per_merchant
-    now = db.dialect.db_now()
 
     async def claim_in(conn: AsyncConnection) -> list[Row[Any]]:
         if cap is None:
             ids = [row.id for row in await _lock_rows(conn, db, _candidates(params, params.limit))]
         else:
             ids = await pick_fair(conn, db, params, cap)
-        rows = await transition(
-            conn,
-            db.dialect,
-            Transition(
-                job_ids=ids,
-                from_statuses=frozenset({JobStatus.QUEUED}),
-                to_status=JobStatus.RUNNING,
-                event_type=EventType.JOB_STARTED,
-                actor=f"worker:{params.worker_id}",
-                values={
-                    "worker_id": params.worker_id,
-                    "attempt": jobs.c.attempt + 1,
-                    "lease_expires_at": db.dialect.db_now(params.lease_seconds),
-                    "started_at": now,
-                },
-            ),
-        )
-        await start_runs(conn, rows)
-        return rows
+        return await start_picked(conn, db, params, ids)
 
-    rows = await db.write(claim_in)
+    return in_claim_order(await db.write(claim_in))
+
+
+async def start_picked(
+    conn: AsyncConnection, db: Database, params: ClaimParams, ids: Sequence[str]
+) -> list[Row[Any]]:
+    """``queued -> running`` for the ``ids`` the caller picked and locked: attempt + 1, a
+    lease, a run row, in the caller's transaction."""
+    rows = await transition(
+        conn,
+        db.dialect,
+        Transition(
+            job_ids=ids,
+            from_statuses=frozenset({JobStatus.QUEUED}),
+            to_status=JobStatus.RUNNING,
+            event_type=EventType.JOB_STARTED,
+            actor=f"worker:{params.worker_id}",
+            values={
+                "worker_id": params.worker_id,
+                "attempt": jobs.c.attempt + 1,
+                "lease_expires_at": db.dialect.db_now(params.lease_seconds),
+                "started_at": db.dialect.db_now(),
+            },
+        ),
+    )
+    await start_runs(conn, rows)
+    return rows
+
+
+def in_claim_order(rows: list[Row[Any]]) -> list[Job]:
     # RETURNING gives no order: start them in claim order, as the one statement does.
     rows.sort(key=lambda row: (-row.priority, row.run_at, row.id))
     return [to_job(row) for row in rows]
+
+
+async def pick_rate_limited(
+    conn: AsyncConnection, db: Database, params: ClaimParams, allowance: dict[str, int]
+) -> list[str]:
+    """Up to ``params.limit`` ids in claim order, at most ``allowance[t]`` of each
+    rate-limited task type ``t`` (the others unbounded), skipping merchants at
+    ``params.max_running_per_merchant`` if set. One candidate read per limited type: each
+    stops at its allowance through the claim index, however long the backlog."""
+    free = [t for t in params.task_types if t not in allowance]
+    rows: list[Row[Any]] = []
+    if free:
+        stmt = _candidates(replace(params, task_types=free), params.limit)
+        rows += await _lock_rows(conn, db, stmt)
+    for task_type, n in sorted(allowance.items()):
+        if n > 0 and task_type in params.task_types:
+            stmt = _candidates(replace(params, task_types=[task_type]), min(n, params.limit))
+            rows += await _lock_rows(conn, db, stmt)
+    rows.sort(key=lambda row: (-row.priority, row.run_at, row.id))
+    cap = params.max_running_per_merchant
+    if cap is None:
+        return [row.id for row in rows[: params.limit]]
+    running = await _running_per_merchant(conn)
+    chosen: list[str] = []
+    for row in rows:
+        if len(chosen) < params.limit and running[row.merchant_id] < cap:
+            chosen.append(row.id)
+            running[row.merchant_id] += 1
+    return chosen
+
+
+async def _running_per_merchant(conn: AsyncConnection) -> Counter[str]:
+    counted = await conn.execute(
+        select(jobs.c.merchant_id, func.count())
+        .where(jobs.c.status == JobStatus.RUNNING)
+        .group_by(jobs.c.merchant_id)
+    )
+    running: Counter[str] = Counter()
+    for merchant, n in counted.all():
+        running[merchant] = n
+    return running
 
 
 async def renew_leases(
@@ -381,7 +425,8 @@ async def expire_leases(db: Database, *, limit: int, actor: str) -> ExpiredLease
 
 async def stuck_in_queue(db: Database, *, older_than_seconds: float, limit: int) -> list[Job]:
     """Jobs ``queued`` for longer than ``older_than_seconds`` (database clock), in queues
-    not paused: their broker hint was probably lost."""
+    not paused and of task types without a rate limit: their broker hint was probably
+    lost."""
     stmt = (
         select(jobs)
         .where(
@@ -390,6 +435,9 @@ async def stuck_in_queue(db: Database, *, older_than_seconds: float, limit: int)
             # A paused queue's hints wait in the broker: announcing its jobs again at
             # every round would pile up copies until it is resumed.
             jobs.c.queue.not_in(select(queue_pauses.c.name)),
+            # Jobs a rate limit holds back wait queued on purpose; the workers serving
+            # them come back when the bucket refills (ADR 0014), hints or not.
+            jobs.c.task_type.not_in(select(rate_limits.c.task_type)),
         )
         .order_by(jobs.c.queued_at)
         .limit(limit)

@@ -10,12 +10,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from taskmill.core.canvas import UpstreamResult
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.failures import FailedJob
 from taskmill.core.jobs import Job, JobFilter, JobRun
 from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
+from taskmill.core.rate_limits import RateLimit
 from taskmill.core.retention import Cutoffs, PruneCounts
 from taskmill.core.templates import Template
 from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope
@@ -25,6 +27,7 @@ from taskmill.store import (
     event_cursors,
     events,
     failures,
+    graphs,
     jobs,
     names,
     outcomes,
@@ -32,6 +35,7 @@ from taskmill.store import (
     queue_depths,
     queue_overview,
     queues,
+    rate_limits,
     retention,
     runs,
     stats,
@@ -73,6 +77,22 @@ class SqlStore:
             self.db, news, actor=actor, now=now, queue_if_due=queue_if_due
         )
 
+    async def create_graph(
+        self,
+        news: Sequence[jobs.NewJob],
+        links: Sequence[Sequence[int]],
+        *,
+        actor: str,
+        now: datetime,
+        queue_if_due: bool,
+    ) -> list[Job]:
+        return await graphs.create_graph(
+            self.db, news, links, actor=actor, now=now, queue_if_due=queue_if_due
+        )
+
+    async def upstream_results(self, job_id: str) -> list[UpstreamResult]:
+        return await graphs.upstream_results(self.db, job_id)
+
     async def count_pending_jobs(self, merchant_id: str, limit: int) -> int:
         return await jobs.pending_jobs(self.db, merchant_id, limit)
 
@@ -87,6 +107,17 @@ class SqlStore:
 
     async def claim(self, params: claims.ClaimParams) -> list[Job]:
         return await claims.claim(self.db, params)
+
+    async def claim_rate_limited(self, params: claims.ClaimParams) -> rate_limits.Claimed:
+        return await rate_limits.claim(self.db, params)
+
+    async def declare_rate_limits(
+        self, declared: dict[str, RateLimit | None], *, worker_id: str, now: datetime
+    ) -> list[rate_limits.LimitChange]:
+        return await rate_limits.declare(self.db, declared, worker_id=worker_id, now=now)
+
+    async def rate_limits(self, task_types: Sequence[str]) -> dict[str, rate_limits.StoredLimit]:
+        return await rate_limits.limits(self.db, task_types)
 
     async def record_outcomes(
         self,

@@ -17,22 +17,25 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from taskmill.core.canvas import UpstreamResult
 from taskmill.core.dependencies import JobDependencies
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.failures import FailedJob
 from taskmill.core.jobs import Job, JobFilter, JobRun
 from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
+from taskmill.core.rate_limits import RateLimit
 from taskmill.core.retention import Cutoffs, PruneCounts
 from taskmill.core.templates import Template
 from taskmill.core.tenants import ApiKey, Merchant, MerchantScope
-from taskmill.store.claims import ClaimParams, ExpiredLeases
+from taskmill.store.claims import ClaimParams, ExpiredLeases, nothing_to_claim
 from taskmill.store.jobs import CreatedJob, MadeJob, NewJob, fits_batch, make_job
 from taskmill.store.outcomes import Attempt, Failure, Success
 from taskmill.store.progress import ProgressReport
 from taskmill.store.queue_depths import MAX_QUEUES as MAX_QUEUE_DEPTHS
 from taskmill.store.queue_depths import QueueDepth
 from taskmill.store.queue_overview import QueueOverview, QueueStats
+from taskmill.store.rate_limits import Claimed, LimitChange, StoredLimit
 from taskmill.store.stats import WINDOW_MINUTES as STATS_WINDOW_MINUTES
 from taskmill.store.stats import MerchantStats, SystemStats
 from taskmill.store.templates import Broken, Declaration, Declared, Fire, FireRound, NewTemplate
@@ -46,6 +49,7 @@ __all__ = [
     "Attempt",
     "Broken",
     "ClaimParams",
+    "Claimed",
     "CreatedJob",
     "Cutoffs",
     "Declaration",
@@ -54,6 +58,7 @@ __all__ = [
     "Failure",
     "Fire",
     "FireRound",
+    "LimitChange",
     "MadeJob",
     "Merchant",
     "MerchantStats",
@@ -67,12 +72,15 @@ __all__ = [
     "QueueStats",
     "RunningJob",
     "Store",
+    "StoredLimit",
     "Success",
     "SystemStats",
+    "UpstreamResult",
     "WorkerInfo",
     "WorkerLoad",
     "fits_batch",
     "make_job",
+    "nothing_to_claim",
 ]
 
 #: Decides, for one due template, what to create (``Fire``), that it is broken, or nothing.
@@ -110,6 +118,23 @@ class Store(Protocol):
         """Many jobs in one transaction: all or none."""
         ...
 
+    async def create_graph(
+        self,
+        news: Sequence[NewJob],
+        links: Sequence[Sequence[int]],
+        *,
+        actor: str,
+        now: datetime,
+        queue_if_due: bool,
+    ) -> list[Job]:
+        """Jobs with dependencies among them (a chain, a group): ``news[i]`` also waits on
+        ``news[j]`` for each ``j`` in ``links[i]`` (``j < i``). One transaction: all or none."""
+        ...
+
+    async def upstream_results(self, job_id: str) -> list[UpstreamResult]:
+        """The jobs ``job_id`` depends on, oldest first, with their status and result."""
+        ...
+
     async def count_pending_jobs(self, merchant_id: str, limit: int) -> int:
         """The merchant's jobs not yet finished, counted up to ``limit``."""
         ...
@@ -125,6 +150,22 @@ class Store(Protocol):
 
     async def claim(self, params: ClaimParams) -> list[Job]:
         """``queued -> running`` for a worker: attempt + 1, a lease, a run."""
+        ...
+
+    async def claim_rate_limited(self, params: ClaimParams) -> Claimed:
+        """:meth:`claim` taking at most each rate-limited task type's tokens (ADR 0014),
+        and how long until a limit that held jobs back has a token again."""
+        ...
+
+    async def declare_rate_limits(
+        self, declared: dict[str, RateLimit | None], *, worker_id: str, now: datetime
+    ) -> list[LimitChange]:
+        """Store an executor's rate limits per task type (``None``: none); the last
+        executor to start wins. Each limit it changed."""
+        ...
+
+    async def rate_limits(self, task_types: Sequence[str]) -> dict[str, StoredLimit]:
+        """The stored limits of ``task_types`` (unlimited ones absent)."""
         ...
 
     async def record_outcomes(

@@ -232,6 +232,20 @@ event_cursors = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
 )
 
+# A token bucket per rate-limited task type (migration 0013, ADR 0014): every claim of
+# the type takes its tokens from this row, so the limit holds across executors.
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("task_type", String(200), primary_key=True),
+    Column("per_second", Float, nullable=False),
+    Column("burst", Integer, nullable=False),
+    Column("tokens", Float, nullable=False),
+    Column("refilled_at", UtcDateTime(), nullable=False),
+    Column("declared_by", String(100), nullable=False),
+    Column("declared_at", UtcDateTime(), nullable=False),
+)
+
 # A row per paused queue (migration 0006); workers leave its jobs queued.
 queue_pauses = Table(
     "queue_pauses",

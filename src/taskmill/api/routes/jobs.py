@@ -163,8 +163,9 @@ async def retry_jobs(body: BulkJobs, tenant: JobsWrite) -> BulkOut:
 
 @router.get("/{job_id}", response_model=JobOut, responses=errors(404, *AUTHENTICATED))
 async def get_job(job_id: str, tenant: JobsRead) -> JobOut:
-    """The job; ``waiting_reason`` says when it will not start (its queue is paused, or
-    no live worker runs its task type); ``progress``, what its handler last reported."""
+    """The job; ``waiting_reason`` says when it will not start (its queue is paused, no
+    live worker runs its task type, or its task type is rate-limited); ``progress``, what
+    its handler last reported."""
     job = await tenant.get_job(job_id)
     out = JobOut.model_validate(job)
     out.waiting_reason = await tenant.waiting_reason(job)

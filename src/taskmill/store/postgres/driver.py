@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.jobs import Job
-from taskmill.store import claims, jobs, outcomes
+from taskmill.store import claims, jobs, outcomes, rate_limits
 from taskmill.store.driver import SqlStore
 from taskmill.store.postgres import statements
 from taskmill.store.postgres.database import PostgresDatabase
@@ -49,6 +49,10 @@ class PostgresStore(SqlStore):
             return await statements.claim_picked(conn, params, ids)
 
         return await self.pg.write(fair)
+
+    async def claim_rate_limited(self, params: claims.ClaimParams) -> rate_limits.Claimed:
+        # The picked jobs started by the claim's one statement, in the bucket's transaction.
+        return await rate_limits.claim(self.pg, params, statements.claim_picked)
 
     async def _record_successes(self, successes: Sequence[outcomes.Success]) -> list[bool]:
         return await statements.record_successes(self.pg, successes)
