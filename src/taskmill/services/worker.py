@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -92,6 +92,8 @@ class Worker:
         self._progress = ProgressReporter(store, clock)
         self._paused: frozenset[str] = frozenset()
         self._paused_read_at = -PAUSED_QUEUES_REFRESH_SECONDS
+        #: Called after each outcome is written (callers waiting on jobs in this process).
+        self.on_outcome: Callable[[], None] = _nothing
 
     # -- claiming -------------------------------------------------------------
 
@@ -280,6 +282,7 @@ class Worker:
                 ctx.logger.warning(
                     "lost lease: outcome not recorded (the job was rescued or cancelled)"
                 )
+            self.on_outcome()
         except TaskmillError as exc:
             # The lease will expire and the job run again: at-least-once, never lost.
             ctx.logger.error("could not record the outcome: %s", exc)
@@ -450,6 +453,10 @@ class Worker:
             except StoreError as exc:
                 running.ctx.logger.error("could not release (the lease will expire): %s", exc)
         self.executor.close()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _not_json(result: Any) -> str | None:
