@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from taskmill.config import load_settings
 from taskmill.core.errors import Conflict, ValidationError
 from taskmill.core.events import EventType
 from taskmill.core.jobs import Job, JobStatus
+from tests.integration.api_fixtures import Api, serve_api
 
 SLOW = {"scheduler": {"poll_interval_seconds": 60}}
 
@@ -153,3 +155,41 @@ async def test_concurrent_producers_get_one_job_per_key_on_postgres(postgres_url
     finally:
         for app in apps:
             await app.stop()
+
+
+@pytest.fixture
+async def served(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
+    async with serve_api(database_url, tmp_path) as api:
+        yield api
+
+
+async def test_api_unique_key_answers_201_then_200_with_the_same_job(served: Api) -> None:
+    body = {"task_type": "echo", "payload": 1, "unique_key": "invoice-42", "delay_seconds": 60}
+    first = await served.client.post("/jobs", json=body, headers=served.a)
+    again = await served.client.post("/jobs", json={**body, "payload": 2}, headers=served.a)
+    theirs = await served.client.post("/jobs", json=body, headers=served.b)
+    assert (first.status_code, again.status_code, theirs.status_code) == (201, 200, 201)
+    assert again.json()["id"] == first.json()["id"] and again.json()["payload"] == 1
+    assert first.json()["unique_key"] == "invoice-42"
+    assert theirs.json()["id"] != first.json()["id"]  # per merchant
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"unique_key": ""},
+        {"unique_key": "x" * 201},
+        {"unique_key": "no spaces"},
+        {"unique_key": 42},
+        {"unique_key": "k", "idempotency_key": "i"},
+        {"unique_key": "k", "interval_seconds": 60},
+    ],
+)
+async def test_api_bad_unique_key_is_422_naming_it(served: Api, extra: dict[str, Any]) -> None:
+    response = await served.client.post(
+        "/jobs", json={"task_type": "echo", **extra}, headers=served.a
+    )
+    assert response.status_code == 422, response.text
+    assert "unique_key" in response.text
+    listed = await served.client.get("/jobs", headers=served.a)
+    assert listed.json()["items"] == []
