@@ -22,7 +22,9 @@ from taskmill.store.engine import async_url
 SLOW = {"scheduler": {"poll_interval_seconds": 60, "wait_poll_seconds": 60}}
 
 orders_meta = MetaData()
-orders = Table("orders", orders_meta, Column("id", Integer, primary_key=True), Column("item", String))
+orders = Table(
+    "orders", orders_meta, Column("id", Integer, primary_key=True), Column("item", String)
+)
 
 
 def make_app(url: str) -> Taskmill:
@@ -115,9 +117,7 @@ async def test_unique_key_in_the_callers_transaction_returns_the_held_job(
     assert isinstance(held, Job) and isinstance(again, Job) and again.id == held.id
 
 
-async def test_a_connection_to_another_database_is_refused(
-    app: Taskmill, tmp_path: Path
-) -> None:
+async def test_a_connection_to_another_database_is_refused(app: Taskmill, tmp_path: Path) -> None:
     other = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'other.db'}")
     try:
         async with other.begin() as conn:
