@@ -96,9 +96,10 @@ async def _place(engine: AsyncEngine, tm: Taskmill, item: str, email: str) -> di
     async with engine.begin() as conn:
         # Writing first takes SQLite's write lock at once (a read first could not
         # upgrade later if another writer came in between).
-        order_id = (
-            await conn.execute(orders.insert().values(item=item, email=email, email_job_id=""))
-        ).inserted_primary_key[0]
+        inserted = await conn.execute(
+            orders.insert().values(item=item, email=email, email_job_id="")
+        )
+        order_id = inserted.inserted_primary_key[0]  # type: ignore[index]  # one row
         job = await tm.schedule(
             "send_confirmation",
             {"order_id": order_id, "email": email},

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from examples.fastapi_orders import make_api
 from fastapi import Depends, FastAPI
 from sqlalchemy import text
 
-from examples.fastapi_orders import make_api
 from taskmill import Taskmill
 from taskmill.integrations.fastapi import lifespan, taskmill
 

@@ -17,6 +17,7 @@ from taskmill import TaskContext, Taskmill
 from taskmill.config import load_settings
 from taskmill.core.errors import NotFound, ValidationError
 from taskmill.core.jobs import Job, JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store.engine import async_url
 
 SLOW = {"scheduler": {"poll_interval_seconds": 60, "wait_poll_seconds": 60}}
@@ -72,7 +73,7 @@ async def test_a_job_scheduled_on_a_committed_connection_exists_and_runs(
     done = await app.wait(job.id, timeout=20)
     assert done.status is JobStatus.SUCCEEDED and done.result == {"sent": "a@example.com"}
     assert await count_orders(engine) == 1
-    assert [e.type.value for e in await app.events(job.id)][0] == "job.created"
+    assert [e.type.value for e in await app.events(job.id)][:1] == ["job.created"]
 
 
 async def test_a_rolled_back_connection_leaves_neither_job_nor_event(
@@ -102,7 +103,7 @@ async def test_a_session_commits_or_rolls_back_the_job_with_its_rows(
         dropped = await app.schedule("email", "dropped", connection=session, unique_key="d")
         await session.rollback()
     assert isinstance(kept, Job) and isinstance(dropped, Job)
-    assert (await app.get(kept.id)).status is JobStatus.SCHEDULED
+    assert (await app.runtime.jobs.get(ALL_MERCHANTS, kept.id)).status is JobStatus.SCHEDULED
     with pytest.raises(NotFound):
         await app.get(dropped.id)
     assert await count_orders(engine) == 1

@@ -16,6 +16,7 @@ from taskmill.config import load_settings
 from taskmill.core.errors import Conflict, ValidationError
 from taskmill.core.events import EventType
 from taskmill.core.jobs import Job, JobStatus
+from taskmill.core.tenants import ALL_MERCHANTS
 from tests.integration.api_fixtures import Api, serve_api
 
 SLOW = {"scheduler": {"poll_interval_seconds": 60}}
@@ -77,7 +78,8 @@ async def test_retrying_a_failed_job_whose_key_another_job_holds_is_refused(
     holder = await one(app, "again", delay=3600, unique_key="k")
     with pytest.raises(Conflict):
         await app.retry(first.id)
-    assert (await app.get(first.id)).status is JobStatus.FAILED  # nothing changed
+    unchanged = await app.runtime.jobs.get(ALL_MERCHANTS, first.id)
+    assert unchanged.status is JobStatus.FAILED
     await app.cancel(holder.id)
     assert (await app.retry(first.id)).status is JobStatus.SCHEDULED
 
