@@ -5,12 +5,13 @@ for the populator's poll (set to a minute here)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from taskmill import TaskContext, Taskmill
@@ -19,6 +20,7 @@ from taskmill.core.errors import NotFound, ValidationError
 from taskmill.core.jobs import Job, JobStatus
 from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store.engine import async_url
+from tests.conftest import wait_for
 
 SLOW = {"scheduler": {"poll_interval_seconds": 60, "wait_poll_seconds": 60}}
 
@@ -134,3 +136,67 @@ async def test_a_connection_to_another_database_is_refused(app: Taskmill, tmp_pa
         await app.schedule("email", interval=60, connection=object())
     assert recurring.value.field == "connection"
     assert await app.list() == []
+
+
+async def test_postgres_notify_at_commit_starts_the_job_in_another_process(
+    postgres_url: str,
+) -> None:
+    """The producer runs no services: only the ``taskmill_due`` notification queued in
+    the caller's transaction (delivered at its commit) wakes the other process's
+    populator before its minute-long poll."""
+    producer, worker = make_app(postgres_url), make_app(postgres_url)
+    engine = create_async_engine(async_url(postgres_url))
+    try:
+        await worker.start()
+        await producer.open()
+        async with engine.begin() as conn:
+            job = await producer.schedule("email", "c@example.com", connection=conn)
+        assert isinstance(job, Job)
+        done = await producer.wait(job.id, timeout=20)
+        assert done.status is JobStatus.SUCCEEDED
+    finally:
+        await engine.dispose()
+        await producer.stop()
+        await worker.stop()
+
+
+async def test_a_unique_key_race_between_two_transactions_costs_a_savepoint_only(
+    postgres_url: str,
+) -> None:
+    """The second transaction's insert waits on the first's uncommitted key, is refused
+    at its commit, and answers the first's job; its own row still commits."""
+    app = make_app(postgres_url)
+    engine = create_async_engine(async_url(postgres_url))
+    try:
+        await app.open()
+        async with engine.begin() as setup:
+            await setup.run_sync(orders_meta.create_all)
+        async with engine.connect() as first, engine.connect() as second:
+            await first.begin()
+            await second.begin()
+            mine = await app.schedule("email", 1, connection=first, unique_key="race")
+            racing = asyncio.create_task(
+                app.schedule("email", 2, connection=second, unique_key="race")
+            )
+            await wait_for(lambda: _waiting_on_a_lock(engine))  # on the first's key
+            await first.commit()
+            theirs = await racing
+            await second.execute(orders.insert().values(item="kept"))
+            await second.commit()
+        assert isinstance(mine, Job) and isinstance(theirs, Job) and theirs.id == mine.id
+        assert [j.id for j in await app.list()] == [mine.id]
+        assert await count_orders(engine) == 1
+    finally:
+        await engine.dispose()
+        await app.stop()
+
+
+async def _waiting_on_a_lock(engine: AsyncEngine) -> bool:
+    async with engine.connect() as conn:
+        waiting = await conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+        return bool(waiting.scalar_one())

@@ -139,3 +139,15 @@ async def test_api_wait_out_of_bounds_is_422_naming_wait(served: Api, wait: str)
     response = await served.client.get(f"/jobs/{made['id']}?wait={wait}", headers=served.a)
     assert response.status_code == 422
     assert "wait" in response.text
+
+
+async def test_finished_jobs_reads_at_most_a_thousand_ids(app: Taskmill) -> None:
+    store = app.runtime.store
+    assert await store.finished_jobs([]) == []
+    with pytest.raises(ValidationError) as refused:
+        await store.finished_jobs([str(i) for i in range(1001)])
+    assert refused.value.field == "job_ids"
+    job = await scheduled(app, 1, delay=3600)
+    assert await store.finished_jobs([job.id]) == []
+    await app.cancel(job.id)
+    assert [j.id for j in await store.finished_jobs([job.id, "unknown"])] == [job.id]
