@@ -40,7 +40,9 @@ async def _reset(url: str) -> None:
     db = admin.runtime.db
     async with db.engine.connect() as raw:
         conn = await raw.execution_options(isolation_level="AUTOCOMMIT")
-        exists = await conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+        exists = await conn.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+        )
         if exists.first() is None:
             await conn.execute(text(f'CREATE DATABASE "{name}"'))
     await db.close()

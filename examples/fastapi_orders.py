@@ -20,8 +20,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from taskmill import Job, TaskContext, Taskmill
-from taskmill.core.errors import NotFound
+from taskmill import Job, NotFound, TaskContext, Taskmill
 from taskmill.integrations.fastapi import lifespan, taskmill
 
 metadata = MetaData()
