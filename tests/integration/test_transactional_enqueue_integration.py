@@ -6,6 +6,7 @@ for the populator's poll (set to a minute here)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from taskmill.core.errors import NotFound, ValidationError
 from taskmill.core.jobs import Job, JobStatus
 from taskmill.core.tenants import ALL_MERCHANTS
 from taskmill.store.engine import async_url
+from tests import backends
 from tests.conftest import wait_for
 
 SLOW = {"scheduler": {"poll_interval_seconds": 60, "wait_poll_seconds": 60}}
@@ -30,8 +32,9 @@ orders = Table(
 )
 
 
-def make_app(url: str) -> Taskmill:
-    app = Taskmill(settings=load_settings("test", None, database={"url": url}, **SLOW))
+def make_app(url: str, **sections: Any) -> Taskmill:
+    settings = load_settings("test", None, database={"url": url}, **SLOW, **sections)
+    app = Taskmill(settings=settings)
 
     @app.task("email", max_retries=0)
     async def email(ctx: TaskContext, payload: Any) -> Any:
@@ -200,3 +203,32 @@ async def _waiting_on_a_lock(engine: AsyncEngine) -> bool:
             )
         )
         return bool(waiting.scalar_one())
+
+
+async def test_with_redis_the_hint_goes_out_after_the_commit_from_the_populator(
+    postgres_url: str, redis_available: None
+) -> None:
+    """A Redis producer creates a due job ``queued`` and hints it itself; in the
+    caller's transaction it creates it ``scheduled`` instead (no hint before the
+    commit), and the populator of another process queues and hints it."""
+    broker = {"url": backends.REDIS_URL, "prefix": f"taskmill-test-{uuid.uuid4().hex[:10]}"}
+    producer = make_app(postgres_url, broker=broker)
+    worker = make_app(postgres_url, broker=broker)
+    engine = create_async_engine(async_url(postgres_url))
+    try:
+        await worker.start()
+        await producer.open()
+        direct = await producer.schedule("email", "direct")
+        async with engine.begin() as conn:
+            mine = await producer.schedule("email", "in a transaction", connection=conn)
+        assert isinstance(direct, Job) and isinstance(mine, Job)
+        assert (direct.status, mine.status) == (JobStatus.QUEUED, JobStatus.SCHEDULED)
+        done = await producer.wait(mine.id, timeout=20)
+        assert done.status is JobStatus.SUCCEEDED
+        queued = [e for e in await producer.events(mine.id) if e.type.value == "job.queued"]
+        assert [e.actor for e in queued] == ["queue-populator"]
+    finally:
+        await engine.dispose()
+        await producer.stop()
+        await worker.stop()
+        await backends.delete_prefix(broker["prefix"])
