@@ -42,6 +42,15 @@ async def app(database_url: str) -> AsyncIterator[Taskmill]:
     await app.stop()
 
 
+@pytest.fixture
+async def sqlite_app(sqlite_url: str) -> AsyncIterator[Taskmill]:
+    """For refusals made before the database is reached: one backend is enough."""
+    app = make_app(sqlite_url)
+    await app.open()
+    yield app
+    await app.stop()
+
+
 async def one(app: Taskmill, payload: Any = None, **kw: Any) -> Job:
     job = await app.schedule("invoice", payload, **kw)
     assert isinstance(job, Job)
@@ -94,12 +103,12 @@ async def test_retrying_a_failed_job_whose_key_another_job_holds_is_refused(
     ],
 )
 async def test_a_bad_unique_key_is_refused_naming_the_field(
-    app: Taskmill, key: str, reason: str
+    sqlite_app: Taskmill, key: str, reason: str
 ) -> None:
     with pytest.raises(ValidationError) as refused:
-        await one(app, unique_key=key)
+        await one(sqlite_app, unique_key=key)
     assert refused.value.field == "unique_key" and reason in str(refused.value)
-    assert await app.list() == []
+    assert await sqlite_app.list() == []
 
 
 async def test_unique_key_with_an_idempotency_key_or_a_recurring_schedule_is_refused(
@@ -165,6 +174,12 @@ async def served(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
         yield api
 
 
+@pytest.fixture
+async def served_sqlite(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Api]:
+    async with serve_api(sqlite_url, tmp_path) as api:
+        yield api
+
+
 async def test_api_unique_key_answers_201_then_200_with_the_same_job(served: Api) -> None:
     body = {"task_type": "echo", "payload": 1, "unique_key": "invoice-42", "delay_seconds": 60}
     first = await served.client.post("/jobs", json=body, headers=served.a)
@@ -187,11 +202,12 @@ async def test_api_unique_key_answers_201_then_200_with_the_same_job(served: Api
         {"unique_key": "k", "interval_seconds": 60},
     ],
 )
-async def test_api_bad_unique_key_is_422_naming_it(served: Api, extra: dict[str, Any]) -> None:
-    response = await served.client.post(
-        "/jobs", json={"task_type": "echo", **extra}, headers=served.a
-    )
+async def test_api_bad_unique_key_is_422_naming_it(
+    served_sqlite: Api, extra: dict[str, Any]
+) -> None:
+    api = served_sqlite
+    response = await api.client.post("/jobs", json={"task_type": "echo", **extra}, headers=api.a)
     assert response.status_code == 422, response.text
     assert "unique_key" in response.text
-    listed = await served.client.get("/jobs", headers=served.a)
+    listed = await api.client.get("/jobs", headers=api.a)
     assert listed.json()["items"] == []

@@ -75,10 +75,14 @@ async def test_wait_times_out_with_timeout_error_and_forgets_the_waiter(app: Tas
 
 
 @pytest.mark.parametrize("timeout", [-1.0, 3601.0, math.nan, math.inf])
-async def test_wait_refuses_a_timeout_out_of_bounds(app: Taskmill, timeout: float) -> None:
-    with pytest.raises(ValidationError) as refused:
-        await app.wait("any", timeout=timeout)
-    assert refused.value.field == "timeout"
+async def test_wait_refuses_a_timeout_out_of_bounds(sqlite_url: str, timeout: float) -> None:
+    app = make_app(sqlite_url)
+    try:
+        with pytest.raises(ValidationError) as refused:
+            await app.wait("any", timeout=timeout)
+        assert refused.value.field == "timeout"
+    finally:
+        await app.stop()
 
 
 async def test_wait_on_an_unknown_job_is_not_found(app: Taskmill) -> None:
@@ -134,11 +138,14 @@ async def test_api_wait_on_another_merchants_job_is_404_at_once(served: Api) -> 
 
 
 @pytest.mark.parametrize("wait", ["-1", "61", "nan", "soon"])
-async def test_api_wait_out_of_bounds_is_422_naming_wait(served: Api, wait: str) -> None:
-    made = await served.job(served.a, payload="x", delay_seconds=3600)
-    response = await served.client.get(f"/jobs/{made['id']}?wait={wait}", headers=served.a)
-    assert response.status_code == 422
-    assert "wait" in response.text
+async def test_api_wait_out_of_bounds_is_422_naming_wait(
+    sqlite_url: str, tmp_path: Path, wait: str
+) -> None:
+    async with serve_api(sqlite_url, tmp_path, **SLOW) as api:
+        made = await api.job(api.a, payload="x", delay_seconds=3600)
+        response = await api.client.get(f"/jobs/{made['id']}?wait={wait}", headers=api.a)
+        assert response.status_code == 422
+        assert "wait" in response.text
 
 
 async def test_finished_jobs_reads_at_most_a_thousand_ids(app: Taskmill) -> None:
