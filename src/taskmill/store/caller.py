@@ -59,7 +59,8 @@ def same_database(theirs: URL, ours: URL) -> bool:
     if theirs.get_backend_name() != ours.get_backend_name():
         return False
     if ours.get_backend_name() == "sqlite":
-        return _sqlite_file(theirs) == _sqlite_file(ours) is not None
+        mine = _sqlite_file(ours)
+        return mine is not None and _sqlite_file(theirs) == mine
     return theirs.database == ours.database
 
 
