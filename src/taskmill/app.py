@@ -332,6 +332,8 @@ class Taskmill:
         misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE,
         overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW,
         on_job_failure: JobFailurePolicy | str = JobFailurePolicy.KEEP,
+        unique_key: str | None = None,
+        connection: object | None = None,
     ) -> Job | Template:
         """Schedule ``task``: now (default), at ``run_at`` or after ``delay``, every
         ``interval`` seconds, or on a ``cron`` expression (5 fields, or 6 with seconds
@@ -343,7 +345,13 @@ class Taskmill:
 
         ``depends_on`` holds the job until those jobs succeeded; if one fails or is
         cancelled, ``on_dependency_failure`` says whether this job is cancelled too
-        (``"cancel"``, default) or runs once all of them finished (``"run"``)."""
+        (``"cancel"``, default) or runs once all of them finished (``"run"``).
+
+        ``unique_key``: while a job with this key is scheduled, queued or running, the
+        call returns that job instead of creating another (``docs/howto/producers.md``).
+        ``connection``: your SQLAlchemy ``AsyncConnection`` or ``AsyncSession`` on this
+        database; the job is written in your transaction and exists if and only if you
+        commit it."""
         runtime = await self.open()
         if delay is not None:
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
@@ -370,6 +378,8 @@ class Taskmill:
             misfire_policy=misfire_policy,
             overlap_policy=overlap_policy,
             on_job_failure=on_job_failure,
+            unique_key=unique_key,
+            connection=connection,
         )
         if interval is not None or cron is not None:
             # Declared in code: the same call at every start finds its template again.
@@ -378,14 +388,29 @@ class Taskmill:
         return (await runtime.jobs.schedule(request)).item
 
     async def schedule_many(
-        self, task: str, payloads: Sequence[Any], *, run_at: datetime | None = None
+        self,
+        task: str,
+        payloads: Sequence[Any],
+        *,
+        run_at: datetime | None = None,
+        unique_keys: Sequence[str | None] | None = None,
+        connection: object | None = None,
     ) -> builtins.list[Job]:
         """Schedule ``task`` once per payload, now or at ``run_at``, in one transaction:
         much faster than one ``schedule`` call each. All payloads are validated first;
-        if one is invalid, none is stored."""
+        if one is invalid, none is stored. ``unique_keys``: one per payload (or ``None``),
+        as ``schedule``'s ``unique_key``: a payload whose key is held answers with the
+        job holding it. ``connection``: as ``schedule``'s."""
         runtime = await self.open()
+        keys = [None] * len(payloads) if unique_keys is None else list(unique_keys)
+        if len(keys) != len(payloads):
+            raise ValidationError("unique_keys", "must hold one key (or None) per payload")
         return await runtime.jobs.schedule_many(
-            [ScheduleRequest(task=task, payload=p, run_at=run_at) for p in payloads]
+            [
+                ScheduleRequest(task=task, payload=p, run_at=run_at, unique_key=k)
+                for p, k in zip(payloads, keys, strict=True)
+            ],
+            connection=connection,
         )
 
     async def chain(self, *steps: Canvas) -> builtins.list[Job]:
@@ -402,6 +427,14 @@ class Taskmill:
         nothing); the jobs in the order given. Put the group in a :meth:`chain` for a
         step that waits on every member (Celery's chord)."""
         return await (await self.open()).jobs.schedule_graph(plan(Group(*members)))
+
+    async def wait(self, job_id: str, timeout: float = 30.0) -> Job:
+        """The job once it finished (succeeded, failed or cancelled: read its ``result``
+        or ``last_error``); ``TimeoutError`` if it has not within ``timeout`` seconds
+        (0-3600). Every caller waiting in this process shares one watcher, woken when a
+        job finishes (``docs/howto/producers.md``)."""
+        runtime = await self.open()
+        return await runtime.waiters.wait(ALL_MERCHANTS, job_id, timeout)
 
     # The library is the operator's door: it reads and cancels every merchant's jobs
     # (ALL_MERCHANTS), creates the default merchant's, and finds names among the

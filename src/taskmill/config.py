@@ -135,6 +135,11 @@ class SchedulerSettings(_Section):
     requeue_after_seconds: float = Field(default=30.0, gt=0)
     """A job ``queued`` this long without being claimed is published again (its hint
     was lost: a broker flush or restart)."""
+    wait_poll_seconds: float = Field(default=1.0, ge=0.1, le=60)
+    """How often a process with callers waiting for jobs to finish (``app.wait``,
+    ``GET /jobs/{id}?wait=``) reads which finished, without a wake-up: one query for all
+    of them (PostgreSQL's ``taskmill_finished`` notification and this process's worker
+    wake it sooner)."""
     misfire_grace_seconds: float = Field(default=60.0, ge=0, le=86400)
     max_catchup: int = Field(default=10, ge=1, le=1000)
     max_running_per_merchant: int | None = Field(default=None, gt=0)

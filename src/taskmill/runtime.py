@@ -10,7 +10,7 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from taskmill.services.recurrence_manager import RecurrenceConfig, RecurrenceMan
 from taskmill.services.runner import ServiceMain, run_services
 from taskmill.services.scheduling import Defaults, Scheduler
 from taskmill.services.templates import MerchantLimits, Templates
+from taskmill.services.waiting import JobWaiters, Listen
 from taskmill.services.worker import Worker, WorkerConfig
 from taskmill.store import migrate, notify
 from taskmill.store.database import Database
@@ -209,6 +210,12 @@ class Runtime:
         )
         # Every door (the library, the API, the CLI) goes through this one service.
         self.jobs = Jobs(self.store, self.clock, self.scheduler, self.templates, self)
+        # Callers waiting for jobs to finish, woken by this process's worker and, on
+        # PostgreSQL, by the taskmill_finished notification.
+        self.waiters = JobWaiters(
+            self.store, poll_seconds=sched.wait_poll_seconds, listen=self._finish_listener()
+        )
+        self.worker.on_outcome = self.waiters.wake
         # The application's event handlers (``Taskmill.on_event``), run in every process.
         self.subscriptions: list[Subscription] = []
 
@@ -269,6 +276,7 @@ class Runtime:
         return await migrate.is_current(self.db)
 
     async def close(self) -> None:
+        await self.waiters.close()
         await self.scheduler.drain()
         await self.broker.close()
         await self.store.close()
@@ -330,6 +338,18 @@ class Runtime:
         """Stop this process's run of ``job_id``, if it has one (other processes hear of
         it through the cancel's PostgreSQL notification)."""
         self.worker.notify_lost(job_id, f"cancelled: {reason}")
+        self.waiters.wake()
+
+    def _finish_listener(self) -> Listen | None:
+        """``LISTEN taskmill_finished`` for the waiters, where notifications reach."""
+        url = self.settings.database.listener_url
+        if not (self.store.notifies and url):
+            return None
+
+        async def listen(on_finished: Callable[[], None], stop: asyncio.Event) -> None:
+            await listener.listen(url, [notify.FINISHED], lambda _c, _p: on_finished(), stop)
+
+        return listen
 
     def _listener(self, url: str) -> ServiceMain:
         async def main(stop: asyncio.Event) -> None:

@@ -11,9 +11,15 @@ import pytest
 import taskmill
 
 ROOT = Path(__file__).resolve().parents[2]
-# Modules meant for users besides the package itself: their tests' helpers, and the
-# settings loader for embedding taskmill with its own configuration.
-PUBLIC_MODULES = {"taskmill", "taskmill.testing", "taskmill.config"}
+# Modules meant for users besides the package itself: their tests' helpers, the
+# settings loader for embedding taskmill with its own configuration, and the helpers
+# for web frameworks.
+PUBLIC_MODULES = {
+    "taskmill",
+    "taskmill.testing",
+    "taskmill.config",
+    "taskmill.integrations.fastapi",
+}
 IMPORT = re.compile(r"^\s*(?:from\s+(taskmill[\w.]*)\s+import|import\s+(taskmill[\w.]*))", re.M)
 
 

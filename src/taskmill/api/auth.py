@@ -107,6 +107,7 @@ def requires(scope: Scope) -> Callable[..., Awaitable[TenantScope]]:
             scopes=key.scopes,
             jobs=runtime.jobs,
             api_keys=runtime.api_keys,
+            waiters=runtime.waiters,
         )
 
     dependency.required_scope = scope  # type: ignore[attr-defined]  # read by the route meta-test

@@ -19,7 +19,13 @@ from pydantic import (
 )
 
 from taskmill.core.errors import ValidationError
-from taskmill.core.jobs import DependencyFailurePolicy, JobStatus, RunOutcome, ScheduleType
+from taskmill.core.jobs import (
+    UNIQUE_KEY_MAX_LENGTH,
+    DependencyFailurePolicy,
+    JobStatus,
+    RunOutcome,
+    ScheduleType,
+)
 from taskmill.core.schedules import utc
 from taskmill.core.templates import JobFailurePolicy, MisfirePolicy, OverlapPolicy
 from taskmill.core.tenants import Scope
@@ -131,6 +137,20 @@ class JobCreate(_Request):
     max_attempts: MaxAttempts | None = None
     timeout_seconds: Timeout | None = None
     idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    unique_key: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=UNIQUE_KEY_MAX_LENGTH,
+                pattern=r"^[A-Za-z0-9._:@/+=#-]+$",
+                description="While this merchant's job with this key is scheduled, queued "
+                "or running, the request answers that job (200) instead of creating one; "
+                "once it finished, the key is free. Not with idempotency_key.",
+            ),
+        ]
+        | None
+    ) = None
     depends_on: Annotated[list[str], Field(max_length=100)] = []
     on_dependency_failure: DependencyFailurePolicy = DependencyFailurePolicy.CANCEL
 
@@ -235,6 +255,7 @@ class JobOut(_Response):
     max_attempts: int
     timeout_seconds: float | None
     idempotency_key: str | None
+    unique_key: str | None = None
     template_id: str | None
     worker_id: str | None
     created_at: datetime

@@ -22,12 +22,13 @@ Who moves a job out of each status (DESIGN.md §3)::
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from taskmill.core.errors import InvalidTransition
+from taskmill.core.errors import InvalidTransition, ValidationError
 
 
 class JobStatus(enum.StrEnum):
@@ -138,6 +139,7 @@ class Job:
     cancel_reason: str | None = None
     trace_context: str | None = None
     on_dependency_failure: DependencyFailurePolicy = DependencyFailurePolicy.CANCEL
+    unique_key: str | None = None
 
     @property
     def waited_seconds(self) -> float | None:
@@ -202,3 +204,23 @@ class JobFilter:
     after: tuple[datetime, str] | None = None
     newest_first: bool = False
     search: str | None = None
+
+
+# A unique key holds while its job is in one of these (the partial unique index of
+# migration 0012); a finished job's key is free again.
+UNIQUE_WHILE = frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RUNNING})
+UNIQUE_KEY_MAX_LENGTH = 200
+# Letters, digits and ``. _ : @ / + = # -``: keys are built from ids and names
+# ("invoice-42", "user:7/welcome"); spaces and control characters are typos.
+_UNIQUE_KEY = re.compile(r"[A-Za-z0-9._:@/+=#-]+")
+
+
+def check_unique_key(key: str | None, name: str = "unique_key") -> str | None:
+    """``key`` if it is a valid unique key (or ``None``), else :class:`ValidationError`."""
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key) <= UNIQUE_KEY_MAX_LENGTH:
+        raise ValidationError(name, f"must be 1-{UNIQUE_KEY_MAX_LENGTH} characters")
+    if _UNIQUE_KEY.fullmatch(key) is None:
+        raise ValidationError(name, "may hold only letters, digits and . _ : @ / + = # -")
+    return key

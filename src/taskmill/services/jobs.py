@@ -107,8 +107,16 @@ class Jobs:
         if isinstance(item, Template):
             self.wakeups.templates_changed()
         elif scheduled.created and item.status is JobStatus.SCHEDULED:
-            self.wakeups.jobs_due()  # a job created queued was announced already
+            self._due(req.connection)  # a job created queued was announced already
         return scheduled
+
+    def _due(self, connection: object | None) -> None:
+        """Wake the queue populator for a new job: at once, or when the caller's
+        transaction that holds it commits."""
+        if connection is None:
+            self.wakeups.jobs_due()
+        else:
+            self.store.after_commit(connection, self.wakeups.jobs_due)
 
     async def declare(
         self, reqs: Sequence[ScheduleRequest], *, retire: Collection[str] | None
@@ -119,11 +127,13 @@ class Jobs:
             self.wakeups.templates_changed()
         return declared
 
-    async def schedule_many(self, reqs: Sequence[ScheduleRequest]) -> builtins.list[Job]:
-        """Create jobs in one transaction: all or none."""
-        made = await self.scheduler.schedule_many(reqs)
+    async def schedule_many(
+        self, reqs: Sequence[ScheduleRequest], *, connection: object | None = None
+    ) -> builtins.list[Job]:
+        """Create jobs in one transaction (``connection``: the caller's): all or none."""
+        made = await self.scheduler.schedule_many(reqs, connection=connection)
         if any(job.status is JobStatus.SCHEDULED for job in made):
-            self.wakeups.jobs_due()
+            self._due(connection)
         return made
 
     async def schedule_graph(self, flat: Plan) -> builtins.list[Job]:

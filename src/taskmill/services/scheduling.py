@@ -26,6 +26,7 @@ from taskmill.core.jobs import (
     Job,
     JobStatus,
     ScheduleType,
+    check_unique_key,
 )
 from taskmill.core.schedules import check_schedule_time, utc
 from taskmill.core.templates import (
@@ -80,6 +81,11 @@ class ScheduleRequest:
     on_job_failure: JobFailurePolicy | str = JobFailurePolicy.KEEP
     merchant_id: str = DEFAULT_MERCHANT_ID
     actor: str = "library"
+    # While the merchant's job holding this key is unfinished, the request returns it.
+    unique_key: str | None = None
+    # The caller's SQLAlchemy AsyncConnection or AsyncSession: the job is written in
+    # their transaction (store/caller.py).
+    connection: object | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +98,8 @@ class Defaults:
 
 @dataclass(frozen=True, slots=True)
 class Scheduled:
-    """What a request produced; ``created`` is ``False`` when an idempotency key matched."""
+    """What a request produced; ``created`` is ``False`` when an idempotency key or a
+    unique key matched."""
 
     item: Job | Template
     created: bool = True
@@ -105,6 +112,11 @@ def check_storable(req: ScheduleRequest, prefix: str = "") -> None:
         check_text(prefix + name, getattr(req, name))
     check_json(prefix + "depends_on", list(req.depends_on))
     check_json(prefix + "payload", req.payload)
+    check_unique_key(req.unique_key, prefix + "unique_key")
+    if req.unique_key is not None and req.idempotency_key is not None:
+        # Two answers to "is this the same job?" would disagree once the first finished
+        # (ADR 0013): one or the other.
+        raise ValidationError(prefix + "unique_key", "cannot be combined with idempotency_key")
 
 
 def declared_name(req: ScheduleRequest) -> str:
@@ -191,8 +203,14 @@ class Scheduler:
             raise ValidationError(kinds[1], f"cannot be combined with {kinds[0]}")
         check_storable(req)
         self.registry.get(req.task).validate(req.payload)
-        if (req.interval is not None or req.cron is not None) and req.depends_on:
-            raise ValidationError("depends_on", "recurring schedules cannot depend on jobs")
+        if req.interval is not None or req.cron is not None:
+            given = {
+                "depends_on": bool(req.depends_on),
+                "unique_key": req.unique_key is not None,
+                "connection": req.connection is not None,
+            }
+            for name in (n for n, present in given.items() if present):
+                raise ValidationError(name, "recurring schedules take no " + name)
 
     async def _check_pending(self, merchant_id: str, adding: int) -> None:
         """Refuse jobs that would take the merchant past its pending-jobs quota (soft:
@@ -216,8 +234,12 @@ class Scheduler:
         priority = req.priority if req.priority is not None else definition.priority
         return retries + 1, timeout, queue, priority
 
-    async def schedule_many(self, requests: Sequence[ScheduleRequest]) -> list[Job]:
-        """Many immediate or one-time jobs in one transaction (all valid, or none stored)."""
+    async def schedule_many(
+        self, requests: Sequence[ScheduleRequest], *, connection: object | None = None
+    ) -> list[Job]:
+        """Many immediate or one-time jobs in one transaction (all valid, or none stored);
+        with ``connection``, in the caller's. A job whose unique key an unfinished job
+        holds is that job, in its place."""
         now = self.clock.now()
         news = []
         for index, req in enumerate(requests):
@@ -229,6 +251,9 @@ class Scheduler:
             news.append(self._new_job(req, now))
         for merchant_id in {new.merchant_id for new in news}:
             await self._check_pending(merchant_id, sum(n.merchant_id == merchant_id for n in news))
+        if connection is not None:
+            made = await self.store.create_jobs_on(connection, news, actor="library", now=now)
+            return [c.job for c in made]
         created = await self.store.create_jobs(
             news, actor="library", now=now, queue_if_due=self.broker.producers_announce
         )
@@ -285,11 +310,17 @@ class Scheduler:
             depends_on=tuple(req.depends_on),
             on_dependency_failure=parse_policy(req.on_dependency_failure),
             trace_context=tracing.current_context(),
+            unique_key=req.unique_key,
         )
 
     async def _job(self, req: ScheduleRequest) -> Scheduled:
         now = self.clock.now()
         new = self._new_job(req, now)
+        if req.connection is not None:
+            # Created scheduled: the populator queues it and sends the hint after the
+            # caller's commit (store/caller.py).
+            mine = await self.store.create_job_on(req.connection, new, actor=req.actor, now=now)
+            return Scheduled(mine.job, mine.created)
         queue_if_due = self.broker.producers_announce
         if fits_batch(new):
             made = make_job(new, now, req.actor, queue_if_due)

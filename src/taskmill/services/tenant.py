@@ -23,6 +23,7 @@ from taskmill.services.api_keys import ApiKeys, IssuedKey
 from taskmill.services.jobs import BulkOutcome, Failures, Jobs
 from taskmill.services.scheduling import Scheduled, ScheduleRequest
 from taskmill.services.templates import ScheduleDraft, TemplateUpdate
+from taskmill.services.waiting import JobWaiters
 from taskmill.store.protocol import MerchantStats, QueueOverview, WorkerInfo, WorkerLoad
 
 PAUSED_BY_ADMIN = "switched off by an administrator"
@@ -31,7 +32,7 @@ PAUSED_BY_ADMIN = "switched off by an administrator"
 class TenantScope:
     """One merchant's view of taskmill, acting as ``actor`` (which key)."""
 
-    __slots__ = ("_api_keys", "_jobs", "actor", "merchant_id", "scopes")
+    __slots__ = ("_api_keys", "_jobs", "_waiters", "actor", "merchant_id", "scopes")
 
     def __init__(
         self,
@@ -40,12 +41,14 @@ class TenantScope:
         scopes: frozenset[Scope],
         jobs: Jobs,
         api_keys: ApiKeys,
+        waiters: JobWaiters | None = None,
     ) -> None:
         self.merchant_id = merchant_id
         self.actor = actor
         self.scopes = scopes
         self._jobs = jobs
         self._api_keys = api_keys
+        self._waiters = waiters
 
     @property
     def clock(self) -> Clock:
@@ -58,6 +61,16 @@ class TenantScope:
 
     async def get_job(self, job_id: str) -> Job:
         return await self._jobs.get(self.merchant_id, job_id)
+
+    async def wait_for_job(self, job_id: str, seconds: float) -> Job:
+        """The job once finished, or as it is after ``seconds`` (``NotFound`` for another
+        merchant's, before any wait)."""
+        if self._waiters is None or seconds <= 0:
+            return await self.get_job(job_id)
+        try:
+            return await self._waiters.wait(self.merchant_id, job_id, seconds)
+        except TimeoutError:
+            return await self.get_job(job_id)
 
     async def waiting_reason(self, job: Job) -> str | None:
         return await self._jobs.waiting_reason(job)

@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -102,6 +102,8 @@ class Worker:
         self._limited: frozenset[str] = frozenset()
         self._limits_read_at = -RATE_LIMITS_REFRESH_SECONDS
         self._rate_wait: float | None = None  # until a limit that held jobs back refills
+        #: Called after each outcome is written (callers waiting on jobs in this process).
+        self.on_outcome: Callable[[], None] = _nothing
 
     @property
     def _claims_hinted_ids(self) -> bool:
@@ -336,6 +338,7 @@ class Worker:
                 ctx.logger.warning(
                     "lost lease: outcome not recorded (the job was rescued or cancelled)"
                 )
+            self.on_outcome()
         except TaskmillError as exc:
             # The lease will expire and the job run again: at-least-once, never lost.
             ctx.logger.error("could not record the outcome: %s", exc)
@@ -513,6 +516,10 @@ class Worker:
             except StoreError as exc:
                 running.ctx.logger.error("could not release (the lease will expire): %s", exc)
         self.executor.close()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _not_json(result: Any) -> str | None:

@@ -4,7 +4,7 @@ and replaces what it does its own way (PostgreSQL's one-statement fast paths).""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from taskmill.core.retention import Cutoffs, PruneCounts
 from taskmill.core.templates import Template
 from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope
 from taskmill.store import (
+    caller,
     claims,
     dependencies,
     event_cursors,
@@ -95,6 +96,22 @@ class SqlStore:
 
     async def count_pending_jobs(self, merchant_id: str, limit: int) -> int:
         return await jobs.pending_jobs(self.db, merchant_id, limit)
+
+    async def create_job_on(
+        self, connection: object, new: jobs.NewJob, *, actor: str, now: datetime
+    ) -> jobs.CreatedJob:
+        return await caller.create_on(connection, self.db, new, actor=actor, now=now)
+
+    async def create_jobs_on(
+        self, connection: object, news: Sequence[jobs.NewJob], *, actor: str, now: datetime
+    ) -> list[jobs.CreatedJob]:
+        return await caller.create_many_on(connection, self.db, news, actor=actor, now=now)
+
+    def after_commit(self, connection: object, callback: Callable[[], None]) -> None:
+        caller.on_commit(connection, callback)
+
+    async def finished_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        return await jobs.finished_jobs(self.db, job_ids)
 
     # -- status changes ---------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from taskmill.core.events import EventType
 from taskmill.core.jobs import (
     DEFAULT_MERCHANT_ID,
     SEARCH_MAX_LENGTH,
+    TERMINAL_STATUSES,
+    UNIQUE_WHILE,
     DependencyFailurePolicy,
     Job,
     JobFilter,
@@ -55,11 +57,13 @@ class NewJob:
     depends_on: Sequence[str] = field(default_factory=tuple)
     trace_context: str | None = None
     on_dependency_failure: DependencyFailurePolicy = DependencyFailurePolicy.CANCEL
+    unique_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CreatedJob:
-    """The job, and whether this call created it (``False``: the idempotency key matched)."""
+    """The job, and whether this call created it (``False``: the idempotency key or the
+    unique key matched)."""
 
     job: Job
     created: bool
@@ -71,7 +75,8 @@ async def create_job(
     """Insert ``new`` with its events in one transaction: ``scheduled`` or, with
     ``queue_if_due`` and :func:`starts_queued`, ``queued``.
 
-    With an ``idempotency_key`` already used by the merchant, returns that job unchanged.
+    With an ``idempotency_key`` already used by the merchant, returns that job unchanged;
+    with a ``unique_key`` the merchant's unfinished job holds, returns that job.
     """
     if fits_batch(new):
         made = make_job(new, now, actor, queue_if_due)
@@ -79,29 +84,62 @@ async def create_job(
         return CreatedJob(to_job_dict(made.row), created=True)
     try:
         async with db.transaction() as conn:
-            if new.idempotency_key is not None:
-                existing = await _by_idempotency_key(conn, new.merchant_id, new.idempotency_key)
-                if existing is not None:
-                    return CreatedJob(existing, created=False)
-            job = await insert_job(
+            return await create_in(
                 conn, db.dialect, new, actor=actor, now=now, queue_if_due=queue_if_due
             )
-            return CreatedJob(job, created=True)
     except Conflict:
         # A concurrent create with the same key committed between the look-up and the
         # insert (PostgreSQL, read committed): the unique index refused ours, and the
         # job it protects is the answer. The failed transaction was rolled back whole.
-        existing = await _committed_by_key(db, new)
+        existing = await _committed_match(db, new)
         if existing is None:
             raise
         return CreatedJob(existing, created=False)
 
 
-async def _committed_by_key(db: Database, new: NewJob) -> Job | None:
-    if new.idempotency_key is None:
-        return None
+async def create_in(
+    conn: AsyncConnection,
+    dialect: Dialect,
+    new: NewJob,
+    *,
+    actor: str,
+    now: datetime,
+    queue_if_due: bool = False,
+) -> CreatedJob:
+    """:func:`create_job`'s look-up and insert in the caller's transaction."""
+    existing = await matching_job(conn, new)
+    if existing is not None:
+        return CreatedJob(existing, created=False)
+    job = await insert_job(conn, dialect, new, actor=actor, now=now, queue_if_due=queue_if_due)
+    return CreatedJob(job, created=True)
+
+
+async def matching_job(conn: AsyncConnection, new: NewJob) -> Job | None:
+    """The merchant's job ``new``'s idempotency key names, else the unfinished one
+    holding its unique key (ADR 0013); ``None`` if neither."""
+    if new.idempotency_key is not None:
+        found = await _by_idempotency_key(conn, new.merchant_id, new.idempotency_key)
+        if found is not None:
+            return found
+    if new.unique_key is not None:
+        return await by_unique_key(conn, new.merchant_id, new.unique_key)
+    return None
+
+
+async def _committed_match(db: Database, new: NewJob) -> Job | None:
     async with db.read() as conn:
-        return await _by_idempotency_key(conn, new.merchant_id, new.idempotency_key)
+        return await matching_job(conn, new)
+
+
+async def by_unique_key(conn: AsyncConnection, merchant_id: str, key: str) -> Job | None:
+    """The merchant's unfinished job holding ``key`` (at most one: the partial index)."""
+    stmt = select(jobs).where(
+        jobs.c.merchant_id == merchant_id,
+        jobs.c.unique_key == key,
+        jobs.c.status.in_(sorted(UNIQUE_WHILE)),
+    )
+    row = (await conn.execute(stmt)).first()
+    return to_job(row) if row else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +157,8 @@ class MadeJob:
 
 def fits_batch(new: NewJob) -> bool:
     """Whether ``new`` can be created by :func:`insert_made`, in a batch with others: it
-    has no idempotency key to look up and no dependency to check first."""
-    return new.idempotency_key is None and not new.depends_on
+    has no idempotency or unique key to look up and no dependency to check first."""
+    return new.idempotency_key is None and new.unique_key is None and not new.depends_on
 
 
 def make_job(new: NewJob, now: datetime, actor: str, queue_if_due: bool) -> MadeJob:
@@ -184,19 +222,87 @@ async def create_jobs(
 ) -> list[Job]:
     """Insert many independent jobs (no idempotency keys, no dependencies) and their
     events in one transaction: one multi-row insert each, instead of a round trip per job.
-    All or nothing."""
-    for new in news:
-        if new.idempotency_key is not None or new.depends_on:
-            raise ValidationError(
-                "jobs",
-                "bulk creation takes no idempotency_key or depends_on; create those one by one",
-            )
+    All or nothing. A job with a unique key the merchant's unfinished job holds (or an
+    earlier job of the batch) is that job instead, in its place in the answer."""
+    check_bulk(news)
+    if any(new.unique_key is not None for new in news):
+        return await _create_unique_batch(db, news, actor=actor, now=now, queue_if_due=queue_if_due)
     made = [new_job(new, now, actor, queue_if_due) for new in news]
     if not made:
         return []
     rows = [row for row, _ in made]
     await _insert_all(db, rows, [e for _, new_events in made for e in new_events])
     return [to_job_dict(row) for row in rows]
+
+
+def check_bulk(news: Sequence[NewJob]) -> None:
+    """Refuse what bulk creation does not take: idempotency keys and dependencies."""
+    for new in news:
+        if new.idempotency_key is not None or new.depends_on:
+            raise ValidationError(
+                "jobs",
+                "bulk creation takes no idempotency_key or depends_on; create those one by one",
+            )
+
+
+# A batch refused by the unique index (a concurrent producer took one of its keys) is
+# tried again this many times: each try finds the keys taken so far.
+_UNIQUE_TRIES = 3
+
+
+async def _create_unique_batch(
+    db: Database, news: Sequence[NewJob], *, actor: str, now: datetime, queue_if_due: bool
+) -> list[Job]:
+    async def create(conn: AsyncConnection) -> list[Job]:
+        made = await create_batch_in(
+            conn, db.dialect, news, actor=actor, now=now, queue_if_due=queue_if_due
+        )
+        return [c.job for c in made]
+
+    for _ in range(_UNIQUE_TRIES - 1):
+        try:
+            return await db.write(create)
+        except Conflict:
+            continue  # a concurrent producer took a key: the next try finds its job
+    return await db.write(create)
+
+
+async def create_batch_in(
+    conn: AsyncConnection,
+    dialect: Dialect,
+    news: Sequence[NewJob],
+    *,
+    actor: str,
+    now: datetime,
+    queue_if_due: bool = False,
+) -> list[CreatedJob]:
+    """Bulk creation in the caller's transaction (see :func:`create_jobs`), one look-up
+    per unique key: the jobs, each new or the one its unique key matched."""
+    held: dict[tuple[str, str], Job] = {}
+    out: list[CreatedJob] = []
+    rows: list[dict[str, Any]] = []
+    new_events: list[NewEvent] = []
+    for new in news:
+        key = None if new.unique_key is None else (new.merchant_id, new.unique_key)
+        if key is not None:
+            found = held.get(key) or await by_unique_key(conn, *key)
+            if found is not None:
+                held[key] = found
+                out.append(CreatedJob(found, created=False))
+                continue
+        row, events_of_row = new_job(new, now, actor, queue_if_due)
+        rows.append(row)
+        new_events.extend(events_of_row)
+        job = to_job_dict(row)
+        if key is not None:
+            held[key] = job
+        out.append(CreatedJob(job, created=True))
+    if rows:
+        await conn.execute(insert(jobs), rows)
+        await event_log.append(conn, new_events)
+        for channel in sorted({wake(row) for row in rows}):
+            await notify(conn, dialect, channel)
+    return out
 
 
 def starts_queued(new: NewJob, now: datetime) -> bool:
@@ -285,6 +391,7 @@ def job_row(new: NewJob, now: datetime) -> dict[str, Any]:
         "updated_at": now,
         "trace_context": new.trace_context,
         "on_dependency_failure": parse_policy(new.on_dependency_failure),
+        "unique_key": new.unique_key,
     }
 
 
@@ -407,3 +514,22 @@ async def pending_jobs(db: Database, merchant_id: str, limit: int) -> int:
     counted = select(func.count()).select_from(mine.subquery())
     async with db.read() as conn:
         return int((await conn.execute(counted)).scalar_one())
+
+
+# The most ids :func:`finished_jobs` reads at once (its ``IN`` list).
+MAX_FINISHED_IDS = 1_000
+
+
+async def finished_jobs(db: Database, job_ids: Sequence[str]) -> list[Job]:
+    """Those of ``job_ids`` that are finished (succeeded, failed or cancelled), any
+    merchant's: one read for every caller waiting in this process (``services/waiting.py``)."""
+    if len(job_ids) > MAX_FINISHED_IDS:
+        raise ValidationError("job_ids", f"at most {MAX_FINISHED_IDS} at once")
+    if not job_ids:
+        return []
+    stmt = select(jobs).where(
+        db.dialect.one_of(jobs.c.id, list(job_ids)),
+        jobs.c.status.in_(sorted(TERMINAL_STATUSES)),
+    )
+    async with db.read() as conn:
+        return [to_job(row) for row in (await conn.execute(stmt)).all()]

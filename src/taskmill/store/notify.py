@@ -16,6 +16,10 @@ QUEUED = "taskmill_queued"  # jobs became queued (for workers on the database br
 TEMPLATES = "taskmill_templates"  # a template was created or changed
 CANCELLED = "taskmill_cancelled"  # a job was cancelled (payload: its id)
 CHANNELS = (DUE, QUEUED, TEMPLATES, CANCELLED)
+# Jobs finished (succeeded, failed, cancelled): for processes waiting on results
+# (``app.wait``, ``GET /jobs/{id}?wait=``), who listen on it alone; no payload, so one
+# transaction finishing many jobs sends one notification.
+FINISHED = "taskmill_finished"
 
 
 def notification(channel: str, payload: str = "") -> sa.Select[Any]:

@@ -139,6 +139,30 @@ class Store(Protocol):
         """The merchant's jobs not yet finished, counted up to ``limit``."""
         ...
 
+    # -- in the caller's transaction (store/caller.py) ---------------------------------
+
+    async def create_job_on(
+        self, connection: object, new: NewJob, *, actor: str, now: datetime
+    ) -> CreatedJob:
+        """:meth:`create_job` in the caller's transaction (``connection``: their
+        SQLAlchemy ``AsyncConnection`` or ``AsyncSession`` on this database), ``scheduled``:
+        it exists if and only if they commit."""
+        ...
+
+    async def create_jobs_on(
+        self, connection: object, news: Sequence[NewJob], *, actor: str, now: datetime
+    ) -> list[CreatedJob]:
+        """:meth:`create_jobs` in the caller's transaction."""
+        ...
+
+    def after_commit(self, connection: object, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when ``connection``'s transaction commits (never on rollback)."""
+        ...
+
+    async def finished_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        """Those of ``job_ids`` (at most 1,000) that are finished, any merchant's."""
+        ...
+
     # -- status changes ---------------------------------------------------------------
 
     async def enqueue_due(

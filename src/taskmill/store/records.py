@@ -49,6 +49,7 @@ def to_job_dict(m: Mapping[Any, Any]) -> Job:
         cancel_reason=m["cancel_reason"],
         trace_context=m["trace_context"],
         on_dependency_failure=DependencyFailurePolicy(m["on_dependency_failure"]),
+        unique_key=m["unique_key"],
     )
 
 

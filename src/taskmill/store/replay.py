@@ -26,7 +26,7 @@ ProjectedJob = dict[str, Any]
 
 # Columns added after ``job.created`` events were first written, with the value the
 # migration gave existing rows: an older event replays to what the table holds.
-_ADDED_LATER: ProjectedJob = {"on_dependency_failure": "cancel"}
+_ADDED_LATER: ProjectedJob = {"on_dependency_failure": "cancel", "unique_key": None}
 
 BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 10_000

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 
 from taskmill.core.jobs import JobStatus, ScheduleType
@@ -53,6 +54,9 @@ schedule_type = Enum(
 )
 
 ID = 36  # uuid4 text
+
+# The rows whose unique key is held: unfinished ones (core.jobs.UNIQUE_WHILE).
+UNIQUE_ACTIVE = text("unique_key IS NOT NULL AND status IN ('scheduled', 'queued', 'running')")
 
 merchants = Table(
     "merchants",
@@ -163,6 +167,8 @@ jobs = Table(
     Column("trace_context", String(512), nullable=True),
     # DependencyFailurePolicy; the server default fills rows older than migration 0003.
     Column("on_dependency_failure", String(20), nullable=False, server_default="cancel"),
+    # A producer's key held while the job is unfinished (migration 0012, ADR 0013).
+    Column("unique_key", String(200), nullable=True),
     # One instance per template tick, whoever creates it (several recurrence managers).
     UniqueConstraint("template_id", "scheduled_for"),
     UniqueConstraint("merchant_id", "idempotency_key"),
@@ -172,6 +178,16 @@ jobs = Table(
     Index("idx_jobs_status_queue_priority", "status", "queue", "priority"),
     Index("idx_jobs_status_lease_expires_at", "status", "lease_expires_at"),
     Index("idx_jobs_merchant_id_created_at", "merchant_id", "created_at"),
+    # At most one unfinished job per merchant and unique key: the database refuses a
+    # second, whatever the race between producers (ADR 0013).
+    Index(
+        "idx_jobs_merchant_id_unique_key",
+        "merchant_id",
+        "unique_key",
+        unique=True,
+        postgresql_where=UNIQUE_ACTIVE,
+        sqlite_where=UNIQUE_ACTIVE,
+    ),
 )
 
 job_dependencies = Table(

@@ -16,12 +16,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.dependencies import CASCADE_ACTOR, cascade_reason
 from taskmill.core.events import EventType
-from taskmill.core.jobs import DependencyFailurePolicy, JobStatus, check_transition
+from taskmill.core.jobs import (
+    TERMINAL_STATUSES,
+    DependencyFailurePolicy,
+    JobStatus,
+    check_transition,
+)
 from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.store import events as event_log
 from taskmill.store.dependencies import FAILURE_STATUSES, waiting_dependents
 from taskmill.store.dialect import Dialect
-from taskmill.store.notify import DUE, QUEUED, notify
+from taskmill.store.notify import DUE, FINISHED, QUEUED, notify
 from taskmill.store.schema import jobs
 
 # Who to wake in other processes when jobs enter a status (PostgreSQL only).
@@ -127,6 +132,8 @@ async def _apply(conn: AsyncConnection, dialect: Dialect, t: Transition) -> list
     rows = list((await conn.execute(stmt)).all())
     if rows and t.to_status in _WAKES:
         await notify(conn, dialect, _WAKES[t.to_status])
+    if rows and t.to_status in TERMINAL_STATUSES:
+        await notify(conn, dialect, FINISHED)
     written = [name for name in values if name not in NOT_REPLAYED or name == "lease_expires_at"]
     await event_log.append(
         conn,

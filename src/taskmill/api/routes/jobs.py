@@ -40,7 +40,10 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
     status_code=201,
     response_model=JobOut | TemplateOut,
     responses={
-        200: {"description": "An earlier job with the same idempotency_key"},
+        200: {
+            "description": "An earlier job with the same idempotency_key, or the unfinished "
+            "job holding the unique_key"
+        },
         **errors(409, *WRITE, *BODY),
     },
 )
@@ -69,6 +72,7 @@ async def create_job(
             max_retries=None if body.max_attempts is None else body.max_attempts - 1,
             timeout=body.timeout_seconds,
             idempotency_key=body.idempotency_key,
+            unique_key=body.unique_key,
             depends_on=body.depends_on,
             on_dependency_failure=body.on_dependency_failure,
         )
@@ -161,12 +165,31 @@ async def retry_jobs(body: BulkJobs, tenant: JobsWrite) -> BulkOut:
     return BulkOut(items=[BulkOutcomeOut.model_validate(d) for d in done])
 
 
+# The longest ``GET /jobs/{id}?wait=`` holds a request (a long poll, not a stream).
+MAX_WAIT_SECONDS = 60
+
+
 @router.get("/{job_id}", response_model=JobOut, responses=errors(404, *AUTHENTICATED))
-async def get_job(job_id: str, tenant: JobsRead) -> JobOut:
+async def get_job(
+    job_id: str,
+    tenant: JobsRead,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="Long poll: answer as soon as the job finishes (succeeded, failed "
+            f"or cancelled), or after this many seconds (0-{MAX_WAIT_SECONDS}) with the "
+            "job as it is then: its `status` says which. 0 (default): at once.",
+        ),
+    ] = 0,
+) -> JobOut:
     """The job; ``waiting_reason`` says when it will not start (its queue is paused, no
     live worker runs its task type, or its task type is rate-limited); ``progress``, what
-    its handler last reported."""
-    job = await tenant.get_job(job_id)
+    its handler last reported. With ``wait``, the answer comes when the job finishes or
+    the wait ends, whichever is first (an unknown job, or another merchant's, is 404 at
+    once)."""
+    job = await tenant.wait_for_job(job_id, wait)
     out = JobOut.model_validate(job)
     out.waiting_reason = await tenant.waiting_reason(job)
     progress = await tenant.progress(job_id)

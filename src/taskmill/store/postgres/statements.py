@@ -46,7 +46,7 @@ from taskmill.core.jobs import Job, JobStatus, RunOutcome, check_transition
 from taskmill.store import events as event_log
 from taskmill.store.claims import CLAIM_ORDER, ClaimParams, waiting
 from taskmill.store.jobs import MadeJob, wake
-from taskmill.store.notify import QUEUED
+from taskmill.store.notify import FINISHED, QUEUED
 from taskmill.store.outcomes import Success
 from taskmill.store.postgres import direct
 from taskmill.store.postgres.database import PostgresDatabase as Database
@@ -403,4 +403,8 @@ def _success_statement() -> Select[Any]:
         },
         order_by=(ended.c.id,),
     )
-    return select(ended.c.id, ended.c.attempt).add_cte(runs.cte("runs"), logged.cte("logged"))
+    # What transition() sends for a finished job: processes waiting on results listen.
+    woken = select(func.pg_notify(FINISHED, "")).select_from(ended).limit(1).scalar_subquery()
+    return select(ended.c.id, ended.c.attempt, woken.label("woken")).add_cte(
+        runs.cte("runs"), logged.cte("logged")
+    )

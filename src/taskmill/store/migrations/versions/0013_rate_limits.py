@@ -1,7 +1,7 @@
 """rate_limits: a token bucket per rate-limited task type (ADR 0014).
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-07
 """
 
@@ -11,8 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-# 0011 and 0012 are another branch's (issue 22's first half): the merge re-points this.
-down_revision = "0010"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
