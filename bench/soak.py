@@ -21,8 +21,9 @@
 ``--vacuum`` is the worker's ``maintenance.vacuum`` (``--maintenance-interval`` and
 ``--dead-tuples-threshold`` its other settings); the server's own autovacuum is whatever
 it is (printed). ``--schema-revision 0010`` runs on the schema before migration 0011 (the
-old claim index, no per-table settings), for a before/after. Needs PostgreSQL at 127.0.0.1:5432 (``TASKMILL_BENCH_POSTGRES_URL``),
-Redis at 127.0.0.1:6379 and, for ``rabbitmq``, RabbitMQ at 127.0.0.1:5672. Removes its
+old claim index, no per-table settings), for a before/after. Needs PostgreSQL at
+127.0.0.1:5432 (``TASKMILL_BENCH_POSTGRES_URL``), Redis at 127.0.0.1:6379 and, for
+``rabbitmq``, RabbitMQ at 127.0.0.1:5672. Removes its
 database and broker state, signals only the process it started, asserts nothing.
 """
 
