@@ -287,6 +287,18 @@ async def produce(app: Taskmill, rate: float, seconds: float) -> int:
     return sent
 
 
+def maintenance_lines(log: Path) -> str:
+    """What the worker's table maintenance logged: the vacuums it ran, by table."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if "VACUUM" in line]
+    by_table: dict[str, int] = {}
+    for line in lines:
+        if "running VACUUM" in line:
+            table = line.split(": ")[-2].split()[-1] if ": " in line else "?"
+            by_table[table] = by_table.get(table, 0) + 1
+    ran = ", ".join(f"{t} {n}x" for t, n in sorted(by_table.items())) or "none"
+    return f"table maintenance: VACUUM runs {ran}; {len(lines)} log lines naming VACUUM"
+
+
 async def server_autovacuum(db: Database) -> str:
     if db.dialect.name != "postgresql":
         return "n/a (SQLite)"
@@ -366,6 +378,7 @@ async def soak(args: argparse.Namespace, url: str, workdir: Path) -> None:
         if postgres:
             print("updates and HOT updates over the run (pg_stat_user_tables):")
             print("\n".join(await hot_updates(db)))
+        print(maintenance_lines(workdir / "worker.log"))
     finally:
         await app.stop()
         stopped = stop_group(proc)

@@ -327,7 +327,9 @@ class Runtime:
                 batch_size=1,
                 busy_pause=retention.pause_seconds,
             )
-            await asyncio.gather(pruning, self._maintaining(stop))
+            async with asyncio.TaskGroup() as both:  # one failing ends the other
+                both.create_task(pruning)
+                both.create_task(self._maintaining(stop))
             log.info("pruner stopped")
 
         return main
