@@ -139,11 +139,13 @@ async def cohort(db: Database, since: datetime, until: datetime) -> tuple[list[f
     """Start latencies (ms, sorted) of the jobs created in ``[since, until)`` that have
     started (first attempt), and how many were created."""
     created = jobs.c.created_at.between(since, until - timedelta(microseconds=1))
-    lag = select(job_runs.c.started_at - jobs.c.created_at).join(
+    # Subtracted here: SQLite has no timestamp arithmetic.
+    lag = select(job_runs.c.started_at, jobs.c.created_at).join(
         job_runs, (job_runs.c.job_id == jobs.c.id) & (job_runs.c.attempt == 1)
     )
     async with db.read() as conn:
-        lags = (await conn.execute(lag.where(created, jobs.c.task_type == TASK))).scalars().all()
+        rows = (await conn.execute(lag.where(created, jobs.c.task_type == TASK))).all()
+        lags = [started - created for started, created in rows]
         total = (
             await conn.execute(select(func.count()).where(created, jobs.c.task_type == TASK))
         ).scalar_one()
