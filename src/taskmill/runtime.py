@@ -30,7 +30,7 @@ from taskmill.services.event_handlers import BATCH as EVENT_BATCH
 from taskmill.services.event_handlers import EventDispatcher, Subscription
 from taskmill.services.failure_watcher import FailureWatcher, FailureWatcherConfig
 from taskmill.services.jobs import Jobs
-from taskmill.services.loop import PeriodicService, Waker, run_periodically
+from taskmill.services.loop import PeriodicService, Waker, run_periodically, unless_stopped
 from taskmill.services.pruner import Pruner, PrunerConfig
 from taskmill.services.queue_populator import QueuePopulator, QueuePopulatorConfig
 from taskmill.services.recurrence_manager import RecurrenceConfig, RecurrenceManager
@@ -337,7 +337,7 @@ class Runtime:
     async def _maintaining(self, stop: asyncio.Event) -> None:
         if self.maintenance.config.mode is VacuumMode.OFF:
             return  # (on SQLite each round returns at once: no statistics to read)
-        await run_periodically(
+        rounds = run_periodically(
             self.maintenance,
             clock=self.clock,
             stop=stop,
@@ -345,6 +345,9 @@ class Runtime:
             poll_interval=self.maintenance.config.interval_seconds,
             batch_size=len(self.maintenance.config.tables) + 1,  # never "busy": wait
         )
+        # A VACUUM may take minutes: at stop it is cancelled (asyncpg cancels the
+        # statement on the server), not waited for.
+        await unless_stopped(rounds, stop)
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == notify.DUE:

@@ -8,6 +8,7 @@ own database's tables, so what it counts is what it did."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -19,8 +20,11 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
+from taskmill.config import load_settings
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID
 from taskmill.core.table_health import HOT_TABLES, VacuumMode
+from taskmill.executors.python import TaskRegistry
+from taskmill.runtime import Runtime
 from taskmill.services.table_maintenance import MaintenanceConfig, TableMaintenance
 from taskmill.store import migrate
 from taskmill.store.claims import ClaimParams
@@ -303,3 +307,46 @@ async def test_migration_0011_sets_and_resets_the_tables_storage_parameters(
 
     await migrate.upgrade(pg)
     assert await migrate.is_current(pg)
+
+
+async def test_table_maintenance_stop_cancels_a_vacuum_in_flight(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        database={"url": postgres_url},
+        maintenance={"dead_tuples_threshold": 100},
+        api={"secret_key_file": str(tmp_path / "secret")},
+    )
+    runtime = Runtime(settings, TaskRegistry())
+    db = runtime.db
+    assert isinstance(db, PostgresDatabase)
+    try:
+        await sql(db, "ALTER TABLE jobs SET (autovacuum_enabled = false)")
+        await churn(runtime.store, 200)
+        await dead_at_least(runtime.store, db, "jobs", 100)
+        stop = asyncio.Event()
+        async with db.engine.connect() as holder:  # VACUUM of jobs waits for this
+            await holder.execute(text("LOCK TABLE jobs IN SHARE UPDATE EXCLUSIVE MODE"))
+            maintaining = asyncio.create_task(runtime._maintaining(stop))
+
+            async def vacuum_waits() -> bool:
+                return bool(await sql(db, VACUUMING_JOBS))
+
+            await wait_for(vacuum_waits, timeout=20)
+            stop.set()
+            await asyncio.wait_for(maintaining, 20)  # not the 600 s VACUUM timeout
+
+            async def vacuum_gone() -> bool:  # the cancel request reaches the server
+                return not await vacuum_waits()
+
+            await wait_for(vacuum_gone, timeout=20)
+            await holder.rollback()
+        assert await runtime.store.vacuum_table("jobs", timeout_seconds=5) is True  # unlocked
+    finally:
+        await runtime.close()
+
+
+VACUUMING_JOBS = (
+    "SELECT pid FROM pg_stat_activity WHERE query LIKE 'VACUUM (ANALYZE) \"jobs\"%' "
+    "AND state = 'active' AND pid <> pg_backend_pid()"
+)
