@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,6 +71,11 @@ async def vacuum(db: PostgresDatabase, table: str, *, timeout_seconds: float) ->
                 # The connection goes back to the pool: leave it as it was.
                 await conn.execute("RESET statement_timeout; RESET lock_timeout")
                 await conn.fetchval(f"SELECT pg_advisory_unlock({_KEYS})", *lock)
+        except asyncio.CancelledError:
+            # Stopping: asyncpg cancelled the statement; closing the session as well
+            # frees the advisory lock whatever state the cancel left it in.
+            raw.invalidate()
+            raise
         except Exception as exc:
             error = from_asyncpg(exc, closed=bool(conn.is_closed()))
             if error is None:
