@@ -65,16 +65,27 @@ def upgrade() -> None:
     # name (docs/howto/operating.md): if_not_exists then skips it.
     op.create_index("idx_jobs_claim_order", "jobs", list(_CLAIM_ORDER), if_not_exists=True)
     op.drop_index("idx_jobs_status_queue_priority", table_name="jobs")
-    if op.get_bind().dialect.name != "postgresql":
+    dialect = op.get_bind().dialect
+    if dialect.name != "postgresql":
         return  # SQLite has no per-table storage parameters (nor dead row versions)
-    for table, settings in SETTINGS.items():
+    for table, settings in _supported(dialect.server_version_info).items():
         options = ", ".join(f"{name} = {value}" for name, value in settings.items())
         op.execute(f"ALTER TABLE {table} SET ({options})")
 
 
+def _supported(version: tuple[int | str, ...] | None) -> dict[str, dict[str, float | int]]:
+    """:data:`SETTINGS` without the parameters ``version`` of PostgreSQL lacks (the insert
+    thresholds came in 13)."""
+    major = version[0] if version else 0
+    if isinstance(major, int) and major >= 13:
+        return SETTINGS
+    return {t: {k: v for k, v in s.items() if "insert" not in k} for t, s in SETTINGS.items()}
+
+
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        for table, settings in SETTINGS.items():
+    dialect = op.get_bind().dialect
+    if dialect.name == "postgresql":
+        for table, settings in _supported(dialect.server_version_info).items():
             op.execute(f"ALTER TABLE {table} RESET ({', '.join(settings)})")
     op.create_index("idx_jobs_status_queue_priority", "jobs", ["status", "queue", "priority"])
     op.drop_index("idx_jobs_claim_order", table_name="jobs")
