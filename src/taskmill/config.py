@@ -36,6 +36,7 @@ from pydantic_settings import (
 
 from taskmill.core.errors import ConfigError
 from taskmill.core.retention import Retention
+from taskmill.core.table_health import VacuumMode
 
 if TYPE_CHECKING:
     from taskmill.executors.http import HttpExecutorConfig
@@ -202,6 +203,22 @@ class RetentionSettings(_Section):
             cancelled=age(self.cancelled_after_days),
             deleted_templates=age(self.deleted_templates_after_days),
         )
+
+
+class MaintenanceSettings(_Section):
+    """Table health on PostgreSQL (docs/howto/operating.md#table-health): the pruner's
+    service watches the dead row versions of the hot tables and, when autovacuum is off
+    or behind, warns and (``auto``) runs ``VACUUM (ANALYZE)`` on them. No effect on SQLite."""
+
+    vacuum: VacuumMode = VacuumMode.AUTO
+    """``auto``: warn and vacuum; ``warn``: warn only (log, ``/readyz``, the UI);
+    ``off``: do not look."""
+    interval_seconds: float = Field(default=60.0, ge=5, le=86_400)
+    """How often the tables' statistics are read."""
+    dead_tuples_threshold: int = Field(default=10_000, ge=100, le=1_000_000_000)
+    """A table with this many dead row versions is behind: warned about, vacuumed."""
+    vacuum_timeout_seconds: float = Field(default=600.0, ge=1, le=86_400)
+    """One VACUUM, waiting for its lock included, is stopped (and logged) after this long."""
 
 
 class RetrySettings(_Section):
@@ -445,6 +462,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = SchedulerSettings()
     retry: RetrySettings = RetrySettings()
     retention: RetentionSettings = RetentionSettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
     tasks: TaskDefaults = TaskDefaults()
     api: ApiSettings = ApiSettings()
     metrics: MetricsSettings = MetricsSettings()

@@ -21,6 +21,7 @@ from taskmill.core.clock import Clock, SystemClock
 from taskmill.core.errors import ConfigError, StoreUnavailable
 from taskmill.core.events import EventType
 from taskmill.core.retry import BackoffPolicy
+from taskmill.core.table_health import VacuumMode
 from taskmill.executors.http import http_task
 from taskmill.executors.process import process_task
 from taskmill.executors.python import PythonExecutor, TaskDefinition, TaskRegistry
@@ -29,12 +30,13 @@ from taskmill.services.event_handlers import BATCH as EVENT_BATCH
 from taskmill.services.event_handlers import EventDispatcher, Subscription
 from taskmill.services.failure_watcher import FailureWatcher, FailureWatcherConfig
 from taskmill.services.jobs import Jobs
-from taskmill.services.loop import PeriodicService, Waker, run_periodically
+from taskmill.services.loop import PeriodicService, Waker, run_periodically, unless_stopped
 from taskmill.services.pruner import Pruner, PrunerConfig
 from taskmill.services.queue_populator import QueuePopulator, QueuePopulatorConfig
 from taskmill.services.recurrence_manager import RecurrenceConfig, RecurrenceManager
 from taskmill.services.runner import ServiceMain, run_services
 from taskmill.services.scheduling import Defaults, Scheduler
+from taskmill.services.table_maintenance import MaintenanceConfig, TableMaintenance
 from taskmill.services.templates import MerchantLimits, Templates
 from taskmill.services.waiting import JobWaiters, Listen
 from taskmill.services.worker import Worker, WorkerConfig
@@ -201,6 +203,7 @@ class Runtime:
                 pause_seconds=retention.pause_seconds,
             ),
         )
+        self.maintenance = TableMaintenance(self.store, self._maintenance_config())
         self.worker = Worker(
             self.store,
             self.broker,
@@ -218,6 +221,24 @@ class Runtime:
         self.worker.on_outcome = self.waiters.wake
         # The application's event handlers (``Taskmill.on_event``), run in every process.
         self.subscriptions: list[Subscription] = []
+
+    def _maintenance_config(self) -> MaintenanceConfig:
+        m = self.settings.maintenance
+        mode = m.vacuum
+        if mode is VacuumMode.AUTO and self.settings.database.transaction_pooler:
+            # VACUUM needs its session (the advisory lock, the timeouts): a transaction
+            # pooler may hand each statement to another server connection.
+            log.warning(
+                "maintenance.vacuum = auto acts as warn behind a transaction pooler "
+                "(database.transaction_pooler): vacuum the hot tables from a direct connection"
+            )
+            mode = VacuumMode.WARN
+        return MaintenanceConfig(
+            mode=mode,
+            interval_seconds=m.interval_seconds,
+            dead_rows_threshold=m.dead_tuples_threshold,
+            vacuum_timeout_seconds=m.vacuum_timeout_seconds,
+        )
 
     def _worker_config(self) -> WorkerConfig:
         w, r = self.settings.worker, self.settings.retry
@@ -297,11 +318,13 @@ class Runtime:
         return main
 
     def _pruning(self) -> ServiceMain:
+        """The pruner, and beside it the table maintenance: both keep the tables in
+        shape, neither is on a job's path (docs/adr/0012-table-health.md)."""
         retention = self.settings.retention
 
         async def main(stop: asyncio.Event) -> None:
             log.info("pruner started")
-            await run_periodically(
+            pruning = run_periodically(
                 self.pruner,
                 clock=self.clock,
                 stop=stop,
@@ -312,9 +335,27 @@ class Runtime:
                 batch_size=1,
                 busy_pause=retention.pause_seconds,
             )
+            async with asyncio.TaskGroup() as both:  # one failing ends the other
+                both.create_task(pruning)
+                both.create_task(self._maintaining(stop))
             log.info("pruner stopped")
 
         return main
+
+    async def _maintaining(self, stop: asyncio.Event) -> None:
+        if self.maintenance.config.mode is VacuumMode.OFF:
+            return  # (on SQLite each round returns at once: no statistics to read)
+        rounds = run_periodically(
+            self.maintenance,
+            clock=self.clock,
+            stop=stop,
+            waker=Waker(),
+            poll_interval=self.maintenance.config.interval_seconds,
+            batch_size=len(self.maintenance.config.tables) + 1,  # never "busy": wait
+        )
+        # A VACUUM may take minutes: at stop it is cancelled (asyncpg cancels the
+        # statement on the server), not waited for.
+        await unless_stopped(rounds, stop)
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == notify.DUE:

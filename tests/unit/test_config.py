@@ -188,6 +188,19 @@ def test_load_settings_taskmill_names_beat_seed_urls(
         ("[retry]\nfactor = 0.5\n", "retry.factor"),
         ('[logging]\nlevel = "LOUD"\n', "logging.level"),
         ("[tasks]\ntimeout_seconds = 0\n", "tasks.timeout_seconds"),
+        ('[maintenance]\nvacuum = "sometimes"\n', "maintenance.vacuum"),
+        ("[maintenance]\ninterval_seconds = 4\n", "maintenance.interval_seconds"),
+        ("[maintenance]\ninterval_seconds = 86401\n", "maintenance.interval_seconds"),
+        ("[maintenance]\ndead_tuples_threshold = 99\n", "maintenance.dead_tuples_threshold"),
+        (
+            "[maintenance]\ndead_tuples_threshold = 1000000001\n",
+            "maintenance.dead_tuples_threshold",
+        ),
+        ("[maintenance]\nvacuum_timeout_seconds = 0.5\n", "maintenance.vacuum_timeout_seconds"),
+        (
+            "[maintenance]\nvacuum_timeout_seconds = 86401\n",
+            "maintenance.vacuum_timeout_seconds",
+        ),
     ],
 )
 def test_load_settings_invalid_toml_value_names_key(config_dir: Path, toml: str, key: str) -> None:
@@ -328,3 +341,14 @@ def test_listen_url_must_be_postgresql() -> None:
     with pytest.raises(ConfigError, match="listen_url") as raised:
         load_settings(database={"listen_url": "redis://localhost:6379"})
     assert "postgresql://" in str(raised.value)
+
+
+def test_load_settings_maintenance_bounds_accepted(config_dir: Path) -> None:
+    _write(
+        config_dir,
+        '[maintenance]\nvacuum = "warn"\ninterval_seconds = 5\n'
+        "dead_tuples_threshold = 100\nvacuum_timeout_seconds = 86400\n",
+    )
+    maintenance = load_settings(environment="test", config_dir=config_dir).maintenance
+    assert (maintenance.vacuum, maintenance.interval_seconds) == ("warn", 5)
+    assert (maintenance.dead_tuples_threshold, maintenance.vacuum_timeout_seconds) == (100, 86400)

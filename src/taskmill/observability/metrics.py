@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from taskmill.core.jobs import Job
 from taskmill.core.retention import PRUNED_TABLES, PruneCounts
+from taskmill.core.table_health import TableStats
 
 # The classic text format: every Prometheus 2.x and 3.x server reads it.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -122,6 +123,13 @@ PRUNED_ROWS = Counter(
 for _table in PRUNED_TABLES:
     PRUNED_ROWS.labels(_table)  # every table's series from the start, at 0
 
+MAINTENANCE_VACUUMS = Counter(
+    "taskmill_maintenance_vacuums",
+    "VACUUM (ANALYZE) runs of a hot table by this process's table maintenance, by how "
+    "it ended: done, failed, or skipped (another process was vacuuming it).",
+    ["table", "outcome"],
+)
+
 
 # -- what the executor and the API call ---------------------------------------------
 
@@ -166,6 +174,11 @@ def rows_pruned(counts: PruneCounts) -> None:
             PRUNED_ROWS.labels(table).inc(rows)
 
 
+def table_vacuumed(table: str, outcome: str) -> None:
+    """Count one vacuum of ``table`` by the table maintenance (done, failed, skipped)."""
+    MAINTENANCE_VACUUMS.labels(table, outcome).inc()
+
+
 # -- store gauges, read at scrape time --------------------------------------------------
 
 
@@ -196,6 +209,8 @@ class StoreSnapshot:
     workers_by_status: Mapping[str, int] = field(default_factory=dict)
     heartbeats: Sequence[WorkerHeartbeat] = ()
     unserved: Mapping[str, int] = field(default_factory=dict)
+    tables: Sequence[TableStats] = ()
+    """The hot tables' statistics (PostgreSQL; empty on SQLite)."""
 
 
 def _folded_backlog(backlog: Sequence[QueueBacklog]) -> list[QueueBacklog]:
@@ -264,7 +279,27 @@ def store_families(snapshot: StoreSnapshot) -> list[Metric]:
         unserved.add_metric([task_type], count)
     if rest := ranked[MAX_QUEUE_LABELS:]:
         unserved.add_metric([OTHER], sum(count for _, count in rest))
-    return [up, jobs, depth, age, workers, beats, unserved]
+    return [up, jobs, depth, age, workers, beats, unserved, *_table_families(snapshot.tables)]
+
+
+def _table_families(tables: Sequence[TableStats]) -> list[Metric]:
+    if not tables:
+        return []
+    dead = GaugeMetricFamily(
+        "taskmill_table_dead_tuples",
+        "Dead row versions of each hot table (PostgreSQL's statistics): what VACUUM has "
+        "yet to reclaim; see maintenance.dead_tuples_threshold.",
+        labels=["table"],
+    )
+    size = GaugeMetricFamily(
+        "taskmill_table_size_bytes",
+        "Size of each hot table with its indexes and TOAST (PostgreSQL).",
+        labels=["table"],
+    )
+    for table in tables:
+        dead.add_metric([table.table], table.dead_rows)
+        size.add_metric([table.table], table.size_bytes)
+    return [dead, size]
 
 
 class _Families(Collector):

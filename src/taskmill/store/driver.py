@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.canvas import UpstreamResult
 from taskmill.core.dependencies import JobDependencies
+from taskmill.core.errors import StoreError
 from taskmill.core.events import Event, EventFilter
 from taskmill.core.failures import FailedJob
 from taskmill.core.jobs import Job, JobFilter, JobRun
@@ -19,6 +20,7 @@ from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
 from taskmill.core.rate_limits import RateLimit
 from taskmill.core.retention import Cutoffs, PruneCounts
+from taskmill.core.table_health import TableStats
 from taskmill.core.templates import Template
 from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Merchant, MerchantScope
 from taskmill.store import (
@@ -412,6 +414,15 @@ class SqlStore:
 
     async def count_prunable(self, cutoffs: Cutoffs) -> PruneCounts:
         return await retention.count_prunable(self.db, cutoffs)
+
+    # -- table health (PostgreSQL's driver has its own) ----------------------------------
+
+    async def table_stats(self, tables: Sequence[str]) -> list[TableStats] | None:
+        # SQLite updates rows in place and reuses a deleted row's space: nothing piles up.
+        return None
+
+    async def vacuum_table(self, table: str, *, timeout_seconds: float) -> bool:
+        raise StoreError(f"no VACUUM to run on {self.db.dialect.name}")
 
     # -- tenants ----------------------------------------------------------------------
 

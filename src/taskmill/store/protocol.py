@@ -26,6 +26,7 @@ from taskmill.core.progress import Progress
 from taskmill.core.queues import QueuePause
 from taskmill.core.rate_limits import RateLimit
 from taskmill.core.retention import Cutoffs, PruneCounts
+from taskmill.core.table_health import TableStats
 from taskmill.core.templates import Template
 from taskmill.core.tenants import ApiKey, Merchant, MerchantScope
 from taskmill.store.claims import ClaimParams, ExpiredLeases, nothing_to_claim
@@ -426,6 +427,22 @@ class Store(Protocol):
     async def count_prunable(self, cutoffs: Cutoffs) -> PruneCounts:
         """The rows :meth:`prune` would delete for ``cutoffs``, all batches together (a
         read: a dry run)."""
+        ...
+
+    # -- table health -----------------------------------------------------------------
+
+    async def table_stats(self, tables: Sequence[str]) -> list[TableStats] | None:
+        """The dead and live row versions, size and last vacuums of ``tables`` (those that
+        exist), from the database's statistics (a cheap read); ``None`` on a database
+        that keeps no dead row versions (SQLite)."""
+        ...
+
+    async def vacuum_table(self, table: str, *, timeout_seconds: float) -> bool:
+        """``VACUUM (ANALYZE)`` one of ``core.table_health.HOT_TABLES`` (outside any
+        transaction), stopped after ``timeout_seconds`` (waiting for its lock included);
+        ``False`` without running it when another process is vacuuming it through this
+        method (an advisory lock: replicas never pile up vacuums of one table). Raises
+        ``StoreError`` when it fails or times out."""
         ...
 
     # -- tenants ----------------------------------------------------------------------

@@ -174,8 +174,6 @@ jobs = Table(
     UniqueConstraint("merchant_id", "idempotency_key"),
     # Due jobs: WHERE status = 'scheduled' AND run_at <= now ORDER BY run_at.
     Index("idx_jobs_status_run_at", "status", "run_at"),
-    # Claims: WHERE status = 'queued' ORDER BY priority DESC, run_at.
-    Index("idx_jobs_status_queue_priority", "status", "queue", "priority"),
     Index("idx_jobs_status_lease_expires_at", "status", "lease_expires_at"),
     Index("idx_jobs_merchant_id_created_at", "merchant_id", "created_at"),
     # At most one unfinished job per merchant and unique key: the database refuses a
@@ -189,6 +187,10 @@ jobs = Table(
         sqlite_where=UNIQUE_ACTIVE,
     ),
 )
+
+# Claims: WHERE status = 'queued' ORDER BY priority DESC, run_at, id LIMIT n, read in index
+# order, stopping at the limit (migration 0011; queue is a filter: see the migration).
+Index("idx_jobs_claim_order", jobs.c.status, jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
 
 job_dependencies = Table(
     "job_dependencies",

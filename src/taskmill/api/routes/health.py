@@ -1,4 +1,5 @@
-"""/healthz (the process is up) and /readyz (database reachable, schema current). No key."""
+"""/healthz (the process is up) and /readyz (database reachable, schema current; with
+``warnings`` about the tables' health, which never fail readiness). No key."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ router = APIRouter(tags=["health"])
 class Readiness(BaseModel):
     status: str
     reason: str | None = None
+    warnings: list[str] | None = None
+    """Present when ready but something needs an operator: a table whose dead row
+    versions pile up (autovacuum off or behind; docs/howto/operating.md#table-health)."""
 
 
 @router.get("/healthz", responses=errors(*ANY))
@@ -29,7 +33,10 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     responses={
-        200: {"model": Readiness, "description": 'Ready: `{"status": "ok"}`'},
+        200: {
+            "model": Readiness,
+            "description": 'Ready: `{"status": "ok"}`, with `warnings` when a table needs care',
+        },
         503: {"model": Readiness, "description": "Not ready, with the `reason`"},
         **errors(*ANY),
     },
@@ -46,4 +53,15 @@ async def readyz(request: Request) -> JSONResponse:
     if not current:
         body = {"status": "unavailable", "reason": "database schema is not at the newest revision"}
         return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "ok"})
+    warnings = await _table_warnings(runtime)
+    return JSONResponse({"status": "ok", **({"warnings": warnings} if warnings else {})})
+
+
+async def _table_warnings(runtime: Runtime) -> list[str]:
+    """The tables' health: a detail for operators, never a reason to take this process
+    out of rotation (a replica restarted for it would find the same tables)."""
+    try:
+        return await runtime.maintenance.warnings()
+    except StoreError as exc:
+        log.warning("table statistics unreadable: %s", exc)
+        return []

@@ -49,6 +49,7 @@ metrics_reader.required_scope = KeyScope.ADMIN  # type: ignore[attr-defined]  # 
 async def _snapshot(runtime: Runtime) -> metrics.StoreSnapshot:
     try:
         found = await runtime.jobs.system_stats()
+        tables = await runtime.maintenance.stats() or []
     except StoreError:
         # The process metrics are still worth serving; taskmill_store_up says why the
         # store gauges are missing.
@@ -61,6 +62,7 @@ async def _snapshot(runtime: Runtime) -> metrics.StoreSnapshot:
         workers_by_status=found.workers_by_status,
         heartbeats=[metrics.WorkerHeartbeat(h.worker_id, h.age_seconds) for h in found.heartbeats],
         unserved=found.unserved,
+        tables=tables,
     )
 
 

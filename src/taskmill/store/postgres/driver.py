@@ -11,9 +11,10 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.jobs import Job
+from taskmill.core.table_health import TableStats
 from taskmill.store import claims, jobs, outcomes, rate_limits
 from taskmill.store.driver import SqlStore
-from taskmill.store.postgres import statements
+from taskmill.store.postgres import maintenance, statements
 from taskmill.store.postgres.database import PostgresDatabase
 
 
@@ -61,3 +62,9 @@ class PostgresStore(SqlStore):
         self, conn: AsyncConnection, successes: Sequence[outcomes.Success]
     ) -> list[bool]:
         return await statements.succeed_in(conn, successes)
+
+    async def table_stats(self, tables: Sequence[str]) -> list[TableStats] | None:
+        return await maintenance.table_stats(self.pg, tables)
+
+    async def vacuum_table(self, table: str, *, timeout_seconds: float) -> bool:
+        return await maintenance.vacuum(self.pg, table, timeout_seconds=timeout_seconds)

@@ -72,12 +72,16 @@ export function mount(container) {
     h("span", { class: "muted" }, "Now, and the last hour")), body);
   return {
     async refresh() {
-      const [stats, workers] = await Promise.all([get("/stats"), get("/workers").catch(() => null)]);
+      const [stats, workers, ready] = await Promise.all([
+        get("/stats"), get("/workers").catch(() => null), get("/readyz").catch(() => null)]);
       const alive = workers ? workers.filter((w) => w.status === "alive").length : null;
       clear(body);
       if (stats.truncated) body.append(notice("warn", "More happened in the last hour than one refresh reads; the hourly numbers are partial."));
       for (const [taskType, count] of Object.entries(stats.unserved_task_types || {})) {
         body.append(notice("warn", `${count} queued job${count === 1 ? "" : "s"} of task type “${taskType}” wait: no live worker runs it. Start a worker whose app registers it, or cancel them.`));
+      }
+      for (const warning of ready?.warnings || []) {  // table health (PostgreSQL)
+        body.append(notice("warn", `Database: ${warning}. Vacuum it, or see “Table health” in docs/howto/operating.md.`));
       }
       body.append(...cards(stats, alive), charts(stats));
     },

@@ -1,7 +1,7 @@
 """jobs.unique_key and its partial unique index: one unfinished job per merchant and key.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-07
 """
 
@@ -11,8 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-# 0011 is taken by a change made beside this one; the merge chains them.
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
