@@ -123,7 +123,9 @@ async def _fault_mid_flow(
     the fault's end, all jobs succeed within 60 s after, no process exits (reconnected,
     not restarted), every job runs exactly once, I1-I5. Returns how long work took to
     resume."""
-    ids = await _enqueue(postgres_url, count, {"effects": str(log), "seconds": 0.02})
+    # 0.1 s each, 10 at a time: the 400 after the first 100 take >= 4 s, longer than
+    # injecting a fault through rabbitmqctl (1-3 s).
+    ids = await _enqueue(postgres_url, count, {"effects": str(log), "seconds": 0.1})
     processes = [
         services.start("queue-populator"),
         services.start("failure-watcher"),
@@ -137,6 +139,7 @@ async def _fault_mid_flow(
     await fault()
     back_at = time.monotonic()
     before = (await _statuses(db))["succeeded"]
+    assert before < count - 20, f"the flow ended before the fault ({before} succeeded)"
 
     async def progressing() -> bool:
         return (await _statuses(db))["succeeded"] > before + 20
@@ -185,10 +188,10 @@ async def test_faults_rabbitmq_restart_mid_flow(
 ) -> None:
     """S6: ``stop_app``, 10 s, ``start_app`` with 500 jobs flowing (the watcher
     re-publishing throughout, Q = 2 s)."""
-    others: list[str] = []
+    # Before the flow starts: waiting for quiet mid-flow would let the flow end first.
+    others = await _wait_for_quiet(services.prefix)
 
     async def restart() -> None:
-        others.extend(await _wait_for_quiet(services.prefix))
         with _rabbitmq_stopped():
             await asyncio.sleep(10)
 
