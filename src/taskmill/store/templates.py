@@ -7,10 +7,10 @@ import json
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, Select, delete, func, select, update
+from sqlalchemy import ColumnElement, Row, Select, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.errors import Conflict, NotFound, QuotaExceeded
@@ -19,7 +19,9 @@ from taskmill.core.jobs import DEFAULT_MERCHANT_ID, UNFINISHED_STATUSES, Schedul
 from taskmill.core.templates import JobFailurePolicy, MisfirePolicy, OverlapPolicy, Template
 from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.store import events as event_log
+from taskmill.store.ahead import withdraw_ahead
 from taskmill.store.database import Database
+from taskmill.store.dialect import Dialect
 from taskmill.store.jobs import WAITING_STATUSES, NewJob, created_event, job_row
 from taskmill.store.notify import DUE, TEMPLATES, notify
 from taskmill.store.schema import jobs, templates
@@ -196,6 +198,36 @@ async def _get(conn: AsyncConnection, template_id: str, merchant_id: MerchantSco
     return to_template(row)
 
 
+async def _replace_ahead(
+    conn: AsyncConnection,
+    dialect: Dialect,
+    template_id: str,
+    values: dict[str, Any],
+    *,
+    actor: str,
+    now: datetime,
+) -> None:
+    """After a change to a template's row: cancel its instances made ahead of their tick
+    (store/ahead.py). Switched off, that is all; otherwise, when the change kept the
+    schedule (``next_run_at`` untouched), the schedule goes back to the first tick
+    withdrawn, which the recurrence manager makes again from the template as it now is."""
+    switched_off = values.get("active") is False
+    reason = "its template was switched off" if switched_off else "its template was changed"
+    ticks = await withdraw_ahead(conn, dialect, template_id, now=now, actor=actor, reason=reason)
+    if not ticks or switched_off or "next_run_at" in values:
+        return
+    first = ticks[0]
+    await conn.execute(
+        update(templates)
+        .where(
+            templates.c.id == template_id,
+            templates.c.active.is_(True),
+            or_(templates.c.next_run_at.is_(None), templates.c.next_run_at > first),
+        )
+        .values(next_run_at=first)
+    )
+
+
 async def get_template(db: Database, template_id: str, merchant_id: MerchantScope) -> Template:
     async with db.read() as conn:
         return await _get(conn, template_id, merchant_id)
@@ -279,6 +311,7 @@ async def update_template(
         )
         kind = EventType.TEMPLATE_UPDATED
         await _event(conn, template_id, current.merchant_id, kind, actor, now, values)
+        await _replace_ahead(conn, db.dialect, template_id, values, actor=actor, now=now)
         await notify(conn, db.dialect, TEMPLATES)
         return await _get(conn, template_id, ALL_MERCHANTS)
 
@@ -286,9 +319,15 @@ async def update_template(
 async def delete_template(
     db: Database, template_id: str, *, actor: str, now: datetime, merchant_id: MerchantScope
 ) -> None:
-    """Delete a template; its past instances stay (their ``template_id`` becomes NULL)."""
+    """Delete a template; its past instances stay (their ``template_id`` becomes NULL),
+    those made ahead of their tick are cancelled first."""
     async with db.transaction() as conn:
         current = await _get(conn, template_id, merchant_id)
+        if db.dialect.supports_skip_locked:  # wait out a round firing it, then see its jobs
+            lock = select(templates.c.id).where(templates.c.id == template_id).with_for_update()
+            await conn.execute(lock)
+        reason = "its template was deleted"
+        await withdraw_ahead(conn, db.dialect, template_id, now=now, actor=actor, reason=reason)
         await conn.execute(delete(templates).where(templates.c.id == template_id))
         await _event(
             conn, template_id, current.merchant_id, EventType.TEMPLATE_DELETED, actor, now, {}
@@ -356,13 +395,15 @@ async def declare_templates(
         if lock is not None:
             await conn.execute(lock)
         done = [
-            await _declare_one(conn, d, actor=actor, now=now, max_per_merchant=max_per_merchant)
+            await _declare_one(
+                conn, db.dialect, d, actor=actor, now=now, max_per_merchant=max_per_merchant
+            )
             for d in declarations
         ]
         if retire is not None:
             merchant_id, task_types = retire
             names = [d.new.name for d in declarations]
-            await _retire(conn, merchant_id, task_types, names, actor=actor, now=now)
+            await _retire(conn, db.dialect, merchant_id, task_types, names, actor=actor, now=now)
         if any(d.outcome != "unchanged" for d in done):
             await notify(conn, db.dialect, TEMPLATES)
         return done
@@ -370,6 +411,7 @@ async def declare_templates(
 
 async def _declare_one(
     conn: AsyncConnection,
+    dialect: Dialect,
     declaration: Declaration,
     *,
     actor: str,
@@ -411,6 +453,8 @@ async def _declare_one(
     )
     logged = {k: v for k, v in changes.items() if k != "declared"}
     await _event(conn, found.id, new.merchant_id, EventType.TEMPLATE_UPDATED, actor, now, logged)
+    if logged:
+        await _replace_ahead(conn, dialect, found.id, logged, actor=actor, now=now)
     return Declared(await _get(conn, found.id, ALL_MERCHANTS), "updated")
 
 
@@ -422,6 +466,7 @@ def _same(column: str, stored: Any, wanted: Any) -> bool:
 
 async def _retire(
     conn: AsyncConnection,
+    dialect: Dialect,
     merchant_id: str,
     task_types: Collection[str],
     keep: Sequence[str],
@@ -444,15 +489,27 @@ async def _retire(
     values = {"active": False, "last_error": NO_LONGER_DECLARED}
     for (template_id,) in retired.all():
         await _event(conn, template_id, merchant_id, EventType.TEMPLATE_UPDATED, actor, now, values)
+        await _replace_ahead(conn, dialect, template_id, values, actor=actor, now=now)
 
 
-async def next_template_due_at(db: Database) -> datetime | None:
-    stmt = select(templates.c.next_run_at).where(
+async def next_template_due_at(db: Database, ahead_seconds: float = 0.0) -> datetime | None:
+    """The earliest ``next_run_at`` of an active template; with ``ahead_seconds``, that
+    many seconds earlier for templates made ahead (all but overlap ``skip``, which are
+    made at their tick). Each read walks the (active, next_run_at) index and stops."""
+    waiting = select(templates.c.next_run_at).where(
         templates.c.active.is_(True), templates.c.next_run_at.is_not(None)
     )
-    stmt = stmt.order_by(templates.c.next_run_at).limit(1)
+    earliest = waiting.order_by(templates.c.next_run_at).limit(1)
     async with db.read() as conn:
-        return (await conn.execute(stmt)).scalar_one_or_none()
+        if ahead_seconds <= 0:
+            due: datetime | None = (await conn.execute(earliest)).scalar_one_or_none()
+            return due
+        skip = templates.c.overlap_policy == OverlapPolicy.SKIP.value
+        at_tick = (await conn.execute(earliest.where(skip))).scalar_one_or_none()
+        ahead = (await conn.execute(earliest.where(~skip))).scalar_one_or_none()
+    if ahead is not None:
+        ahead -= timedelta(seconds=ahead_seconds)
+    return min((t for t in (at_tick, ahead) if t is not None), default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,13 +541,29 @@ class FireRound:
     broken: list[Broken] = field(default_factory=list)
 
 
-def _due_in_turn(now: datetime, limit: int) -> Select[Any]:
+def _is_due(now: datetime, ahead_until: datetime | None) -> tuple[ColumnElement[bool], ...]:
+    """Active and due by ``now`` or, for a template whose overlap policy lets its
+    instances be made ahead (not ``skip``, which judges "unfinished" at the tick), by
+    ``ahead_until``. The range on ``next_run_at`` keeps it on the (active, next_run_at)
+    index: a round reads the templates due, not the table."""
+    active = templates.c.active.is_(True)
+    if ahead_until is None or ahead_until <= now:
+        return (active, templates.c.next_run_at <= now)
+    ahead = templates.c.overlap_policy != OverlapPolicy.SKIP.value
+    return (
+        active,
+        templates.c.next_run_at <= ahead_until,
+        or_(templates.c.next_run_at <= now, ahead),
+    )
+
+
+def _due_in_turn(now: datetime, limit: int, ahead_until: datetime | None) -> Select[Any]:
     """Due active templates, merchants taking turns: each merchant's most overdue first,
     then each one's second, and so on, so that one merchant with thousands of due
     templates fills at most its share of a round while another's wait (as the queue
     populator does for jobs). Ranked in a subquery: PostgreSQL refuses ``FOR UPDATE``
     beside a window function."""
-    due = (templates.c.active.is_(True), templates.c.next_run_at <= now)
+    due = _is_due(now, ahead_until)
     turn = func.row_number().over(
         partition_by=templates.c.merchant_id, order_by=(templates.c.next_run_at, templates.c.id)
     )
@@ -513,11 +586,13 @@ async def fire_due(
     *,
     actor: str,
     max_pending_per_merchant: int | None = None,
+    ahead_until: datetime | None = None,
 ) -> FireRound:
     """Take up to ``limit`` active templates whose ``next_run_at`` has come (merchants in
-    turn), plan each with ``planner`` (``None``: leave it; :class:`Broken`: switch it
-    off), create the planned instances and advance each ``next_run_at``, all in one
-    transaction (one commit per round, not per template).
+    turn; with ``ahead_until``, see :func:`_is_due`), plan each with ``planner``
+    (``None``: leave it; :class:`Broken`: switch it off), create the planned instances
+    and advance each ``next_run_at``, all in one transaction (one commit per round, not
+    per template).
 
     One template's failure is its own: a row that cannot be read or a schedule the
     planner cannot evaluate switches that template off (``last_error`` and a
@@ -531,7 +606,7 @@ async def fire_due(
     ``(template_id, scheduled_for)`` makes the second insert a no-op, and the guarded
     ``next_run_at`` update never moves the schedule backwards.
     """
-    stmt = _due_in_turn(now, limit)
+    stmt = _due_in_turn(now, limit, ahead_until)
     if db.dialect.supports_skip_locked:
         stmt = stmt.with_for_update(skip_locked=True, of=templates)
     created = 0
@@ -543,7 +618,7 @@ async def fire_due(
             plan = _plan_row(row, planner)
             if isinstance(plan, Broken):
                 broken.append(plan)
-                await _switch_off(conn, plan, actor=actor, now=now)
+                await _switch_off(conn, db.dialect, plan, actor=actor, now=now)
             elif plan is not None:
                 created += await _fire_one(conn, db, plan, pending, actor=actor, now=now)
         if created:
@@ -563,7 +638,9 @@ def _plan_row(
     return planner(template)
 
 
-async def _switch_off(conn: AsyncConnection, broken: Broken, *, actor: str, now: datetime) -> None:
+async def _switch_off(
+    conn: AsyncConnection, dialect: Dialect, broken: Broken, *, actor: str, now: datetime
+) -> None:
     # Guarded like _fire_one: a replica that already moved or changed it wins.
     await conn.execute(
         update(templates)
@@ -573,6 +650,8 @@ async def _switch_off(conn: AsyncConnection, broken: Broken, *, actor: str, now:
     data = {"reason": broken.reason, "due_at": broken.due_at, "active": False}
     kind = EventType.TEMPLATE_ERROR
     await _event(conn, broken.template_id, broken.merchant_id, kind, actor, now, data)
+    off = {"active": False}
+    await _replace_ahead(conn, dialect, broken.template_id, off, actor=actor, now=now)
 
 
 class _Pending:
