@@ -308,7 +308,7 @@ async def analyze(db: Database) -> None:
     SQLite is left alone: taskmill never runs ``ANALYZE`` there, so its planner works
     without statistics in production too.
     """
-    if db.dialect.is_sqlite:
+    if db.dialect.name == "sqlite":
         return
     async with db.transaction() as conn:
         await conn.execute(text("ANALYZE jobs"))
@@ -361,11 +361,11 @@ class StatementLog:
 
 async def explain(db: Database, stmt: Statement) -> list[str]:
     """The plan of a captured statement, with the parameters it ran with."""
-    prefix = "EXPLAIN QUERY PLAN " if db.dialect.is_sqlite else "EXPLAIN "
+    prefix = "EXPLAIN QUERY PLAN " if (db.dialect.name == "sqlite") else "EXPLAIN "
     async with db.read() as conn:
         result = await conn.exec_driver_sql(prefix + stmt.sql, stmt.parameters)
         rows = result.all()
-    if db.dialect.is_sqlite:
+    if db.dialect.name == "sqlite":
         # (id, parent, notused, detail): indent by depth as the sqlite3 shell does.
         depth: dict[int, int] = {0: -1}
         lines = []
