@@ -204,6 +204,7 @@ def bench_settings(database_url: str, opts: Options) -> Settings:
         scheduler={
             "poll_interval_seconds": opts.poll_interval,
             "lookahead_seconds": opts.lookahead,
+            "max_templates_per_merchant": 1_000_000,  # (d) and (b) are one merchant's
         },
     )
 
