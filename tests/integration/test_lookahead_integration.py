@@ -190,3 +190,12 @@ async def test_lookahead_integration_manager_wakes_a_lookahead_before_the_tick(
     runtime = await app.open()
     assert template.next_run_at == START + SECOND
     assert await runtime.recurrence.next_wake_at() == START + SECOND - LOOKAHEAD * SECOND
+
+
+async def test_lookahead_integration_manager_wakes_for_a_later_ahead_template_behind_a_skip_one(
+    app: Taskmill, clock: FrozenClock
+) -> None:
+    await _every_second(app, name="skipper", overlap_policy=OverlapPolicy.SKIP)  # START + 1
+    await app.schedule("tick", cron="*/2 * * * * *", name="even")  # START + 2, made ahead
+    runtime = await app.open()
+    assert await runtime.recurrence.next_wake_at() == START + 2 * SECOND - LOOKAHEAD * SECOND

@@ -495,21 +495,30 @@ async def _retire(
 async def next_template_due_at(db: Database, ahead_seconds: float = 0.0) -> datetime | None:
     """The earliest ``next_run_at`` of an active template; with ``ahead_seconds``, that
     many seconds earlier for templates made ahead (all but overlap ``skip``, which are
-    made at their tick). Each read walks the (active, next_run_at) index and stops."""
-    waiting = select(templates.c.next_run_at).where(
+    made at their tick).
+
+    Each read walks the (active, next_run_at) index and stops: the earliest template,
+    and only when it is a ``skip`` one, the earliest other within ``ahead_seconds`` of
+    it (a filter on ``overlap_policy`` alone would read the whole table when no
+    template has that policy)."""
+    waiting = select(templates.c.next_run_at, templates.c.overlap_policy).where(
         templates.c.active.is_(True), templates.c.next_run_at.is_not(None)
     )
-    earliest = waiting.order_by(templates.c.next_run_at).limit(1)
+    waiting = waiting.order_by(templates.c.next_run_at).limit(1)
+    ahead = timedelta(seconds=ahead_seconds)
     async with db.read() as conn:
-        if ahead_seconds <= 0:
-            due: datetime | None = (await conn.execute(earliest)).scalar_one_or_none()
-            return due
-        skip = templates.c.overlap_policy == OverlapPolicy.SKIP.value
-        at_tick = (await conn.execute(earliest.where(skip))).scalar_one_or_none()
-        ahead = (await conn.execute(earliest.where(~skip))).scalar_one_or_none()
-    if ahead is not None:
-        ahead -= timedelta(seconds=ahead_seconds)
-    return min((t for t in (at_tick, ahead) if t is not None), default=None)
+        first = (await conn.execute(waiting)).first()
+        if first is None or ahead_seconds <= 0:
+            return None if first is None else first.next_run_at
+        earliest: datetime = first.next_run_at
+        if first.overlap_policy != OverlapPolicy.SKIP.value:
+            return earliest - ahead
+        soon = waiting.where(
+            templates.c.next_run_at < earliest + ahead,
+            templates.c.overlap_policy != OverlapPolicy.SKIP.value,
+        )
+        other = (await conn.execute(soon)).first()
+    return earliest if other is None else min(earliest, other.next_run_at - ahead)
 
 
 @dataclass(frozen=True, slots=True)
