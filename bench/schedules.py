@@ -484,10 +484,10 @@ async def scale(backend: str, database_url: str, opts: Options) -> Scale:
         await analyze(db)
         populator, recurrence = runtime.populator, runtime.recurrence
         rss_before = peak_rss_mb()
-        with StatementLog(db.engine) as populator_sql:
+        with StatementLog(db) as populator_sql:
             timings = await rounds_until_none("queue populator", populator.run_once)
             timings.append(await timed("queue populator next_wake_at", populator.next_wake_at))
-        with StatementLog(db.engine) as recurrence_sql:
+        with StatementLog(db) as recurrence_sql:
             timings += await rounds_until_none("recurrence manager", recurrence.run_once)
             timings.append(await timed("recurrence manager next_wake_at", recurrence.next_wake_at))
         progress(f"peak RSS {rss_before:.0f} MB before the rounds, {peak_rss_mb():.0f} MB after")

@@ -325,10 +325,11 @@ class Statement:
 
 
 class StatementLog:
-    """Every statement the engine sends while inside ``with`` (with its parameters)."""
+    """Every statement the database sends while inside ``with`` (with its parameters),
+    through any of its engines (SQLite's writer has one of its own)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, db: Database) -> None:
+        self.engines = db.sync_engines
         self.statements: list[Statement] = []
 
     def _record(
@@ -343,11 +344,13 @@ class StatementLog:
         self.statements.append(Statement(statement, parameters))
 
     def __enter__(self) -> StatementLog:
-        event.listen(self.engine.sync_engine, "before_cursor_execute", self._record)
+        for engine in self.engines:
+            event.listen(engine, "before_cursor_execute", self._record)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        event.remove(self.engine.sync_engine, "before_cursor_execute", self._record)
+        for engine in self.engines:
+            event.remove(engine, "before_cursor_execute", self._record)
 
     def first_query(self, *fragments: str) -> Statement | None:
         """The first ``SELECT`` (or ``WITH ...``, as the statements ``store/direct.py``
