@@ -13,7 +13,12 @@ On SQLite and on PostgreSQL (a scratch database per run, dropped at the end), it
     missing ticks;
 (c) scale: with 100,000 active templates and 1,000,000 scheduled jobs seeded by bulk
     SQL, one queue-populator and one recurrence-manager ``run_once()`` when 100 jobs and
-    10 templates are due, and the query plans of the due-jobs and due-templates queries.
+    10 templates are due, and the query plans of the due-jobs and due-templates queries;
+(d) burst: 2,000 templates due at the same second (a daily interval starting at that
+    second): when each instance was created, queued and started, from the tick.
+
+``--lookahead`` sets ``scheduler.lookahead_seconds`` (0: instances made at their tick);
+``--broker-url`` a Redis or RabbitMQ broker (default: the database).
 
 It prints figures and never asserts on them. See bench/README.md.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import resource
 import sys
 import tempfile
 import time
@@ -47,8 +53,10 @@ from bench.support import (
     progress,
     revision,
     scratch_database,
+    scratch_name,
     seed_jobs,
     seed_templates,
+    template_row,
 )
 from taskmill import Taskmill
 from taskmill.config import Settings, load_settings
@@ -59,6 +67,7 @@ from taskmill.store import jobs as job_store
 from taskmill.store.schema import job_runs, jobs, templates
 
 POLL_SECONDS = 0.5
+BURST_LEAD_SECONDS = 6.0  # (d): more than the lookahead, and the bulk insert
 WARMUP_JOBS = 20
 LOG_SAMPLES = 5
 JOBS_INDEX = "idx_jobs_status_run_at"
@@ -89,6 +98,9 @@ class Options:
     poll_interval: float
     postgres_url: str
     timeout: float
+    burst_templates: int = 2_000
+    lookahead: float | None = None
+    broker_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +127,19 @@ class TemplateLag:
     unexpected: int
     retried: int
     not_succeeded: int
+    start: Spread
+    queued: Spread
+    created: Spread
+
+
+@dataclass(frozen=True, slots=True)
+class Burst:
+    templates: int
+    lead: float
+    late_creates: int
+    instances: int
+    not_succeeded: int
+    first_start_ms: float
     start: Spread
     queued: Spread
     created: Spread
@@ -170,12 +195,21 @@ class LogCounter(logging.Handler):
 
 def bench_settings(database_url: str, opts: Options) -> Settings:
     """config/ENV.toml and the environment, with the settings this bench measures."""
+    broker: dict[str, str] = {}
+    if opts.broker_url is not None:
+        broker = {"url": opts.broker_url, "prefix": scratch_name()}
     return load_settings(
         None,
         None,
         database={"url": database_url},
+        broker=broker,
         worker={"concurrency": opts.concurrency},
-        scheduler={"poll_interval_seconds": opts.poll_interval},
+        scheduler={
+            "poll_interval_seconds": opts.poll_interval,
+            "max_templates_per_merchant": 1_000_000,  # (d) and (b) are one merchant's
+            # Not given: the setting's default (and a commit before the setting runs).
+            **({} if opts.lookahead is None else {"lookahead_seconds": opts.lookahead}),
+        },
     )
 
 
@@ -323,6 +357,64 @@ async def template_lag(app: Taskmill, opts: Options) -> TemplateLag:
     )
 
 
+async def burst(app: Taskmill, opts: Options) -> Burst:
+    """(d) ``burst_templates`` daily templates whose first tick is the same second."""
+    n = opts.burst_templates
+    lead = BURST_LEAD_SECONDS
+    now = datetime.now(UTC)
+    tick = (now + timedelta(seconds=lead)).replace(microsecond=0)
+    # Inserted in bulk (as phase (c) seeds): app.schedule would take ~30 ms a template on
+    # a loaded machine, and only the firing is measured here.
+    new_templates = [
+        template_row(i, n, now, due=False)
+        | {
+            "name": f"daily-{i}",
+            "interval_seconds": 86_400.0,
+            "start_at": tick,
+            "next_run_at": tick,
+            "max_attempts": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(n)
+    ]
+    async with app.runtime.db.transaction() as conn:
+        await conn.execute(templates.insert(), new_templates)
+    app.runtime.wakers.recurrence.wake()
+    late = n if datetime.now(UTC) > tick else 0
+    progress(f"inserted {n} daily templates, all due at {tick:%H:%M:%S} (in {lead:.1f} s)")
+    await asyncio.sleep(max(0.0, (tick - datetime.now(UTC)).total_seconds()))
+
+    async def done() -> bool:
+        stmt = select(func.count()).where(jobs.c.scheduled_for == tick)
+        async with app.runtime.db.read() as conn:
+            made = (await conn.execute(stmt)).scalar_one()
+        return made >= n and await unfinished(app) == 0
+
+    await wait_for("the burst's instances to finish", done, opts.timeout)
+    stmt = (
+        select(jobs.c.created_at, jobs.c.queued_at, jobs.c.status, job_runs.c.started_at)
+        .select_from(
+            jobs.outerjoin(job_runs, and_(job_runs.c.job_id == jobs.c.id, job_runs.c.attempt == 1))
+        )
+        .where(jobs.c.scheduled_for == tick)
+    )
+    async with app.runtime.db.read() as conn:
+        rows = (await conn.execute(stmt)).all()
+    starts = [millis(r.started_at, tick) for r in rows]
+    return Burst(
+        templates=n,
+        lead=lead,
+        late_creates=late,
+        instances=len(rows),
+        not_succeeded=sum(r.status != JobStatus.SUCCEEDED for r in rows),
+        first_start_ms=min((s for s in starts if s is not None), default=float("nan")),
+        start=spread_of(starts),
+        queued=spread_of([millis(r.queued_at, tick) for r in rows]),
+        created=spread_of([millis(r.created_at, tick) for r in rows]),
+    )
+
+
 async def live(backend: str, database_url: str, opts: Options) -> None:
     """(a) and (b) on one database, with every service running in this process."""
     app = build_app(settings=bench_settings(database_url, opts))
@@ -334,6 +426,9 @@ async def live(backend: str, database_url: str, opts: Options) -> None:
         if "b" in opts.phases:
             progress(f"{backend}: (b) template fire lag")
             report_template(await template_lag(app, opts))
+        if "d" in opts.phases:
+            progress(f"{backend}: (d) {opts.burst_templates} templates due at one second")
+            report_burst(await burst(app, opts))
     finally:
         await app.stop()
 
@@ -347,6 +442,31 @@ async def timed(label: str, call: Callable[[], Awaitable[object]]) -> Timed:
     value = await call()
     handled = value if isinstance(value, int) else None
     return Timed(label, time.perf_counter() - started, handled)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def rounds_until_none(label: str, call: Callable[[], Awaitable[int]]) -> list[Timed]:
+    """``run_once`` until a round handles nothing: the first three rounds, the rest
+    summed (with the mean per round), and the empty round."""
+    rounds: list[Timed] = []
+    while True:
+        one = await timed(f"{label} run_once #{len(rounds) + 1}", call)
+        rounds.append(one)
+        if not one.handled:
+            break
+    busy, empty = rounds[:-1], rounds[-1]
+    shown = busy[:3]
+    if len(busy) > 3:
+        rest = busy[3:]
+        seconds = sum(t.seconds for t in rest)
+        handled = sum(t.handled or 0 for t in rest)
+        label_rest = f"{label} rounds #4-#{len(busy)} (mean {seconds / len(rest) * 1000:.0f} ms)"
+        shown.append(Timed(label_rest, seconds, handled))
+    return [*shown, Timed(f"{label} run_once (none due)", empty.seconds, 0)]
 
 
 async def scale(backend: str, database_url: str, opts: Options) -> Scale:
@@ -363,18 +483,14 @@ async def scale(backend: str, database_url: str, opts: Options) -> Scale:
         )
         await analyze(db)
         populator, recurrence = runtime.populator, runtime.recurrence
-        with StatementLog(db.engine) as populator_sql:
-            timings = [
-                await timed("queue populator run_once (jobs due)", populator.run_once),
-                await timed("queue populator run_once (none due)", populator.run_once),
-                await timed("queue populator next_wake_at", populator.next_wake_at),
-            ]
-        with StatementLog(db.engine) as recurrence_sql:
-            timings += [
-                await timed("recurrence manager run_once (templates due)", recurrence.run_once),
-                await timed("recurrence manager run_once (none due)", recurrence.run_once),
-                await timed("recurrence manager next_wake_at", recurrence.next_wake_at),
-            ]
+        rss_before = peak_rss_mb()
+        with StatementLog(db) as populator_sql:
+            timings = await rounds_until_none("queue populator", populator.run_once)
+            timings.append(await timed("queue populator next_wake_at", populator.next_wake_at))
+        with StatementLog(db) as recurrence_sql:
+            timings += await rounds_until_none("recurrence manager", recurrence.run_once)
+            timings.append(await timed("recurrence manager next_wake_at", recurrence.next_wake_at))
+        progress(f"peak RSS {rss_before:.0f} MB before the rounds, {peak_rss_mb():.0f} MB after")
         if db.dialect.name == "postgresql":
             round_label = (
                 "due jobs and the next due time, one statement (claims._enqueue_due_statement)"
@@ -423,7 +539,7 @@ async def run_backend(backend: str, opts: Options, workdir: Path) -> None:
     logger.addHandler(counter)
     try:
         report_header(backend, bench_settings("(scratch)", opts))
-        if "a" in opts.phases or "b" in opts.phases:
+        if set("abd") & set(opts.phases):
             async with scratch_database(backend, workdir, opts.postgres_url) as url:
                 await live(backend, url, opts)
         if "c" in opts.phases:
@@ -448,6 +564,8 @@ def report_header(backend: str, st: Settings) -> None:
         f"scheduler.poll_interval_seconds={st.scheduler.poll_interval_seconds} "
         f"scheduler.batch_size={st.scheduler.batch_size} "
         f"scheduler.misfire_grace_seconds={st.scheduler.misfire_grace_seconds} "
+        f"scheduler.lookahead_seconds={getattr(st.scheduler, 'lookahead_seconds', 'n/a')} "
+        f"broker={st.broker.url or 'database'} "
         f"database.pool_size={st.database.pool_size}",
         flush=True,
     )
@@ -501,6 +619,21 @@ def report_template(t: TemplateLag) -> None:
     sys.stdout.flush()
 
 
+def report_burst(b: Burst) -> None:
+    print(f"\n(d) burst, {b.templates} templates due at the same second (lead {b.lead:.1f} s)")
+    print(f"  {'ms after the tick':<36} {'p50':>9} {'p99':>9} {'max':>9}")
+    print(spread_line("started_at - tick", b.start))
+    print(spread_line("  of which queued_at - tick", b.queued))
+    print(spread_line("  of which created_at - tick", b.created))
+    print(f"  first start: {b.first_start_ms:.1f} ms after the tick; instances: {b.instances}")
+    notes = {"templates created after the tick": b.late_creates}
+    notes["instances not succeeded"] = b.not_succeeded
+    for what, count in notes.items():
+        if count:
+            print(f"  note: {count} {what}")
+    sys.stdout.flush()
+
+
 def report_scale(s: Scale) -> None:
     print(
         f"\n(c) scale: {s.jobs:,} scheduled jobs ({s.due_jobs} due), "
@@ -511,10 +644,10 @@ def report_scale(s: Scale) -> None:
         f"({s.jobs / s.seed_jobs_seconds:,.0f} rows/s), templates "
         f"{s.seed_templates_seconds:.1f} s"
     )
-    print(f"  {'call':<44} {'ms':>9} {'handled':>8}")
+    print(f"  {'call':<60} {'ms':>9} {'handled':>8}")
     for t in s.timings:
         handled = "" if t.handled is None else str(t.handled)
-        print(f"  {t.label:<44} {t.seconds * 1000:>9.1f} {handled:>8}")
+        print(f"  {t.label:<60} {t.seconds * 1000:>9.1f} {handled:>8}")
     for plan in s.plans:
         verdict = "uses" if plan.uses_index else "does NOT use"
         print(f"\n  plan, {plan.label}: {verdict} {plan.index}")
@@ -531,7 +664,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.schedules", description=__doc__)
     add = parser.add_argument
     add("--backend", action="append", choices=BACKENDS, help="repeatable [default: both]")
-    add("--phases", default="abc", help="which of a, b, c to run [default: abc]")
+    add("--phases", default="abc", help="which of a, b, c, d to run [default: abc]")
     add("--fire-jobs", type=int, default=1_000, help="(a) one-time jobs")
     add("--fire-spread", type=float, default=10.0, help="(a) seconds they are due over")
     add("--live-templates", type=int, default=200, help="(b) per-second templates")
@@ -540,14 +673,24 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     add("--templates", type=int, default=100_000, help="(c) active templates seeded")
     add("--due-jobs", type=int, default=100, help="(c) of those jobs, how many are due")
     add("--due-templates", type=int, default=10, help="(c) of those templates, how many due")
+    add("--burst-templates", type=int, default=2_000, help="(d) templates due at one second")
+    add(
+        "--lookahead",
+        type=float,
+        default=None,
+        help="scheduler.lookahead_seconds [default: its default]",
+    )
+    add("--broker-url", default=None, help="broker.url, e.g. redis://127.0.0.1:6379/0")
     add("--concurrency", type=int, default=50, help="worker.concurrency")
     add("--poll-interval", type=float, default=0.05, help="scheduler.poll_interval_seconds")
     add("--postgres-url", default=POSTGRES_ADMIN_URL, help="where to create scratch databases")
     add("--timeout", type=float, default=300.0, help="give up waiting after this many seconds")
     ns = parser.parse_args(argv)
-    phases = "".join(p for p in "abc" if p in ns.phases)
-    if not phases or set(ns.phases) - set("abc"):
-        parser.error("--phases takes letters among a, b, c")
+    phases = "".join(p for p in "abcd" if p in ns.phases)
+    if not phases or set(ns.phases) - set("abcd"):
+        parser.error("--phases takes letters among a, b, c, d")
+    if ns.burst_templates < 1 or (ns.lookahead is not None and not 0 <= ns.lookahead <= 60):
+        parser.error("--burst-templates must be >= 1 and --lookahead between 0 and 60")
     counts = (ns.fire_jobs, ns.live_templates, ns.template_seconds, ns.jobs, ns.templates)
     if min(counts) < 1 or ns.fire_spread <= 0:
         parser.error("counts must be >= 1 and --fire-spread > 0")
@@ -568,6 +711,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         poll_interval=ns.poll_interval,
         postgres_url=ns.postgres_url,
         timeout=ns.timeout,
+        burst_templates=ns.burst_templates,
+        lookahead=ns.lookahead,
+        broker_url=ns.broker_url,
     )
 
 

@@ -308,7 +308,7 @@ async def analyze(db: Database) -> None:
     SQLite is left alone: taskmill never runs ``ANALYZE`` there, so its planner works
     without statistics in production too.
     """
-    if db.dialect.is_sqlite:
+    if db.dialect.name == "sqlite":
         return
     async with db.transaction() as conn:
         await conn.execute(text("ANALYZE jobs"))
@@ -325,10 +325,11 @@ class Statement:
 
 
 class StatementLog:
-    """Every statement the engine sends while inside ``with`` (with its parameters)."""
+    """Every statement the database sends while inside ``with`` (with its parameters),
+    through any of its engines (SQLite's writer has one of its own)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, db: Database) -> None:
+        self.engines = db.sync_engines
         self.statements: list[Statement] = []
 
     def _record(
@@ -343,11 +344,13 @@ class StatementLog:
         self.statements.append(Statement(statement, parameters))
 
     def __enter__(self) -> StatementLog:
-        event.listen(self.engine.sync_engine, "before_cursor_execute", self._record)
+        for engine in self.engines:
+            event.listen(engine, "before_cursor_execute", self._record)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        event.remove(self.engine.sync_engine, "before_cursor_execute", self._record)
+        for engine in self.engines:
+            event.remove(engine, "before_cursor_execute", self._record)
 
     def first_query(self, *fragments: str) -> Statement | None:
         """The first ``SELECT`` (or ``WITH ...``, as the statements ``store/direct.py``
@@ -361,11 +364,11 @@ class StatementLog:
 
 async def explain(db: Database, stmt: Statement) -> list[str]:
     """The plan of a captured statement, with the parameters it ran with."""
-    prefix = "EXPLAIN QUERY PLAN " if db.dialect.is_sqlite else "EXPLAIN "
+    prefix = "EXPLAIN QUERY PLAN " if (db.dialect.name == "sqlite") else "EXPLAIN "
     async with db.read() as conn:
         result = await conn.exec_driver_sql(prefix + stmt.sql, stmt.parameters)
         rows = result.all()
-    if db.dialect.is_sqlite:
+    if db.dialect.name == "sqlite":
         # (id, parent, notused, detail): indent by depth as the sqlite3 shell does.
         depth: dict[int, int] = {0: -1}
         lines = []

@@ -190,6 +190,7 @@ class Runtime:
                 max_catchup=sched.max_catchup,
                 misfire_grace_seconds=sched.misfire_grace_seconds,
                 max_pending_per_merchant=sched.max_pending_jobs_per_merchant,
+                lookahead_seconds=sched.lookahead_seconds,
             ),
             on_created=self.wakers.populator.wake,
         )

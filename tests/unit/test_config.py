@@ -72,6 +72,7 @@ def test_load_settings_defaults(config_dir: Path) -> None:
     assert settings.worker.heartbeat_seconds == 10.0
     assert settings.scheduler.max_catchup == 10
     assert settings.scheduler.misfire_grace_seconds == 60.0
+    assert settings.scheduler.lookahead_seconds == 2.0
     assert settings.retry.base_seconds == 60.0
     assert settings.retry.factor == 2.0
     assert settings.retry.cap_seconds == 3600.0
@@ -184,6 +185,8 @@ def test_load_settings_taskmill_names_beat_seed_urls(
         ("[database]\nconnect_timeout_seconds = -1\n", "database.connect_timeout_seconds"),
         ("[scheduler]\nmax_catchup = 0\n", "scheduler.max_catchup"),
         ("[scheduler]\npoll_interval_seconds = 0\n", "scheduler.poll_interval_seconds"),
+        ("[scheduler]\nlookahead_seconds = -1\n", "scheduler.lookahead_seconds"),
+        ("[scheduler]\nlookahead_seconds = 61\n", "scheduler.lookahead_seconds"),
         ("[retry]\njitter = 1.5\n", "retry.jitter"),
         ("[retry]\nfactor = 0.5\n", "retry.factor"),
         ('[logging]\nlevel = "LOUD"\n', "logging.level"),

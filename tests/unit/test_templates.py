@@ -65,6 +65,31 @@ def test_plan_fires_tick_exactly_at_grace_is_on_time(kind: str) -> None:
     assert plan.next_run_at == START + 2 * MINUTE
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("policy", list(MisfirePolicy))
+def test_plan_fires_until_adds_ticks_ahead_and_judges_misses_from_now(
+    kind: str, policy: MisfirePolicy
+) -> None:
+    """The lookahead plans the ticks up to ``until`` too; which ticks were missed, and
+    what the policy keeps of them, is what it is without it."""
+    now = START + timedelta(minutes=10, seconds=30)
+    at_tick = plan_fires(_every_minute(kind), START, now, policy, grace_seconds=10)
+    ahead = plan_fires(
+        _every_minute(kind), START, now, policy, grace_seconds=10, until=now + 2 * MINUTE
+    )
+    upcoming = [START + 11 * MINUTE, START + 12 * MINUTE]
+    assert ahead.fire_at == at_tick.fire_at + upcoming
+    assert ahead.dropped == at_tick.dropped
+    assert ahead.next_run_at == START + 13 * MINUTE
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_plan_fires_until_before_now_is_now(kind: str) -> None:
+    now = START + timedelta(seconds=5)
+    plan = plan_fires(_every_minute(kind), START, now, MisfirePolicy.RUN_ONCE, until=START)
+    assert plan.fire_at == [START] and plan.next_run_at == START + MINUTE
+
+
 # Ticks 12:00 ... 12:10 were all missed: at 12:10:30 with 10 s of grace none is on time.
 MISSED_NOW = START + timedelta(minutes=10, seconds=30)
 MISSED_TICKS = [START + k * MINUTE for k in range(11)]

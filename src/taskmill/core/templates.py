@@ -182,12 +182,16 @@ def plan_fires(
     *,
     max_catchup: int = 10,
     grace_seconds: float = 60.0,
+    until: datetime | None = None,
 ) -> FirePlan:
     """Which ticks from ``due_at`` up to ``now`` become instances, per ``policy``.
 
     A tick at most ``grace_seconds`` old (never less than 1 s) is on time and runs, up
     to :data:`MAX_ON_TIME_PER_ROUND` per round. Older ones were missed: ``skip`` runs
     none, ``run_once`` the latest, ``catch_up`` the latest ``max_catchup``.
+
+    ``until`` (at or after ``now``): ticks up to it are planned too, created ahead of
+    their time (the lookahead); what counts as missed is still judged from ``now``.
     """
     if not 1 <= max_catchup <= MAX_CATCHUP:
         raise ValidationError("max_catchup", f"must be between 1 and {MAX_CATCHUP}")
@@ -197,7 +201,8 @@ def plan_fires(
     keep = {MisfirePolicy.SKIP: 0, MisfirePolicy.RUN_ONCE: 1}.get(policy, max_catchup)
     missed, missed_count = _latest_missed(schedule, due_at, cutoff, keep)
     first_on_time = due_at if due_at >= cutoff else schedule.next_after(cutoff - _US)
-    on_time, upcoming, _ = _walk(schedule, first_on_time, now, MAX_ON_TIME_PER_ROUND)
+    end = now if until is None else max(now, until)
+    on_time, upcoming, _ = _walk(schedule, first_on_time, end, MAX_ON_TIME_PER_ROUND)
     return FirePlan(missed + on_time, upcoming, dropped=missed_count - len(missed))
 
 

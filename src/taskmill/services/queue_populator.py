@@ -13,6 +13,11 @@ from taskmill.store.protocol import Store
 
 log = logging.getLogger(__name__)
 
+# The first round after the populator caught up queues this many at most, and each full
+# round after it twice as many, up to the batch size: when thousands fall due at one
+# tick, the first reach the workers after a small transaction, not a 500-row one.
+FIRST_BATCH = 32
+
 
 @dataclass(frozen=True, slots=True)
 class QueuePopulatorConfig:
@@ -35,15 +40,23 @@ class QueuePopulator:
         self.clock = clock
         self.config = config
         self._next_due: datetime | None = None
+        self._limit = min(FIRST_BATCH, config.batch_size)
 
     async def run_once(self) -> int:
         """Queue up to one batch of due jobs; return how many were queued."""
+        now = self.clock.now()
+        limit = self._limit
         queued, self._next_due = await self.store.enqueue_due(
-            now=self.clock.now(),
-            limit=self.config.batch_size,
+            now=now,
+            limit=limit,
             actor=self.config.actor,
             merchants_in_turn=self.config.merchants_in_turn,
         )
+        if len(queued) >= limit:  # more is probably due: come back at once, with more
+            self._next_due = now
+            self._limit = min(2 * limit, self.config.batch_size)
+        else:
+            self._limit = min(FIRST_BATCH, self.config.batch_size)
         # Publish after commit: a crash in between leaves jobs queued but unannounced,
         # which the failure watcher re-publishes; the reverse order could announce a
         # job that was never queued.
@@ -59,4 +72,5 @@ class QueuePopulator:
     async def next_wake_at(self) -> datetime | None:
         # Read by the last round inside its enqueue transaction (the loop asks right
         # after a round that was not a full batch): one round trip fewer per round.
+        # After a round full at its (smaller) limit: now, to come back at once.
         return self._next_due

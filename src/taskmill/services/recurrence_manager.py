@@ -4,6 +4,10 @@ A shared service: nothing one tenant stores may stop it. A template whose schedu
 cannot be evaluated (whatever it raises) is switched off with the reason as its
 ``last_error`` and a ``template.error`` event, logged with its id and merchant, and the
 round goes on with the other templates (docs/adr/0006-isolating-bad-templates.md).
+
+With ``lookahead_seconds``, the ticks of the next few seconds are created ahead, as
+``scheduled`` jobs whose ``run_at`` is the tick, so that only the queue populator's
+timer stands between a tick and its start (docs/adr/0015-create-ahead-lookahead.md).
 """
 
 from __future__ import annotations
@@ -11,11 +15,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from taskmill.core.clock import Clock
 from taskmill.core.errors import TaskmillError
-from taskmill.core.templates import Template, plan_fires
+from taskmill.core.templates import OverlapPolicy, Template, plan_fires
 from taskmill.store.protocol import Broken, Fire, Store
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,9 @@ class RecurrenceConfig:
     misfire_grace_seconds: float = 60.0
     actor: str = "recurrence-manager"
     max_pending_per_merchant: int | None = None
+    lookahead_seconds: float = 0.0
+    """Create instances this early (0: at their tick). Not for overlap policy ``skip``,
+    whose "previous instance unfinished" is judged at the tick."""
 
 
 class RecurrenceManager:
@@ -50,12 +57,14 @@ class RecurrenceManager:
     async def run_once(self) -> int:
         """Fire every due template once; return how many templates were handled."""
         now = self.clock.now()
+        ahead = self._ahead_until(now)
         done = await self.store.fire_due_templates(
             now=now,
             limit=self.config.batch_size,
-            planner=lambda template: self._plan(template, now),
+            planner=lambda template: self._plan(template, now, ahead),
             actor=self.config.actor,
             max_pending_per_merchant=self.config.max_pending_per_merchant,
+            ahead_until=ahead,
         )
         for broken in done.broken:
             log.error(
@@ -70,8 +79,15 @@ class RecurrenceManager:
             self.on_created()
         return done.taken
 
-    def _plan(self, template: Template, now: datetime) -> Fire | Broken:
+    def _ahead_until(self, now: datetime) -> datetime | None:
+        if self.config.lookahead_seconds <= 0:
+            return None
+        return now + timedelta(seconds=self.config.lookahead_seconds)
+
+    def _plan(self, template: Template, now: datetime, ahead: datetime | None) -> Fire | Broken:
         assert template.next_run_at is not None  # fire_due takes due templates only
+        if template.overlap_policy is OverlapPolicy.SKIP:
+            ahead = None  # fire_due took it because it is due now: no tick ahead
         try:
             plan = plan_fires(
                 template.schedule(),
@@ -80,6 +96,7 @@ class RecurrenceManager:
                 template.misfire_policy,
                 max_catchup=self.config.max_catchup,
                 grace_seconds=self.config.misfire_grace_seconds,
+                until=ahead,
             )
         except Exception as exc:  # one template's failure must stay its own
             return self._broken(template, exc)
@@ -106,4 +123,4 @@ class RecurrenceManager:
         return Broken(template.id, template.merchant_id, template.next_run_at, reason)
 
     async def next_wake_at(self) -> datetime | None:
-        return await self.store.next_template_due_at()
+        return await self.store.next_template_due_at(self.config.lookahead_seconds)

@@ -309,6 +309,7 @@ class SqlStore:
         planner: Planner,
         actor: str,
         max_pending_per_merchant: int | None,
+        ahead_until: datetime | None = None,
     ) -> templates.FireRound:
         return await templates.fire_due(
             self.db,
@@ -317,10 +318,11 @@ class SqlStore:
             planner,
             actor=actor,
             max_pending_per_merchant=max_pending_per_merchant,
+            ahead_until=ahead_until,
         )
 
-    async def next_template_due_at(self) -> datetime | None:
-        return await templates.next_template_due_at(self.db)
+    async def next_template_due_at(self, ahead_seconds: float = 0.0) -> datetime | None:
+        return await templates.next_template_due_at(self.db, ahead_seconds)
 
     # -- workers ----------------------------------------------------------------------
 

@@ -324,11 +324,17 @@ class Store(Protocol):
         planner: Planner,
         actor: str,
         max_pending_per_merchant: int | None,
+        ahead_until: datetime | None = None,
     ) -> FireRound:
-        """Create the instances of due templates and move their schedules on."""
+        """Create the instances of due templates and move their schedules on;
+        ``ahead_until``: templates due by then are taken too, except those whose
+        overlap policy is ``skip`` (the lookahead, docs/adr/0015)."""
         ...
 
-    async def next_template_due_at(self) -> datetime | None: ...
+    async def next_template_due_at(self, ahead_seconds: float = 0.0) -> datetime | None:
+        """When the recurrence manager next has work: the earliest ``next_run_at``, less
+        ``ahead_seconds`` for templates it creates ahead (every overlap policy but ``skip``)."""
+        ...
 
     # -- workers ----------------------------------------------------------------------
 

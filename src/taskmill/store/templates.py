@@ -7,10 +7,10 @@ import json
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, Select, delete, func, select, update
+from sqlalchemy import ColumnElement, Row, Select, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskmill.core.errors import Conflict, NotFound, QuotaExceeded
@@ -19,7 +19,9 @@ from taskmill.core.jobs import DEFAULT_MERCHANT_ID, UNFINISHED_STATUSES, Schedul
 from taskmill.core.templates import JobFailurePolicy, MisfirePolicy, OverlapPolicy, Template
 from taskmill.core.tenants import ALL_MERCHANTS, MerchantScope
 from taskmill.store import events as event_log
+from taskmill.store.ahead import withdraw_ahead
 from taskmill.store.database import Database
+from taskmill.store.dialect import Dialect
 from taskmill.store.jobs import WAITING_STATUSES, NewJob, created_event, job_row
 from taskmill.store.notify import DUE, TEMPLATES, notify
 from taskmill.store.schema import jobs, templates
@@ -196,6 +198,36 @@ async def _get(conn: AsyncConnection, template_id: str, merchant_id: MerchantSco
     return to_template(row)
 
 
+async def _replace_ahead(
+    conn: AsyncConnection,
+    dialect: Dialect,
+    template_id: str,
+    values: dict[str, Any],
+    *,
+    actor: str,
+    now: datetime,
+) -> None:
+    """After a change to a template's row: cancel its instances made ahead of their tick
+    (store/ahead.py). Switched off, that is all; otherwise, when the change kept the
+    schedule (``next_run_at`` untouched), the schedule goes back to the first tick
+    withdrawn, which the recurrence manager makes again from the template as it now is."""
+    switched_off = values.get("active") is False
+    reason = "its template was switched off" if switched_off else "its template was changed"
+    ticks = await withdraw_ahead(conn, dialect, template_id, now=now, actor=actor, reason=reason)
+    if not ticks or switched_off or "next_run_at" in values:
+        return
+    first = ticks[0]
+    await conn.execute(
+        update(templates)
+        .where(
+            templates.c.id == template_id,
+            templates.c.active.is_(True),
+            or_(templates.c.next_run_at.is_(None), templates.c.next_run_at > first),
+        )
+        .values(next_run_at=first)
+    )
+
+
 async def get_template(db: Database, template_id: str, merchant_id: MerchantScope) -> Template:
     async with db.read() as conn:
         return await _get(conn, template_id, merchant_id)
@@ -279,6 +311,7 @@ async def update_template(
         )
         kind = EventType.TEMPLATE_UPDATED
         await _event(conn, template_id, current.merchant_id, kind, actor, now, values)
+        await _replace_ahead(conn, db.dialect, template_id, values, actor=actor, now=now)
         await notify(conn, db.dialect, TEMPLATES)
         return await _get(conn, template_id, ALL_MERCHANTS)
 
@@ -286,9 +319,15 @@ async def update_template(
 async def delete_template(
     db: Database, template_id: str, *, actor: str, now: datetime, merchant_id: MerchantScope
 ) -> None:
-    """Delete a template; its past instances stay (their ``template_id`` becomes NULL)."""
+    """Delete a template; its past instances stay (their ``template_id`` becomes NULL),
+    those made ahead of their tick are cancelled first."""
     async with db.transaction() as conn:
         current = await _get(conn, template_id, merchant_id)
+        if db.dialect.supports_skip_locked:  # wait out a round firing it, then see its jobs
+            lock = select(templates.c.id).where(templates.c.id == template_id).with_for_update()
+            await conn.execute(lock)
+        reason = "its template was deleted"
+        await withdraw_ahead(conn, db.dialect, template_id, now=now, actor=actor, reason=reason)
         await conn.execute(delete(templates).where(templates.c.id == template_id))
         await _event(
             conn, template_id, current.merchant_id, EventType.TEMPLATE_DELETED, actor, now, {}
@@ -356,13 +395,15 @@ async def declare_templates(
         if lock is not None:
             await conn.execute(lock)
         done = [
-            await _declare_one(conn, d, actor=actor, now=now, max_per_merchant=max_per_merchant)
+            await _declare_one(
+                conn, db.dialect, d, actor=actor, now=now, max_per_merchant=max_per_merchant
+            )
             for d in declarations
         ]
         if retire is not None:
             merchant_id, task_types = retire
             names = [d.new.name for d in declarations]
-            await _retire(conn, merchant_id, task_types, names, actor=actor, now=now)
+            await _retire(conn, db.dialect, merchant_id, task_types, names, actor=actor, now=now)
         if any(d.outcome != "unchanged" for d in done):
             await notify(conn, db.dialect, TEMPLATES)
         return done
@@ -370,6 +411,7 @@ async def declare_templates(
 
 async def _declare_one(
     conn: AsyncConnection,
+    dialect: Dialect,
     declaration: Declaration,
     *,
     actor: str,
@@ -411,6 +453,8 @@ async def _declare_one(
     )
     logged = {k: v for k, v in changes.items() if k != "declared"}
     await _event(conn, found.id, new.merchant_id, EventType.TEMPLATE_UPDATED, actor, now, logged)
+    if logged:
+        await _replace_ahead(conn, dialect, found.id, logged, actor=actor, now=now)
     return Declared(await _get(conn, found.id, ALL_MERCHANTS), "updated")
 
 
@@ -422,6 +466,7 @@ def _same(column: str, stored: Any, wanted: Any) -> bool:
 
 async def _retire(
     conn: AsyncConnection,
+    dialect: Dialect,
     merchant_id: str,
     task_types: Collection[str],
     keep: Sequence[str],
@@ -444,15 +489,36 @@ async def _retire(
     values = {"active": False, "last_error": NO_LONGER_DECLARED}
     for (template_id,) in retired.all():
         await _event(conn, template_id, merchant_id, EventType.TEMPLATE_UPDATED, actor, now, values)
+        await _replace_ahead(conn, dialect, template_id, values, actor=actor, now=now)
 
 
-async def next_template_due_at(db: Database) -> datetime | None:
-    stmt = select(templates.c.next_run_at).where(
+async def next_template_due_at(db: Database, ahead_seconds: float = 0.0) -> datetime | None:
+    """The earliest ``next_run_at`` of an active template; with ``ahead_seconds``, that
+    many seconds earlier for templates made ahead (all but overlap ``skip``, which are
+    made at their tick).
+
+    Each read walks the (active, next_run_at) index and stops: the earliest template,
+    and only when it is a ``skip`` one, the earliest other within ``ahead_seconds`` of
+    it (a filter on ``overlap_policy`` alone would read the whole table when no
+    template has that policy)."""
+    waiting = select(templates.c.next_run_at, templates.c.overlap_policy).where(
         templates.c.active.is_(True), templates.c.next_run_at.is_not(None)
     )
-    stmt = stmt.order_by(templates.c.next_run_at).limit(1)
+    waiting = waiting.order_by(templates.c.next_run_at).limit(1)
+    ahead = timedelta(seconds=ahead_seconds)
     async with db.read() as conn:
-        return (await conn.execute(stmt)).scalar_one_or_none()
+        first = (await conn.execute(waiting)).first()
+        if first is None or ahead_seconds <= 0:
+            return None if first is None else first.next_run_at
+        earliest: datetime = first.next_run_at
+        if first.overlap_policy != OverlapPolicy.SKIP.value:
+            return earliest - ahead
+        soon = waiting.where(
+            templates.c.next_run_at < earliest + ahead,
+            templates.c.overlap_policy != OverlapPolicy.SKIP.value,
+        )
+        other = (await conn.execute(soon)).first()
+    return earliest if other is None else min(earliest, other.next_run_at - ahead)
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,13 +550,29 @@ class FireRound:
     broken: list[Broken] = field(default_factory=list)
 
 
-def _due_in_turn(now: datetime, limit: int) -> Select[Any]:
+def _is_due(now: datetime, ahead_until: datetime | None) -> tuple[ColumnElement[bool], ...]:
+    """Active and due by ``now`` or, for a template whose overlap policy lets its
+    instances be made ahead (not ``skip``, which judges "unfinished" at the tick), by
+    ``ahead_until``. The range on ``next_run_at`` keeps it on the (active, next_run_at)
+    index: a round reads the templates due, not the table."""
+    active = templates.c.active.is_(True)
+    if ahead_until is None or ahead_until <= now:
+        return (active, templates.c.next_run_at <= now)
+    ahead = templates.c.overlap_policy != OverlapPolicy.SKIP.value
+    return (
+        active,
+        templates.c.next_run_at <= ahead_until,
+        or_(templates.c.next_run_at <= now, ahead),
+    )
+
+
+def _due_in_turn(now: datetime, limit: int, ahead_until: datetime | None) -> Select[Any]:
     """Due active templates, merchants taking turns: each merchant's most overdue first,
     then each one's second, and so on, so that one merchant with thousands of due
     templates fills at most its share of a round while another's wait (as the queue
     populator does for jobs). Ranked in a subquery: PostgreSQL refuses ``FOR UPDATE``
     beside a window function."""
-    due = (templates.c.active.is_(True), templates.c.next_run_at <= now)
+    due = _is_due(now, ahead_until)
     turn = func.row_number().over(
         partition_by=templates.c.merchant_id, order_by=(templates.c.next_run_at, templates.c.id)
     )
@@ -513,11 +595,13 @@ async def fire_due(
     *,
     actor: str,
     max_pending_per_merchant: int | None = None,
+    ahead_until: datetime | None = None,
 ) -> FireRound:
     """Take up to ``limit`` active templates whose ``next_run_at`` has come (merchants in
-    turn), plan each with ``planner`` (``None``: leave it; :class:`Broken`: switch it
-    off), create the planned instances and advance each ``next_run_at``, all in one
-    transaction (one commit per round, not per template).
+    turn; with ``ahead_until``, see :func:`_is_due`), plan each with ``planner``
+    (``None``: leave it; :class:`Broken`: switch it off), create the planned instances
+    and advance each ``next_run_at``, all in one transaction (one commit per round, not
+    per template).
 
     One template's failure is its own: a row that cannot be read or a schedule the
     planner cannot evaluate switches that template off (``last_error`` and a
@@ -531,21 +615,22 @@ async def fire_due(
     ``(template_id, scheduled_for)`` makes the second insert a no-op, and the guarded
     ``next_run_at`` update never moves the schedule backwards.
     """
-    stmt = _due_in_turn(now, limit)
+    stmt = _due_in_turn(now, limit, ahead_until)
     if db.dialect.supports_skip_locked:
         stmt = stmt.with_for_update(skip_locked=True, of=templates)
-    created = 0
     broken: list[Broken] = []
     async with db.transaction() as conn:
         rows = (await conn.execute(stmt)).all()
         pending = await _pending_counts(conn, rows, max_pending_per_merchant)
+        done = _Round()
         for row in rows:
             plan = _plan_row(row, planner)
             if isinstance(plan, Broken):
                 broken.append(plan)
-                await _switch_off(conn, plan, actor=actor, now=now)
+                await _switch_off(conn, db.dialect, plan, actor=actor, now=now)
             elif plan is not None:
-                created += await _fire_one(conn, db, plan, pending, actor=actor, now=now)
+                await _plan_one(conn, plan, pending, done, actor=actor, now=now)
+        created = await _write_round(conn, db, done, actor=actor, now=now)
         if created:
             await notify(conn, db.dialect, DUE)  # once per round, not per instance
     return FireRound(len(rows), created, broken)
@@ -563,7 +648,9 @@ def _plan_row(
     return planner(template)
 
 
-async def _switch_off(conn: AsyncConnection, broken: Broken, *, actor: str, now: datetime) -> None:
+async def _switch_off(
+    conn: AsyncConnection, dialect: Dialect, broken: Broken, *, actor: str, now: datetime
+) -> None:
     # Guarded like _fire_one: a replica that already moved or changed it wins.
     await conn.execute(
         update(templates)
@@ -573,6 +660,8 @@ async def _switch_off(conn: AsyncConnection, broken: Broken, *, actor: str, now:
     data = {"reason": broken.reason, "due_at": broken.due_at, "active": False}
     kind = EventType.TEMPLATE_ERROR
     await _event(conn, broken.template_id, broken.merchant_id, kind, actor, now, data)
+    off = {"active": False}
+    await _replace_ahead(conn, dialect, broken.template_id, off, actor=actor, now=now)
 
 
 class _Pending:
@@ -604,43 +693,48 @@ async def _pending_counts(conn: AsyncConnection, rows: list[Row[Any]], cap: int 
     return _Pending(cap, counts)
 
 
-async def _fire_one(
-    conn: AsyncConnection,
-    db: Database,
-    plan: Fire,
-    pending: _Pending,
-    *,
-    actor: str,
-    now: datetime,
-) -> int:
+@dataclass(slots=True)
+class _Round:
+    """What a round writes once every due template is planned: the instances (one
+    multi-row insert), their templates' moves (one executemany update)."""
+
+    instances: list[dict[str, Any]] = field(default_factory=list)
+    moves: list[dict[str, Any]] = field(default_factory=list)
+    planned: set[str] = field(default_factory=set)  # templates with an instance this round
+
+
+async def _plan_one(
+    conn: AsyncConnection, plan: Fire, pending: _Pending, done: _Round, *, actor: str, now: datetime
+) -> None:
     t = plan.template
-    created = 0
     for when in plan.fire_at:
-        reason = await _skip_reason(conn, t, pending)
+        reason = await _skip_reason(conn, t, pending, done)
         if reason is not None:
             data = {"scheduled_for": when, "reason": reason}
             kind = EventType.TEMPLATE_TICK_SKIPPED
             await _event(conn, t.id, t.merchant_id, kind, actor, now, data)
             continue
-        made = await _insert_instance(conn, db, t, when, actor=actor, now=now)
-        pending.add(t.merchant_id, made)
-        created += made
-    await conn.execute(
-        update(templates)
-        .where(templates.c.id == t.id, templates.c.next_run_at == t.next_run_at)
-        .values(
-            next_run_at=plan.next_run_at,
-            last_scheduled_for=max(plan.fire_at, default=t.last_scheduled_for),
-            updated_at=now,
-        )
+        done.instances.append(_instance_row(t, when, now))
+        done.planned.add(t.id)
+        pending.add(t.merchant_id, 1)
+    done.moves.append(
+        {
+            "t_id": t.id,
+            "t_due": t.next_run_at,
+            "t_next": plan.next_run_at,
+            "t_last": max(plan.fire_at, default=t.last_scheduled_for),
+        }
     )
-    return created
 
 
-async def _skip_reason(conn: AsyncConnection, t: Template, pending: _Pending) -> str | None:
+async def _skip_reason(
+    conn: AsyncConnection, t: Template, pending: _Pending, done: _Round
+) -> str | None:
     if pending.full(t.merchant_id):
         return f"the merchant has {pending.cap} jobs waiting to start (its quota)"
-    if t.overlap_policy is OverlapPolicy.SKIP and await _has_unfinished(conn, t.id):
+    if t.overlap_policy is OverlapPolicy.SKIP and (
+        t.id in done.planned or await _has_unfinished(conn, t.id)
+    ):
         return "previous instance unfinished"
     return None
 
@@ -652,9 +746,7 @@ async def _has_unfinished(conn: AsyncConnection, template_id: str) -> bool:
     return (await conn.execute(stmt.limit(1))).first() is not None
 
 
-async def _insert_instance(
-    conn: AsyncConnection, db: Database, t: Template, when: datetime, *, actor: str, now: datetime
-) -> int:
+def _instance_row(t: Template, when: datetime, now: datetime) -> dict[str, Any]:
     new = NewJob(
         task_type=t.task_type,
         run_at=when,
@@ -668,9 +760,34 @@ async def _insert_instance(
         template_id=t.id,
         scheduled_for=when,
     )
-    row = job_row(new, now)
-    stmt = db.dialect.insert_ignoring_conflicts(jobs).values(row).returning(jobs.c.id)
-    if (await conn.execute(stmt)).first() is None:
-        return 0  # another manager created this tick's instance first
-    await event_log.append(conn, [created_event(row, actor)])
-    return 1
+    return job_row(new, now)
+
+
+# The moves, executemany'd; the guard on next_run_at never moves a schedule another
+# manager moved already (nor backwards).
+_MOVE = (
+    update(templates)
+    .where(templates.c.id == bindparam("t_id"), templates.c.next_run_at == bindparam("t_due"))
+    .values(
+        next_run_at=bindparam("t_next"),
+        last_scheduled_for=bindparam("t_last"),
+        updated_at=bindparam("t_now"),
+    )
+)
+
+
+async def _write_round(
+    conn: AsyncConnection, db: Database, done: _Round, *, actor: str, now: datetime
+) -> int:
+    """Insert the round's instances (a tick another manager made already is skipped by
+    the unique ``(template_id, scheduled_for)``), their ``job.created`` events, and move
+    the schedules on: a handful of statements per round, not three per instance."""
+    created: set[str] = set()
+    if done.instances:
+        stmt = db.dialect.insert_ignoring_conflicts(jobs).returning(jobs.c.id)
+        created = set((await conn.execute(stmt, done.instances)).scalars())
+        made = [row for row in done.instances if row["id"] in created]
+        await event_log.append(conn, [created_event(row, actor) for row in made])
+    if done.moves:
+        await conn.execute(_MOVE, [{**move, "t_now": now} for move in done.moves])
+    return len(created)

@@ -1,0 +1,55 @@
+"""The queue populator's rounds at a burst: small first, doubling while full, back to
+small once caught up; the timer it sleeps on is the next ``run_at``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from taskmill.brokers.database import DatabaseBroker
+from taskmill.services.queue_populator import FIRST_BATCH, QueuePopulator, QueuePopulatorConfig
+from taskmill.store.database import Database
+from taskmill.store.drivers import store_for
+from taskmill.store.jobs import NewJob, create_jobs
+from taskmill.testing import FrozenClock
+
+TICK = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database.from_url(database_url)
+    yield database
+    await database.close()
+
+
+async def test_populator_rounds_integration_grow_from_a_small_first_batch(db: Database) -> None:
+    due = 3 * FIRST_BATCH + 5  # rounds of 32, 64, then the 5 left
+    await create_jobs(db, [NewJob("t", TICK) for _ in range(due)], actor="test", now=TICK)
+    later = TICK + timedelta(seconds=30)
+    await create_jobs(db, [NewJob("t", later)], actor="test", now=TICK)
+    clock = FrozenClock(TICK)
+    populator = QueuePopulator(
+        store_for(db), DatabaseBroker(), clock, QueuePopulatorConfig(batch_size=500)
+    )
+    assert await populator.run_once() == FIRST_BATCH
+    assert await populator.next_wake_at() == TICK  # full at its limit: again at once
+    assert await populator.run_once() == 2 * FIRST_BATCH
+    assert await populator.next_wake_at() == TICK
+    assert await populator.run_once() == 5
+    # Caught up: it sleeps until the next run_at, and the next round starts small again.
+    assert await populator.next_wake_at() == later
+    clock.advance(30)
+    await create_jobs(
+        db, [NewJob("t", later) for _ in range(2 * FIRST_BATCH)], actor="test", now=TICK
+    )
+    assert await populator.run_once() == FIRST_BATCH
+
+
+async def test_populator_rounds_integration_never_above_the_batch_size(db: Database) -> None:
+    await create_jobs(db, [NewJob("t", TICK) for _ in range(50)], actor="test", now=TICK)
+    config = QueuePopulatorConfig(batch_size=20)
+    populator = QueuePopulator(store_for(db), DatabaseBroker(), FrozenClock(TICK), config)
+    assert [await populator.run_once() for _ in range(4)] == [20, 20, 10, 0]
