@@ -60,7 +60,7 @@ from bench.support import (
     scratch_database_sync,
     seed_jobs,
 )
-from taskmill.api.routes.jobs import encode_cursor
+from taskmill.api.paging import encode_cursor
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID
 from taskmill.store.records import to_job
 from taskmill.store.schema import jobs
@@ -145,7 +145,7 @@ async def prepare(database_url: str, opts: Options) -> Prepared:
         )
         async with runtime.db.read() as conn:
             before, first = [to_job(row) for row in (await conn.execute(stmt)).all()]
-        return Prepared(seconds, page, encode_cursor(before), first.id)
+        return Prepared(seconds, page, encode_cursor(before, "asc"), first.id)
     finally:
         await app.stop()
 
@@ -275,7 +275,9 @@ def scenarios(prepared: Prepared) -> list[tuple[str, Request, str]]:
     if cursor is not None:
 
         def deep_page(client: httpx.AsyncClient) -> Awaitable[httpx.Response]:
-            return client.get("/jobs", params={"limit": PAGE_SIZE, "cursor": cursor})
+            return client.get(
+                "/jobs", params={"limit": PAGE_SIZE, "cursor": cursor, "order": "asc"}
+            )
 
         label = f"GET /jobs?limit={PAGE_SIZE}&cursor=(page {prepared.deep_page})"
         found.append((label, deep_page, "deep"))
