@@ -35,6 +35,7 @@ from pydantic_settings import (
 )
 
 from taskmill.core.errors import ConfigError
+from taskmill.core.jobs import MAX_RETRIES, MAX_TIMEOUT_SECONDS
 from taskmill.core.retention import Retention
 from taskmill.core.table_health import VacuumMode
 
@@ -239,8 +240,8 @@ class RetrySettings(_Section):
 
 
 class TaskDefaults(_Section):
-    max_retries: int = Field(default=3, ge=0)
-    timeout_seconds: float | None = Field(default=300.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=MAX_RETRIES)
+    timeout_seconds: float | None = Field(default=300.0, gt=0, le=MAX_TIMEOUT_SECONDS)
 
 
 class ApiSettings(_Section):

@@ -20,6 +20,8 @@ from pydantic import (
 
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import (
+    MAX_PRIORITY,
+    MAX_TIMEOUT_SECONDS,
     UNIQUE_KEY_MAX_LENGTH,
     DependencyFailurePolicy,
     JobStatus,
@@ -33,9 +35,9 @@ from taskmill.core.text import check_json
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 QueueName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
-Priority = Annotated[int, Field(ge=-1000, le=1000)]
+Priority = Annotated[int, Field(ge=-MAX_PRIORITY, le=MAX_PRIORITY)]
 MaxAttempts = Annotated[int, Field(ge=1, le=100)]
-Timeout = Annotated[float, Field(gt=0, le=7 * 86400)]
+Timeout = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_SECONDS)]
 # The floor is the lowest ``scheduler.min_interval_seconds`` can be: a deployment's own,
 # higher minimum is a setting the document cannot carry (422 naming interval_seconds).
 MIN_INTERVAL_FLOOR = 0.001

@@ -224,3 +224,25 @@ def check_unique_key(key: str | None, name: str = "unique_key") -> str | None:
     if _UNIQUE_KEY.fullmatch(key) is None:
         raise ValidationError(name, "may hold only letters, digits and . _ : @ / + = # -")
     return key
+
+
+# Bounds of what a job is scheduled with, at every door (the API's schemas, the library,
+# a task's registration): the same numbers everywhere.
+MAX_PRIORITY = 1000
+MAX_RETRIES = 100
+MAX_TIMEOUT_SECONDS = 7 * 86400.0
+
+
+def check_job_options(
+    *, max_retries: int | None = None, timeout: float | None = None, priority: int | None = None
+) -> None:
+    """Refuse a retry count, timeout (seconds) or priority out of bounds, naming it."""
+    if max_retries is not None and not 0 <= max_retries <= MAX_RETRIES:
+        raise ValidationError("max_retries", f"must be between 0 and {MAX_RETRIES}")
+    # ``not (a < t <= b)`` refuses NaN too.
+    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_SECONDS:
+        raise ValidationError(
+            "timeout", f"must be greater than 0 and at most {MAX_TIMEOUT_SECONDS:g} s (7 days)"
+        )
+    if priority is not None and not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ValidationError("priority", f"must be between -{MAX_PRIORITY} and {MAX_PRIORITY}")

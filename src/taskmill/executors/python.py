@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskmill.core.errors import ValidationError
+from taskmill.core.jobs import check_job_options
+from taskmill.core.queues import check_queue_name
 from taskmill.core.rate_limits import RateLimit
 from taskmill.core.retry import BackoffPolicy
 from taskmill.executors.context import TaskContext
@@ -72,10 +74,12 @@ class TaskRegistry:
         if existing is not None and not (existing.builtin and definition.builtin):
             # Registering a built-in again (a second Runtime on one app) replaces it.
             raise ValidationError("task", f"{definition.name!r} is already registered")
-        if definition.max_attempts < 1:
-            raise ValidationError("max_retries", "must be >= 0")
-        if definition.timeout_seconds is not None and definition.timeout_seconds <= 0:
-            raise ValidationError("timeout", "must be greater than 0")
+        check_job_options(
+            max_retries=definition.max_attempts - 1,
+            timeout=definition.timeout_seconds,
+            priority=definition.priority,
+        )
+        check_queue_name(definition.queue)
         if definition.concurrency is not None and definition.concurrency < 1:
             raise ValidationError("concurrency", "must be at least 1")
         self._tasks[definition.name] = definition

@@ -26,8 +26,10 @@ from taskmill.core.jobs import (
     Job,
     JobStatus,
     ScheduleType,
+    check_job_options,
     check_unique_key,
 )
+from taskmill.core.queues import check_queue_name
 from taskmill.core.schedules import check_schedule_time, utc
 from taskmill.core.templates import (
     JobFailurePolicy,
@@ -224,12 +226,11 @@ class Scheduler:
     def _options(self, req: ScheduleRequest) -> tuple[int, float | None, str, int]:
         definition = self.registry.get(req.task)
         # The registration already folded in the configured default (Taskmill.task).
+        check_job_options(max_retries=req.max_retries, timeout=req.timeout, priority=req.priority)
+        if req.queue is not None:  # "" is refused, not taken for the task's queue
+            check_queue_name(req.queue)
         retries = definition.max_attempts - 1 if req.max_retries is None else req.max_retries
-        if retries < 0:
-            raise ValidationError("max_retries", "must be >= 0")
         timeout = req.timeout or definition.timeout_seconds or self.defaults.timeout_seconds
-        if timeout is not None and timeout <= 0:
-            raise ValidationError("timeout", "must be greater than 0")
         queue = req.queue or definition.queue
         priority = req.priority if req.priority is not None else definition.priority
         return retries + 1, timeout, queue, priority
