@@ -13,7 +13,8 @@
    jobs.created_at``) p50/p99 of the jobs created that minute that have started, how
    many jobs are behind (``scheduled`` or ``queued``), the worker process's RSS, the dead
    row versions and size of each hot table (PostgreSQL) or the file size (SQLite), and
-   Redis ``used_memory`` with the entries left in taskmill's streams;
+   Redis ``used_memory`` with the entries left in taskmill's streams (on ``rabbitmq``
+   also the broker's RSS and the messages ready in the bench's queue);
 4. waits for the backlog to drain, then prints the same table with every minute's
    latency read again (all its jobs started by then), each column's slope per minute
    (least squares) and the last minute's p99 over the first's.
@@ -83,6 +84,8 @@ class Minute:
     file_mb: float = 0.0
     redis_mb: float = 0.0
     stream_entries: int = 0
+    rabbit_mb: float = 0.0
+    rabbit_messages: int = 0
 
 
 # -- the process under test -------------------------------------------------------------
@@ -162,13 +165,45 @@ async def redis_figures(client: aioredis.Redis, prefix: str) -> tuple[float, int
     return used, entries
 
 
+def beam_rss_mb() -> float:
+    """RSS of the RabbitMQ server (``beam.smp``: the whole broker, shared), 0 if not found."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text_ = status.read_text()
+        except OSError:
+            continue
+        if text_.startswith("Name:\tbeam.smp"):
+            for line in text_.splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def rabbit_messages(prefix: str) -> int:
+    """Messages ready in the bench's RabbitMQ queue (unacknowledged ones not counted)."""
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"{prefix}.default", passive=True)
+        result = queue.declaration_result
+        return int(result.message_count or 0)
+
+
 def sqlite_mb(url: str) -> float:
     path = Path(url.removeprefix("sqlite:///"))
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists()) / MB
 
 
 async def sample(
-    minute: Minute, db: Database, url: str, pid: int, client: aioredis.Redis, prefix: str
+    minute: Minute,
+    db: Database,
+    url: str,
+    pid: int,
+    client: aioredis.Redis,
+    prefix: str,
+    backend: str,
 ) -> None:
     minute.behind, _ = await unfinished(db)
     minute.rss_mb = tree_rss_bytes(pid) / MB
@@ -178,6 +213,8 @@ async def sample(
     else:
         minute.tables = {s.table: (s.dead_rows, s.size_bytes / MB) for s in stats}
     minute.redis_mb, minute.stream_entries = await redis_figures(client, prefix)
+    if backend == "rabbitmq":
+        minute.rabbit_mb, minute.rabbit_messages = beam_rss_mb(), await rabbit_messages(prefix)
 
 
 async def latencies(minute: Minute, db: Database, since: datetime) -> None:
@@ -197,7 +234,7 @@ def header(postgres: bool) -> str:
     )
     return (
         f"{'min':>3} {'jobs':>6} {'started':>7} {'p50 ms':>8} {'p99 ms':>9} {'behind':>7} "
-        f"{'RSS MB':>7} {tables} {'redis MB':>8} {'stream':>7}"
+        f"{'RSS MB':>7} {tables} {'redis MB':>8} {'stream':>7} {'rabbit MB':>9} {'queued':>6}"
     )
 
 
@@ -211,7 +248,8 @@ def row(m: Minute, postgres: bool) -> str:
         tables = f"{m.file_mb:8.1f}"
     return (
         f"{m.index + 1:3} {m.sent:6} {m.started:7} {m.p50_ms:8.1f} {m.p99_ms:9.1f} "
-        f"{m.behind:7} {m.rss_mb:7.1f} {tables} {m.redis_mb:8.1f} {m.stream_entries:7}"
+        f"{m.behind:7} {m.rss_mb:7.1f} {tables} {m.redis_mb:8.1f} {m.stream_entries:7} "
+        f"{m.rabbit_mb:9.1f} {m.rabbit_messages:6}"
     )
 
 
@@ -231,7 +269,9 @@ def summary(minutes: list[Minute], postgres: bool) -> list[str]:
         f"behind {slope([m.behind for m in minutes]):+.1f} jobs, "
         f"RSS {slope([m.rss_mb for m in minutes]):+.2f} MB, "
         f"redis {slope([m.redis_mb for m in minutes]):+.2f} MB, "
-        f"stream entries {slope([m.stream_entries for m in minutes]):+.1f}"
+        f"stream entries {slope([m.stream_entries for m in minutes]):+.1f}, "
+        f"rabbit {slope([m.rabbit_mb for m in minutes]):+.2f} MB, "
+        f"rabbit queue {slope([m.rabbit_messages for m in minutes]):+.1f} messages"
     ]
     if postgres:
         for table in HOT_TABLES:
@@ -359,7 +399,7 @@ async def soak(args: argparse.Namespace, url: str, workdir: Path) -> None:
                 max(0.0, 60 * (index + 1) - (datetime.now(UTC) - since).total_seconds())
             )
             minute = Minute(index)
-            await sample(minute, db, url, proc.pid, client, prefix)
+            await sample(minute, db, url, proc.pid, client, prefix, backend)
             await latencies(minute, db, since)
             minutes.append(minute)
             print(row(minute, postgres), flush=True)
