@@ -19,6 +19,9 @@
    latency read again (all its jobs started by then), each column's slope per minute
    (least squares) and the last minute's p99 over the first's.
 
+``--retention 5m`` keeps succeeded jobs five minutes (``retention.succeeded_after_days``):
+the pruner then deletes as fast as jobs arrive, the steady state of a deployment that
+has run longer than its retention, so table sizes must plateau.
 ``--vacuum`` is the worker's ``maintenance.vacuum`` (``--maintenance-interval`` and
 ``--dead-tuples-threshold`` its other settings); the server's own autovacuum is whatever
 it is (printed). ``--schema-revision 0010`` runs on the schema before migration 0011 (the
@@ -112,6 +115,11 @@ def worker_env(url: str, backend: str, prefix: str, args: argparse.Namespace) ->
         BENCH_REDIS_URL=REDIS_URL,
         BENCH_REDIS_KEY=f"{prefix}:touched",
     )
+    if args.retention:
+        env.update(
+            TASKMILL_RETENTION__SUCCEEDED_AFTER_DAYS=args.retention,
+            TASKMILL_RETENTION__INTERVAL_SECONDS="30",
+        )
     broker = broker_settings(backend, prefix)
     if broker:
         env.update(TASKMILL_BROKER__URL=broker["url"], TASKMILL_BROKER__PREFIX=broker["prefix"])
@@ -382,7 +390,8 @@ async def soak(args: argparse.Namespace, url: str, workdir: Path) -> None:
             f"backend {backend}; server autovacuum {await server_autovacuum(db)}; "
             f"maintenance.vacuum {args.vacuum} (every {args.maintenance_interval:g} s, "
             f"threshold {args.dead_tuples_threshold:,}); concurrency {args.concurrency}; "
-            f"schema {args.schema_revision}"
+            f"schema {args.schema_revision}; retention of succeeded jobs "
+            f"{args.retention or '7d (default)'}"
         )
         rate = args.rate
         if rate is None:
@@ -464,6 +473,13 @@ if __name__ == "__main__":
     parser.add_argument("--vacuum", choices=("auto", "warn", "off"), default="auto")
     parser.add_argument("--maintenance-interval", type=float, default=60.0)
     parser.add_argument("--dead-tuples-threshold", type=int, default=10_000)
+    parser.add_argument(
+        "--retention",
+        default=None,
+        help="retention.succeeded_after_days as an age (e.g. 5m): the pruner deletes as "
+        "the jobs arrive, the steady state of a long-running deployment (default: "
+        "taskmill's 7 days, nothing pruned within a soak)",
+    )
     parser.add_argument(
         "--schema-revision",
         default="head",

@@ -35,8 +35,9 @@ from pydantic_settings import (
 )
 
 from taskmill.core.errors import ConfigError
+from taskmill.core.errors import ValidationError as InputError
 from taskmill.core.jobs import MAX_RETRIES, MAX_TIMEOUT_SECONDS
-from taskmill.core.retention import Retention
+from taskmill.core.retention import Retention, parse_age
 from taskmill.core.table_health import VacuumMode
 
 if TYPE_CHECKING:
@@ -162,13 +163,15 @@ class SchedulerSettings(_Section):
     no cap."""
 
 
-HOUR_IN_DAYS = 1 / 24
+MINUTE_IN_DAYS = 1 / 1440
 
 
 class RetentionSettings(_Section):
     """How long finished jobs are kept before the pruner deletes them with their runs,
-    events and dependency rows (docs/howto/retention.md). Ages are in days, measured
-    from ``finished_at``; 0 keeps forever; otherwise 1 hour (0.0417) to 3650 days."""
+    events and dependency rows (docs/howto/retention.md). Ages are days (a number) or an
+    age such as ``"10m"``, ``"12h"``, ``"7d"``, measured from ``finished_at``; 0 keeps
+    forever; otherwise 1 minute to 3650 days (a queue of millions of jobs a day keeps
+    minutes, as Oban's pruner does by default)."""
 
     succeeded_after_days: float = 7.0
     failed_after_days: float = 30.0
@@ -192,8 +195,29 @@ class RetentionSettings(_Section):
     )
     @classmethod
     def _age(cls, value: float) -> float:
-        if value != 0 and not HOUR_IN_DAYS <= value <= 3650:
-            raise ValueError("must be 0 (keep forever) or from 1 hour (0.0417) to 3650 days")
+        if value != 0 and not MINUTE_IN_DAYS <= value <= 3650:
+            raise ValueError(
+                "must be 0 (keep forever), or from 1 minute (0.000695) to 3650 days, "
+                "or an age such as 10m, 12h, 7d"
+            )
+        return value
+
+    @field_validator(
+        "succeeded_after_days",
+        "failed_after_days",
+        "cancelled_after_days",
+        "deleted_templates_after_days",
+        mode="before",
+    )
+    @classmethod
+    def _age_text(cls, value: object) -> object:
+        """``"10m"``/``"12h"``/``"7d"`` as days; a plain number (also from the
+        environment, where every value is text) is days as before."""
+        if isinstance(value, str) and value.strip()[-1:] in ("m", "h", "d"):
+            try:
+                return parse_age(value, "age") / timedelta(days=1)
+            except InputError as error:
+                raise ValueError(error.reason) from None
         return value
 
     def retention(self) -> Retention:

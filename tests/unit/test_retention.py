@@ -61,10 +61,14 @@ def test_retention_settings_zero_keeps_forever() -> None:
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("succeeded_after_days", 0.04),  # under an hour
+        ("succeeded_after_days", 0.0006),  # under a minute
+        ("succeeded_after_days", "30s"),  # seconds are not an age unit
+        ("failed_after_days", "0m"),
+        ("failed_after_days", "3651d"),
+        ("cancelled_after_days", "ten days"),
         ("failed_after_days", 3651),
         ("cancelled_after_days", -1),
-        ("deleted_templates_after_days", 0.001),
+        ("deleted_templates_after_days", 0.0001),
         ("batch_size", 0),
         ("batch_size", 1001),
         ("interval_seconds", 0.5),
@@ -89,3 +93,29 @@ def test_retention_settings_bounds_accept_their_ends() -> None:
         }
     )
     assert settings.retention.retention().succeeded == timedelta(hours=1)
+
+
+def test_retention_ages_read_minutes_hours_and_days_as_text() -> None:
+    settings = load_settings(
+        retention={
+            "succeeded_after_days": "10m",
+            "failed_after_days": "12h",
+            "cancelled_after_days": "1m",
+            "deleted_templates_after_days": "3650d",
+        }
+    )
+    retention = settings.retention.retention()
+    assert retention.succeeded == timedelta(minutes=10)
+    assert retention.failed == timedelta(hours=12)
+    assert retention.cancelled == timedelta(minutes=1)
+    assert retention.deleted_templates == timedelta(days=3650)
+
+
+def test_retention_age_from_the_environment_may_be_text_or_days(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TASKMILL_RETENTION__SUCCEEDED_AFTER_DAYS", "5m")
+    monkeypatch.setenv("TASKMILL_RETENTION__FAILED_AFTER_DAYS", "2.5")
+    retention = load_settings().retention.retention()
+    assert retention.succeeded == timedelta(minutes=5)
+    assert retention.failed == timedelta(days=2.5)
