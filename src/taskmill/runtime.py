@@ -43,7 +43,6 @@ from taskmill.services.worker import Worker, WorkerConfig
 from taskmill.store import migrate, notify
 from taskmill.store.database import Database
 from taskmill.store.drivers import store_for
-from taskmill.store.postgres import listener
 
 log = logging.getLogger(__name__)
 
@@ -383,20 +382,27 @@ class Runtime:
         self.waiters.wake()
 
     def _finish_listener(self) -> Listen | None:
-        """``LISTEN taskmill_finished`` for the waiters, where notifications reach."""
-        url = self.settings.database.listener_url
-        if not (self.store.notifies and url):
+        """Other processes' ``taskmill_finished`` wake-ups for the waiters, where they
+        reach this process."""
+        wakeups = self.store.wakeup_listener(self.settings.database.listener_url)
+        if wakeups is None:
             return None
 
         async def listen(on_finished: Callable[[], None], stop: asyncio.Event) -> None:
-            await listener.listen(url, [notify.FINISHED], lambda _c, _p: on_finished(), stop)
+            await wakeups([notify.FINISHED], lambda _c, _p: on_finished(), stop)
 
         return listen
 
-    def _listener(self, url: str) -> ServiceMain:
+    def _listener(self) -> ServiceMain | None:
+        """Other processes' wake-ups for this process's services: PostgreSQL's
+        notifications, SQLite's datagrams (``store/sqlite/wakeups.py``)."""
+        wakeups = self.store.wakeup_listener(self.settings.database.listener_url)
+        if wakeups is None:
+            return None
+
         async def main(stop: asyncio.Event) -> None:
-            log.info("listening for PostgreSQL notifications")
-            await listener.listen(url, notify.CHANNELS, self._on_notify, stop)
+            log.info("listening for other processes' wake-ups")
+            await wakeups(notify.CHANNELS, self._on_notify, stop)
 
         return main
 
@@ -423,8 +429,9 @@ class Runtime:
     def services(self, only: Collection[str] | None = None) -> dict[str, ServiceMain]:
         """Every service (``taskmill run``), or those named in ``only`` (one per process:
         ``taskmill executor`` and the like). On PostgreSQL a notification listener joins
-        them, so work queued by other processes is seen at once (not behind a transaction
-        pooler without ``database.listen_url``: polls only). Without ``only``,
+        them (on SQLite, a listener for the datagrams other processes send after their
+        commits), so work queued by other processes is seen at once (not behind a
+        transaction pooler without ``database.listen_url``: polls only). Without ``only``,
         ``worker.enabled`` and ``scheduler.enabled`` say which services run."""
         if only is None:
             only = self._enabled_services()
@@ -438,9 +445,9 @@ class Runtime:
             )
         if handlers:
             chosen["event-handlers"] = self._event_handlers(handlers)
-        listen_url = self.settings.database.listener_url
-        if self.store.notifies and listen_url and set(chosen) - {"failure-watcher", "pruner"}:
-            chosen["pg-listener"] = self._listener(listen_url)
+        wakeups = self._listener()
+        if wakeups is not None and set(chosen) - {"failure-watcher", "pruner"}:
+            chosen["pg-listener" if self.store.notifies else "sqlite-wakeups"] = wakeups
         return chosen
 
     def _enabled_services(self) -> set[str]:

@@ -97,8 +97,16 @@ def test_enabled_keys_choose_what_taskmill_run_runs(tmp_path: Path) -> None:
         "pruner",
         # Beside the recurrence manager: templates' on_job_failure (an event handler).
         "event-handlers",
+        # Other processes' wake-ups on the same file (store/sqlite/wakeups.py).
+        "sqlite-wakeups",
     }
     scheduler_off = load_settings(database={"url": url}, scheduler={"enabled": False})
-    assert set(Runtime(scheduler_off, TaskRegistry()).services()) == {"executor"}
+    assert set(Runtime(scheduler_off, TaskRegistry()).services()) == {
+        "executor",
+        "sqlite-wakeups",
+    }
     # A service named on its own (``taskmill executor``) runs whatever the keys say.
-    assert set(Runtime(worker_off, TaskRegistry()).services(only={"executor"})) == {"executor"}
+    assert set(Runtime(worker_off, TaskRegistry()).services(only={"executor"})) == {
+        "executor",
+        "sqlite-wakeups",
+    }

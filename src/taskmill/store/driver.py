@@ -47,7 +47,7 @@ from taskmill.store import (
     workers,
 )
 from taskmill.store.database import Database
-from taskmill.store.protocol import Planner
+from taskmill.store.protocol import Planner, WakeupListener
 
 
 class SqlStore:
@@ -59,6 +59,9 @@ class SqlStore:
     @property
     def notifies(self) -> bool:
         return self.db.dialect.notifies
+
+    def wakeup_listener(self, listen_url: str | None) -> WakeupListener | None:
+        return None
 
     async def close(self) -> None:
         await self.db.close()

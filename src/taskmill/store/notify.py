@@ -1,6 +1,6 @@
-"""PostgreSQL ``LISTEN/NOTIFY`` wake-ups, so other processes react to new work at once
-instead of at their next poll. On SQLite these are no-ops (one process, in-process
-wake-ups); a lost notification only costs a poll interval, never a job."""
+"""Wake-ups, so other processes react to new work at once instead of at their next poll:
+PostgreSQL's ``LISTEN/NOTIFY``; on SQLite, datagrams sent after the commit
+(``sqlite/wakeups.py``). A lost notification only costs a poll interval, never a job."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ CHANNELS = (DUE, QUEUED, TEMPLATES, CANCELLED)
 # transaction finishing many jobs sends one notification.
 FINISHED = "taskmill_finished"
 
+#: Where a write transaction on a database without NOTIFY (SQLite) collects the
+#: ``(channel, payload)`` it notified (``Connection.info``): sent once it committed.
+PENDING = "taskmill_pending_wakeups"
+
 
 def notification(channel: str, payload: str = "") -> sa.Select[Any]:
     """The PostgreSQL statement that notifies ``channel``, delivered at commit."""
@@ -29,6 +33,11 @@ def notification(channel: str, payload: str = "") -> sa.Select[Any]:
 
 async def notify(conn: AsyncConnection, dialect: Dialect, channel: str, payload: str = "") -> None:
     """Queue a notification on ``channel``; PostgreSQL delivers it when the caller's
-    transaction commits (and folds duplicates within one transaction)."""
+    transaction commits (and folds duplicates within one transaction). On SQLite it is
+    collected on the connection and sent after the commit by the database handle."""
     if dialect.notifies:
         await conn.execute(notification(channel, payload))
+    else:
+        pending = conn.info.get(PENDING)
+        if pending is not None:
+            pending.add((channel, payload))

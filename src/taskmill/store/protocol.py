@@ -13,7 +13,8 @@ paths; there is no default.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+import asyncio
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -87,6 +88,12 @@ __all__ = [
 #: Decides, for one due template, what to create (``Fire``), that it is broken, or nothing.
 Planner = Callable[[Template], Fire | Broken | None]
 
+#: Listens for other processes' wake-ups on ``channels`` (``store/notify.py``) until
+#: ``stop``, calling ``on_notify(channel, payload)`` for each.
+WakeupListener = Callable[
+    [Sequence[str], Callable[[str, str], None], asyncio.Event], Coroutine[Any, Any, None]
+]
+
 
 class Store(Protocol):
     """Everything the services do with stored jobs, templates, workers and tenants."""
@@ -95,6 +102,12 @@ class Store(Protocol):
     def notifies(self) -> bool:
         """Whether changes are announced to every process at commit (``LISTEN``/``NOTIFY``
         on PostgreSQL); without it each process's services poll."""
+        ...
+
+    def wakeup_listener(self, listen_url: str | None) -> WakeupListener | None:
+        """How this process hears other processes' wake-ups: ``LISTEN`` on
+        ``listen_url`` (PostgreSQL; ``None``: unreachable behind a pooler), datagrams
+        beside the file (SQLite). ``None``: none reach it, its services poll."""
         ...
 
     async def close(self) -> None: ...

@@ -247,6 +247,10 @@ async def transition_claimed(
             for i in owned
         ],
     )
+    if to_status in _WAKES:
+        await notify(conn, dialect, _WAKES[to_status])
+    if to_status in TERMINAL_STATUSES:
+        await notify(conn, dialect, FINISHED)
     if to_status in FAILURE_STATUSES:
         ended = {claimed[i].job_id: (claimed[i].job_id, to_status) for i in owned}
         await _propagate_failure(conn, dialect, ended)

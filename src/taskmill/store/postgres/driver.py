@@ -5,6 +5,7 @@ jobs a per-merchant cap or merchants' turns picked, failures in the same batch).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -14,14 +15,20 @@ from taskmill.core.jobs import Job
 from taskmill.core.table_health import TableStats
 from taskmill.store import claims, jobs, outcomes, rate_limits
 from taskmill.store.driver import SqlStore
-from taskmill.store.postgres import maintenance, statements
+from taskmill.store.postgres import listener, maintenance, statements
 from taskmill.store.postgres.database import PostgresDatabase
+from taskmill.store.protocol import WakeupListener
 
 
 class PostgresStore(SqlStore):
     def __init__(self, db: PostgresDatabase) -> None:
         super().__init__(db)
         self.pg = db
+
+    def wakeup_listener(self, listen_url: str | None) -> WakeupListener | None:
+        if listen_url is None:  # behind a transaction pooler without a direct URL
+            return None
+        return functools.partial(listener.listen, listen_url)
 
     async def insert_jobs(self, made: Sequence[jobs.MadeJob]) -> None:
         await statements.insert_jobs(self.pg, made)

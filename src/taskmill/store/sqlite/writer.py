@@ -73,6 +73,10 @@ class InlineConnection:
     def __init__(self, sync: Connection) -> None:
         self._sync = sync
 
+    @property
+    def info(self) -> dict[Any, Any]:
+        return self._sync.info
+
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         return self._sync.execute(statement, parameters)
 
