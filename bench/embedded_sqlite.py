@@ -13,7 +13,10 @@ temporary directory, produces jobs from this process through the library (a seco
 (b) start latency: for one-time jobs spread over a few seconds, ``job_runs.started_at``
     minus ``run_at`` (p50/p95/p99/max);
 (c) backlog drain: jobs inserted ahead and all due at the same instant, from that instant
-    until every one succeeded: what the worker sustains when the producer is not the limit.
+    until every one succeeded: what the worker sustains when the producer is not the limit;
+(d) trickle: jobs due now arriving one ``schedule()`` at a time, evenly spaced, from this
+    process (not ``taskmill run``'s): ``job_runs.started_at`` minus ``created_at``, what
+    a web app scheduling on the file ``taskmill run`` works from feels (issue 20).
 
 It prints figures and never asserts on them. It always stops the subprocess it started
 (SIGTERM, then SIGKILL after a grace period), even on error. See bench/README.md.
@@ -68,6 +71,8 @@ class Options:
     concurrency: int
     poll_interval: float
     timeout: float
+    trickle_rate: float = 200.0
+    trickle_seconds: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +114,19 @@ class Drain:
 
 
 @dataclass(frozen=True, slots=True)
+class Trickle:
+    jobs: int
+    rate: float
+    retried: int
+    millis: list[float]
+
+
+@dataclass(frozen=True, slots=True)
 class Results:
     throughput: Throughput
     latency: Latency
     drain: Drain | None
+    trickle: Trickle | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +316,30 @@ async def measure_drain(
     return Drain(n, lead, late, finished - due_monotonic)
 
 
+async def measure_trickle(app: Taskmill, proc: subprocess.Popen[bytes], opts: Options) -> Trickle:
+    """Jobs due now, one ``schedule()`` each, evenly spaced at ``trickle_rate``; each call
+    starts on time whether or not the previous one returned (a slow commit must not slow
+    the arrivals)."""
+    before = await succeeded(app, proc)
+    t0, sent = time.monotonic(), 0
+    calls: list[asyncio.Task[Job]] = []
+    n = max(1, round(opts.trickle_rate * opts.trickle_seconds))
+    while sent < n:
+        calls.append(asyncio.create_task(enqueue(app)))
+        sent += 1
+        await asyncio.sleep(max(0.0, t0 + sent / opts.trickle_rate - time.monotonic()))
+    jobs = await asyncio.gather(*calls)
+    progress(f"trickled {n} jobs in {time.monotonic() - t0:.1f} s")
+    await wait_succeeded(app, proc, before + n, opts.timeout, LATENCY_POLL_SECONDS)
+    millis: list[float] = []
+    retried = 0
+    for job in jobs:
+        runs = await app.runs(job.id)
+        retried += len(runs) > 1
+        millis.append((runs[0].started_at - job.created_at).total_seconds() * 1000)
+    return Trickle(n, opts.trickle_rate, retried, millis)
+
+
 async def measure(database_url: str, proc: subprocess.Popen[bytes], opts: Options) -> Results:
     app = build_app(database_url)
     try:
@@ -316,7 +354,11 @@ async def measure(database_url: str, proc: subprocess.Popen[bytes], opts: Option
         if opts.drain_jobs:
             progress("measuring backlog drain")
             drain = await measure_drain(app, proc, opts, throughput.enqueue_rate)
-        return Results(throughput, latency, drain)
+        trickle = None
+        if opts.trickle_seconds:
+            progress("measuring the trickle")
+            trickle = await measure_trickle(app, proc, opts)
+        return Results(throughput, latency, drain, trickle)
     finally:
         await app.stop()
 
@@ -356,6 +398,8 @@ def report(settings: dict[str, Any], results: Results, shutdown: Shutdown, log: 
     report_latency(results.latency)
     if results.drain is not None:
         report_drain(results.drain)
+    if results.trickle is not None:
+        report_trickle(results.trickle)
     how = "SIGKILL after the grace period" if shutdown.killed else "SIGTERM"
     print(f"\nshutdown: {how}, exit code {shutdown.returncode}, {shutdown.seconds:.2f} s")
     text = log.read_text(errors="replace")
@@ -399,6 +443,19 @@ def report_drain(drain: Drain) -> None:
         print(f"  note: {drain.late_inserts} jobs were inserted after their run_at")
 
 
+def report_trickle(trickle: Trickle) -> None:
+    ms = sorted(trickle.millis)
+    print(
+        f"\n(d) trickle: {trickle.jobs} jobs due now, one schedule() each at "
+        f"{trickle.rate:g} jobs/s from another process (job_runs.started_at - created_at)"
+    )
+    print(f"  {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'min':>8}  (ms)")
+    values = [percentile(ms, 50), percentile(ms, 95), percentile(ms, 99), ms[-1], ms[0]]
+    print("  " + " ".join(f"{value:>8.1f}" for value in values))
+    if trickle.retried:
+        print(f"  note: {trickle.retried} jobs needed more than one attempt (first one counted)")
+
+
 # -- entry point ----------------------------------------------------------------------------
 
 
@@ -417,10 +474,16 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="give up a phase after this many seconds"
     )
+    parser.add_argument("--trickle-rate", type=float, default=200.0, help="(d)'s jobs/s")
+    parser.add_argument(
+        "--trickle-seconds", type=float, default=5.0, help="(d)'s duration [0 skips]"
+    )
     ns = parser.parse_args(argv)
     drain_jobs = ns.jobs if ns.drain_jobs is None else ns.drain_jobs
     if ns.jobs < 1 or ns.latency_jobs < 1 or drain_jobs < 0 or ns.spread <= 0:
         parser.error("--jobs and --latency-jobs must be >= 1, --drain-jobs >= 0, --spread > 0")
+    if not 0 < ns.trickle_rate <= 10_000 or not 0 <= ns.trickle_seconds <= 3600:
+        parser.error("--trickle-rate must be in (0, 10000], --trickle-seconds in [0, 3600]")
     return Options(
         jobs=ns.jobs,
         latency_jobs=ns.latency_jobs,
@@ -429,6 +492,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         concurrency=ns.concurrency,
         poll_interval=ns.poll_interval,
         timeout=ns.timeout,
+        trickle_rate=ns.trickle_rate,
+        trickle_seconds=ns.trickle_seconds,
     )
 
 

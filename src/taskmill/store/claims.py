@@ -340,16 +340,33 @@ async def renew_leases(
     """
     if not held:
         return set()
-    stmt = (
-        update(jobs)
-        .where(
-            tuple_(jobs.c.id, jobs.c.attempt).in_(list(held)),
-            jobs.c.status == JobStatus.RUNNING,
-            jobs.c.worker_id == worker_id,
-        )
-        .values(lease_expires_at=db.dialect.db_now(lease_seconds))
-        .returning(jobs.c.id)
+    # The renewal never waits for a row lock, so it is never part of a deadlock: a row
+    # another transaction holds (this worker's outcome batch, a cancel) is skipped, its
+    # lease left as it is for this round, and still reported owned if it was running
+    # for this worker in the statement's snapshot (the next heartbeat looks again). An
+    # UPDATE that waited instead deadlocked with outcome batches locking the same rows
+    # in another order (seen in a soak: "deadlock detected").
+    owned = (
+        tuple_(jobs.c.id, jobs.c.attempt).in_(list(held)),
+        jobs.c.status == JobStatus.RUNNING,
+        jobs.c.worker_id == worker_id,
     )
+    lease = db.dialect.db_now(lease_seconds)
+    if not db.dialect.supports_skip_locked:  # SQLite: one writer, nothing to wait for
+        plain = update(jobs).where(*owned).values(lease_expires_at=lease).returning(jobs.c.id)
+        async with db.transaction() as conn:
+            return set((await conn.execute(plain)).scalars().all())
+    mine = select(jobs.c.id).where(*owned).cte("mine")
+    free = (
+        select(jobs.c.id).where(jobs.c.id.in_(select(mine.c.id))).with_for_update(skip_locked=True)
+    )
+    renewed = (
+        update(jobs)
+        .where(jobs.c.id.in_(free.scalar_subquery()))
+        .values(lease_expires_at=lease)
+        .cte("renewed")
+    )
+    stmt = select(mine.c.id).add_cte(renewed)
     async with db.transaction() as conn:
         return set((await conn.execute(stmt)).scalars().all())
 
