@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import Any
 
@@ -15,6 +16,11 @@ from taskmill.core.errors import ConfigError
 from taskmill.observability.logs import redact_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# The writer thread waits for another process's write lock in steps this short (doubling
+# up to the maximum): SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25,
+# 50, 50, 100 ms, so a write that collided with another process's for one millisecond
+# often waited 5-50 ms, the tail of a job's start latency across processes.
+WRITER_BUSY_STEP_SECONDS = (0.0001, 0.002)
 READ_ONLY_OPTION = "taskmill_read_only"
 
 
@@ -132,11 +138,31 @@ def sqlite_sync_engine(url: URL) -> Engine:
         pool_size=1,
         max_overflow=0,
     )
-    _sqlite_settings(engine)
+    _sqlite_settings(engine, short_waits=True)
     return engine
 
 
-def _sqlite_settings(engine: Engine) -> None:
+def _begin_immediate_in_short_waits(cursor: Any) -> None:
+    """``BEGIN IMMEDIATE`` retried every 0.1-2 ms for up to the busy timeout (the
+    connection's own busy timeout is 0: see ``WRITER_BUSY_STEP_SECONDS``)."""
+    first, most = WRITER_BUSY_STEP_SECONDS
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    step = first
+    while True:
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(step)
+        step = min(step * 2, most)
+
+
+def _sqlite_settings(engine: Engine, *, short_waits: bool = False) -> None:
+    """The pragmas and transaction control of every SQLite connection; ``short_waits``
+    (a synchronous engine used from its own thread only, which may sleep): its write
+    transactions wait for the lock in short steps instead of SQLite's busy handler."""
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from pysqlite so BEGIN IMMEDIATE below is ours:
@@ -144,7 +170,7 @@ def _sqlite_settings(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={0 if short_waits else SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -153,4 +179,11 @@ def _sqlite_settings(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         # Readers take a deferred transaction: in WAL mode they never block the writer.
         read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        if short_waits and not read_only:
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                _begin_immediate_in_short_waits(cursor)
+            finally:
+                cursor.close()
+        else:
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
