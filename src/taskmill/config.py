@@ -41,7 +41,7 @@ from taskmill.core.retention import Retention, parse_age
 from taskmill.core.table_health import VacuumMode
 
 if TYPE_CHECKING:
-    from taskmill.executors.http import HttpExecutorConfig
+    from taskmill.executors.http_builtin import HttpExecutorConfig
     from taskmill.executors.process import ProcessExecutorConfig
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -370,7 +370,7 @@ class HttpSettings(_Section):
     def executor_config(self, max_retries: int) -> HttpExecutorConfig:
         """The executor's own config (it never sees the settings); ``max_retries`` is the
         ``tasks.max_retries`` default."""
-        from taskmill.executors.http import HttpExecutorConfig  # httpx only when used
+        from taskmill.executors.http_builtin import HttpExecutorConfig
 
         return HttpExecutorConfig(
             allowed_networks=self.allowed_networks,

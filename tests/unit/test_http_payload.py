@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from taskmill.config import load_settings
 from taskmill.core.errors import ConfigError, ValidationError
-from taskmill.executors.http import HttpExecutorConfig, http_task, parse_payload
+from taskmill.executors.http import http_task, parse_payload
+from taskmill.executors.http_builtin import HttpExecutorConfig
 from taskmill.runtime import builtin_tasks
 
 CONFIG = HttpExecutorConfig(max_timeout_seconds=60.0)
@@ -123,3 +127,24 @@ def test_load_settings_http_section_from_environment(monkeypatch: pytest.MonkeyP
 def test_load_settings_http_section_errors_name_the_key(http: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings("test", None, http=http)
+
+
+def test_the_http_client_is_loaded_at_the_first_http_job_not_at_start(tmp_path: Path) -> None:
+    """Every process registers the built-in ``http`` task; only one that checks or runs
+    an ``http`` job loads httpx, httpcore and the SSRF guard (7 MB of memory)."""
+    code = (
+        "import sys\n"
+        "from taskmill.config import load_settings\n"
+        "from taskmill.executors.python import TaskRegistry\n"
+        "from taskmill.runtime import Runtime, builtin_tasks\n"
+        f"settings = load_settings(database={{'url': 'sqlite:///{tmp_path / 'h.db'}'}})\n"
+        "(http,) = [t for t in builtin_tasks(settings) if t.name == 'http']\n"
+        "Runtime(settings, TaskRegistry())\n"
+        "before = sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore'))\n"
+        "http.validate({'url': 'https://example.com/'})\n"
+        "print(before, 'httpx' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[] True"

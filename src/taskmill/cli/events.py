@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from taskmill.cli.common import (
     EXIT_ERROR,
@@ -29,6 +27,10 @@ from taskmill.store import replay
 
 events_cli = typer.Typer(help="The event log.", no_args_is_help=True)
 SHOWN = 50
+
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 @dataclass(slots=True)
@@ -47,6 +49,15 @@ class Verification:
 
 def _progress() -> Progress:
     """A bar on stderr (only a terminal's: piped runs print nothing extra)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     return Progress(
         TextColumn("verifying jobs"),
         BarColumn(),

@@ -13,10 +13,6 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 JsonOption = Annotated[
     bool,
@@ -62,6 +58,12 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """``rows`` under ``columns``: a rich table on a terminal (a cell too wide wraps,
     never cut: ids must stay whole), else tab-separated lines with a header."""
     if sys.stdout.isatty():
+        # Here, not at the top: every taskmill process imports the CLI, few print tables.
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(box=box.SIMPLE_HEAD)
         for column in columns:
             table.add_column(column, overflow="fold")

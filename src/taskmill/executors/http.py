@@ -25,16 +25,16 @@ import httpx
 
 from taskmill.core.errors import Fail, TimedOut, ValidationError
 from taskmill.executors.context import TaskContext
+from taskmill.executors.http_builtin import TASK_NAME
+from taskmill.executors.http_builtin import HttpExecutorConfig as HttpExecutorConfig  # re-exported
 from taskmill.executors.python import TaskDefinition
 from taskmill.executors.ssrf import (
     AddressPolicy,
     AddressRefused,
     GuardedBackend,
-    Resolver,
     parse_host_literal,
 )
 
-TASK_NAME = "http"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 PAYLOAD_FIELDS = ("method", "url", "headers", "body", "timeout_seconds")
 MAX_URL_LENGTH = 8192
@@ -42,30 +42,6 @@ MAX_HEADERS = 100
 ERROR_EXCERPT_CHARS = 200
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 header field name
 _BAD_VALUE_CHARS = re.compile(r"[\r\n\x00]")
-
-
-@dataclass(frozen=True, slots=True)
-class HttpExecutorConfig:
-    """What the ``http`` task may do (built from the ``[http]`` settings section)."""
-
-    allowed_networks: tuple[str, ...] = ()
-    allow_private_networks: bool = False
-    follow_redirects: bool = False
-    max_redirects: int = 5
-    max_response_bytes: int = 65_536
-    default_timeout_seconds: float = 30.0
-    max_timeout_seconds: float = 300.0
-    user_agent: str = "taskmill"
-    response_headers: tuple[str, ...] = ()  # names to keep in the result; empty: all
-    max_attempts: int = 4
-    # Below the guard, for tests and embedders (never from settings): what opens sockets
-    # (default: httpcore's anyio backend) and what resolves names (default: the system
-    # resolver). The guard checks every address either returns before connecting.
-    network_backend: httpcore.AsyncNetworkBackend | None = None
-    resolver: Resolver | None = None
-
-    def policy(self) -> AddressPolicy:
-        return AddressPolicy.from_strings(self.allowed_networks, self.allow_private_networks)
 
 
 class HttpError(Exception):

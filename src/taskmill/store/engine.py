@@ -163,6 +163,7 @@ def _sqlite_settings(engine: Engine, *, short_waits: bool = False) -> None:
     """The pragmas and transaction control of every SQLite connection; ``short_waits``
     (a synchronous engine used from its own thread only, which may sleep): its write
     transactions wait for the lock in short steps instead of SQLite's busy handler."""
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from pysqlite so BEGIN IMMEDIATE below is ours:
