@@ -51,7 +51,13 @@ class Database:
         engine = create_engine(url, pool_size=pool_size, transaction_pooler=transaction_pooler)
         if engine.dialect.name == "sqlite":
             return SQLiteDatabase(engine)
-        return PostgresDatabase(engine)
+        if transaction_pooler:  # a pooler cannot keep a session's synchronous_commit
+            return PostgresDatabase(engine)
+
+        def unflushed() -> AsyncEngine:  # the claims' few connections (ADR 0017)
+            return create_engine(url, pool_size=2, commits_without_flush=True)
+
+        return PostgresDatabase(engine, unflushed)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:

@@ -39,15 +39,24 @@ def async_url(url: str) -> str:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, transaction_pooler: bool = False
+    url: str,
+    *,
+    pool_size: int = 10,
+    transaction_pooler: bool = False,
+    commits_without_flush: bool = False,
 ) -> AsyncEngine:
     """An async engine for ``url`` with taskmill's connection settings;
     ``transaction_pooler``: ``url`` reaches PostgreSQL through PgBouncer (or another
-    pooler) in transaction pooling mode (``TRANSACTION_POOLER_ARGS``)."""
+    pooler) in transaction pooling mode (``TRANSACTION_POOLER_ARGS``);
+    ``commits_without_flush``: PostgreSQL only, its sessions commit with
+    ``synchronous_commit = off`` (the claims' engine, ADR 0017)."""
     full = async_url(url)
     if full.startswith("sqlite"):
         return _sqlite_engine(full)
     full, connect_args = _server_settings(full)
+    if commits_without_flush:
+        settings = connect_args.setdefault("server_settings", {})
+        settings["synchronous_commit"] = "off"
     if transaction_pooler:
         connect_args |= TRANSACTION_POOLER_ARGS
     try:

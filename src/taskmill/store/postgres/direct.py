@@ -92,13 +92,14 @@ def compile_statement(statement: Select[Any], dialect: Dialect) -> Compiled:
 
 
 async def fetch(
-    db: Database, statement: Select[Any], values: Mapping[str, Any]
+    db: Database, statement: Select[Any], values: Mapping[str, Any], *, flush: bool = True
 ) -> list[dict[str, Any]]:
     """Run ``statement`` with ``values`` as one autocommit statement; its rows as dicts
-    (column name to value, processed as SQLAlchemy's result would be)."""
+    (column name to value, processed as SQLAlchemy's result would be). ``flush=False``:
+    its commit does not wait for the WAL flush (``Database.autocommit``)."""
     compiled = compile_statement(statement, db.engine.dialect)
     arguments = compiled.arguments(values)
-    async with db.autocommit() as raw:
+    async with db.autocommit(flush=flush) as raw:
         records = await _run(raw, db, compiled, arguments)
     return [compiled.row(record) for record in records]
 

@@ -204,7 +204,11 @@ async def claim(db: Database, params: ClaimParams) -> list[Job]:
     check_transition(JobStatus.QUEUED, JobStatus.RUNNING)
     stmt = _claim_statement(by_id=params.job_ids is not None)
     values = _claim_values(params)
-    return [to_job_dict(row) for row in await direct.fetch(db, stmt, values)]
+    # Not waiting for the WAL flush (ADR 0017): a claim lost in a server crash only
+    # makes the job run again, which at-least-once allows; its outcome's commit
+    # flushes the claim with it.
+    rows = await direct.fetch(db, stmt, values, flush=False)
+    return [to_job_dict(row) for row in rows]
 
 
 async def claim_picked(conn: AsyncConnection, params: ClaimParams, ids: Sequence[str]) -> list[Job]:
