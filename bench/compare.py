@@ -36,7 +36,7 @@ PEERS_VENV = ROOT / "bench" / ".venv-peers"
 PEERS_PYTHON = PEERS_VENV / "bin" / "python"
 RESULTS = ROOT / "bench" / "results"
 TASKMILL = ("taskmill-sqlite", "taskmill-pg", "taskmill-pg-redis", "taskmill-pg-rabbitmq")
-PEERS = ("celery", "rq", "dramatiq", "arq", "procrastinate", "huey")
+PEERS = ("celery", "rq", "dramatiq", "arq", "procrastinate", "huey", "huey-sqlite")
 BROKERS = {
     "taskmill-sqlite": "SQLite file",
     "taskmill-pg": "PostgreSQL",
@@ -48,6 +48,7 @@ BROKERS = {
     "arq": "Redis",
     "procrastinate": "PostgreSQL",
     "huey": "Redis",
+    "huey-sqlite": "SQLite file (SqliteHuey)",
 }
 REFERENCE = "taskmill-pg-redis"
 # (section, field, higher is better, label)
@@ -61,6 +62,9 @@ METRICS = (
     ("latency", "p99", False, "latency p99 ms"),
     ("latency", "max", False, "latency max ms"),
     ("latency", "worker_cpu_ms_per_job", False, "worker CPU ms/job at the latency rate"),
+    ("trickle", "p50", False, "trickle (one job at a time) p50 ms"),
+    ("trickle", "p99", False, "trickle p99 ms"),
+    ("trickle", "max", False, "trickle max ms"),
     ("delayed", "p50", False, "delayed lag p50 ms"),
     ("delayed", "p99", False, "delayed lag p99 ms"),
     ("delayed", "max", False, "delayed lag max ms"),
@@ -207,7 +211,7 @@ def aggregate(reps: list[dict[str, Any]]) -> dict[str, Any]:
     incomplete = [
         f"{key}: {r[key]['completed']}/{r[key]['jobs']}"
         for r in ok
-        for key in ("throughput", "latency", "delayed")
+        for key in ("throughput", "latency", "trickle", "delayed")
         if key in r and r[key]["completed"] < r[key]["jobs"]
     ]
     return {

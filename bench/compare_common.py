@@ -249,8 +249,8 @@ def _wait(
 def run_rep(
     adapter: Adapter, opts: Options, workdir: Path, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Throughput (worker stopped while enqueueing), then latency and delayed jobs into
-    the running worker; then stop it. Returns the figures (JSON-able)."""
+    """Throughput (worker stopped while enqueueing), then latency, the trickle and
+    delayed jobs into the running worker; then stop it. Returns the figures (JSON-able)."""
     records = Path(os.environ["BENCH_RECORD_DIR"])
     out: dict[str, Any] = {"system": adapter.name, "concurrency": adapter.concurrency}
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -267,6 +267,8 @@ def run_rep(
         log(f"{adapter.name}: throughput {out['throughput']}")
         out["latency"] = _latency(adapter, opts, records, proc)
         log(f"{adapter.name}: latency {_brief(out['latency'])}")
+        out["trickle"] = _trickle(adapter, opts, records, proc)
+        log(f"{adapter.name}: trickle {_brief(out['trickle'])}")
         out["delayed"] = _delayed(adapter, opts, records, proc, out["throughput"]["enqueue_rate"])
         log(f"{adapter.name}: delayed {_brief(out['delayed'])}")
     finally:
@@ -334,6 +336,32 @@ def _latency(
         # The worker's CPU (whole process tree) from the first enqueue to the last job
         # done, per job: what 500 jobs/s cost it, idle polling included.
         "worker_cpu_ms_per_job": worker_cpu * 1000 / total,
+        **summary(millis),
+        "quantiles": quantiles(millis),
+    }
+
+
+def _trickle(
+    adapter: Adapter, opts: Options, records: Path, proc: subprocess.Popen[bytes]
+) -> dict[str, Any]:
+    """Jobs arriving alone (issue 20): ``rate`` jobs/s for ``seconds`` s, one enqueue
+    call per job, evenly spaced, never two together; each pays every step of its way
+    alone, where the latency phase's five per tick share a statement, a hint, a claim."""
+    total = int(opts.rate * opts.seconds)
+    begin = time.perf_counter()
+    for sent in range(1, total + 1):
+        adapter.enqueue("trickle", [None], 1)
+        delay = begin + sent / opts.rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    produced_s = time.perf_counter() - begin
+    _, seen = _wait(lambda: adapter.done(records, "trickle"), total, opts.timeout, proc)
+    millis = [(s - e) * 1000 for e, _, s in read(records, "trickle")]
+    return {
+        "target_rate": opts.rate,
+        "achieved_rate": total / produced_s,
+        "jobs": total,
+        "completed": seen,
         **summary(millis),
         "quantiles": quantiles(millis),
     }

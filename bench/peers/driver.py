@@ -2,7 +2,8 @@
 
     bench/.venv-peers/bin/python -m bench.peers.driver SYSTEM --out FILE [--jobs N ...]
 
-SYSTEM is one of ``celery``, ``rq``, ``dramatiq``, ``arq``, ``procrastinate``, ``huey``.
+SYSTEM is one of ``celery``, ``rq``, ``dramatiq``, ``arq``, ``procrastinate``, ``huey``,
+``huey-sqlite`` (SqliteHuey on a file in the driver's temporary directory).
 Every key, queue, namespace and job id it uses contains a token of its own
 (``cmp<hex>``); at the end it deletes those Redis keys (SCAN, never FLUSH), or drops
 its scratch PostgreSQL database (Procrastinate). Runs ``compare_common.run_rep`` once.
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_DSN = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-SYSTEMS = ("celery", "rq", "dramatiq", "arq", "procrastinate", "huey")
+SYSTEMS = ("celery", "rq", "dramatiq", "arq", "procrastinate", "huey", "huey-sqlite")
 
 
 def _when(due):
@@ -227,8 +228,25 @@ class Huey(Peer):
                 self.task.schedule(args=(phase, now, due), delay=max(0.0, due - now))
 
 
+class HueySqlite(Huey):
+    """Huey's embedded peer: SqliteHuey, the consumer polling the file."""
+
+    concurrency = "1 process, 8 threads (-k thread -w 8); polls the file: 0.1 s, x1.15 when idle, up to 10 s (its defaults)"
+
+    def __init__(self, token):
+        Peer.__init__(self, token)
+        self.name = "huey-sqlite"
+        from bench.peers.huey_sqlite_app import noop
+
+        self.task = noop
+
+    def worker_command(self):
+        return [str(BIN / "huey_consumer"), "bench.peers.huey_sqlite_app.huey", "-k", "thread",
+                "-w", "8"]  # fmt: skip
+
+
 PEERS = {"celery": Celery, "rq": RQ, "dramatiq": Dramatiq, "arq": Arq,
-         "procrastinate": Procrastinate, "huey": Huey}  # fmt: skip
+         "procrastinate": Procrastinate, "huey": Huey, "huey-sqlite": HueySqlite}  # fmt: skip
 
 
 def delete_redis_keys(token):
@@ -267,7 +285,10 @@ def main(argv=None):
         records = workdir / "records"
         records.mkdir()
         os.environ.update(
-            BENCH_RECORD_DIR=str(records), BENCH_TOKEN=token, BENCH_REDIS_URL=REDIS_URL
+            BENCH_RECORD_DIR=str(records),
+            BENCH_TOKEN=token,
+            BENCH_REDIS_URL=REDIS_URL,
+            BENCH_HUEY_SQLITE_FILE=str(workdir / "huey.db"),
         )
         peer = None
         try:
