@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -228,6 +230,8 @@ async def sample(
 async def latencies(minute: Minute, db: Database, since: datetime) -> None:
     start = since + timedelta(minutes=minute.index)
     lags, total = await cohort(db, start, start + timedelta(minutes=1))
+    if total < minute.sent:  # pruned since (``--retention``): the first reading stands
+        return
     minute.sent, minute.started = total, len(lags)
     if lags:
         minute.p50_ms, minute.p99_ms = percentile(lags, 50), percentile(lags, 99)
@@ -435,6 +439,10 @@ async def soak(args: argparse.Namespace, url: str, workdir: Path) -> None:
         stopped = stop_group(proc)
         if stopped["killed"]:
             progress("the worker did not stop within 20 s: killed")
+        kept = Path(args.keep_log_dir) / f"soak-{backend}-{prefix}.log"
+        with contextlib.suppress(OSError):
+            shutil.copyfile(workdir / "worker.log", kept)
+            print(f"worker log kept in {kept}")
         await _delete_broker_state(client, backend, prefix)
         await client.aclose()
         await db.close()
@@ -473,6 +481,11 @@ if __name__ == "__main__":
     parser.add_argument("--vacuum", choices=("auto", "warn", "off"), default="auto")
     parser.add_argument("--maintenance-interval", type=float, default=60.0)
     parser.add_argument("--dead-tuples-threshold", type=int, default=10_000)
+    parser.add_argument(
+        "--keep-log-dir",
+        default=tempfile.gettempdir(),
+        help="where the worker's log is copied at the end (the scratch directory goes)",
+    )
     parser.add_argument(
         "--retention",
         default=None,
