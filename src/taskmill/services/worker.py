@@ -360,7 +360,10 @@ class Worker:
     def notify_lost(self, job_id: str, reason: str) -> None:
         """Stop the local run of ``job_id`` (it was cancelled or taken over)."""
         running = self._running.get(job_id)
-        if running is None or running.task.done():
+        # Once only: a cancel reaches this process twice (the jobs service's in-process
+        # call, then the cancel's wake-up from the database), and a second cancel of
+        # the task would interrupt its clean-up (a process job's group being killed).
+        if running is None or running.task.done() or running.lost:
             return
         running.lost = True
         running.ctx.cancel(reason)
