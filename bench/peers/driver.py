@@ -231,7 +231,10 @@ class Huey(Peer):
 class HueySqlite(Huey):
     """Huey's embedded peer: SqliteHuey, the consumer polling the file."""
 
-    concurrency = "1 process, 8 threads (-k thread -w 8); polls the file: 0.1 s, x1.15 when idle, up to 10 s (its defaults)"
+    concurrency = (
+        "1 process, 8 threads (-k thread -w 8); polls the file: 0.1 s, x1.15 when idle, "
+        "up to 10 s (its defaults)"
+    )
 
     def __init__(self, token):
         Peer.__init__(self, token)
