@@ -22,7 +22,7 @@ from taskmill.core.errors import ConfigError, StoreUnavailable
 from taskmill.core.events import EventType
 from taskmill.core.retry import BackoffPolicy
 from taskmill.core.table_health import VacuumMode
-from taskmill.executors.http_builtin import http_task_on_first_use
+from taskmill.executors.http_builtin import http_task
 from taskmill.executors.process import process_task
 from taskmill.executors.python import PythonExecutor, TaskDefinition, TaskRegistry
 from taskmill.services.api_keys import ApiKeys
@@ -91,9 +91,7 @@ def builtin_tasks(settings: Settings) -> list[TaskDefinition]:
     """Task types taskmill itself provides (seed 004's executors), as configured."""
     tasks: list[TaskDefinition] = []
     if settings.http.enabled:
-        tasks.append(
-            http_task_on_first_use(settings.http.executor_config(settings.tasks.max_retries))
-        )
+        tasks.append(http_task(settings.http.executor_config(settings.tasks.max_retries)))
     if settings.process.enabled:  # off by default: it runs programs on the worker's machine
         tasks.append(process_task(settings.process.executor_config(settings.tasks.max_retries)))
     return tasks

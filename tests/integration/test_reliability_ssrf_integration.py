@@ -24,8 +24,7 @@ from taskmill import Taskmill
 from taskmill.config import load_settings
 from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import Job, JobStatus
-from taskmill.executors.http import http_task
-from taskmill.executors.http_builtin import HttpExecutorConfig
+from taskmill.executors.http_builtin import HttpExecutorConfig, http_task
 from taskmill.executors.ssrf import AddressPolicy, AddressRefused, GuardedBackend, IPAddress
 from taskmill.testing import run_until_idle
 from tests.integration.api_fixtures import api_client

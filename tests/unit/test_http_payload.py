@@ -12,8 +12,8 @@ import pytest
 
 from taskmill.config import load_settings
 from taskmill.core.errors import ConfigError, ValidationError
-from taskmill.executors.http import http_task, parse_payload
-from taskmill.executors.http_builtin import HttpExecutorConfig
+from taskmill.executors.http import parse_payload
+from taskmill.executors.http_builtin import HttpExecutorConfig, http_task
 from taskmill.runtime import builtin_tasks
 
 CONFIG = HttpExecutorConfig(max_timeout_seconds=60.0)

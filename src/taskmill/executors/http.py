@@ -25,9 +25,7 @@ import httpx
 
 from taskmill.core.errors import Fail, TimedOut, ValidationError
 from taskmill.executors.context import TaskContext
-from taskmill.executors.http_builtin import TASK_NAME
 from taskmill.executors.http_builtin import HttpExecutorConfig as HttpExecutorConfig  # re-exported
-from taskmill.executors.python import TaskDefinition
 from taskmill.executors.ssrf import (
     AddressPolicy,
     AddressRefused,
@@ -289,23 +287,14 @@ async def _perform(
         raise Fail(f"ssrf_blocked: {exc}") from exc
 
 
-def http_task(config: HttpExecutorConfig) -> TaskDefinition:
-    """The ``http`` task type, with a validator that checks payloads at job creation."""
-    ssl_context = functools.cache(httpx.create_ssl_context)  # built once, on first use
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()  # built once, at the first request
 
-    async def handle(ctx: TaskContext, payload: Any) -> dict[str, Any]:
-        # Checked again: the configuration may have changed since the job was created.
-        request = parse_payload(payload, config)
-        ctx.logger.info("%s %s", request.method, request.url)
-        return await _perform(request, config, ssl_context())
 
-    def validate(payload: Any) -> None:
-        parse_payload(payload, config)
-
-    return TaskDefinition(
-        name=TASK_NAME,
-        handler=handle,
-        max_attempts=config.max_attempts,
-        validator=validate,
-        builtin=True,
-    )
+async def handle(ctx: TaskContext, payload: Any, config: HttpExecutorConfig) -> dict[str, Any]:
+    """One attempt of an ``http`` job (``http_builtin.http_task`` calls it)."""
+    # Checked again: the configuration may have changed since the job was created.
+    request = parse_payload(payload, config)
+    ctx.logger.info("%s %s", request.method, request.url)
+    return await _perform(request, config, _ssl_context())

@@ -1,5 +1,5 @@
-"""The built-in ``http`` task as every process registers it: its settings, and a
-definition that imports the HTTP client (httpx, httpcore and the SSRF guard: 7 MB of
+"""The built-in ``http`` task as every process registers it: its settings, and its
+definition, which imports the HTTP client (httpx, httpcore and the SSRF guard: 7 MB of
 a process's memory) at its first job or first payload check, not at start. Executors
 that never run an ``http`` job, and the other services, stay without it
 (``executors/http.py`` does the work)."""
@@ -46,25 +46,19 @@ class HttpExecutorConfig:
         return AddressPolicy.from_strings(self.allowed_networks, self.allow_private_networks)
 
 
-def http_task_on_first_use(config: HttpExecutorConfig) -> TaskDefinition:
-    """The ``http`` task type; the real definition (``http.http_task``) is built at the
-    first call of its handler or validator."""
-    built: list[TaskDefinition] = []
+def http_task(config: HttpExecutorConfig) -> TaskDefinition:
+    """The ``http`` task type, with a validator that checks payloads at job creation;
+    both import the client (``executors/http.py``) at their first call."""
 
-    def real() -> TaskDefinition:
-        if not built:
-            from taskmill.executors.http import http_task
+    async def handle(ctx: TaskContext, payload: Any) -> dict[str, Any]:
+        from taskmill.executors import http
 
-            built.append(http_task(config))
-        return built[0]
-
-    async def handle(ctx: TaskContext, payload: Any) -> Any:
-        return await real().handler(ctx, payload)
+        return await http.handle(ctx, payload, config)
 
     def validate(payload: Any) -> None:
-        validator = real().validator
-        if validator is not None:
-            validator(payload)
+        from taskmill.executors import http
+
+        http.parse_payload(payload, config)
 
     return TaskDefinition(
         name=TASK_NAME,
