@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import logging
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import and_, func, select
 
@@ -130,6 +132,36 @@ class TemplateLag:
     start: Spread
     queued: Spread
     created: Spread
+    ticks: TickTrace
+
+
+@dataclass(frozen=True, slots=True)
+class TickTrace:
+    """Where the time of one tick goes: medians over the ticks of (b), in ms after it."""
+
+    rounds: float  # populator rounds that queued the tick's instances (distinct queued_at)
+    first_queued: float
+    last_queued: float
+    first_start: float
+    last_start: float
+
+    @classmethod
+    def of(cls, rows: Sequence[Any]) -> TickTrace:
+        by_tick: dict[datetime, list[Any]] = {}
+        for r in rows:
+            if r.scheduled_for is not None and r.queued_at is not None:
+                by_tick.setdefault(r.scheduled_for, []).append(r)
+        per_tick: list[tuple[float, ...]] = []
+        for tick, group in by_tick.items():
+            queued = [millis(r.queued_at, tick) or 0.0 for r in group]
+            starts = [millis(r.started_at, tick) or 0.0 for r in group if r.started_at]
+            if not starts:
+                continue
+            rounds = len({r.queued_at for r in group})
+            per_tick.append((rounds, min(queued), max(queued), min(starts), max(starts)))
+        if not per_tick:
+            return cls(0, 0, 0, 0, 0)
+        return cls(*(statistics.median(column) for column in zip(*per_tick, strict=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +386,7 @@ async def template_lag(app: Taskmill, opts: Options) -> TemplateLag:
         start=spread_of([millis(r.started_at, r.scheduled_for) for r in rows]),
         queued=spread_of([millis(r.queued_at, r.scheduled_for) for r in rows]),
         created=spread_of([millis(r.created_at, r.scheduled_for) for r in rows]),
+        ticks=TickTrace.of(rows),
     )
 
 
@@ -598,6 +631,12 @@ def report_template(t: TemplateLag) -> None:
     print(spread_line("started_at - scheduled_for", t.start))
     print(spread_line("  of which queued_at - scheduled_for", t.queued))
     print(spread_line("  of which created_at - scheduled_for", t.created))
+    k = t.ticks
+    print(
+        f"  one tick (medians over ticks, ms after it): {k.rounds:g} populator rounds, "
+        f"queued {k.first_queued:.1f} .. {k.last_queued:.1f}, "
+        f"started {k.first_start:.1f} .. {k.last_start:.1f}"
+    )
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(t.per_template.items()))
     print(f"  instances per template (instances: templates): {counts}")
     print(

@@ -145,7 +145,7 @@ class SchedulerSettings(_Section):
     wake it sooner)."""
     misfire_grace_seconds: float = Field(default=60.0, ge=0, le=86400)
     max_catchup: int = Field(default=10, ge=1, le=1000)
-    lookahead_seconds: float = Field(default=2.0, ge=0, le=60)
+    lookahead_seconds: float = Field(default=2.5, ge=0, le=60)
     """The recurrence manager creates a template's instances this long before their
     tick, as ``scheduled`` jobs that start at it (not for overlap policy ``skip``);
     0: at the tick (docs/adr/0015-create-ahead-lookahead.md)."""

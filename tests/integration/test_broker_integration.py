@@ -160,7 +160,7 @@ async def redis_only() -> AsyncIterator[BrokerFactory]:
 async def test_broker_integration_redis_waiting_reader_gets_a_batch_in_one_read(
     redis_only: BrokerFactory,
 ) -> None:
-    """A batch published while a worker waits reaches it in one read (MULTI/EXEC): the
+    """A batch published while a worker waits reaches it in one read (one atomic script): the
     worker claims it in one round, rather than the first hint alone and the rest a claim
     later. (A read woken by one stream returns that stream's entries: hints for other
     queues or priority bands come with the next read.)"""

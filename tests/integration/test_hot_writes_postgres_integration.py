@@ -5,7 +5,7 @@ taking the same rows in different orders deadlock, and a soak at 670 jobs/s saw
 ``deadlock detected`` between a heartbeat and a success batch. The renewal now skips
 rows another transaction holds (``claims.renew_leases``); without that the first test
 failed with ``DeadlockDetectedError`` in 3 runs of 3. Claims commit without waiting for
-the WAL flush, and nothing else does (ADR 0017)."""
+the WAL flush, as do the queue populator's rounds, and nothing else does (ADR 0017)."""
 
 from __future__ import annotations
 
@@ -86,6 +86,28 @@ async def test_claims_commit_without_waiting_for_the_flush_and_nothing_else_does
             )
         )
         assert len(claimed) == 1
+    finally:
+        await db.close()
+
+
+async def test_the_populators_round_commits_without_waiting_for_the_flush(
+    postgres_url: str,
+) -> None:
+    """ADR 0017, amended: queueing lost in a crash is redone by the next round, so the
+    round that queues due jobs runs on the connections without the flush (made at their
+    first use: a process that only queued has them), and an insert does not."""
+    db = Database.from_url(postgres_url)
+    assert isinstance(db, PostgresDatabase)
+    try:
+        store = store_for(db)
+        now = datetime.now(UTC)
+        await store.insert_jobs([make_job(NewJob("t", now), now, "test", False)])
+        assert db._unflushed is None  # the insert waited for its flush
+        queued, _ = await store.enqueue_due(
+            now=datetime.now(UTC), limit=10, actor="test", merchants_in_turn=False
+        )
+        assert len(queued) == 1
+        assert db._unflushed is not None
     finally:
         await db.close()
 

@@ -72,7 +72,7 @@ def test_load_settings_defaults(config_dir: Path) -> None:
     assert settings.worker.heartbeat_seconds == 10.0
     assert settings.scheduler.max_catchup == 10
     assert settings.scheduler.misfire_grace_seconds == 60.0
-    assert settings.scheduler.lookahead_seconds == 2.0
+    assert settings.scheduler.lookahead_seconds == 2.5
     assert settings.retry.base_seconds == 60.0
     assert settings.retry.factor == 2.0
     assert settings.retry.cap_seconds == 3600.0
