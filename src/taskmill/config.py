@@ -108,6 +108,10 @@ class WorkerSettings(_Section):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     worker_id: str | None = None
+    max_result_bytes: int = Field(default=1_048_576, ge=1024, le=67_108_864)
+    """A handler's result larger than this (as JSON) fails its attempt instead of being
+    stored: it would be copied into the job's row, its ``job.succeeded`` event and every
+    read of either (listings, the UI, the steps that depend on it)."""
 
     @field_validator("heartbeat_seconds")
     @classmethod

@@ -251,6 +251,7 @@ class Runtime:
             heartbeat_seconds=w.heartbeat_seconds,
             poll_interval=self.settings.scheduler.poll_interval_seconds,
             shutdown_grace_seconds=w.shutdown_grace_seconds,
+            max_result_bytes=w.max_result_bytes,
             backoff=BackoffPolicy(r.base_seconds, r.factor, r.cap_seconds, r.jitter),
             hostname=hostname,
             pid=os.getpid(),

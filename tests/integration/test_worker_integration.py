@@ -115,6 +115,57 @@ async def test_worker_integration_a_result_that_is_not_json_fails_the_attempt(
     assert done.last_error == f"result is not JSON: {reason}"
 
 
+@pytest.mark.parametrize(
+    ("result", "reason"),
+    [
+        ("x" * 1100, "result is 1,102 bytes of JSON, more than worker.max_result_bytes (1,024)"),
+        ({"rows": ["ok", "a\x00b"]}, "result.rows[1]: contains a NUL character"),
+        ({"text": "\ud800"}, "result.text: contains a lone surrogate (\\ud800)"),
+    ],
+)
+async def test_worker_integration_a_result_too_large_or_unstorable_fails_alone(
+    app: Taskmill, result: Any, reason: str
+) -> None:
+    """A result over ``worker.max_result_bytes``, or holding text no database can store,
+    fails its attempt with a reason naming the limit or the path; the jobs finishing
+    beside it in the same grouped commit are stored as usual."""
+    worker = app.settings.worker.model_copy(update={"max_result_bytes": 1024})  # its minimum
+    app.settings = app.settings.model_copy(update={"worker": worker})
+
+    @app.task("returns", max_retries=0)
+    async def returns(ctx: TaskContext, payload: int) -> Any:
+        return result if payload == 0 else payload
+
+    jobs = [await app.schedule("returns", i) for i in range(5)]
+    await run_until_idle(app)
+    bad, *good = [await job_of(app, job.id) for job in jobs]
+    assert bad.status is JobStatus.FAILED and bad.result is None
+    assert bad.last_error is not None and reason in bad.last_error
+    assert [(j.status, j.result) for j in good] == [(JobStatus.SUCCEEDED, i) for i in (1, 2, 3, 4)]
+
+
+async def test_worker_integration_an_error_message_is_stored_escaped_and_clipped(
+    app: Taskmill,
+) -> None:
+    """An exception's text may hold anything the handler read: NUL and a lone surrogate
+    are escaped and 20,000 characters are clipped to their start and end, so recording
+    the failure never fails (PostgreSQL refuses NUL in text)."""
+
+    @app.task("noisy", max_retries=0)
+    async def noisy(ctx: TaskContext, payload: None) -> None:
+        raise ValueError("start\x00\udc80" + "y" * 20_000 + "end")
+
+    job = await app.schedule("noisy")
+    await run_until_idle(app)
+    done = await job_of(app, job.id)
+    assert done.status is JobStatus.FAILED and done.last_error is not None
+    assert done.last_error.startswith("ValueError: start\\x00\\udc80yyy")
+    assert done.last_error.endswith("yyyend") and len(done.last_error) < 8100
+    assert "characters cut" in done.last_error
+    [run] = await app.runs(job.id)
+    assert run.error == done.last_error
+
+
 async def test_worker_integration_fail_retry_success(app: Taskmill) -> None:
     @app.task("flaky", max_retries=3)
     async def flaky(ctx: TaskContext, payload: None) -> str:

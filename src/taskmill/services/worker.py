@@ -7,6 +7,7 @@ import contextlib
 import functools
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -16,10 +17,19 @@ from typing import Any
 
 from taskmill.brokers.base import Broker, Delivery
 from taskmill.core.clock import Clock
-from taskmill.core.errors import BrokerError, Fail, Retry, StoreError, TaskmillError, TimedOut
+from taskmill.core.errors import (
+    BrokerError,
+    Fail,
+    Retry,
+    StoreError,
+    TaskmillError,
+    TimedOut,
+    ValidationError,
+)
 from taskmill.core.failpoints import failpoint
 from taskmill.core.jobs import Job, RunOutcome
 from taskmill.core.retry import BackoffPolicy
+from taskmill.core.text import check_json, unstorable
 from taskmill.executors.context import TaskContext
 from taskmill.executors.python import PythonExecutor
 from taskmill.observability import metrics, tracing
@@ -42,6 +52,12 @@ log = logging.getLogger(__name__)
 PAUSED_QUEUES_REFRESH_SECONDS = 1.0
 # The same for the task types another executor declared a rate limit for.
 RATE_LIMITS_REFRESH_SECONDS = 1.0
+# An error message is stored in the job's row, its run and its event: an exception's
+# text may quote a whole response or payload.
+MAX_ERROR_CHARS = 8000
+# A lone surrogate in a result's string, as json.dumps escapes it (a pair, an emoji, is
+# escaped the same way, and then passes the exact check).
+_ESCAPED_SURROGATE = re.compile(r"\\ud[89a-f]", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +69,7 @@ class WorkerConfig:
     heartbeat_seconds: float = 10.0
     poll_interval: float = 1.0
     shutdown_grace_seconds: float = 10.0
+    max_result_bytes: int = 1_048_576
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     hostname: str = "localhost"
     pid: int = 0
@@ -275,7 +292,7 @@ class Worker:
         self, job: Job, attempt: Attempt, ctx: TaskContext, result: Any, started: float
     ) -> None:
         """Record what the handler returned: a success, or a failure if it is not JSON."""
-        unstorable = _not_json(result)
+        unstorable = _unstorable(result, self.config.max_result_bytes)
         if unstorable is not None:
             failure = self._failure(job, unstorable, started)
             await self._record(self._failed(attempt, failure), ctx)
@@ -325,7 +342,7 @@ class Worker:
             error,
             extra=extra,
         )
-        return Failure(error, outcome, retry_at, time.monotonic() - started)
+        return Failure(stored_error(error), outcome, retry_at, time.monotonic() - started)
 
     async def _record(self, write: Any, ctx: TaskContext) -> None:
         running = self._running.get(ctx.job_id)
@@ -525,15 +542,41 @@ def _nothing() -> None:
     pass
 
 
-def _not_json(result: Any) -> str | None:
-    """Why ``result`` cannot be stored (results are JSON), or ``None`` if it can: a
-    handler returning, say, a set fails its attempt with that reason rather than
-    leaving the job running until its lease expires."""
+def _unstorable(result: Any, max_bytes: int) -> str | None:
+    """Why ``result`` cannot be stored, or ``None`` if it can: a handler returning, say,
+    a set (results are JSON) or 50 MB fails its attempt with that reason rather than
+    leaving the job running until its lease expires, or filling every read of it."""
     try:
-        json.dumps(result, allow_nan=False)  # PostgreSQL's JSON has no NaN or Infinity
+        # PostgreSQL's JSON has no NaN or Infinity. ASCII only: a character is a byte.
+        text = json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as exc:
         return f"result is not JSON: {exc}"
+    except RecursionError:
+        return "result is not JSON: nested too deeply"
+    if len(text) > max_bytes:
+        return (
+            f"result is {len(text):,} bytes of JSON, more than worker.max_result_bytes "
+            f"({max_bytes:,}); store large outputs elsewhere and return a reference"
+        )
+    if "\\u0000" in text or _ESCAPED_SURROGATE.search(text):  # else no string can fail
+        try:
+            check_json("result", result)
+        except ValidationError as exc:
+            return f"result cannot be stored: {exc}"
     return None
+
+
+def stored_error(text: str) -> str:
+    """An error message as it can be stored: NUL and lone surrogates (an exception's text
+    may hold anything the handler read) escaped, and at most ``MAX_ERROR_CHARS``, its
+    start and end kept, so that recording the failure can itself never fail."""
+    if unstorable(text) is not None:
+        text = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
+    if len(text) > MAX_ERROR_CHARS:
+        cut = len(text) - MAX_ERROR_CHARS
+        half = MAX_ERROR_CHARS // 2
+        text = f"{text[:half]} [... {cut:,} characters cut ...] {text[-half:]}"
+    return text
 
 
 def _hinted_ids(deliveries: Sequence[Delivery]) -> list[str] | None:
