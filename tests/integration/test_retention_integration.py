@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, insert, select
 
 from taskmill.config import load_settings
 from taskmill.core.jobs import DEFAULT_MERCHANT_ID, JobStatus, ScheduleType
@@ -21,7 +21,7 @@ from taskmill.executors.python import TaskRegistry
 from taskmill.runtime import Runtime
 from taskmill.store.database import Database
 from taskmill.store.driver import SqlStore
-from taskmill.store.schema import events, job_dependencies, job_runs, jobs
+from taskmill.store.schema import events, job_dependencies, job_runs, jobs, workers
 from taskmill.store.templates import NewTemplate
 from taskmill.store.tenants import NewApiKey
 from tests.conftest import wait_for
@@ -156,6 +156,47 @@ def statements(db: Database, prefix: str) -> Iterator[list[str]]:
     finally:
         for engine in db.sync_engines:
             event.remove(engine, "before_cursor_execute", listen)
+
+
+async def _worker_row(db: Database, worker_id: str, status: str, heartbeat_at: datetime) -> None:
+    row = {
+        "id": worker_id,
+        "hostname": "host",
+        "pid": 1,
+        "queues": ["default"],
+        "concurrency": 1,
+        "task_types": [],
+        "status": status,
+        "started_at": heartbeat_at,
+        "heartbeat_at": heartbeat_at,
+        "stopped_at": heartbeat_at if status == "stopped" else None,
+    }
+    async with db.transaction() as conn:
+        await conn.execute(insert(workers).values(row))
+
+
+async def test_retention_integration_gone_workers_go_after_the_longest_job_age(
+    store: SqlStore, db: Database
+) -> None:
+    """Each process that runs a worker adds a row; stopped and dead ones whose last
+    heartbeat is older than the longest job age go (the jobs they ran may name them
+    until then); alive ones and recent ones stay, and so does every row when some job
+    age keeps forever."""
+    forty_days, ten_days = OLD, REAL_NOW - timedelta(days=10)
+    await _worker_row(db, "stopped-long-ago", "stopped", forty_days)
+    await _worker_row(db, "dead-long-ago", "dead", forty_days)
+    await _worker_row(db, "alive-but-silent", "alive", forty_days)  # marked dead first
+    await _worker_row(db, "stopped-ten-days-ago", "stopped", ten_days)  # failed jobs: 30d
+    cutoffs = DEFAULTS.cutoffs(REAL_NOW)
+    forever = Retention(timedelta(days=7), None, timedelta(days=30), None).cutoffs(REAL_NOW)
+
+    assert await store.count_prunable(forever) == PruneCounts()
+    assert await store.count_prunable(cutoffs) == PruneCounts(workers=2)
+    batches = await prune_all(store, cutoffs, limit=1)
+
+    assert [b.workers for b in batches] == [1, 1, 0]
+    listed = {w.id for w in await store.list_workers()}
+    assert listed == {"alive-but-silent", "stopped-ten-days-ago"}
 
 
 async def test_retention_integration_batches_are_bounded(store: SqlStore, db: Database) -> None:

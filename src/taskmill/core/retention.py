@@ -3,7 +3,9 @@
 
 A job's age is measured from ``finished_at`` (and, for a job cancelled before it was
 due, from ``run_at`` too: the later of the two). A deleted template's own events are
-aged from its ``template.deleted`` event. ``None`` keeps forever.
+aged from its ``template.deleted`` event. A stopped or dead worker's row is aged from
+its last heartbeat and kept as long as the longest job age (the jobs it ran name it).
+``None`` keeps forever.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from taskmill.core.errors import ValidationError
 from taskmill.core.jobs import JobStatus
 
 #: The tables a prune deletes from (a batch deletes the jobs last: foreign keys).
-PRUNED_TABLES = ("jobs", "job_runs", "events", "job_dependencies")
+PRUNED_TABLES = ("jobs", "job_runs", "events", "job_dependencies", "workers")
 
 #: Bounds of an age given on the command line (``taskmill prune --older-than``).
 MIN_AGE = timedelta(minutes=1)
@@ -61,11 +63,15 @@ class Retention:
             (JobStatus.FAILED, self.failed),
             (JobStatus.CANCELLED, self.cancelled),
         )
+        kept = [age for _, age in ages if age is not None]
         return Cutoffs(
             finished_before=tuple((status, now - age) for status, age in ages if age is not None),
             templates_deleted_before=(
                 None if self.deleted_templates is None else now - self.deleted_templates
             ),
+            # Every job age configured (one kept forever keeps every worker row, too):
+            # a worker row goes no sooner than the last job that may name it.
+            workers_gone_before=now - max(kept) if len(kept) == len(ages) else None,
         )
 
 
@@ -77,6 +83,10 @@ class Cutoffs:
 
     finished_before: tuple[tuple[JobStatus, datetime], ...]
     templates_deleted_before: datetime | None
+    workers_gone_before: datetime | None = None
+    """Stopped or dead workers whose last heartbeat is older go (``None``: they stay).
+    Every process that runs a worker adds a row: a deployment restarted daily for a
+    year would list hundreds of long-gone workers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +97,7 @@ class PruneCounts:
     job_runs: int = 0
     events: int = 0
     job_dependencies: int = 0
+    workers: int = 0
 
     def __add__(self, other: PruneCounts) -> PruneCounts:
         return PruneCounts(
@@ -94,11 +105,12 @@ class PruneCounts:
             self.job_runs + other.job_runs,
             self.events + other.events,
             self.job_dependencies + other.job_dependencies,
+            self.workers + other.workers,
         )
 
     @property
     def total(self) -> int:
-        return self.jobs + self.job_runs + self.events + self.job_dependencies
+        return sum(self.by_table().values())
 
     def by_table(self) -> dict[str, int]:
         """``{table: rows}`` in :data:`PRUNED_TABLES` order."""

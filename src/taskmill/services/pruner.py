@@ -47,11 +47,12 @@ class Pruner:
         counts = await self.prune_batch(self.cutoffs())
         if counts.total:
             log.info(
-                "pruned %d jobs, %d runs, %d events, %d dependency rows",
+                "pruned %d jobs, %d runs, %d events, %d dependency rows, %d workers",
                 counts.jobs,
                 counts.job_runs,
                 counts.events,
                 counts.job_dependencies,
+                counts.workers,
             )
         return counts.total
 

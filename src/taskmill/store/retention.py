@@ -1,6 +1,6 @@
 """Pruning: finished jobs past their age go with their runs, events and dependency rows,
 one bounded batch per transaction; so do the events of templates deleted long enough
-ago (docs/adr/0009-retention.md).
+ago, and the rows of workers gone long enough ago (docs/adr/0009-retention.md).
 
 Shared by both databases; each batch is a ``Database.write``, so on SQLite it runs whole
 on the writer thread, queued with the other writers.
@@ -20,7 +20,8 @@ from taskmill.core.jobs import UNFINISHED_STATUSES, JobStatus
 from taskmill.core.retention import Cutoffs, PruneCounts
 from taskmill.store.database import Database
 from taskmill.store.dialect import Dialect
-from taskmill.store.schema import events, job_dependencies, job_runs, jobs, templates
+from taskmill.store.schema import events, job_dependencies, job_runs, jobs, templates, workers
+from taskmill.store.workers import WorkerStatus
 
 _downstream = jobs.alias("downstream")
 _deleted = events.alias("deleted")
@@ -50,6 +51,14 @@ def _prunable(status: JobStatus, before: datetime) -> ColumnElement[bool]:
     )
 
 
+def _gone_workers(before: datetime) -> ColumnElement[bool]:
+    """Workers stopped or marked dead whose last heartbeat is older than ``before`` (an
+    alive one is first marked dead by the failure watcher; one that speaks again after
+    its row went is simply not listed)."""
+    gone = (WorkerStatus.STOPPED.value, WorkerStatus.DEAD.value)
+    return workers.c.status.in_(gone) & (workers.c.heartbeat_at < before)
+
+
 def _deleted_template_events(before: datetime) -> ColumnElement[bool]:
     """A template's own events (no job) once the template is gone and its
     ``template.deleted`` event is older than ``before`` (the partial index
@@ -72,7 +81,8 @@ def _deleted_template_events(before: datetime) -> ColumnElement[bool]:
 async def prune_batch(db: Database, cutoffs: Cutoffs, *, limit: int) -> PruneCounts:
     """Delete one batch in one transaction: up to ``limit`` prunable jobs of the first
     status that has some, with their runs, dependency rows and events; when no job is
-    left, up to ``limit`` events of deleted templates. All zero: nothing is left."""
+    left, up to ``limit`` events of deleted templates; then up to ``limit`` gone
+    workers. All zero: nothing is left."""
     skip_locked = db.dialect.supports_skip_locked
 
     async def batch(conn: AsyncConnection) -> PruneCounts:
@@ -87,13 +97,18 @@ async def prune_batch(db: Database, cutoffs: Cutoffs, *, limit: int) -> PruneCou
             ids = list((await conn.execute(pick)).scalars())
             if ids:
                 return await _delete_jobs(conn, db.dialect, ids)
-        if cutoffs.templates_deleted_before is None:
+        if cutoffs.templates_deleted_before is not None:
+            doomed = select(events.c.id).where(
+                _deleted_template_events(cutoffs.templates_deleted_before)
+            )
+            gone = await conn.execute(delete(events).where(events.c.id.in_(doomed.limit(limit))))
+            if gone.rowcount:
+                return PruneCounts(events=gone.rowcount)
+        if cutoffs.workers_gone_before is None:
             return PruneCounts()
-        doomed = select(events.c.id).where(
-            _deleted_template_events(cutoffs.templates_deleted_before)
-        )
-        gone = await conn.execute(delete(events).where(events.c.id.in_(doomed.limit(limit))))
-        return PruneCounts(events=gone.rowcount)
+        stale = select(workers.c.id).where(_gone_workers(cutoffs.workers_gone_before))
+        gone = await conn.execute(delete(workers).where(workers.c.id.in_(stale.limit(limit))))
+        return PruneCounts(workers=gone.rowcount)
 
     return await db.write(batch)
 
@@ -141,6 +156,9 @@ async def count_prunable(db: Database, cutoffs: Cutoffs) -> PruneCounts:
         if cutoffs.templates_deleted_before is not None:
             where = _deleted_template_events(cutoffs.templates_deleted_before)
             total += PruneCounts(events=await _count(conn, select(1).where(where)))
+        if cutoffs.workers_gone_before is not None:
+            where = _gone_workers(cutoffs.workers_gone_before)
+            total += PruneCounts(workers=await _count(conn, select(1).where(where)))
     return total
 
 
