@@ -291,7 +291,8 @@ class Worker:
     async def _record_result(
         self, job: Job, attempt: Attempt, ctx: TaskContext, result: Any, started: float
     ) -> None:
-        """Record what the handler returned: a success, or a failure if it is not JSON."""
+        """Record what the handler returned: a success, or a failure if it cannot be stored
+        (not JSON, larger than ``max_result_bytes``, text no database takes)."""
         unstorable = _unstorable(result, self.config.max_result_bytes)
         if unstorable is not None:
             failure = self._failure(job, unstorable, started)
