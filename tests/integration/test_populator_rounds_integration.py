@@ -26,7 +26,7 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 async def test_populator_rounds_integration_grow_from_a_small_first_batch(db: Database) -> None:
-    due = 3 * FIRST_BATCH + 5  # rounds of 32, 64, then the 5 left
+    due = 3 * FIRST_BATCH + 5  # rounds of FIRST_BATCH, twice that, then the 5 left
     await create_jobs(db, [NewJob("t", TICK) for _ in range(due)], actor="test", now=TICK)
     later = TICK + timedelta(seconds=30)
     await create_jobs(db, [NewJob("t", later)], actor="test", now=TICK)
@@ -50,6 +50,14 @@ async def test_populator_rounds_integration_grow_from_a_small_first_batch(db: Da
 
 async def test_populator_rounds_integration_never_above_the_batch_size(db: Database) -> None:
     await create_jobs(db, [NewJob("t", TICK) for _ in range(50)], actor="test", now=TICK)
-    config = QueuePopulatorConfig(batch_size=20)
+    size = FIRST_BATCH + 4  # the second round would double past it
+    config = QueuePopulatorConfig(batch_size=size)
     populator = QueuePopulator(store_for(db), DatabaseBroker(), FrozenClock(TICK), config)
-    assert [await populator.run_once() for _ in range(4)] == [20, 20, 10, 0]
+    rounds = [await populator.run_once() for _ in range(50 // FIRST_BATCH + 2)]
+    assert rounds[0] == FIRST_BATCH and rounds[1] == size and max(rounds) == size
+    assert sum(rounds) == 50 and rounds[-1] == 0
+    await create_jobs(db, [NewJob("t", TICK) for _ in range(7)], actor="test", now=TICK)
+    small = QueuePopulator(
+        store_for(db), DatabaseBroker(), FrozenClock(TICK), QueuePopulatorConfig(batch_size=5)
+    )
+    assert [await small.run_once() for _ in range(3)] == [5, 2, 0]  # even the first round

@@ -15,8 +15,10 @@ log = logging.getLogger(__name__)
 
 # The first round after the populator caught up queues this many at most, and each full
 # round after it twice as many, up to the batch size: when thousands fall due at one
-# tick, the first reach the workers after a small transaction, not a 500-row one.
-FIRST_BATCH = 32
+# tick, the first reach the workers after a small transaction, not a 500-row one. At 8
+# rather than 32 the first of a tick's 200 jobs started 12-15 ms after it, not 22-24,
+# and the last no later (bench/README.md, issue 24).
+FIRST_BATCH = 8
 
 
 @dataclass(frozen=True, slots=True)
