@@ -319,7 +319,10 @@ class Worker:
         *,
         final: bool = False,
     ) -> Failure:
-        """The failure to record; ``final`` (the handler raised ``Fail``): no retry."""
+        """The failure to record; ``final`` (the handler raised ``Fail``): no retry. The
+        error is logged and stored as :func:`stored_error` makes it (a lone surrogate
+        in a log line fails the handler that writes it)."""
+        error = stored_error(error)
         retry_at = None
         if job.attempt < job.max_attempts and not final:
             backoff = self.executor.registry.get(job.task_type).backoff or self.config.backoff
@@ -343,7 +346,7 @@ class Worker:
             error,
             extra=extra,
         )
-        return Failure(stored_error(error), outcome, retry_at, time.monotonic() - started)
+        return Failure(error, outcome, retry_at, time.monotonic() - started)
 
     async def _record(self, write: Any, ctx: TaskContext) -> None:
         running = self._running.get(ctx.job_id)

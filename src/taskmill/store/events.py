@@ -43,8 +43,21 @@ class NewEvent:
     template_id: str | None = None
 
 
+# Returned as they are. Exact types: an enum member (a StrEnum is a str) is not one.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def jsonable(value: Any) -> Any:
-    """``value`` with datetimes and enums turned into JSON text (ISO 8601, values)."""
+    """``value`` with datetimes and enums turned into JSON text (ISO 8601, values).
+
+    Plain values and dicts are recognised by their exact type first: a ``job.created``
+    event holds a whole row, and the ``isinstance`` checks against ABCs (``Mapping``)
+    on each of its values were a quarter of ``schedule_many``'s CPU."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {str(k): v if type(v) in _PLAIN else jsonable(v) for k, v in value.items()}
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, enum.Enum):
