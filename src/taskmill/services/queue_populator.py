@@ -16,9 +16,10 @@ log = logging.getLogger(__name__)
 # The first round after the populator caught up queues this many at most, and each full
 # round after it twice as many, up to the batch size: when thousands fall due at one
 # tick, the first reach the workers after a small transaction, not a 500-row one. At 8
-# rather than 32 the first of a tick's 200 jobs started 12-15 ms after it, not 22-24,
-# and the last no later (bench/README.md, issue 24).
-FIRST_BATCH = 8
+# the first of a tick's 200 jobs started 12-15 ms after it rather than 22-24, but on
+# SQLite, where each round is a turn on the one writer, S11's two populators took 113 s
+# rather than 84 and a 2,000-job burst drained slower (bench/README.md, issue 24).
+FIRST_BATCH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,10 @@ class QueuePopulator:
         if len(queued) >= limit:  # more is probably due: come back at once, with more
             self._next_due = now
             self._limit = min(2 * limit, self.config.batch_size)
-        else:
+        elif self._next_due is None or self._next_due > now:
+            # Caught up: the next burst starts small again. A short round with more
+            # still due (rows another populator held) keeps its size: replicas sharing
+            # a backlog would otherwise go on in rounds of FIRST_BATCH.
             self._limit = min(FIRST_BATCH, self.config.batch_size)
         # Publish after commit: a crash in between leaves jobs queued but unannounced,
         # which the failure watcher re-publishes; the reverse order could announce a

@@ -293,9 +293,9 @@ class Worker:
     ) -> None:
         """Record what the handler returned: a success, or a failure if it cannot be stored
         (not JSON, larger than ``max_result_bytes``, text no database takes)."""
-        unstorable = _unstorable(result, self.config.max_result_bytes)
-        if unstorable is not None:
-            failure = self._failure(job, unstorable, started)
+        refused = _unstorable(result, self.config.max_result_bytes)
+        if refused is not None:
+            failure = self._failure(job, refused, started)
             await self._record(self._failed(attempt, failure), ctx)
             return
         failpoint("executor.after_handler_before_outcome_commit", f"{job.id}:{job.attempt}")
