@@ -37,7 +37,7 @@ case "${1:-all}" in
     # Unit, conformance, integration and migration tests in parallel (two workers), and
     # the end-to-end tests marked `parallel`.
     # shellcheck disable=SC2086  # the folders are words
-    "$PYTEST" -n 2 --dist worksteal -m "not exclusive and (parallel or not e2e)" \
+    "$PYTEST" -n "${TASKMILL_TEST_WORKERS:-2}" --dist worksteal -m "not exclusive and (parallel or not e2e)" \
       --ignore=tests/e2e/test_ui.py $all_dirs "$@"
     rest=$?
     wait "$beside_pid"

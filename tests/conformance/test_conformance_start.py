@@ -72,6 +72,13 @@ async def _driver_batched(db: Database, news: Sequence[NewJob], queue_if_due: bo
     return [m.row["id"] for m in made]
 
 
+async def _driver_bulk(db: Database, news: Sequence[NewJob], queue_if_due: bool) -> list[str]:
+    made = await store_for(db).create_jobs(
+        news, actor="producer", now=NOW, queue_if_due=queue_if_due
+    )
+    return [job.id for job in made]
+
+
 CREATORS: dict[str, Creator] = {
     # PostgreSQL: one statement on asyncpg (direct.py); SQLite: Database.write.
     "create_job": _one_by_one,
@@ -83,6 +90,8 @@ CREATORS: dict[str, Creator] = {
     "insert_made": _batched,
     # The insert batcher's, through the driver: PostgreSQL one statement on asyncpg.
     "driver_insert_jobs": _driver_batched,
+    # schedule_many's, through the driver: the same statement on PostgreSQL.
+    "driver_create_jobs": _driver_bulk,
 }
 
 

@@ -8,10 +8,24 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import ARRAY, Integer, String, any_, bindparam, event, func, literal, select, text
+from sqlalchemy import (
+    ARRAY,
+    Integer,
+    String,
+    any_,
+    bindparam,
+    delete,
+    event,
+    func,
+    literal,
+    select,
+    text,
+)
 
 from taskmill.core.errors import Conflict, StorageFull, StoreError, StoreUnavailable
+from taskmill.core.jobs import DependencyFailurePolicy
 from taskmill.store import claims
+from taskmill.store import jobs as job_store
 from taskmill.store.database import Database as AnyDatabase
 from taskmill.store.errors import from_asyncpg
 from taskmill.store.jobs import NewJob, make_job
@@ -19,8 +33,9 @@ from taskmill.store.notify import QUEUED
 from taskmill.store.postgres import direct, statements
 from taskmill.store.postgres.database import PostgresDatabase as Database
 from taskmill.store.postgres.statements import insert_jobs
-from taskmill.store.schema import jobs
+from taskmill.store.schema import events, jobs
 
+RUN_ANYWAY = DependencyFailurePolicy.RUN
 NOW = datetime(2026, 12, 1, 9, 30, 15, 250_000, tzinfo=UTC)
 ALL_JOBS = select(*jobs.c).where(jobs.c.id == any_(bindparam("ids", type_=ARRAY(String))))
 
@@ -219,3 +234,39 @@ async def test_direct_database_that_cannot_be_reached_is_unavailable(postgres_ur
             await direct.fetch(missing, select(literal(1).label("one")), {})
     finally:
         await missing.close()
+
+
+async def test_the_unnested_insert_writes_what_the_shared_insert_writes(pg: Database) -> None:
+    """``statements.insert_jobs`` builds the rows and their ``job.created`` and
+    ``job.queued`` events in SQL: for the same jobs they equal, column for column and in
+    log order, what ``jobs.insert_made`` writes from Python (replay depends on it)."""
+    later = NOW + timedelta(hours=1)
+    news = [
+        NewJob("t", NOW, payload={"nested": [1, 2.5, None, {"k": "é"}]}, timeout_seconds=1.5),
+        NewJob("t", later, payload=None, priority=-3, queue="q2", max_attempts=4),
+        NewJob("t", NOW, payload=[True, "x"], scheduled_for=NOW.replace(microsecond=0)),
+        NewJob("t", NOW, payload="text", idempotency_key="idem", unique_key="uniq"),
+        NewJob(
+            "t",
+            NOW,
+            payload=7,
+            trace_context="00-ab-cd-01",
+            on_dependency_failure=DependencyFailurePolicy.RUN,
+        ),
+    ]
+    made = [make_job(new, NOW, f"actor{i}", queue_if_due=i % 2 == 0) for i, new in enumerate(news)]
+
+    async def written() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        async with pg.transaction() as conn:
+            rows = [dict(r._mapping) for r in (await conn.execute(select(jobs))).all()]
+            logged = (await conn.execute(select(events).order_by(events.c.id))).all()
+            await conn.execute(delete(events))
+            await conn.execute(delete(jobs))
+        rows.sort(key=lambda r: str(r["id"]))
+        return rows, [{k: v for k, v in r._mapping.items() if k != "id"} for r in logged]
+
+    await job_store.insert_made(pg, made)
+    shared = await written()
+    await insert_jobs(pg, made)
+    assert await written() == shared
+    assert [e["type"] for e in shared[1]][:3] == ["job.created", "job.queued", "job.created"]

@@ -45,7 +45,7 @@ def _count_job_inserts(app: Taskmill) -> list[str]:
     sent: list[str] = []
 
     def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith(("INSERT INTO jobs", "WITH new_jobs")):
+        if "INSERT INTO jobs " in statement:
             sent.append(statement)
 
     for engine in app.runtime.db.sync_engines:

@@ -79,9 +79,14 @@ class SqlStore:
     async def create_jobs(
         self, news: Sequence[jobs.NewJob], *, actor: str, now: datetime, queue_if_due: bool
     ) -> list[Job]:
-        return await jobs.create_jobs(
-            self.db, news, actor=actor, now=now, queue_if_due=queue_if_due
-        )
+        if any(new.unique_key is not None for new in news):  # each key looked up first
+            return await jobs.create_jobs(
+                self.db, news, actor=actor, now=now, queue_if_due=queue_if_due
+            )
+        jobs.check_bulk(news)
+        made = [jobs.make_job(new, now, actor, queue_if_due) for new in news]
+        await self.insert_jobs(made)  # PostgreSQL: one statement, whatever the count
+        return [m.job for m in made]
 
     async def create_graph(
         self,

@@ -19,11 +19,9 @@ from typing import Any
 from sqlalchemy import (
     ARRAY,
     Float,
-    Insert,
     Integer,
     Select,
     String,
-    Table,
     Text,
     any_,
     bindparam,
@@ -52,6 +50,7 @@ from taskmill.store.postgres import direct
 from taskmill.store.postgres.database import PostgresDatabase as Database
 from taskmill.store.records import to_job, to_job_dict
 from taskmill.store.schema import events, job_runs, jobs
+from taskmill.store.transition import NOT_REPLAYED
 from taskmill.store.types import UtcDateTime
 
 
@@ -59,49 +58,150 @@ async def insert_jobs(db: Database, made: Sequence[MadeJob]) -> None:
     """Insert ``made`` (from ``jobs.make_job``), their events and the wake-ups as one
     PostgreSQL statement in autocommit: one round trip instead of five per job
     (``BEGIN``, two inserts, the notification, ``COMMIT``) — the cost of ``schedule()``.
-    All or nothing."""
-    job_rows = [m.row for m in made]
-    event_rows = [event_log.row(e) for m in made for e in m.events]
-    stmt = _jobs_and_events_statement(
-        tuple(job_rows[0]),
-        tuple(event_rows[0]),
-        len(job_rows),
-        len(event_rows),
-        tuple(sorted({wake(row) for row in job_rows})),
+    The rows are bound column by column as arrays (unnested in SQL), and their events
+    are built in SQL from the same arrays: one prepared statement for any batch size,
+    and no per-job JSON of the whole row in Python (``schedule_many``'s cost). All or
+    nothing."""
+    if not made:
+        return
+    rows = [m.row for m in made]
+    values: dict[str, Any] = {name: [row[name] for row in rows] for name, _ in _NEW_JOB}
+    # As text, cast in SQL, as the successes' results (a JSONB array needs a codec).
+    values["payload"] = [json.dumps(row["payload"], allow_nan=False) for row in rows]
+    values["status"] = [row["status"].value for row in rows]
+    values["schedule_type"] = [row["schedule_type"].value for row in rows]
+    values["actor"] = [m.events[0].actor for m in made]
+    channels = tuple(sorted({wake(row) for row in rows}))
+    await direct.fetch(db, _insert_jobs_statement(channels), values)
+
+
+# A new job's columns bound as arrays (text for the enums and the payload, cast in SQL);
+# the other columns of ``jobs.job_row`` start empty: attempt 0, the rest NULL.
+_NEW_JOB: tuple[tuple[str, Any], ...] = (
+    ("id", String),
+    ("merchant_id", String),
+    ("template_id", String),
+    ("task_type", String),
+    ("queue", String),
+    ("priority", Integer),
+    ("payload", Text),
+    ("status", String),
+    ("schedule_type", String),
+    ("run_at", UtcDateTime()),
+    ("scheduled_for", UtcDateTime()),
+    ("max_attempts", Integer),
+    ("timeout_seconds", Float),
+    ("idempotency_key", String),
+    ("queued_at", UtcDateTime()),
+    ("created_at", UtcDateTime()),
+    ("trace_context", String),
+    ("on_dependency_failure", String),
+    ("unique_key", String),
+)
+_EMPTY: Mapping[str, Any] = {
+    "attempt": 0,
+    "worker_id": None,
+    "lease_expires_at": None,
+    "started_at": None,
+    "finished_at": None,
+    "result": None,
+    "last_error": None,
+    "cancel_reason": None,
+}
+
+
+@functools.lru_cache(maxsize=4)
+def _insert_jobs_statement(channels: tuple[str, ...]) -> Select[Any]:
+    """The statement of :func:`insert_jobs`, built once per set of wake-up channels.
+
+    It writes what ``jobs.insert_made`` writes: the rows; per job, in the batch's order,
+    ``job.created`` (the whole replayable row, as ``jobs.created_event`` builds it: a
+    job created queued shows ``scheduled`` there) and, for a job created queued,
+    ``job.queued``; and the wake-ups."""
+    scheduled, queued = JobStatus.SCHEDULED.value, JobStatus.QUEUED.value
+    bound = [(name, type_) for name, type_ in _NEW_JOB] + [("actor", String)]
+    unnested = (
+        func.unnest(*(bindparam(name, type_=ARRAY(type_)) for name, type_ in bound))
+        .table_valued(*(column(name, type_) for name, type_ in bound), with_ordinality="n")
+        .render_derived(name="unnested")
     )
-    params: dict[str, Any] = {}
-    for i, row in enumerate(job_rows):
-        params.update({f"job{i}_{k}": v for k, v in row.items()})
-    for i, event in enumerate(event_rows):
-        params.update({f"event{i}_{k}": v for k, v in event.items()})
-    await direct.fetch(db, stmt, params)
+    b = select(unnested).cte("batch").c  # unnested once, read by both inserts
 
+    names = [c.name for c in jobs.c]
+    new_jobs = insert(jobs).from_select(
+        names, select(*(_stored(b, n).label(n) for n in names)).order_by(b.n)
+    )
 
-@functools.lru_cache(maxsize=256)
-def _jobs_and_events_statement(
-    job_keys: tuple[str, ...],
-    event_keys: tuple[str, ...],
-    n_jobs: int,
-    n_events: int,
-    channels: tuple[str, ...],
-) -> Select[Any]:
-    """The statement of :func:`insert_jobs`, built once per shape with bound
-    parameters: building and cache-keying it per call cost more CPU than the round trip."""
-    # INSERT ... SELECT ... UNION ALL ... rather than a multi-row VALUES, which SQLAlchemy
-    # does not cache (it would compile the statement on every call); the rows, and so
-    # the event ids, come in this order.
-    job = _insert_rows(jobs, "job", job_keys, n_jobs)
-    event = _insert_rows(events, "event", event_keys, n_events)
+    replayed = [n for n in names if n not in NOT_REPLAYED]
+    created_data = func.jsonb_build_object(
+        "to", scheduled,
+        "changes", func.jsonb_build_object(
+            *(p for n in replayed for p in (literal(n, String), _as_created(b, n)))
+        ),
+    )  # fmt: skip
+    queued_data = func.jsonb_build_object(
+        "from", scheduled,
+        "to", queued,
+        "changes", func.jsonb_build_object(
+            "status", queued, "queued_at", event_log.iso_text(b.queued_at)
+        ),
+    )  # fmt: skip
+    created = select(
+        b.created_at.label("occurred_at"),
+        b.merchant_id,
+        literal(EventType.JOB_CREATED.value, String).label("type"),
+        b.actor,
+        b.id.label("job_id"),
+        b.template_id,
+        created_data.label("data"),
+        b.n,
+        literal(0).label("k"),
+    )
+    queueing = select(
+        b.queued_at,
+        b.merchant_id,
+        literal(EventType.JOB_QUEUED.value, String),
+        b.actor,
+        b.id,
+        type_coerce(null(), String),
+        queued_data,
+        b.n,
+        literal(1),
+    ).where(b.status == queued)
+    both = union_all(created, queueing).subquery("both")
+    columns = ["occurred_at", "merchant_id", "type", "actor", "job_id", "template_id", "data"]
+    new_events = insert(events).from_select(
+        columns, select(*(both.c[c] for c in columns)).order_by(both.c.n, both.c.k)
+    )
     wake_up = select(*(func.pg_notify(channel, "") for channel in channels))
-    return wake_up.add_cte(job.cte("new_jobs"), event.cte("new_events"))
+    return wake_up.add_cte(new_jobs.cte("new_jobs"), new_events.cte("new_events"))
 
 
-def _insert_rows(table: Table, prefix: str, keys: tuple[str, ...], n: int) -> Insert:
-    rows = [
-        select(*(bindparam(f"{prefix}{i}_{k}", type_=table.c[k].type).label(k) for k in keys))
-        for i in range(n)
-    ]
-    return insert(table).from_select(list(keys), union_all(*rows) if n > 1 else rows[0])
+def _stored(b: Any, name: str) -> Any:
+    """What :func:`_insert_jobs_statement` stores in column ``name`` from the batch ``b``."""
+    if name in _EMPTY:
+        return type_coerce(literal(_EMPTY[name]), jobs.c[name].type)
+    if name == "updated_at":
+        return b.created_at
+    if name in ("payload", "status", "schedule_type"):
+        return cast(b[name], jobs.c[name].type)
+    return b[name]
+
+
+def _as_created(b: Any, name: str) -> Any:
+    """Column ``name`` in a ``job.created`` event, as ``events.jsonable`` writes it:
+    timestamps as ISO text, and the job as created (``scheduled``, not yet queued)."""
+    if name == "status":
+        return literal(JobStatus.SCHEDULED.value)
+    if name == "queued_at" or (name in _EMPTY and _EMPTY[name] is None):
+        return null()
+    if name == "payload":
+        return cast(b.payload, JSONB)
+    if name in _EMPTY:
+        return literal(_EMPTY[name])
+    if isinstance(jobs.c[name].type, UtcDateTime):
+        return event_log.iso_text(b[name])
+    return b[name]
 
 
 async def enqueue_due_and_next(
