@@ -91,10 +91,10 @@ class BrokerSettings(_Section):
     prefix: str = Field(default="taskmill", min_length=1, max_length=100)
     """Redis key prefix / RabbitMQ queue-name prefix, so several deployments can share one
     broker."""
-    reclaim_idle_seconds: float = Field(default=30.0, gt=0)
+    reclaim_idle_seconds: float = Field(default=30.0, gt=0, le=86_400)
     """A hint a worker took but neither acked nor returned for this long is handed to
     another worker (the first one died between taking and claiming)."""
-    timeout_seconds: float = Field(default=10.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
     """RabbitMQ: how long connecting, declaring a queue or publishing (until every publisher
     confirm is in) may take, also while reconnecting, before the call fails."""
 
@@ -104,9 +104,9 @@ class WorkerSettings(_Section):
     """Whether ``taskmill run`` (and ``Taskmill.run``) runs the executor."""
     concurrency: int = Field(default=10, gt=0, le=10_000)
     queues: tuple[str, ...] = ("default",)
-    lease_seconds: float = Field(default=30.0, gt=0)
-    heartbeat_seconds: float = Field(default=10.0, gt=0)
-    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    lease_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    heartbeat_seconds: float = Field(default=10.0, gt=0, le=3600)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=86_400)
     worker_id: str | None = None
     max_result_bytes: int = Field(default=1_048_576, ge=1024, le=67_108_864)
     """A handler's result larger than this (as JSON) fails its attempt instead of being
@@ -135,11 +135,11 @@ class SchedulerSettings(_Section):
     manager and pruner."""
     poll_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
     batch_size: int = Field(default=500, gt=0, le=100_000)
-    watcher_interval_seconds: float = Field(default=1.0, gt=0)
-    worker_dead_after_seconds: float = Field(default=25.0, gt=0)
+    watcher_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    worker_dead_after_seconds: float = Field(default=25.0, gt=0, le=86_400)
     """A worker silent this long is marked dead and its jobs rescued at once (2.5 missed
     heartbeats by default: sooner than the 30 s lease)."""
-    requeue_after_seconds: float = Field(default=30.0, gt=0)
+    requeue_after_seconds: float = Field(default=30.0, gt=0, le=86_400)
     """A job ``queued`` this long without being claimed is published again (its hint
     was lost: a broker flush or restart)."""
     wait_poll_seconds: float = Field(default=1.0, ge=0.1, le=60)
@@ -153,7 +153,7 @@ class SchedulerSettings(_Section):
     """The recurrence manager creates a template's instances this long before their
     tick, as ``scheduled`` jobs that start at it (not for overlap policy ``skip``);
     0: at the tick (docs/adr/0015-create-ahead-lookahead.md)."""
-    max_running_per_merchant: int | None = Field(default=None, gt=0)
+    max_running_per_merchant: int | None = Field(default=None, gt=0, le=1_000_000)
     """At most this many jobs of one merchant run at once, across all workers, so one
     tenant's backlog cannot starve the others; unset: no cap."""
     min_interval_seconds: float = Field(default=1.0, ge=0.001, le=86_400)
@@ -255,9 +255,9 @@ class MaintenanceSettings(_Section):
 
 
 class RetrySettings(_Section):
-    base_seconds: float = Field(default=60.0, ge=0)
-    factor: float = Field(default=2.0, ge=1)
-    cap_seconds: float = Field(default=3600.0, ge=0)
+    base_seconds: float = Field(default=60.0, ge=0, le=86_400)
+    factor: float = Field(default=2.0, ge=1, le=100)
+    cap_seconds: float = Field(default=3600.0, ge=0, le=2_592_000)
     jitter: float = Field(default=0.1, ge=0, le=1)
 
     @model_validator(mode="after")
@@ -280,12 +280,12 @@ class ApiSettings(_Section):
     secret_key: str | None = Field(default=None, min_length=32)
     """HMAC key for API key hashes; unset: read or create ``secret_key_file``."""
     secret_key_file: str = "taskmill.secret"
-    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    max_body_bytes: int = Field(default=1_048_576, gt=0, le=67_108_864)
     max_json_depth: int = Field(default=32, gt=0, le=1000)
-    auth_failures_per_minute: int = Field(default=20, gt=0)
-    requests_per_second_per_merchant: float | None = Field(default=None, gt=0)
+    auth_failures_per_minute: int = Field(default=20, gt=0, le=1_000_000)
+    requests_per_second_per_merchant: float | None = Field(default=None, gt=0, le=1_000_000)
     """Each merchant's request rate limit in this API process (a token bucket); unset: off."""
-    request_burst_per_merchant: int | None = Field(default=None, ge=1)
+    request_burst_per_merchant: int | None = Field(default=None, ge=1, le=10_000_000)
     """Requests a merchant may send at once above the rate; unset: one second's worth."""
     request_read_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
     """A request's headers and body must arrive within this long of its first byte
@@ -349,8 +349,8 @@ class HttpSettings(_Section):
     max_redirects: int = Field(default=5, ge=0, le=50)
     max_response_bytes: int = Field(default=65_536, gt=0, le=16_777_216)
     """Most of a response body kept in the job's result (and ever read)."""
-    default_timeout_seconds: float = Field(default=30.0, gt=0)
-    max_timeout_seconds: float = Field(default=300.0, gt=0)
+    default_timeout_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    max_timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
     user_agent: str = Field(default="taskmill", min_length=1)
     response_headers: tuple[str, ...] = ()
     """Response headers kept in the result; empty: all of them."""
@@ -408,7 +408,7 @@ class ProcessSettings(_Section):
     """``PATH`` of the child, and where a bare program name is looked up."""
     max_output_bytes: int = Field(default=65_536, gt=0, le=16_777_216)
     """Bytes kept of each of stdout and stderr (the first and the last half)."""
-    max_timeout_seconds: float = Field(default=300.0, gt=0)
+    max_timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
     kill_grace_seconds: float = Field(default=2.0, ge=0, le=60)
     reap_orphans: bool = True
     """Linux: the worker becomes a child subreaper and reaps what a killed group orphans."""

@@ -20,7 +20,8 @@ from taskmill.api.schemas import MIN_INTERVAL_FLOOR
 from tests.e2e.test_cli import ROOT, _env, _taskmill, free_port
 from tests.plan import plan_size, sized
 
-pytestmark = pytest.mark.parallel  # no timing bounds: runs in the parallel step
+# No timing bounds, and minutes of CPU at the plan's size: niced beside the serial step.
+pytestmark = [pytest.mark.parallel, pytest.mark.beside_serial]
 
 
 @contextmanager

@@ -260,13 +260,14 @@ def test_reliability_s33_store_state_machine_keeps_i2_to_i4_on_sqlite(sqlite_url
 
 
 @plan_size
+@pytest.mark.beside_serial  # minutes of CPU at the plan's size, no timing bounds
 @pytest.mark.parametrize("half", ["first", "second"])
 def test_reliability_s33_store_state_machine_keeps_i2_to_i4_on_postgresql(
     postgres_url: str, half: str
 ) -> None:
     """S33 on PostgreSQL, where the two actors' transactions really interleave: the
     plan's 200 runs x 200 steps in the plan-size step, as two halves of 100 runs (each on
-    a database of its own), so the parallel step's two workers share them."""
+    a database of its own), run one after the other beside the serial end-to-end step."""
     _run_machine(postgres_url, -(-PLAN_EXAMPLES // 2), PLAN_STEPS)
 
 

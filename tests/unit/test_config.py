@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+import typing
 from pathlib import Path
+from typing import Any
 
+import annotated_types
 import pytest
+from pydantic import BaseModel
 
 from taskmill.config import Settings, config_file, load_settings
 from taskmill.core.errors import ConfigError
@@ -355,3 +360,50 @@ def test_load_settings_maintenance_bounds_accepted(config_dir: Path) -> None:
     maintenance = load_settings(environment="test", config_dir=config_dir).maintenance
     assert (maintenance.vacuum, maintenance.interval_seconds) == ("warn", 5)
     assert (maintenance.dead_tuples_threshold, maintenance.vacuum_timeout_seconds) == (100, 86400)
+
+
+# Numbers bounded by their own validator instead of Field(le=...): retention ages.
+OWN_BOUNDS = {
+    "retention.succeeded_after_days",
+    "retention.failed_after_days",
+    "retention.cancelled_after_days",
+    "retention.deleted_templates_after_days",
+}
+
+
+def _numeric_settings() -> list[tuple[str, Any]]:
+    found = []
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        for name, info in model.model_fields.items():
+            kinds = set(typing.get_args(info.annotation)) or {info.annotation}
+            if kinds & {int, float} and bool not in kinds:
+                found.append((f"{section}.{name}", info))
+    return found
+
+
+def test_every_numeric_setting_has_a_minimum_and_a_maximum() -> None:
+    """A number an operator gives is bounded both ways (a lease of 1e300 seconds, a
+    burst of 10**18): refused when the settings load, naming the key, never found later
+    as an overflow in a timer or a query."""
+    unbounded = []
+    for key, info in _numeric_settings():
+        bounds = {type(m) for m in info.metadata}
+        low = bounds & {annotated_types.Ge, annotated_types.Gt}
+        high = bounds & {annotated_types.Le, annotated_types.Lt}
+        if key not in OWN_BOUNDS and not (low and high):
+            unbounded.append(key)
+    assert len(_numeric_settings()) > 40
+    assert unbounded == []
+
+
+@pytest.mark.parametrize("key", [k for k, _ in _numeric_settings() if k not in OWN_BOUNDS])
+def test_an_oversized_number_is_refused_naming_its_key(config_dir: Path, key: str) -> None:
+    section, name = key.split(".")
+    annotation = dict(_numeric_settings())[key].annotation
+    huge = "1e300" if float in (typing.get_args(annotation) or (annotation,)) else str(10**18)
+    _write(config_dir, f"[{section}]\n{name} = {huge}\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: .*less than"):
+        load_settings(environment="test", config_dir=config_dir)
