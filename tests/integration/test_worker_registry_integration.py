@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import delete, text, update
 
+from taskmill import Taskmill
 from taskmill.brokers.database import DatabaseBroker
 from taskmill.config import load_settings
 from taskmill.core.errors import ConfigError
@@ -21,6 +22,7 @@ from taskmill.store.events import list_events
 from taskmill.store.jobs import NewJob, create_job, get_job
 from taskmill.store.replay import projection_diff
 from taskmill.store.schema import workers as workers_table
+from tests.conftest import wait_for
 from tests.history import check_invariants
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -142,3 +144,34 @@ async def test_a_stopped_worker_is_not_marked_dead(db: Database) -> None:
 def test_dead_after_must_exceed_the_heartbeat() -> None:
     with pytest.raises(ConfigError, match="worker_dead_after_seconds"):
         load_settings(scheduler={"worker_dead_after_seconds": 5}, worker={"heartbeat_seconds": 10})
+
+
+async def test_a_worker_whose_row_was_pruned_registers_again(database_url: str) -> None:
+    """Retention prunes the rows of workers gone for long (ADR 0009); a worker that was
+    only silent (a suspended machine) and beats again is listed again, alive."""
+    app = Taskmill(
+        settings=load_settings(
+            "test",
+            None,
+            database={"url": database_url},
+            worker={"lease_seconds": 5.0, "heartbeat_seconds": 0.2},
+        )
+    )
+    runtime = await app.open()
+    await app.start()
+    try:
+
+        async def listed() -> bool:
+            return any(w.status is workers.WorkerStatus.ALIVE for w in await _listed(runtime.db))
+
+        await wait_for(listed)
+        async with runtime.db.transaction() as conn:
+            await conn.execute(delete(workers_table))  # what the pruner does
+        assert await _listed(runtime.db) == []
+        await wait_for(listed)
+    finally:
+        await app.stop()
+
+
+async def _listed(db: Database) -> list[workers.WorkerInfo]:
+    return await workers.list_workers(db)

@@ -372,7 +372,11 @@ class Worker:
         owned = await self.store.renew_leases(
             self.config.worker_id, held, self.config.lease_seconds
         )
-        await self.store.worker_beat(self.config.worker_id)
+        if not await self.store.worker_beat(self.config.worker_id):
+            # Silent long enough for retention to prune its row (a machine suspended for
+            # days): listed again, so the registry, the UI and /workers see it.
+            log.warning("worker %s had no row (pruned): registering again", self.config.worker_id)
+            await self._register()
         lost = [job_id for job_id, _ in held if job_id not in owned]
         for job_id in lost:
             self.notify_lost(job_id, "lease lost (cancelled or rescued)")
@@ -401,8 +405,7 @@ class Worker:
 
     # -- the loop -------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Claim and run jobs until ``stop``; then finish or release what is running."""
+    async def _register(self) -> None:
         await self.store.register_worker(
             self.config.worker_id,
             self.config.hostname,
@@ -411,6 +414,10 @@ class Worker:
             self.config.concurrency,
             self.executor.registry.names(),
         )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run jobs until ``stop``; then finish or release what is running."""
+        await self._register()
         await self.declare_rate_limits()
         for definition in self.executor.registry:
             if definition.on_worker_start is not None:

@@ -345,8 +345,8 @@ class SqlStore:
     ) -> None:
         await workers.register(self.db, worker_id, hostname, pid, queues, concurrency, task_types)
 
-    async def worker_beat(self, worker_id: str) -> None:
-        await workers.beat(self.db, worker_id)
+    async def worker_beat(self, worker_id: str) -> bool:
+        return await workers.beat(self.db, worker_id)
 
     async def stop_worker(self, worker_id: str) -> None:
         await workers.stop(self.db, worker_id)

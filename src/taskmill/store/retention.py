@@ -54,7 +54,7 @@ def _prunable(status: JobStatus, before: datetime) -> ColumnElement[bool]:
 def _gone_workers(before: datetime) -> ColumnElement[bool]:
     """Workers stopped or marked dead whose last heartbeat is older than ``before`` (an
     alive one is first marked dead by the failure watcher; one that speaks again after
-    its row went is simply not listed)."""
+    its row went registers again: ``workers.beat`` finds no row)."""
     gone = (WorkerStatus.STOPPED.value, WorkerStatus.DEAD.value)
     return workers.c.status.in_(gone) & (workers.c.heartbeat_at < before)
 

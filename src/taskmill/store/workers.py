@@ -84,15 +84,17 @@ async def register(
         await conn.execute(db.dialect.upsert(workers, ["id"], {"id": worker_id, **values}, values))
 
 
-async def beat(db: Database, worker_id: str) -> None:
-    """Say "still here". A worker marked dead while paused comes back to life: its
+async def beat(db: Database, worker_id: str) -> bool:
+    """Say "still here"; ``False`` if the worker has no row (retention pruned it while
+    the worker was silent). A worker marked dead while paused comes back to life: its
     rescued jobs are already fenced off (its leases no longer match)."""
     async with db.transaction() as conn:
-        await conn.execute(
+        result = await conn.execute(
             update(workers)
             .where(workers.c.id == worker_id)
             .values(heartbeat_at=db.dialect.db_now(), status=WorkerStatus.ALIVE.value)
         )
+    return bool(result.rowcount)
 
 
 async def stop(db: Database, worker_id: str) -> None:
