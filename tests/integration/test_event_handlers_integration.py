@@ -203,3 +203,42 @@ async def test_no_event_is_missed_across_a_sigkill(postgres_url: str, tmp_path: 
         if first.returncode is None:
             first.kill()
         await producer.stop()
+
+
+async def test_an_idle_handler_polls_without_writing(database_url: str) -> None:
+    """With nothing new in the log, a poll reads the cursor and the log's end and writes
+    nothing: no lease renewal every poll interval, for each handler, in each process
+    (on SQLite each was a turn of the one writer; on PostgreSQL a dead row each)."""
+    app = _app(database_url)
+    seen: list[str] = []
+
+    @app.task("work")
+    async def work(ctx: TaskContext, payload: Any) -> None:
+        return None
+
+    @app.on_event(EventType.JOB_SUCCEEDED, name="quiet")
+    async def quiet(event: Event) -> None:
+        seen.append(str(event.job_id))
+
+    runtime = await app.open()
+    await app.start()
+    try:
+        await asyncio.sleep(0.5)  # the cursor exists
+        job = await app.schedule("work", None)
+        await wait_for(lambda: _true(job.id in seen), timeout=30)
+
+        async def cursor() -> tuple[Any, ...]:
+            async with runtime.db.read() as conn:
+                row = (
+                    await conn.execute(select(event_cursors).where(event_cursors.c.name == "quiet"))
+                ).one()
+            return tuple(row)
+
+        await asyncio.sleep(0.5)  # the last advance is done
+        before = await cursor()
+        await asyncio.sleep(1.5)  # seven polls at 0.2 s, nothing new
+        assert await cursor() == before
+        second = await app.schedule("work", None)  # and it still hands on what comes
+        await wait_for(lambda: _true(second.id in seen), timeout=30)
+    finally:
+        await app.stop()

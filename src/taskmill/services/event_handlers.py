@@ -85,12 +85,17 @@ class EventDispatcher:
         """One batch for one subscription; how many events it handled (``BATCH``: maybe
         more are waiting)."""
         now = self.clock.now()
+        saved = await self.store.cursor_position(subscription.name)
+        if saved is not None and await self._horizon(saved, now) <= saved:
+            # Nothing new: no lease taken or renewed, so an idle poll writes nothing
+            # (a lease lapsed meanwhile is taken again, from the saved position).
+            return 0
         position = await self.store.take_cursor(
             subscription.name, holder=self.holder, lease_seconds=LEASE_SECONDS, now=now
         )
         if position is None:
             return 0  # another process holds it
-        horizon = await self.store.event_horizon(position, gap_seconds=GAP_SECONDS, now=now)
+        horizon = await self._horizon(position, now)
         if horizon <= position:
             return 0
         flt = EventFilter(
@@ -123,6 +128,9 @@ class EventDispatcher:
             now=self.clock.now(),
         )
         return len(found)
+
+    async def _horizon(self, after: int, now: datetime) -> int:
+        return await self.store.event_horizon(after, gap_seconds=GAP_SECONDS, now=now)
 
     async def _handle(self, subscription: Subscription, event: Event) -> None:
         delay = FIRST_RETRY_SECONDS

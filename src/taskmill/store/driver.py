@@ -369,6 +369,9 @@ class SqlStore:
 
     # -- event handlers' cursors -------------------------------------------------------
 
+    async def cursor_position(self, name: str) -> int | None:
+        return await event_cursors.cursor_position(self.db, name)
+
     async def take_cursor(
         self, name: str, *, holder: str, lease_seconds: float, now: datetime
     ) -> int | None:

@@ -12,6 +12,15 @@ from taskmill.store.database import Database
 from taskmill.store.schema import event_cursors, events
 
 
+async def cursor_position(db: Database, name: str) -> int | None:
+    """Where cursor ``name`` has read to; ``None`` if it does not exist yet."""
+    async with db.read() as conn:
+        position = (
+            await conn.execute(select(event_cursors.c.position).where(event_cursors.c.name == name))
+        ).scalar_one_or_none()
+    return None if position is None else int(position)
+
+
 async def take_cursor(
     db: Database, name: str, *, holder: str, lease_seconds: float, now: datetime
 ) -> int | None:

@@ -386,6 +386,11 @@ class Store(Protocol):
 
     # -- event handlers' cursors -------------------------------------------------------
 
+    async def cursor_position(self, name: str) -> int | None:
+        """Where handler ``name``'s cursor has read to (``None``: no cursor yet): a read,
+        so a poll that finds nothing new writes nothing."""
+        ...
+
     async def take_cursor(
         self, name: str, *, holder: str, lease_seconds: float, now: datetime
     ) -> int | None:
