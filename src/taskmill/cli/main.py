@@ -74,9 +74,10 @@ def run(
     host: HostOption = None,
     port: PortOption = None,
 ) -> None:
-    """Run taskmill embedded: migrations, the REST API (unless api.serve_in_run is false),
-    queue populator, executor, failure watcher, recurrence manager and pruner in one process,
-    until Ctrl-C or SIGTERM."""
+    """Run every service in one process (embedded; SQLite by default) until Ctrl-C.
+
+    Migrations, then the REST API (unless api.serve_in_run is false), queue populator,
+    executor, failure watcher, recurrence manager and pruner, until Ctrl-C or SIGTERM."""
     with errors_to_exit_codes():
         taskmill = load_app(app, env, config_dir)
         api = _with_api(host, port)
@@ -98,8 +99,9 @@ def api_command(
     host: HostOption = None,
     port: PortOption = None,
 ) -> None:
-    """Serve only the REST API (the API service). Load the same --app as the
-    executors so that unknown task types are refused."""
+    """Serve only the REST API (the API service).
+
+    Load the same --app as the executors so that unknown task types are refused."""
     with errors_to_exit_codes():
         load_app(app, env, config_dir).run(_with_api(host, port))
 
@@ -139,7 +141,7 @@ _service_command(
 _service_command("recurrence-manager", "Turn due templates into job instances.")
 _service_command(
     "pruner",
-    "Delete finished jobs past their [retention] age with their runs, events and "
+    "Delete finished jobs past their retention age with their runs, events and "
     "dependency rows, in short batches.",
 )
 

@@ -31,9 +31,10 @@ def prune(
     env: EnvOption = None,
     config_dir: ConfigDirOption = None,
 ) -> None:
-    """Delete finished jobs past their age with their runs, events and dependency rows,
-    in batches of retention.batch_size, as the pruner service does; a job an unfinished
-    job depends on stays. Progress on stderr, a summary line on stdout."""
+    """Delete finished jobs past their retention age now (what the pruner does).
+
+    With their runs, events and dependency rows, in batches of retention.batch_size; a
+    job an unfinished job depends on stays. Progress on stderr, a summary line on stdout."""
     with errors_to_exit_codes():
         override = None if older_than is None else parse_age(older_than)
 
