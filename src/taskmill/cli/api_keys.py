@@ -12,7 +12,9 @@ from taskmill.core.jobs import DEFAULT_MERCHANT_ID
 from taskmill.core.tenants import ALL_MERCHANTS, ApiKey, Scope
 from taskmill.runtime import Runtime
 
-api_keys_cli = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+api_keys_cli = typer.Typer(
+    rich_markup_mode="markdown", help="Create, list and revoke API keys.", no_args_is_help=True
+)
 
 
 @api_keys_cli.command("create")

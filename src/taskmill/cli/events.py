@@ -25,7 +25,7 @@ from taskmill.cli.render import JsonOption, print_json
 from taskmill.runtime import Runtime
 from taskmill.store import replay
 
-events_cli = typer.Typer(help="The event log.", no_args_is_help=True)
+events_cli = typer.Typer(rich_markup_mode="markdown", help="The event log.", no_args_is_help=True)
 SHOWN = 50
 
 

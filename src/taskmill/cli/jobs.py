@@ -25,7 +25,9 @@ from taskmill.runtime import Runtime
 from taskmill.services.jobs import Jobs
 
 jobs_cli = typer.Typer(
-    help="List, inspect, cancel and retry jobs (every merchant's).", no_args_is_help=True
+    rich_markup_mode="markdown",
+    help="List, inspect, cancel and retry jobs (every merchant's).",
+    no_args_is_help=True,
 )
 ACTOR = "cli"
 EVENTS_PAGE = 1000

@@ -33,11 +33,14 @@ from taskmill.store import migrate
 from taskmill.store.database import Database
 
 cli = typer.Typer(
+    rich_markup_mode="markdown",
     help="taskmill: a task scheduler. `taskmill run` starts everything on SQLite.",
     no_args_is_help=True,
     add_completion=False,
 )
-db_cli = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+db_cli = typer.Typer(
+    rich_markup_mode="markdown", help="Database schema commands.", no_args_is_help=True
+)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(api_keys_cli, name="api-keys")
 cli.add_typer(queues_cli, name="queues")

@@ -16,7 +16,9 @@ from taskmill.runtime import Runtime
 from taskmill.store.protocol import MAX_QUEUE_DEPTHS, QueueDepth
 
 queues_cli = typer.Typer(
-    help="List queues with their depths; pause and resume them.", no_args_is_help=True
+    rich_markup_mode="markdown",
+    help="List queues with their depths; pause and resume them.",
+    no_args_is_help=True,
 )
 ACTOR = "cli"
 

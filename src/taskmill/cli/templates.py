@@ -17,6 +17,7 @@ from taskmill.runtime import Runtime
 from taskmill.services.templates import TemplateUpdate
 
 templates_cli = typer.Typer(
+    rich_markup_mode="markdown",
     help="List recurring schedules (templates), switch them on or off, preview their fires.",
     no_args_is_help=True,
 )

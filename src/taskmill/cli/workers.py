@@ -13,7 +13,9 @@ from taskmill.runtime import Runtime
 from taskmill.store.protocol import WorkerInfo
 
 workers_cli = typer.Typer(
-    help="The executors' workers: who runs, where, and when it last spoke.", no_args_is_help=True
+    rich_markup_mode="markdown",
+    help="The executors' workers: who runs, where, and when it last spoke.",
+    no_args_is_help=True,
 )
 
 
