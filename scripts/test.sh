@@ -55,7 +55,7 @@ case "${1:-all}" in
     # (a CI run with them in parallel: 5 of 67 failed, each passing alone).
     # Beside them, niced (the scenarios keep the CPU they ask for; they use about one
     # core of two), the long tests that only compute and have no timing bounds: the
-    # plan-size state machine and the API fuzzers, marked `beside_serial`.
+    # plan-size state machine, the API fuzzers, S11's populators: marked `beside_serial`.
     serial_log=$(mktemp)
     # shellcheck disable=SC2086  # the folders are words
     nice -n 19 "$PYTEST" -m "beside_serial and not exclusive" $all_dirs "$@" \

@@ -30,7 +30,8 @@ from tests.fixtures.apps import build_app, close_effect_pools
 from tests.history import check_history, create_effects_table, executions
 
 JOBS = int(os.environ.get("TASKMILL_TEST_S11_JOBS", "5000"))
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(330)]
+# Minutes of work, no timing bound but the 300 s drain: niced beside the serial step.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(330), pytest.mark.beside_serial]
 PAST = datetime(2026, 1, 1, tzinfo=UTC)
 
 
