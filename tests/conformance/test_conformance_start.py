@@ -122,6 +122,12 @@ async def test_create(db: Database, writer: str, queue_if_due: bool) -> None:
     )
 
 
+async def test_creating_no_jobs_writes_nothing(db: Database) -> None:
+    async with unchanged(db):
+        assert await store_for(db).create_jobs([], actor="a", now=NOW, queue_if_due=True) == []
+        await store_for(db).insert_jobs([])
+
+
 async def test_create_with_a_used_idempotency_key_changes_nothing(db: Database) -> None:
     """The fence of creation: the key's first job is the answer, nothing is written."""
     first = await create_job(db, NewJob("t", NOW, idempotency_key="k"), actor="a", now=NOW)

@@ -84,6 +84,8 @@ class SqlStore:
                 self.db, news, actor=actor, now=now, queue_if_due=queue_if_due
             )
         jobs.check_bulk(news)
+        if not news:
+            return []
         made = [jobs.make_job(new, now, actor, queue_if_due) for new in news]
         await self.insert_jobs(made)  # PostgreSQL: one statement, whatever the count
         return [m.job for m in made]

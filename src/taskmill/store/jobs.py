@@ -172,6 +172,8 @@ async def insert_made(db: Database, made: Sequence[MadeJob]) -> None:
     """Insert ``made`` (from :func:`make_job`), their events and the wake-ups in one
     write transaction, all or nothing (PostgreSQL's driver: one statement,
     ``store/postgres/statements.py``)."""
+    if not made:
+        return
     await _insert_all(db, [m.row for m in made], [e for m in made for e in m.events])
 
 
