@@ -236,10 +236,13 @@ async def test_direct_database_that_cannot_be_reached_is_unavailable(postgres_ur
         await missing.close()
 
 
-async def test_the_unnested_insert_writes_what_the_shared_insert_writes(pg: Database) -> None:
-    """``statements.insert_jobs`` builds the rows and their ``job.created`` and
-    ``job.queued`` events in SQL: for the same jobs they equal, column for column and in
-    log order, what ``jobs.insert_made`` writes from Python (replay depends on it)."""
+@pytest.mark.parametrize("count", [statements.FEW, 5], ids=["row_by_row", "unnested"])
+async def test_the_producers_insert_writes_what_the_shared_insert_writes(
+    pg: Database, count: int
+) -> None:
+    """``statements.insert_jobs`` (a few jobs bound row by row; more as arrays, with their
+    ``job.created`` and ``job.queued`` events built in SQL) writes, column for column and
+    in log order, what ``jobs.insert_made`` writes from Python (replay depends on it)."""
     later = NOW + timedelta(hours=1)
     news = [
         NewJob("t", NOW, payload={"nested": [1, 2.5, None, {"k": "é"}]}, timeout_seconds=1.5),
@@ -254,7 +257,11 @@ async def test_the_unnested_insert_writes_what_the_shared_insert_writes(pg: Data
             on_dependency_failure=DependencyFailurePolicy.RUN,
         ),
     ]
-    made = [make_job(new, NOW, f"actor{i}", queue_if_due=i % 2 == 0) for i, new in enumerate(news)]
+    assert len(news) > statements.FEW
+    made = [
+        make_job(new, NOW, f"actor{i}", queue_if_due=i % 2 == 0)
+        for i, new in enumerate(news[:count])
+    ]
 
     async def written() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
         async with pg.transaction() as conn:
