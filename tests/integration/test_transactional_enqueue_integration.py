@@ -194,6 +194,37 @@ async def test_a_unique_key_race_between_two_transactions_costs_a_savepoint_only
         await app.stop()
 
 
+async def test_a_unique_key_race_in_a_batch_costs_a_savepoint_only(postgres_url: str) -> None:
+    """``schedule_many`` in a transaction whose unique key another transaction took
+    meanwhile: the batch waits on the key, is refused at the other's commit, and is
+    tried again in a savepoint; the key's job is the answer in its place, the batch's
+    other job is created, and the caller's own row still commits."""
+    app = make_app(postgres_url)
+    engine = create_async_engine(async_url(postgres_url))
+    try:
+        await app.open()
+        async with engine.begin() as setup:
+            await setup.run_sync(orders_meta.create_all)
+        async with engine.connect() as first, engine.connect() as second:
+            await first.begin()
+            await second.begin()
+            mine = await app.schedule("email", 1, connection=first, unique_key="race")
+            racing = asyncio.create_task(
+                app.schedule_many("email", [2, 3], unique_keys=["race", "free"], connection=second)
+            )
+            await wait_for(lambda: _waiting_on_a_lock(engine))  # on the first's key
+            await first.commit()
+            theirs, other = await racing
+            await second.execute(orders.insert().values(item="kept"))
+            await second.commit()
+        assert isinstance(mine, Job) and theirs.id == mine.id and other.id != mine.id
+        assert {j.id for j in await app.list()} == {mine.id, other.id}
+        assert await count_orders(engine) == 1
+    finally:
+        await engine.dispose()
+        await app.stop()
+
+
 async def _waiting_on_a_lock(engine: AsyncEngine) -> bool:
     async with engine.connect() as conn:
         waiting = await conn.execute(

@@ -27,6 +27,7 @@ from taskmill.core.errors import Conflict, ValidationError
 from taskmill.store.database import Database
 from taskmill.store.errors import translated
 from taskmill.store.jobs import (
+    UNIQUE_TRIES,
     CreatedJob,
     NewJob,
     check_bulk,
@@ -96,13 +97,24 @@ async def create_on(
 async def create_many_on(
     target: object, db: Database, news: Sequence[NewJob], *, actor: str, now: datetime
 ) -> list[CreatedJob]:
-    """``jobs.create_jobs`` in the caller's transaction (a race on a unique key with a
-    concurrent producer on PostgreSQL raises ``Conflict``: the caller's transaction is
-    then rolled back, and a retry finds the keys taken)."""
+    """``jobs.create_jobs`` in the caller's transaction. A concurrent producer taking one
+    of the batch's unique keys first (PostgreSQL) rolls back only a savepoint around the
+    batch, which is tried again: the key's job is then the answer in its place, and the
+    caller's transaction goes on."""
     check_bulk(news)
     conn = await connection_of(target, db)
     with translated():
-        return await create_batch_in(conn, db.dialect, news, actor=actor, now=now)
+        if db.dialect.name != "postgresql":
+            return await create_batch_in(conn, db.dialect, news, actor=actor, now=now)
+        for _ in range(UNIQUE_TRIES - 1):
+            try:
+                async with conn.begin_nested():
+                    with translated():
+                        return await create_batch_in(conn, db.dialect, news, actor=actor, now=now)
+            except Conflict:
+                continue  # the next try finds the keys taken meanwhile
+        async with conn.begin_nested():
+            return await create_batch_in(conn, db.dialect, news, actor=actor, now=now)
 
 
 class _Pending:

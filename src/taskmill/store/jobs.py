@@ -249,7 +249,7 @@ def check_bulk(news: Sequence[NewJob]) -> None:
 
 # A batch refused by the unique index (a concurrent producer took one of its keys) is
 # tried again this many times: each try finds the keys taken so far.
-_UNIQUE_TRIES = 3
+UNIQUE_TRIES = 3
 
 
 async def _create_unique_batch(
@@ -261,7 +261,7 @@ async def _create_unique_batch(
         )
         return [c.job for c in made]
 
-    for _ in range(_UNIQUE_TRIES - 1):
+    for _ in range(UNIQUE_TRIES - 1):
         try:
             return await db.write(create)
         except Conflict:
