@@ -121,7 +121,6 @@ class Taskmill:
         every executor, at most ``rate_burst`` (default 1) at once: jobs over the limit
         stay queued (``docs/howto/chains-and-rate-limits.md``).
         """
-        retries = self.settings.tasks.max_retries if max_retries is None else max_retries
         if rate_limit is None and rate_burst is not None:
             raise ValidationError("rate_burst", "needs a rate_limit")
         limit = None if rate_limit is None else parse_rate_limit(rate_limit, rate_burst)
@@ -131,7 +130,7 @@ class Taskmill:
                 TaskDefinition(
                     name=name,
                     handler=fn,
-                    max_attempts=retries + 1,
+                    max_attempts=None if max_retries is None else max_retries + 1,
                     timeout_seconds=timeout,
                     concurrency=concurrency,
                     backoff=backoff,

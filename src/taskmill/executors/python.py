@@ -27,7 +27,9 @@ class TaskDefinition:
 
     name: str
     handler: Handler
-    max_attempts: int = 1
+    # None: the configured default (tasks.max_retries + 1), read when a job is scheduled,
+    # so settings replaced after registration (``--env`` with ``--app``) still apply.
+    max_attempts: int | None = 1
     timeout_seconds: float | None = None
     concurrency: int | None = None
     backoff: BackoffPolicy | None = None
@@ -75,7 +77,7 @@ class TaskRegistry:
             # Registering a built-in again (a second Runtime on one app) replaces it.
             raise ValidationError("task", f"{definition.name!r} is already registered")
         check_job_options(
-            max_retries=definition.max_attempts - 1,
+            max_retries=None if definition.max_attempts is None else definition.max_attempts - 1,
             timeout=definition.timeout_seconds,
             priority=definition.priority,
         )

@@ -225,11 +225,15 @@ class Scheduler:
 
     def _options(self, req: ScheduleRequest) -> tuple[int, float | None, str, int]:
         definition = self.registry.get(req.task)
-        # The registration already folded in the configured default (Taskmill.task).
         check_job_options(max_retries=req.max_retries, timeout=req.timeout, priority=req.priority)
         if req.queue is not None:  # "" is refused, not taken for the task's queue
             check_queue_name(req.queue)
-        retries = definition.max_attempts - 1 if req.max_retries is None else req.max_retries
+        if req.max_retries is not None:
+            retries = req.max_retries
+        elif definition.max_attempts is not None:
+            retries = definition.max_attempts - 1
+        else:  # the task leaves it to the configuration
+            retries = self.defaults.max_retries
         timeout = req.timeout or definition.timeout_seconds or self.defaults.timeout_seconds
         queue = req.queue or definition.queue
         priority = req.priority if req.priority is not None else definition.priority
