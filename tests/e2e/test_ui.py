@@ -828,7 +828,10 @@ def test_ui_pause_and_resume_a_queue(page: Page, server: Server) -> None:
     expect(pause).to_be_visible()
     pause.focus()
     page.keyboard.press("Enter")
-    page.keyboard.press("Enter")  # the confirmation button has the focus
+    # The confirmation takes the focus (a keyboard user answers it at once); wait for it
+    # rather than press into the page before it is there (a loaded CI machine did).
+    expect(row.locator('button[data-confirm="pause"]')).to_be_focused()
+    page.keyboard.press("Enter")
     expect(row).to_have_attribute("data-state", "paused")
     expect(row.locator(".queue-state")).to_contain_text("since")
     assert [q["name"] for q in server.get("/queues/paused")] == ["default"]
