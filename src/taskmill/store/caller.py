@@ -27,13 +27,13 @@ from taskmill.core.errors import Conflict, ValidationError
 from taskmill.store.database import Database
 from taskmill.store.errors import translated
 from taskmill.store.jobs import (
-    UNIQUE_TRIES,
     CreatedJob,
     NewJob,
     check_bulk,
     create_batch_in,
     create_in,
     matching_job,
+    retrying_conflicts,
 )
 
 FIELD = "connection"
@@ -106,15 +106,13 @@ async def create_many_on(
     with translated():
         if db.dialect.name != "postgresql":
             return await create_batch_in(conn, db.dialect, news, actor=actor, now=now)
-        for _ in range(UNIQUE_TRIES - 1):
-            try:
-                async with conn.begin_nested():
-                    with translated():
-                        return await create_batch_in(conn, db.dialect, news, actor=actor, now=now)
-            except Conflict:
-                continue  # the next try finds the keys taken meanwhile
-        async with conn.begin_nested():
-            return await create_batch_in(conn, db.dialect, news, actor=actor, now=now)
+
+        async def in_savepoint() -> list[CreatedJob]:
+            async with conn.begin_nested():
+                with translated():  # a refused key is a Conflict inside the savepoint
+                    return await create_batch_in(conn, db.dialect, news, actor=actor, now=now)
+
+        return await retrying_conflicts(in_savepoint)
 
 
 class _Pending:

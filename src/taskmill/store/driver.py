@@ -79,16 +79,10 @@ class SqlStore:
     async def create_jobs(
         self, news: Sequence[jobs.NewJob], *, actor: str, now: datetime, queue_if_due: bool
     ) -> list[Job]:
-        if any(new.unique_key is not None for new in news):  # each key looked up first
-            return await jobs.create_jobs(
-                self.db, news, actor=actor, now=now, queue_if_due=queue_if_due
-            )
-        jobs.check_bulk(news)
-        if not news:
-            return []
-        made = [jobs.make_job(new, now, actor, queue_if_due) for new in news]
-        await self.insert_jobs(made)  # PostgreSQL: one statement, whatever the count
-        return [m.job for m in made]
+        # Without unique keys, the driver's insert (PostgreSQL: one statement, any count).
+        return await jobs.create_jobs(
+            self.db, news, actor=actor, now=now, queue_if_due=queue_if_due, insert=self.insert_jobs
+        )
 
     async def create_graph(
         self,

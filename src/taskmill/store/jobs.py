@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, Text, cast, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -221,20 +221,23 @@ async def create_jobs(
     actor: str,
     now: datetime,
     queue_if_due: bool = False,
+    insert: Callable[[Sequence[MadeJob]], Awaitable[None]] | None = None,
 ) -> list[Job]:
     """Insert many independent jobs (no idempotency keys, no dependencies) and their
     events in one transaction: one multi-row insert each, instead of a round trip per job.
     All or nothing. A job with a unique key the merchant's unfinished job holds (or an
-    earlier job of the batch) is that job instead, in its place in the answer."""
+    earlier job of the batch) is that job instead, in its place in the answer. Jobs
+    without unique keys go through ``insert`` (the driver's ``insert_jobs``; default
+    :func:`insert_made`)."""
     check_bulk(news)
     if any(new.unique_key is not None for new in news):
         return await _create_unique_batch(db, news, actor=actor, now=now, queue_if_due=queue_if_due)
-    made = [new_job(new, now, actor, queue_if_due) for new in news]
-    if not made:
-        return []
-    rows = [row for row, _ in made]
-    await _insert_all(db, rows, [e for _, new_events in made for e in new_events])
-    return [to_job_dict(row) for row in rows]
+    made = [make_job(new, now, actor, queue_if_due) for new in news]
+    if insert is None:
+        await insert_made(db, made)
+    else:
+        await insert(made)
+    return [m.job for m in made]
 
 
 def check_bulk(news: Sequence[NewJob]) -> None:
@@ -250,6 +253,18 @@ def check_bulk(news: Sequence[NewJob]) -> None:
 # A batch refused by the unique index (a concurrent producer took one of its keys) is
 # tried again this many times: each try finds the keys taken so far.
 UNIQUE_TRIES = 3
+T = TypeVar("T")
+
+
+async def retrying_conflicts(attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()``, tried again while a concurrent producer's key refuses it
+    (``Conflict``), ``UNIQUE_TRIES`` times in all: each try finds the keys taken so far."""
+    for _ in range(UNIQUE_TRIES - 1):
+        try:
+            return await attempt()
+        except Conflict:
+            continue
+    return await attempt()
 
 
 async def _create_unique_batch(
@@ -261,12 +276,7 @@ async def _create_unique_batch(
         )
         return [c.job for c in made]
 
-    for _ in range(UNIQUE_TRIES - 1):
-        try:
-            return await db.write(create)
-        except Conflict:
-            continue  # a concurrent producer took a key: the next try finds its job
-    return await db.write(create)
+    return await retrying_conflicts(lambda: db.write(create))
 
 
 async def create_batch_in(
