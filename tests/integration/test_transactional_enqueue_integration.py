@@ -6,14 +6,20 @@ for the populator's poll (set to a minute here)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    create_async_engine,
+)
 
 from taskmill import TaskContext, Taskmill
 from taskmill.config import load_settings
@@ -168,30 +174,14 @@ async def test_a_unique_key_race_between_two_transactions_costs_a_savepoint_only
 ) -> None:
     """The second transaction's insert waits on the first's uncommitted key, is refused
     at its commit, and answers the first's job; its own row still commits."""
-    app = make_app(postgres_url)
-    engine = create_async_engine(async_url(postgres_url))
-    try:
-        await app.open()
-        async with engine.begin() as setup:
-            await setup.run_sync(orders_meta.create_all)
-        async with engine.connect() as first, engine.connect() as second:
-            await first.begin()
-            await second.begin()
-            mine = await app.schedule("email", 1, connection=first, unique_key="race")
-            racing = asyncio.create_task(
-                app.schedule("email", 2, connection=second, unique_key="race")
-            )
-            await wait_for(lambda: _waiting_on_a_lock(engine))  # on the first's key
-            await first.commit()
-            theirs = await racing
-            await second.execute(orders.insert().values(item="kept"))
-            await second.commit()
+
+    def racing(app: Taskmill, second: AsyncConnection) -> Coroutine[Any, Any, Any]:
+        return app.schedule("email", 2, connection=second, unique_key="race")
+
+    async with _second_races_the_first(postgres_url, racing) as (app, engine, mine, theirs):
         assert isinstance(mine, Job) and isinstance(theirs, Job) and theirs.id == mine.id
         assert [j.id for j in await app.list()] == [mine.id]
         assert await count_orders(engine) == 1
-    finally:
-        await engine.dispose()
-        await app.stop()
 
 
 async def test_a_unique_key_race_in_a_batch_costs_a_savepoint_only(postgres_url: str) -> None:
@@ -199,6 +189,24 @@ async def test_a_unique_key_race_in_a_batch_costs_a_savepoint_only(postgres_url:
     meanwhile: the batch waits on the key, is refused at the other's commit, and is
     tried again in a savepoint; the key's job is the answer in its place, the batch's
     other job is created, and the caller's own row still commits."""
+
+    def racing(app: Taskmill, second: AsyncConnection) -> Coroutine[Any, Any, Any]:
+        return app.schedule_many("email", [2, 3], unique_keys=["race", "free"], connection=second)
+
+    async with _second_races_the_first(postgres_url, racing) as (app, engine, mine, batch):
+        theirs, other = batch
+        assert isinstance(mine, Job) and theirs.id == mine.id and other.id != mine.id
+        assert {j.id for j in await app.list()} == {mine.id, other.id}
+        assert await count_orders(engine) == 1
+
+
+@contextlib.asynccontextmanager
+async def _second_races_the_first(
+    postgres_url: str, racing: Callable[[Taskmill, AsyncConnection], Coroutine[Any, Any, Any]]
+) -> AsyncIterator[tuple[Taskmill, AsyncEngine, Job, Any]]:
+    """A first transaction takes unique key ``race``; a second, ``racing`` on it, waits
+    on that key until the first commits, then writes an order of its own and commits.
+    Yields the app, the engine, the first's job and what ``racing`` returned."""
     app = make_app(postgres_url)
     engine = create_async_engine(async_url(postgres_url))
     try:
@@ -209,17 +217,14 @@ async def test_a_unique_key_race_in_a_batch_costs_a_savepoint_only(postgres_url:
             await first.begin()
             await second.begin()
             mine = await app.schedule("email", 1, connection=first, unique_key="race")
-            racing = asyncio.create_task(
-                app.schedule_many("email", [2, 3], unique_keys=["race", "free"], connection=second)
-            )
+            assert isinstance(mine, Job)
+            raced = asyncio.create_task(racing(app, second))
             await wait_for(lambda: _waiting_on_a_lock(engine))  # on the first's key
             await first.commit()
-            theirs, other = await racing
+            theirs = await raced
             await second.execute(orders.insert().values(item="kept"))
             await second.commit()
-        assert isinstance(mine, Job) and theirs.id == mine.id and other.id != mine.id
-        assert {j.id for j in await app.list()} == {mine.id, other.id}
-        assert await count_orders(engine) == 1
+        yield app, engine, mine, theirs
     finally:
         await engine.dispose()
         await app.stop()
