@@ -125,6 +125,9 @@ def worker_env(url: str, backend: str, prefix: str, args: argparse.Namespace) ->
     broker = broker_settings(backend, prefix)
     if broker:
         env.update(TASKMILL_BROKER__URL=broker["url"], TASKMILL_BROKER__PREFIX=broker["prefix"])
+    for setting in args.worker_setting:
+        key, _, value = setting.partition("=")
+        env[key] = value
     return env
 
 
@@ -492,6 +495,14 @@ if __name__ == "__main__":
         help="retention.succeeded_after_days as an age (e.g. 5m): the pruner deletes as "
         "the jobs arrive, the steady state of a long-running deployment (default: "
         "taskmill's 7 days, nothing pruned within a soak)",
+    )
+    parser.add_argument(
+        "--worker-setting",
+        action="append",
+        default=[],
+        metavar="TASKMILL_KEY=VALUE",
+        help="one more setting of the worker's environment (repeatable), e.g. "
+        "TASKMILL_RETENTION__BATCH_SIZE=200",
     )
     parser.add_argument(
         "--schema-revision",

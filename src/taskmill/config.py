@@ -252,6 +252,11 @@ class MaintenanceSettings(_Section):
     """A table with this many dead row versions is behind: warned about, vacuumed."""
     vacuum_timeout_seconds: float = Field(default=600.0, ge=1, le=86_400)
     """One VACUUM, waiting for its lock included, is stopped (and logged) after this long."""
+    vacuum_cost_delay_ms: float = Field(default=2.0, ge=0, le=100)
+    """How long the VACUUMs taskmill runs sleep each time they have done the server's
+    ``vacuum_cost_limit`` of work (PostgreSQL's ``vacuum_cost_delay``; 2 ms is
+    autovacuum's default): a throttled VACUUM takes longer but leaves the claims their
+    share of the CPU. 0 runs it flat out, as a manual ``VACUUM`` does."""
 
 
 class RetrySettings(_Section):

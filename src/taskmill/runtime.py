@@ -238,6 +238,7 @@ class Runtime:
             interval_seconds=m.interval_seconds,
             dead_rows_threshold=m.dead_tuples_threshold,
             vacuum_timeout_seconds=m.vacuum_timeout_seconds,
+            vacuum_cost_delay_ms=m.vacuum_cost_delay_ms,
         )
 
     def _worker_config(self) -> WorkerConfig:

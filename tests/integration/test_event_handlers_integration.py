@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import textwrap
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,13 @@ from sqlalchemy import select
 
 from taskmill import Event, Fail, TaskContext, Taskmill
 from taskmill.config import load_settings
+from taskmill.core.clock import SystemClock
 from taskmill.core.errors import ValidationError
 from taskmill.core.events import EventType
 from taskmill.core.jobs import Job, JobFilter, JobStatus
 from taskmill.observability import metrics
+from taskmill.services.event_handlers import EventDispatcher, Subscription
+from taskmill.store.protocol import Store
 from taskmill.store.schema import event_cursors
 from taskmill.store.templates import StoredTemplate
 from tests.conftest import wait_for
@@ -242,3 +246,46 @@ async def test_an_idle_handler_polls_without_writing(database_url: str) -> None:
         await wait_for(lambda: _true(second.id in seen), timeout=30)
     finally:
         await app.stop()
+
+
+async def test_a_busy_poll_reads_the_log_end_once(database_url: str) -> None:
+    """A poll that finds new events reads where the log ends once, not again after
+    taking the lease: the cursor did not move between the two reads."""
+    app = _app(database_url)
+    seen: list[Event] = []
+
+    @app.task("noop")
+    async def noop(ctx: TaskContext, payload: Any) -> None:
+        return None
+
+    runtime = await app.open()
+    try:
+        jobs = [await app.schedule("noop", None) for _ in range(3)]
+        counting = _CountingHorizon(runtime.store)
+        subscription = Subscription("once", (EventType.JOB_CREATED,), seen.append)
+        dispatcher = EventDispatcher(counting, SystemClock(), [subscription], holder="test")
+        assert await dispatcher.run_once() == 0  # a new cursor starts at the log's end
+        counting.reads = 0
+        more = [await app.schedule("noop", None) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        assert await dispatcher.run_once() == 2
+        assert [event.job_id for event in seen] == [job.id for job in more]
+        assert counting.reads == 1
+        assert jobs  # created before the cursor: never handed on
+    finally:
+        await app.stop()
+
+
+class _CountingHorizon:
+    """The real store, counting its ``event_horizon`` reads."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.reads = 0
+
+    async def event_horizon(self, after: int, *, gap_seconds: float, now: datetime) -> int:
+        self.reads += 1
+        return await self._store.event_horizon(after, gap_seconds=gap_seconds, now=now)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)

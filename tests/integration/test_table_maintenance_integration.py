@@ -271,6 +271,38 @@ async def test_table_maintenance_replicas_skip_a_table_another_is_vacuuming(
     assert await store.vacuum_table("jobs", timeout_seconds=5) is True
 
 
+async def test_table_maintenance_throttles_its_vacuum_as_autovacuum_is(
+    pg: PostgresDatabase, store: Store
+) -> None:
+    """The VACUUM taskmill runs sleeps between rounds of work (``VacuumDelay`` in
+    ``pg_stat_activity``) instead of taking a core from the claims while it runs; its
+    pooled connection goes back with the server's setting."""
+    await churn(store, CHURNED)
+    await dead_at_least(store, pg, "jobs", 2 * THRESHOLD)
+    throttled = maintenance(store, VacuumMode.AUTO, tables=("jobs",), vacuum_cost_delay_ms=20)
+    vacuuming = asyncio.ensure_future(throttled.run_once())
+    waits: set[str] = set()
+    while not vacuuming.done():
+        waits |= {
+            row[0]
+            for row in await sql(
+                pg,
+                "SELECT wait_event FROM pg_stat_activity WHERE query LIKE 'VACUUM%'"
+                " AND wait_event IS NOT NULL",
+            )
+        }
+        await asyncio.sleep(0.005)
+    assert await vacuuming == 1
+    assert "VacuumDelay" in waits
+    assert await dead_rows(store, "jobs") < THRESHOLD
+    settings = await sql(
+        pg,
+        "SELECT DISTINCT setting FROM pg_settings, pg_stat_activity"
+        " WHERE name = 'vacuum_cost_delay' AND pid = pg_backend_pid()",
+    )
+    assert settings == [("0",)]  # this server's default for a manual VACUUM
+
+
 async def test_table_maintenance_vacuums_only_taskmill_tables(store: Store) -> None:
     with pytest.raises(ValueError, match="hot tables"):
         await store.vacuum_table('jobs"; DROP TABLE jobs; --', timeout_seconds=5)

@@ -86,7 +86,8 @@ class EventDispatcher:
         more are waiting)."""
         now = self.clock.now()
         saved = await self.store.cursor_position(subscription.name)
-        if saved is not None and await self._horizon(saved, now) <= saved:
+        horizon = None if saved is None else await self._horizon(saved, now)
+        if saved is not None and horizon is not None and horizon <= saved:
             # Nothing new: no lease taken or renewed, so an idle poll writes nothing
             # (a lease lapsed meanwhile is taken again, from the saved position).
             return 0
@@ -95,7 +96,11 @@ class EventDispatcher:
         )
         if position is None:
             return 0  # another process holds it
-        horizon = await self._horizon(position, now)
+        if horizon is None or position != saved:
+            # The cursor is new, or another process moved it between the two reads. Else
+            # the horizon read from the same position stands (a later read could only
+            # reach further: what it would add is read at the next poll).
+            horizon = await self._horizon(position, now)
         if horizon <= position:
             return 0
         flt = EventFilter(

@@ -30,6 +30,8 @@ class MaintenanceConfig:
     """A table with this many dead row versions is behind (autovacuum off or lagging)."""
     vacuum_timeout_seconds: float = 600.0
     """One VACUUM, waiting for its lock included, is stopped after this long."""
+    vacuum_cost_delay_ms: float = 2.0
+    """The VACUUM's sleep per ``vacuum_cost_limit`` of work (autovacuum's default)."""
     tables: tuple[str, ...] = HOT_TABLES
 
 
@@ -86,7 +88,9 @@ class TableMaintenance:
         log.warning("%s: %d dead row versions; running VACUUM (ANALYZE)", *_counts(table))
         try:
             done = await self.store.vacuum_table(
-                table.table, timeout_seconds=self.config.vacuum_timeout_seconds
+                table.table,
+                timeout_seconds=self.config.vacuum_timeout_seconds,
+                cost_delay_ms=self.config.vacuum_cost_delay_ms,
             )
         except StoreError as exc:
             # One table's failure (a timeout, a lock it waited for) leaves the others.

@@ -430,7 +430,9 @@ class SqlStore:
         # SQLite updates rows in place and reuses a deleted row's space: nothing piles up.
         return None
 
-    async def vacuum_table(self, table: str, *, timeout_seconds: float) -> bool:
+    async def vacuum_table(
+        self, table: str, *, timeout_seconds: float, cost_delay_ms: float = 0.0
+    ) -> bool:
         raise StoreError(f"no VACUUM to run on {self.db.dialect.name}")
 
     # -- tenants ----------------------------------------------------------------------

@@ -463,9 +463,13 @@ class Store(Protocol):
         that keeps no dead row versions (SQLite)."""
         ...
 
-    async def vacuum_table(self, table: str, *, timeout_seconds: float) -> bool:
+    async def vacuum_table(
+        self, table: str, *, timeout_seconds: float, cost_delay_ms: float = 0.0
+    ) -> bool:
         """``VACUUM (ANALYZE)`` one of ``core.table_health.HOT_TABLES`` (outside any
-        transaction), stopped after ``timeout_seconds`` (waiting for its lock included);
+        transaction), stopped after ``timeout_seconds`` (waiting for its lock included),
+        sleeping ``cost_delay_ms`` each time it has done the server's
+        ``vacuum_cost_limit`` of work (0: unthrottled);
         ``False`` without running it when another process is vacuuming it through this
         method (an advisory lock: replicas never pile up vacuums of one table). Raises
         ``StoreError`` when it fails or times out."""

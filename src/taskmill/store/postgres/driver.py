@@ -73,5 +73,9 @@ class PostgresStore(SqlStore):
     async def table_stats(self, tables: Sequence[str]) -> list[TableStats] | None:
         return await maintenance.table_stats(self.pg, tables)
 
-    async def vacuum_table(self, table: str, *, timeout_seconds: float) -> bool:
-        return await maintenance.vacuum(self.pg, table, timeout_seconds=timeout_seconds)
+    async def vacuum_table(
+        self, table: str, *, timeout_seconds: float, cost_delay_ms: float = 0.0
+    ) -> bool:
+        return await maintenance.vacuum(
+            self.pg, table, timeout_seconds=timeout_seconds, cost_delay_ms=cost_delay_ms
+        )

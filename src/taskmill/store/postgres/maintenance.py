@@ -46,11 +46,15 @@ async def table_stats(db: PostgresDatabase, tables: Sequence[str]) -> list[Table
     return [TableStats(**row) for row in rows]
 
 
-async def vacuum(db: PostgresDatabase, table: str, *, timeout_seconds: float) -> bool:
+async def vacuum(
+    db: PostgresDatabase, table: str, *, timeout_seconds: float, cost_delay_ms: float = 0.0
+) -> bool:
     """``VACUUM (ANALYZE) table`` in autocommit (VACUUM refuses a transaction), under an
     advisory lock held by this session only while it runs; ``False`` when another
     session holds it. ``statement_timeout`` and ``lock_timeout`` bound it, so a vacuum
-    waiting for a lock (another VACUUM, a CREATE INDEX) gives up too."""
+    waiting for a lock (another VACUUM, a CREATE INDEX) gives up too.
+    ``vacuum_cost_delay`` throttles it as autovacuum is throttled (a manual VACUUM runs
+    flat out by default and takes a core from the claims while it scans the indexes)."""
     if table not in HOT_TABLES:  # the name goes into the statement's text
         raise ValueError(f"{table!r} is not one of taskmill's hot tables")
     millis = str(max(1, round(timeout_seconds * 1000)))
@@ -63,13 +67,17 @@ async def vacuum(db: PostgresDatabase, table: str, *, timeout_seconds: float) ->
             try:
                 await conn.execute(
                     "SELECT set_config('statement_timeout', $1, false),"
-                    " set_config('lock_timeout', $1, false)",
+                    " set_config('lock_timeout', $1, false),"
+                    " set_config('vacuum_cost_delay', $2, false)",
                     millis,
+                    f"{cost_delay_ms:g}",
                 )
                 await conn.execute(f'VACUUM (ANALYZE) "{table}"')
             finally:
                 # The connection goes back to the pool: leave it as it was.
-                await conn.execute("RESET statement_timeout; RESET lock_timeout")
+                await conn.execute(
+                    "RESET statement_timeout; RESET lock_timeout; RESET vacuum_cost_delay"
+                )
                 await conn.fetchval(f"SELECT pg_advisory_unlock({_KEYS})", *lock)
         except asyncio.CancelledError:
             # Stopping: asyncpg cancelled the statement; closing the session as well
