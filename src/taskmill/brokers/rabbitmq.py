@@ -45,8 +45,11 @@ NORMAL_PRIORITY = 4
 MAX_PRIORITY = 8
 QUEUE_ARGUMENTS = {"x-max-priority": MAX_PRIORITY}
 
-# After a hint arrives, wait this long for another before returning the batch.
+# After the first hint, a receive takes the hints RabbitMQ pushes with it (a burst comes
+# one frame each) for at most GATHER_SECONDS in all, and stops sooner at a pause of
+# GATHER_GAP_SECONDS between two.
 GATHER_SECONDS = 0.005
+GATHER_GAP_SECONDS = 0.001
 RECONNECT_SECONDS = 1.0  # aio-pika's default is 5 s; a URL's ?reconnect_interval= wins
 RETRY_SECONDS = 0.1  # between attempts to publish a batch the connection lost
 
@@ -204,14 +207,22 @@ class RabbitMQBroker:
             await self._cancel_consumers(consumers)
 
     async def _gather_burst(self, max_count: int) -> None:
-        """After the first hint, keep taking hints while they keep coming (RabbitMQ pushes
-        them one frame at a time), so one receive returns a batch rather than one hint."""
+        """After the first hint, take the hints that come with it (RabbitMQ pushes them
+        one frame at a time), so one receive returns a burst as a batch rather than one
+        hint. Bounded from the first hint, not only per gap: hints of a steady flow less
+        than a gap apart (200 jobs/s or more) kept the first one waiting until the
+        prefetch window filled (issue 25's RabbitMQ soak: p50 30-57 ms)."""
         if not self._inbox:
             return  # timed out or closed
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATHER_SECONDS
         while len(self._inbox) < max_count:
+            wait = min(GATHER_GAP_SECONDS, deadline - loop.time())
+            if wait <= 0:
+                return
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), GATHER_SECONDS)
+                await asyncio.wait_for(self._arrived.wait(), wait)
             except TimeoutError:
                 return
 
