@@ -185,8 +185,11 @@ class RetentionSettings(_Section):
     after its deletion; a template's events stay as long as it exists."""
     batch_size: int = Field(default=1000, ge=1, le=1000)
     """Jobs deleted per transaction (with their runs, events and dependency rows)."""
-    interval_seconds: float = Field(default=300.0, ge=1, le=86_400)
-    """How often the pruner looks for jobs old enough to go, once it found none."""
+    interval_seconds: float = Field(default=30.0, ge=1, le=86_400)
+    """How often the pruner looks for jobs old enough to go, once it found none (as
+    Oban's pruner: 30 s). Each pass deletes what aged meanwhile: a longer interval
+    makes rarer, longer passes (at 500 jobs/s, 300 s left 150 batches to delete at
+    once); a look that finds nothing is one indexed read."""
     pause_seconds: float = Field(default=0.1, ge=0, le=60)
     """The pause between two batches, so the pruner never holds the database's writers
     back for long (SQLite has one)."""
