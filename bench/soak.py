@@ -110,7 +110,9 @@ def worker_env(url: str, backend: str, prefix: str, args: argparse.Namespace) ->
         TASKMILL_DATABASE__MIGRATE_ON_START="false",
         TASKMILL_WORKER__CONCURRENCY=str(args.concurrency),
         TASKMILL_API__SERVE_IN_RUN="false",
-        TASKMILL_LOGGING__LEVEL="WARNING",
+        # INFO: the pruner's batches and the vacuums' ends are dated in the kept log
+        # (nothing logs per job at INFO).
+        TASKMILL_LOGGING__LEVEL="INFO",
         TASKMILL_MAINTENANCE__VACUUM=args.vacuum,
         TASKMILL_MAINTENANCE__INTERVAL_SECONDS=str(args.maintenance_interval),
         TASKMILL_MAINTENANCE__DEAD_TUPLES_THRESHOLD=str(args.dead_tuples_threshold),
@@ -353,7 +355,11 @@ def maintenance_lines(log: Path) -> str:
             table = line.split(": ")[-2].split()[-1] if ": " in line else "?"
             by_table[table] = by_table.get(table, 0) + 1
     ran = ", ".join(f"{t} {n}x" for t, n in sorted(by_table.items())) or "none"
-    return f"table maintenance: VACUUM runs {ran}; {len(lines)} log lines naming VACUUM"
+    pruned = sum(1 for line in log.read_text(errors="replace").splitlines() if " pruned " in line)
+    return (
+        f"table maintenance: VACUUM runs {ran}; {len(lines)} log lines naming VACUUM; "
+        f"{pruned} pruner batches"
+    )
 
 
 async def server_autovacuum(db: Database) -> str:

@@ -254,7 +254,13 @@ async def test_reliability_s3_graceful_sigterm(
     await asyncio.sleep(0.5)  # B is waiting for hints too
     a.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
-    await asyncio.sleep(0.3)  # the signal is handled: A's receive was cancelled
+
+    async def a_stopped_receiving() -> bool:
+        # Logged once A's claim loop, and its receive, ended. A fixed 0.3 s was not
+        # always enough on a loaded CI machine: A still took the hints.
+        return "waiting up to" in (services.workdir / "executor-2.log").read_text()
+
+    await wait_for(a_stopped_receiving, timeout=GRACE, interval=0.02)
     later = await _enqueue(postgres_url, 10, {"effects": str(log), "seconds": 3})
     enqueued = time.monotonic()
 
