@@ -210,8 +210,7 @@ class RabbitMQBroker:
         """After the first hint, take the hints that come with it (RabbitMQ pushes them
         one frame at a time), so one receive returns a burst as a batch rather than one
         hint. Bounded from the first hint, not only per gap: hints of a steady flow less
-        than a gap apart (200 jobs/s or more) kept the first one waiting until the
-        prefetch window filled (issue 25's RabbitMQ soak: p50 30-57 ms)."""
+        than a gap apart kept the first one waiting until the prefetch window filled."""
         if not self._inbox:
             return  # timed out or closed
         loop = asyncio.get_running_loop()
