@@ -348,14 +348,15 @@ async def produce(app: Taskmill, rate: float, seconds: float) -> int:
 
 def maintenance_lines(log: Path) -> str:
     """What the worker's table maintenance logged: the vacuums it ran, by table."""
-    lines = [line for line in log.read_text(errors="replace").splitlines() if "VACUUM" in line]
+    logged = log.read_text(errors="replace").splitlines()
+    lines = [line for line in logged if "VACUUM" in line]
     by_table: dict[str, int] = {}
     for line in lines:
         if "running VACUUM" in line:
             table = line.split(": ")[-2].split()[-1] if ": " in line else "?"
             by_table[table] = by_table.get(table, 0) + 1
     ran = ", ".join(f"{t} {n}x" for t, n in sorted(by_table.items())) or "none"
-    pruned = sum(1 for line in log.read_text(errors="replace").splitlines() if " pruned " in line)
+    pruned = sum(1 for line in logged if " pruned " in line)
     return (
         f"table maintenance: VACUUM runs {ran}; {len(lines)} log lines naming VACUUM; "
         f"{pruned} pruner batches"
